@@ -44,6 +44,21 @@ class UNetConfig:
 
 
 @dataclass(frozen=True)
+class LevelSplit:
+    """Channel layout of one shader block's output: flow (2), message, message flow, local, local flow, masks."""
+
+    messages: int
+    message_flows: int
+    locals: int
+    local_flows: int
+    masks: int
+
+    @property
+    def total(self) -> int:
+        return 2 + self.messages + self.message_flows + self.locals + self.local_flows + self.masks
+
+
+@dataclass(frozen=True)
 class ShaderConfig:
     """CINN shader: one flow-decoder block per pyramid level, views fused at every level."""
 
@@ -79,6 +94,16 @@ class ShaderConfig:
         # levels with sheet features have one mask per local channel; the extra last level one per message channel
         extra = self.out_locals[level] if level < len(self.feature_channels) else self.out_messages[level]
         return 2 + extra
+
+    def split(self, level: int) -> LevelSplit:
+        msgs, locs = self.out_messages[level], self.out_locals[level]
+        return LevelSplit(
+            messages=msgs,
+            message_flows=self.message_flow_channels if msgs > 0 else 0,
+            locals=locs,
+            local_flows=self.message_flow_channels if locs > 0 else 0,
+            masks=self.out_masks(level),
+        )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,97 @@
+"""The four CoNR networks and the inference step, Paddle side of conr_torch_ref/model.py
+(official conr.py @ 660c4f7, class CoNR, model_step)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import paddle
+import paddle.nn as nn
+
+from conr_common.config import INPUT_MEAN, INPUT_STD, NETWORK_NAMES, OFFICIAL, CoNRConfig
+from .backbone import ResEncUnet
+from .decoder import RGBADecoderNet
+from .shader import CINN
+from .strict import strict_load
+
+
+def build_networks(config: CoNRConfig = OFFICIAL) -> dict[str, nn.Layer]:
+    """The four official networks, keyed by their checkpoint names, in eval mode."""
+    nets = {
+        "udpparsernet": ResEncUnet(config.parser),
+        "target_pose_encoder": ResEncUnet(config.pose_encoder),
+        "shader": CINN(config.shader),
+        "rgbadecodernet": RGBADecoderNet(config.decoder),
+    }
+    for net in nets.values():
+        net.eval()
+    return nets
+
+
+def normalize(x: paddle.Tensor) -> paddle.Tensor:
+    return (x - INPUT_MEAN) / INPUT_STD
+
+
+@dataclass(frozen=True)
+class Sheet:
+    """What the sheet contributes to every frame: parser features per level (M, C, h, w) and the reference (M, 4, S, S)."""
+
+    features: list
+    reference: paddle.Tensor
+
+
+class CoNR(nn.Layer):
+    def __init__(self, config: CoNRConfig = OFFICIAL) -> None:
+        super().__init__()
+        for name, net in build_networks(config).items():
+            self.add_sublayer(name, net)
+        self.eval()
+
+    def parse_sheet(self, sheet: paddle.Tensor) -> Sheet:
+        """sheet: (M, 4, S, S) premultiplied RGB + alpha in [0, 1]."""
+        rgb, alpha = sheet[:, :3], sheet[:, 3:4]
+        _, features = self.udpparsernet(normalize(rgb), decode=False)
+        return Sheet(features=features, reference=paddle.concat([alpha * rgb, alpha], axis=1))
+
+    def parse_pose(self, image: paddle.Tensor) -> paddle.Tensor:
+        """RGBA-derived pose image (B, 3, S, S) -> predicted UDP (B, 4, S, S) clipped to [0, 1]."""
+        logits, _ = self.udpparsernet(normalize(image))
+        return paddle.clip(logits, 0.0, 1.0)
+
+    def encode_target(self, xyz: paddle.Tensor, alpha: paddle.Tensor) -> list[paddle.Tensor]:
+        _, features = self.target_pose_encoder(normalize(paddle.concat([xyz * alpha, alpha], axis=1)), decode=False)
+        return features
+
+    def shade(self, sheet: Sheet, target_features: list[paddle.Tensor]) -> paddle.Tensor:
+        """Premultiplied RGBA (B, 4, S, S) for B target poses of one character."""
+        b = target_features[0].shape[0]
+        reference = sheet.reference.unsqueeze(0).expand([b] + list(sheet.reference.shape))  # (B, M, 4, S, S)
+        feats = [f.unsqueeze(0).expand([b] + list(f.shape)) for f in sheet.features]
+        fused = self.shader(target_features, reference, feats)
+        rgba = self.rgbadecodernet(fused)
+        return paddle.concat([rgba[:, 0:3] * rgba[:, 3:4], rgba[:, 3:4]], axis=1)
+
+    @paddle.no_grad()
+    def render(self, sheet: Sheet, xyz: paddle.Tensor, alpha: paddle.Tensor) -> paddle.Tensor:
+        return self.shade(sheet, self.encode_target(xyz, alpha))
+
+
+def load_networks(model: CoNR, states: dict[str, dict]) -> CoNR:
+    """Strictly load Paddle-named state dicts (network name -> state) into the model."""
+    for name in NETWORK_NAMES:
+        strict_load(getattr(model, name), states[name], what=name)
+    return model
+
+
+def load_pdparams(model: CoNR, folder: str | Path) -> CoNR:
+    """Strictly load `<network>.pdparams` files as written by `python -m convert torch2paddle`."""
+    folder = Path(folder)
+    states = {}
+    for name in NETWORK_NAMES:
+        path = folder / f"{name}.pdparams"
+        if not path.is_file():
+            from conr_common.errors import ConrInputError
+
+            raise ConrInputError(f"{path}: missing (weights folder needs all four networks)")
+        states[name] = paddle.load(str(path))
+    return load_networks(model, states)

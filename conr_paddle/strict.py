@@ -1,0 +1,41 @@
+"""A strict state-dict loader: Paddle's `set_state_dict` only warns on a mismatch; this raises, naming everything."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import paddle
+
+from conr_common.errors import ConrInputError
+
+
+def strict_load(layer: paddle.nn.Layer, state: Mapping[str, object], what: str = "state dict") -> None:
+    """Load `state` (numpy arrays or paddle tensors, Paddle names) into `layer`; raise ConrInputError naming every
+    missing key, unexpected key and shape or dtype mismatch before anything is assigned."""
+    own = layer.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = []
+    for k, p in own.items():
+        if k in state:
+            v = state[k]
+            shape = tuple(v.shape)
+            if shape != tuple(p.shape):
+                shapes.append(f"{k}: file {list(shape)} vs model {list(p.shape)}")
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected)}")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es): {'; '.join(shapes)}")
+    if problems:
+        raise ConrInputError(f"{what} does not fit {type(layer).__name__}: " + " | ".join(problems))
+    for k, p in own.items():
+        v = state[k]
+        arr = v.numpy() if isinstance(v, paddle.Tensor) else np.asarray(v)
+        p.set_value(arr.astype(_np_dtype(p), copy=False))  # a float16 file loads into a float32 model
+
+
+def _np_dtype(p: paddle.Tensor) -> np.dtype:
+    return np.dtype(str(p.dtype).replace("paddle.", ""))

@@ -1,0 +1,50 @@
+"""Backward warping with flows, Paddle side of conr_torch_ref/warp.py (official model/warplayer.py @ 660c4f7).
+
+Every resampling argument is spelled out: Paddle's grid_sample defaults to align_corners=True and its
+interpolate needs align_mode=0 to match torch's align_corners=False bilinear.
+"""
+from __future__ import annotations
+
+import paddle
+import paddle.nn.functional as F
+
+
+def base_grid(n: int, h: int, w: int, like: paddle.Tensor) -> paddle.Tensor:
+    """(N, 2, H, W) identity grid: channel 0 is x in [-1, 1] along W, channel 1 is y along H."""
+    xs = paddle.linspace(-1.0, 1.0, w, dtype=like.dtype).reshape([1, 1, 1, w]).expand([n, 1, h, w])
+    ys = paddle.linspace(-1.0, 1.0, h, dtype=like.dtype).reshape([1, 1, h, 1]).expand([n, 1, h, w])
+    return paddle.concat([xs, ys], axis=1)
+
+
+def warp(x: paddle.Tensor, flow: paddle.Tensor) -> paddle.Tensor:
+    """Sample `x` (N, C, H, W) at pixel + `flow` (N, 2, H, W)."""
+    n, _, h, w = x.shape
+    scaled = paddle.concat([flow[:, 0:1] / ((w - 1.0) / 2.0), flow[:, 1:2] / ((h - 1.0) / 2.0)], axis=1)
+    grid = (base_grid(n, h, w, flow) + scaled).transpose([0, 2, 3, 1])  # (N, H, W, 2)
+    return F.grid_sample(x, grid.astype(x.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def warp_grouped(x: paddle.Tensor, flow: paddle.Tensor) -> paddle.Tensor:
+    """Warp channel group g of `x` with flow channels (2g, 2g+1); C must divide into flow.shape[1] // 2 groups."""
+    n, c, h, w = x.shape
+    groups = flow.shape[1] // 2
+    if flow.shape[1] % 2 or c % groups or flow.shape[0] != n or list(flow.shape[2:]) != list(x.shape[2:]):
+        raise ValueError(f"warp_grouped: features {tuple(x.shape)} do not fit flow {tuple(flow.shape)}")
+    out = warp(x.reshape([n * groups, c // groups, h, w]), flow.reshape([n * groups, 2, h, w]))
+    return out.reshape([n, c, h, w])
+
+
+def resize(x: paddle.Tensor, size: tuple[int, int]) -> paddle.Tensor:
+    """Bilinear resize to `size`, the same sampling as torch's align_corners=False (align_mode=0)."""
+    return F.interpolate(x, size=list(size), mode="bilinear", align_corners=False, align_mode=0, data_format="NCHW")
+
+
+def rescale_flow(flow: paddle.Tensor, width: int) -> paddle.Tensor:
+    """Resize a flow to `width` by a scale factor and scale its vectors alike (official CINN.flow_rescale)."""
+    factor = width / flow.shape[-1]
+    if factor == 1:
+        return flow
+    up = F.interpolate(
+        flow, scale_factor=factor, mode="bilinear", align_corners=False, align_mode=0, data_format="NCHW"
+    )
+    return up * factor

@@ -1,0 +1,131 @@
+"""CINN shader: per-level flow decoders run on every sheet view, views fused at every level.
+
+Official model/shader.py @ 660c4f7 (classes DecoderBlock and CINN); paper section 3 ("cross-view message passing").
+At level L each view's block sees [own flow, target-pose features, own warped reference, own warped sheet features,
+fused flow, fused warped reference, fused message, own local message], predicts a residual flow, messages with
+their flows and sigmoid masks; outputs are resized/warped to the next level and the views are fused with
+softmax(mask over views) * mask weights.
+
+Views are batched: the official code loops over views with batch N; here they run as one batch of N*M, which
+gives the same numbers (every op is per-sample).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from conr_common.config import ShaderConfig
+from .layers import conv, deconv
+from .warp import rescale_flow, resize, warp, warp_grouped
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, cin: int, c: int, block_nums: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv0 = nn.Sequential(conv(cin, c, 3, 2, 1), nn.PReLU(c), conv(c, c, 3, 2, 1), nn.PReLU(c))
+        self.convblocks = nn.ModuleList(
+            nn.Sequential(*[m for _ in range(6) for m in (conv(c, c, 3, 1, 1), nn.PReLU(c))])
+            for _ in range(block_nums)
+        )
+        self.conv_last = nn.Sequential(deconv(c, c, 4, 2, 1), nn.PReLU(c), deconv(c, out_channels, 4, 2, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feat = self.conv0(x)
+        for block in self.convblocks:
+            feat = block(feat) + feat
+        return self.conv_last(feat)
+
+
+
+def _views(x: torch.Tensor, m: int) -> torch.Tensor:
+    """(B*M, ...) -> (B, M, ...)"""
+    return x.reshape((x.shape[0] // m, m) + tuple(x.shape[1:]))
+
+
+def _repeat_views(x: torch.Tensor, m: int) -> torch.Tensor:
+    """(B, ...) -> (B*M, ...), each sample repeated for its M views."""
+    return x.unsqueeze(1).expand((x.shape[0], m) + tuple(x.shape[1:])).reshape((-1,) + tuple(x.shape[1:]))
+
+
+class CINN(nn.Module):
+    """forward(target_features, reference, reference_features) -> fused 64-channel features at full size."""
+
+    def __init__(self, cfg: ShaderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.splits = [cfg.split(lv) for lv in range(cfg.levels)]
+        self.decoder_blocks = nn.ModuleList(
+            DecoderBlock(cfg.in_channels(lv), cfg.block_width[lv], cfg.block_nums[lv], self.splits[lv].total)
+            for lv in range(cfg.levels)
+        )
+
+    def forward(self, target_features, reference, reference_features):
+        return self.run_levels(target_features, reference, reference_features)[-1]["message"]
+
+    def run_levels(self, target_features, reference, reference_features) -> list[dict[str, torch.Tensor]]:
+        """Run every level; return per level the fused flow, fused warped reference and fused message.
+
+        target_features: list of (B, C, h, w); reference: (B, M, 4, S, S); reference_features: list of (B, M, C, h, w).
+        """
+        b, m = reference.shape[0], reference.shape[1]
+        ref = reference.reshape((b * m,) + tuple(reference.shape[2:]))  # (B*M, 4, S, S)
+        feats = [f.reshape((b * m,) + tuple(f.shape[2:])) for f in reference_features]  # (B*M, C, h, w)
+        cfg = self.cfg
+        out: list[dict[str, torch.Tensor]] = []
+
+        # level 0 starts from zero flow; its "fused" inputs are each view's own
+        feat = feats[0]
+        flow = torch.zeros_like(feat[:, :2])
+        wref = resize(ref, (feat.shape[-2], feat.shape[-1]))
+        fused_flow, fused_wref, fused_msg, local = flow, wref, None, None
+
+        for level, block in enumerate(self.decoder_blocks):
+            split = self.splits[level]
+            parts = [flow]
+            if level < len(target_features):
+                parts.append(_repeat_views(target_features[level], m))
+            parts.append(wref)
+            if feat is not None:
+                parts.append(feat)
+            parts += [fused_flow, fused_wref]
+            if fused_msg is not None:
+                parts.append(fused_msg)
+            if local is not None:
+                parts.append(local)
+            y = block(torch.cat(parts, dim=1))
+
+            o = 0
+            flow = flow + y[:, o:o + 2]
+            o += 2
+            message = y[:, o:o + split.messages]
+            o += split.messages
+            message_flow = y[:, o:o + split.message_flows]
+            o += split.message_flows
+            local = y[:, o:o + split.locals] if split.locals else None
+            o += split.locals
+            local_flow = y[:, o:o + split.local_flows] if split.local_flows else None
+            o += split.local_flows
+            mask = torch.sigmoid(y[:, o:o + split.masks])
+
+            # move everything to the next level's size: next sheet features, or the full image after the last
+            nxt = feats[level + 1] if level + 1 < len(feats) else None
+            size = (nxt.shape[-2], nxt.shape[-1]) if nxt is not None else (ref.shape[-2], ref.shape[-1])
+            flow = rescale_flow(flow, size[1])
+            mask = resize(mask, size)
+            message = warp_grouped(resize(message, size), rescale_flow(message_flow, size[1]))
+            if local is not None:
+                local = warp_grouped(resize(local, size), rescale_flow(local_flow, size[1]))
+            wref = warp(resize(ref, size), flow)
+            feat = warp(nxt, flow) if nxt is not None else None
+
+            # cross-view fusion: softmax over views of the masks, weighted by the masks themselves
+            vm = _views(mask, m)  # (B, M, K, h, w)
+            weight = torch.softmax(vm, dim=1) * vm
+            fused_flow_b = torch.sum(weight[:, :, 0:1] * _views(flow, m), dim=1)
+            fused_wref_b = torch.sum(weight[:, :, 0:1] * _views(wref, m), dim=1)
+            fused_msg_b = torch.sum(weight[:, :, 2:] * _views(message, m), dim=1)
+            out.append({"flow": fused_flow_b, "reference": fused_wref_b, "message": fused_msg_b})
+            fused_flow = _repeat_views(fused_flow_b, m)
+            fused_wref = _repeat_views(fused_wref_b, m)
+            fused_msg = _repeat_views(fused_msg_b, m)
+        return out

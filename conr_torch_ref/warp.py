@@ -1,0 +1,50 @@
+"""Backward warping with flows (official model/warplayer.py @ 660c4f7).
+
+A flow holds pixel offsets; it is added to a [-1, 1] sampling grid (align_corners=True geometry) and the input is
+sampled bilinearly with border padding. `warp_grouped` splits the channels into `flow.shape[1] // 2` groups, each
+warped by its own 2-channel flow (CoNR's message passing uses 16 groups).
+The grid is built per call in the flow's dtype and device: no module-level device, no cache keyed by size.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def base_grid(n: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    """(N, 2, H, W) identity grid: channel 0 is x in [-1, 1] along W, channel 1 is y along H."""
+    xs = torch.linspace(-1.0, 1.0, w, dtype=like.dtype, device=like.device).view(1, 1, 1, w).expand(n, 1, h, w)
+    ys = torch.linspace(-1.0, 1.0, h, dtype=like.dtype, device=like.device).view(1, 1, h, 1).expand(n, 1, h, w)
+    return torch.cat([xs, ys], dim=1)
+
+
+def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Sample `x` (N, C, H, W) at pixel + `flow` (N, 2, H, W)."""
+    n, _, h, w = x.shape
+    scaled = torch.cat([flow[:, 0:1] / ((w - 1.0) / 2.0), flow[:, 1:2] / ((h - 1.0) / 2.0)], dim=1)
+    grid = (base_grid(n, h, w, flow) + scaled).permute(0, 2, 3, 1)  # (N, H, W, 2)
+    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def warp_grouped(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Warp channel group g of `x` with flow channels (2g, 2g+1); C must divide into flow.shape[1] // 2 groups."""
+    n, c, h, w = x.shape
+    groups = flow.shape[1] // 2
+    if flow.shape[1] % 2 or c % groups or flow.shape[0] != n or flow.shape[2:] != x.shape[2:]:
+        raise ValueError(f"warp_grouped: features {tuple(x.shape)} do not fit flow {tuple(flow.shape)}")
+    out = warp(x.reshape(n * groups, c // groups, h, w), flow.reshape(n * groups, 2, h, w))
+    return out.reshape(n, c, h, w)
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize to `size` (align_corners=False, no antialias), as F.interpolate(..., mode="bilinear")."""
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
+
+
+def rescale_flow(flow: torch.Tensor, width: int) -> torch.Tensor:
+    """Resize a flow to `width` by a scale factor and scale its vectors alike (official CINN.flow_rescale)."""
+    factor = width / flow.shape[-1]
+    if factor == 1:
+        return flow
+    up = F.interpolate(flow, scale_factor=factor, mode="bilinear", align_corners=False, recompute_scale_factor=False)
+    return up * factor
