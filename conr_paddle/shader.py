@@ -11,7 +11,7 @@ import paddle.nn.functional as F
 
 from conr_common.config import ShaderConfig
 from .layers import conv, deconv
-from .warp import rescale_flow, resize, warp, warp_grouped
+from .warp import FlowRescale, GroupedWarp, Resize, Warp
 
 class DecoderBlock(nn.Layer):
     def __init__(self, cin: int, c: int, block_nums: int, out_channels: int) -> None:
@@ -47,6 +47,11 @@ class CINN(nn.Layer):
         super().__init__()
         self.cfg = cfg
         self.splits = [cfg.split(lv) for lv in range(cfg.levels)]
+        # parameter-free resampling layers (no state_dict entries): hooks see each call by name
+        self.resize = Resize()
+        self.rescale_flow = FlowRescale()
+        self.warp = Warp()
+        self.warp_grouped = GroupedWarp()
         self.decoder_blocks = nn.LayerList(
             [
                 DecoderBlock(cfg.in_channels(lv), cfg.block_width[lv], cfg.block_nums[lv], self.splits[lv].total)
@@ -66,7 +71,7 @@ class CINN(nn.Layer):
 
         feat = feats[0]
         flow = paddle.zeros_like(feat[:, :2])
-        wref = resize(ref, (feat.shape[-2], feat.shape[-1]))
+        wref = self.resize(ref, (feat.shape[-2], feat.shape[-1]))
         fused_flow, fused_wref, fused_msg, local = flow, wref, None, None
 
         for level, block in enumerate(self.decoder_blocks):
@@ -99,13 +104,13 @@ class CINN(nn.Layer):
 
             nxt = feats[level + 1] if level + 1 < len(feats) else None
             size = (nxt.shape[-2], nxt.shape[-1]) if nxt is not None else (ref.shape[-2], ref.shape[-1])
-            flow = rescale_flow(flow, size[1])
-            mask = resize(mask, size)
-            message = warp_grouped(resize(message, size), rescale_flow(message_flow, size[1]))
+            flow = self.rescale_flow(flow, size[1])
+            mask = self.resize(mask, size)
+            message = self.warp_grouped(self.resize(message, size), self.rescale_flow(message_flow, size[1]))
             if local is not None:
-                local = warp_grouped(resize(local, size), rescale_flow(local_flow, size[1]))
-            wref = warp(resize(ref, size), flow)
-            feat = warp(nxt, flow) if nxt is not None else None
+                local = self.warp_grouped(self.resize(local, size), self.rescale_flow(local_flow, size[1]))
+            wref = self.warp(self.resize(ref, size), flow)
+            feat = self.warp(nxt, flow) if nxt is not None else None
 
             vm = _views(mask, m)  # (B, M, K, h, w)
             weight = F.softmax(vm, axis=1) * vm

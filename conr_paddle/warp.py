@@ -6,6 +6,7 @@ interpolate needs align_mode=0 to match torch's align_corners=False bilinear.
 from __future__ import annotations
 
 import paddle
+import paddle.nn as nn
 import paddle.nn.functional as F
 
 
@@ -48,3 +49,25 @@ def rescale_flow(flow: paddle.Tensor, width: int) -> paddle.Tensor:
         flow, scale_factor=factor, mode="bilinear", align_corners=False, align_mode=0, data_format="NCHW"
     )
     return up * factor
+
+
+class Warp(nn.Layer):
+    """Parameter-free layer around `warp`, so that layer hooks (parity reports) see every warp by name."""
+
+    def forward(self, x, flow):
+        return warp(x, flow)
+
+
+class GroupedWarp(nn.Layer):
+    def forward(self, x, flow):
+        return warp_grouped(x, flow)
+
+
+class Resize(nn.Layer):
+    def forward(self, x, size: tuple[int, int]):
+        return resize(x, size)
+
+
+class FlowRescale(nn.Layer):
+    def forward(self, flow, width: int):
+        return rescale_flow(flow, width)

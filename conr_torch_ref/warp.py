@@ -8,6 +8,7 @@ The grid is built per call in the flow's dtype and device: no module-level devic
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 
@@ -48,3 +49,25 @@ def rescale_flow(flow: torch.Tensor, width: int) -> torch.Tensor:
         return flow
     up = F.interpolate(flow, scale_factor=factor, mode="bilinear", align_corners=False, recompute_scale_factor=False)
     return up * factor
+
+
+class Warp(nn.Module):
+    """Parameter-free layer around `warp`, so that layer hooks (parity reports) see every warp by name."""
+
+    def forward(self, x, flow):
+        return warp(x, flow)
+
+
+class GroupedWarp(nn.Module):
+    def forward(self, x, flow):
+        return warp_grouped(x, flow)
+
+
+class Resize(nn.Module):
+    def forward(self, x, size: tuple[int, int]):
+        return resize(x, size)
+
+
+class FlowRescale(nn.Module):
+    def forward(self, flow, width: int):
+        return rescale_flow(flow, width)
