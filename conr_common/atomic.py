@@ -1,0 +1,80 @@
+"""Atomic file writing: a reader (a video encoder, a resumed run, another process) never sees half a file.
+
+Every writer puts its bytes into a temporary file in the destination's own directory (same file system, so the
+final `os.replace` is an atomic rename) and renames it into place only once the data is complete. Temporary
+names start with '.' so globs such as `*.png` and natural-order listings never pick them up.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+__all__ = ["atomic_write_bytes", "atomic_path", "write_png_atomic"]
+
+
+def _create_temp(directory: Path, prefix: str, suffix: str) -> Path:
+    """Create (exclusively) an empty temporary file; `os.open` with 0o666 honours the umask like a plain open."""
+    for _ in range(100):
+        candidate = directory / f"{prefix}.{secrets.token_hex(4)}{suffix}"
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return candidate
+    raise FileExistsError(f"could not create a temporary file next to {directory}")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically (temporary `.<name>.<random>.tmp` in the same directory, then rename).
+
+    The parent directory must exist. On any error the temporary file is removed and `path` is left untouched.
+    """
+    path = Path(path)
+    tmp = _create_temp(path.parent, "." + path.name, ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` when the block succeeds, delete it otherwise.
+
+    For writers that insist on a file name (`np.savez`, `torch.save`, `paddle.save`, `cv2.imwrite`). The temporary
+    name is `.<stem>.<random>.tmp<suffix>`: it keeps the final suffix, because `np.savez` appends `.npz` to a name
+    without it and `cv2.imwrite` picks the format from it. The yielded file already exists (empty); writers
+    overwrite it. If the block leaves no file behind (the writer wrote elsewhere), FileNotFoundError is raised.
+    """
+    path = Path(path)
+    tmp = _create_temp(path.parent, "." + path.stem, ".tmp" + path.suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_png_atomic(path: str | os.PathLike, rgba_u8: np.ndarray) -> None:
+    """Encode an RGBA uint8 (H, W, 4) image as a PNG (stored BGRA, as OpenCV and the official `save_output`
+    write it) and write it atomically to `path`."""
+    rgba_u8 = np.asarray(rgba_u8)
+    if rgba_u8.dtype != np.uint8 or rgba_u8.ndim != 3 or rgba_u8.shape[2] != 4:
+        raise ValueError(f"{path}: can only write uint8 (H, W, 4) RGBA, got {rgba_u8.dtype} {rgba_u8.shape}")
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgba_u8, cv2.COLOR_RGBA2BGRA))
+    if not ok:
+        raise OSError(f"{path}: OpenCV could not encode the PNG")
+    atomic_write_bytes(path, buf.tobytes())
