@@ -8,6 +8,7 @@ from pathlib import Path
 import paddle
 import paddle.nn as nn
 
+from conr_common.checks import check_pose_shape, check_sheet_shapes
 from conr_common.config import INPUT_MEAN, INPUT_STD, NETWORK_NAMES, OFFICIAL, CoNRConfig
 from .backbone import ResEncUnet
 from .decoder import RGBADecoderNet
@@ -48,7 +49,11 @@ class CoNR(nn.Layer):
         self.eval()
 
     def parse_sheet(self, sheet: paddle.Tensor) -> Sheet:
-        """sheet: (M, 4, S, S) premultiplied RGB + alpha in [0, 1]."""
+        """sheet: (M, 4, S, S) premultiplied RGB + alpha in [0, 1] (or a list of M (4, S, S) views)."""
+        if isinstance(sheet, (list, tuple)):
+            check_sheet_shapes([tuple(v.shape) for v in sheet])
+            sheet = paddle.stack(list(sheet))
+        check_sheet_shapes([tuple(sheet.shape)])
         rgb, alpha = sheet[:, :3], sheet[:, 3:4]
         _, features = self.udpparsernet(normalize(rgb), decode=False)
         return Sheet(features=features, reference=paddle.concat([alpha * rgb, alpha], axis=1))
@@ -73,6 +78,9 @@ class CoNR(nn.Layer):
 
     @paddle.no_grad()
     def render(self, sheet: Sheet, xyz: paddle.Tensor, alpha: paddle.Tensor) -> paddle.Tensor:
+        size = sheet.reference.shape[-1]
+        check_pose_shape(tuple(xyz.shape), size, 3, "target pose xyz")
+        check_pose_shape(tuple(alpha.shape), size, 1, "target pose alpha")
         return self.shade(sheet, self.encode_target(xyz, alpha))
 
 

@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from conr_common.config import INPUT_MEAN, INPUT_STD, NETWORK_NAMES, OFFICIAL, CoNRConfig
 from conr_common.manifest import official_manifest
+from conr_common.checks import check_pose_shape, check_sheet_shapes
 from .backbone import ResEncUnet
 from .decoder import RGBADecoderNet
 from .shader import CINN
@@ -50,7 +51,11 @@ class CoNR(nn.Module):
         self.eval()
 
     def parse_sheet(self, sheet: torch.Tensor) -> Sheet:
-        """sheet: (M, 4, S, S) premultiplied RGB + alpha in [0, 1]."""
+        """sheet: (M, 4, S, S) premultiplied RGB + alpha in [0, 1] (or a list of M (4, S, S) views)."""
+        if isinstance(sheet, (list, tuple)):
+            check_sheet_shapes([tuple(v.shape) for v in sheet])
+            sheet = torch.stack(list(sheet))
+        check_sheet_shapes([tuple(sheet.shape)])
         rgb, alpha = sheet[:, :3], sheet[:, 3:4]
         _, features = self.udpparsernet(normalize(rgb), decode=False)
         # the official shader input premultiplies the (already premultiplied) RGB once more
@@ -77,6 +82,9 @@ class CoNR(nn.Module):
 
     @torch.no_grad()
     def render(self, sheet: Sheet, xyz: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        size = sheet.reference.shape[-1]
+        check_pose_shape(tuple(xyz.shape), size, 3, "target pose xyz")
+        check_pose_shape(tuple(alpha.shape), size, 1, "target pose alpha")
         return self.shade(sheet, self.encode_target(xyz, alpha))
 
 

@@ -1,0 +1,63 @@
+"""Shared plumbing of the parity tests: sample inputs through the shared data pipeline, and both models run on
+the same numpy arrays, stage by stage ("each network alone") and end to end."""
+from __future__ import annotations
+
+import numpy as np
+import paddle
+import torch
+
+from conr_common.pipeline import PoseFrame, list_pose_files, load_character_sheet, load_pose_image, load_udp_pose
+
+
+def sheet_input(samples, size: int, views: int, dtype: str = "float32") -> np.ndarray:
+    """(M, 4, S, S) premultiplied RGB + alpha in [0, 1] from the first `views` sample views."""
+    sheet = load_character_sheet(samples.character_sheet, size)[:views]
+    return (sheet.astype(np.float64) / 255.0).transpose(0, 3, 1, 2).astype(dtype)
+
+
+def pose_input(samples, size: int, frames: int, dtype: str = "float32") -> tuple[np.ndarray, np.ndarray, list[PoseFrame]]:
+    """xyz (B, 3, S, S) and alpha (B, 1, S, S) of the first `frames` UDP frames, as the official loader builds them."""
+    poses = [load_udp_pose(p, size) for p in list_pose_files(samples.poses, images=False)[:frames]]
+    xyz = np.stack([p.xyz for p in poses]).transpose(0, 3, 1, 2).astype(dtype)
+    alpha = (np.stack([p.alpha for p in poses])[:, None].astype(np.float64) / 255.0).astype(dtype)
+    return xyz, alpha, poses
+
+
+def pose_image_input(samples, size: int, dtype: str = "float32") -> np.ndarray:
+    pose = load_pose_image(list_pose_files(samples.pose_images, images=True)[0], size)
+    return (pose.rgb.astype(np.float64) / 255.0).transpose(2, 0, 1)[None].astype(dtype)
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().numpy() if isinstance(x, torch.Tensor) else x.numpy()
+
+
+def network_stages(tm, pm, sheet, xyz, alpha, pose_rgb) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Each network alone on identical inputs (the reference's own upstream outputs): (stage, reference, paddle)."""
+    T, P = torch.from_numpy, paddle.to_tensor
+    out: list[tuple[str, np.ndarray, np.ndarray]] = []
+    with torch.no_grad(), paddle.no_grad():
+        ts, ps = tm.parse_sheet(T(sheet)), pm.parse_sheet(P(sheet))
+        out += [(f"udpparsernet.features[{i}]", _np(a), _np(b)) for i, (a, b) in enumerate(zip(ts.features, ps.features))]
+        out.append(("udpparsernet.udp", _np(tm.parse_pose(T(pose_rgb))), _np(pm.parse_pose(P(pose_rgb)))))
+        tt, pt = tm.encode_target(T(xyz), T(alpha)), pm.encode_target(P(xyz), P(alpha))
+        out += [(f"target_pose_encoder.features[{i}]", _np(a), _np(b)) for i, (a, b) in enumerate(zip(tt, pt))]
+        # the shader and decoder get the reference's own features, so their numbers show only their own error
+        feats = [_np(f)[None] for f in ts.features]
+        ref = _np(ts.reference)[None]
+        tgt = [_np(f) for f in tt]
+        tl = tm.shader.run_levels([T(f) for f in tgt], T(ref), [T(f) for f in feats])
+        pl = pm.shader.run_levels([P(f) for f in tgt], P(ref), [P(f) for f in feats])
+        for level, (a, b) in enumerate(zip(tl, pl)):
+            out += [(f"shader.level{level}.{k}", _np(a[k]), _np(b[k])) for k in a]
+        fused = _np(tl[-1]["message"])
+        out.append(("rgbadecodernet.rgba", _np(tm.rgbadecodernet(T(fused))), _np(pm.rgbadecodernet(P(fused)))))
+    return out
+
+
+def end_to_end(tm, pm, sheet, xyz, alpha) -> tuple[np.ndarray, np.ndarray]:
+    """The whole inference step on each side independently: premultiplied RGBA (B, 4, S, S)."""
+    with torch.no_grad(), paddle.no_grad():
+        ref = tm.render(tm.parse_sheet(torch.from_numpy(sheet)), torch.from_numpy(xyz), torch.from_numpy(alpha))
+        out = pm.render(pm.parse_sheet(paddle.to_tensor(sheet)), paddle.to_tensor(xyz), paddle.to_tensor(alpha))
+    return _np(ref), _np(out)

@@ -1,0 +1,58 @@
+"""Float64 on both sides: with float32 rounding out of the way, an exact port leaves differences of ~1e-10 or
+less at every stage. This separates a wrong port from float32 rounding. Every op CoNR needs (conv2d,
+conv2d_transpose, grid_sample, bilinear interpolate, instance_norm, prelu, softmax, sigmoid) has a float64 CPU
+kernel in both frameworks, so the whole model runs in float64."""
+from __future__ import annotations
+
+import pytest
+
+from conr_common.compare import diff
+from parity_tests.harness import end_to_end, network_stages, pose_image_input, pose_input, sheet_input
+from parity_tests.tolerances import FEATURE_SCALED_FP64, RGBA_ATOL_FP64
+
+pytestmark = pytest.mark.slow
+SIZE, VIEWS = 128, 2
+
+
+@pytest.fixture(scope="module")
+def models64(official_states, paddle_states):
+    import torch
+
+    from conr_paddle.model import CoNR as PCoNR
+    from conr_paddle.model import load_networks
+    from conr_torch_ref.model import CoNR as TCoNR
+
+    tm = TCoNR().double()
+    for name, state in official_states.items():
+        getattr(tm, name).load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    pm = PCoNR()
+    pm.to(dtype="float64")
+    load_networks(pm, paddle_states)
+    yield tm.eval(), pm
+    del tm, pm
+
+
+def test_float64_every_stage_exact(models64, samples):
+    tm, pm = models64
+    sheet = sheet_input(samples, SIZE, VIEWS, "float64")
+    xyz, alpha, _ = pose_input(samples, SIZE, 1, "float64")
+    stages = network_stages(tm, pm, sheet, xyz, alpha, pose_image_input(samples, SIZE, "float64"))
+    report, failures = [], []
+    for name, ref, out in stages:
+        assert ref.dtype.name == out.dtype.name == "float64", name
+        d = diff(ref, out)
+        report.append(f"{name:40s} {d}")
+        if d.scaled > FEATURE_SCALED_FP64:
+            failures.append(name)
+    print("\n" + "\n".join(report))
+    assert not failures, "not exact in float64: " + ", ".join(failures) + "\n" + "\n".join(report)
+
+
+def test_float64_end_to_end_exact(models64, samples):
+    tm, pm = models64
+    sheet = sheet_input(samples, SIZE, VIEWS, "float64")
+    xyz, alpha, _ = pose_input(samples, SIZE, 1, "float64")
+    ref, out = end_to_end(tm, pm, sheet, xyz, alpha)
+    d = diff(ref, out)
+    print(f"\nfloat64 final RGBA {d}")
+    assert d.max_abs <= RGBA_ATOL_FP64, str(d)
