@@ -1,0 +1,116 @@
+"""Command line of the checkpoint converter: `python -m convert torch2paddle|paddle2torch|inspect ...`.
+
+Every input problem is reported as one line `error: <message>` on stderr with exit status 2, and no output file
+is left behind. Subcommands are added by `add_*_parser(subparsers)` functions; a `verify` subcommand plugs in
+through the hook in `build_parser` (module `convert.verify`, function `add_verify_parser`).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+from conr_common.errors import ConrInputError
+
+__all__ = ["main", "build_parser", "add_torch2paddle_parser", "add_paddle2torch_parser", "add_inspect_parser"]
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line and exit status 2, like every other input error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _run_torch2paddle(args: argparse.Namespace) -> int:
+    from .run import convert_checkpoints
+
+    convert_checkpoints("torch2paddle", args.src, args.out, fmt=args.format, force=args.force, verbose=args.verbose)
+    return 0
+
+
+def _run_paddle2torch(args: argparse.Namespace) -> int:
+    from .run import convert_checkpoints
+
+    convert_checkpoints("paddle2torch", args.src, args.out, force=args.force, verbose=args.verbose)
+    return 0
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from .run import inspect_paths
+
+    return inspect_paths(args.path)
+
+
+def add_torch2paddle_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "torch2paddle",
+        help="official PyTorch checkpoints -> Paddle .pdparams (or .safetensors with Paddle names)",
+        description="Convert a folder of official CoNR checkpoints (udpparsernet.pth, target_pose_encoder.pth, "
+        "shader.pth, rgbadecodernet.pth; some may be absent) or one .pth/.pt/.safetensors file, whose network is "
+        "found from its tensor names. Writes <network>.pdparams and conversion_report.json.",
+    )
+    p.add_argument("src", help="folder of official files, or one checkpoint file")
+    p.add_argument("-o", "--out", help="output folder (default: <folder of SRC>/paddle)")
+    p.add_argument("--format", choices=("pdparams", "safetensors"), default="pdparams", help="output format")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
+    p.add_argument("--verbose", action="store_true", help="print 'src -> dst [shape] dtype' for every tensor")
+    p.set_defaults(func=_run_torch2paddle)
+
+
+def add_paddle2torch_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "paddle2torch",
+        help="Paddle .pdparams/.safetensors -> official PyTorch .pth files",
+        description="Convert a folder of <network>.pdparams (or .safetensors with Paddle names) or one such file "
+        "back to the official PyTorch files, loadable by strict load_state_dict.",
+    )
+    p.add_argument("src", help="folder of <network>.pdparams files, or one file")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
+    p.add_argument("--verbose", action="store_true", help="print 'src -> dst [shape] dtype' for every tensor")
+    p.set_defaults(func=_run_paddle2torch)
+
+
+def add_inspect_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "inspect",
+        help="table of the checkpoints in a file or folder and their differences from the official manifest",
+        description="Exit status: 0 if every file matches the manifest, 1 if one differs, 2 on unreadable input.",
+    )
+    p.add_argument("path", help="checkpoint file or folder")
+    p.set_defaults(func=_run_inspect)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(
+        prog="python -m convert",
+        description="Convert CoNR checkpoints between the official PyTorch files and PaddlePaddle, strictly.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_torch2paddle_parser(subparsers)
+    add_paddle2torch_parser(subparsers)
+    add_inspect_parser(subparsers)
+    # ---- HOOK: optional subcommands living in their own modules, imported only when present. ----
+    # `verify`: convert/verify.py defines `add_verify_parser(subparsers)`, which adds its parser and sets
+    # `func=<callable(args) -> int>` with `set_defaults`. Errors inside it surface (no ImportError swallowing).
+    if importlib.util.find_spec(f"{__package__}.verify") is not None:
+        importlib.import_module(f"{__package__}.verify").add_verify_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConrInputError as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, permission denied, ...: not the input's fault, still one line
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 1

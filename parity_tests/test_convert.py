@@ -1,0 +1,454 @@
+"""Checkpoint converter: rename table, strict mapping, safe readers, CLI behaviour and a full-size round trip.
+
+Official-format checkpoints are random arrays with the manifest's names and shapes (`convert.testing`); most CLI
+cases use the small rgbadecodernet (10 tensors) and the target pose encoder, one session fixture converts the full
+four-file folder (about 720 MB) once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conr_common.config import NETWORK_NAMES
+from conr_common.errors import ConrInputError
+from conr_common.manifest import official_manifest
+from convert import io as cio
+from convert.cli import main
+from convert.mapping import (
+    check_against_manifest,
+    expected_specs,
+    identify_network,
+    paddle_to_torch,
+    torch_to_paddle,
+    unwrap,
+)
+from convert.rename import (
+    layer_kind,
+    paddle_to_torch_key,
+    to_paddle_tensor,
+    to_torch_tensor,
+    torch_to_paddle_key,
+)
+from convert.testing import random_official_state, write_official_folder
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = "rgbadecodernet"
+
+
+def _save_pth(state: dict, path: Path) -> Path:
+    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, path)
+    return path
+
+
+def _assert_one_line_error(capsys, rc: int, *, contains: str | None = None) -> str:
+    captured = capsys.readouterr()
+    assert rc == 2, captured
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("error: ") and "Traceback" not in captured.err
+    if contains:
+        assert contains in lines[0], lines[0]
+    return lines[0]
+
+
+def _files_under(path: Path) -> list[Path]:
+    return [p for p in path.rglob("*") if p.is_file()] if path.exists() else []
+
+
+# ------------------------------------------------------------------------------------------------ rename table
+def test_rename_rules_on_official_keys():
+    shader = official_manifest()["shader"].tensors
+    assert torch_to_paddle_key("backbone.1.norm.weight", (64,)) == "backbone.1.norm.scale"
+    assert torch_to_paddle_key("upsample_blocks.0.bn1.norm.weight", (512,)) == "upsample_blocks.0.bn1.norm.scale"
+    assert torch_to_paddle_key("upsample_blocks.0.bn1.norm.bias", (512,)) == "upsample_blocks.0.bn1.norm.bias"
+    for key in ("decoder_blocks.0.conv0.1.weight", "decoder_blocks.5.convblocks.1.11.weight", "decoder_blocks.3.conv_last.1.weight"):
+        assert layer_kind(key, shader[key].shape) == "prelu"
+        assert torch_to_paddle_key(key, shader[key].shape) == key[: -len("weight")] + "_weight"
+    # conv and conv-transpose weights keep name and layout; the decoder's 1x1 convs named norm1/norm2 are convs
+    assert torch_to_paddle_key("decoder_blocks.0.conv_last.2.weight", (224, 6212, 4, 4)) == "decoder_blocks.0.conv_last.2.weight"
+    assert torch_to_paddle_key("bottleneck.r0.norm1.weight", (64, 64, 1, 1)) == "bottleneck.r0.norm1.weight"
+    # every official key survives the round trip of names, and the renames are exactly norms and PReLUs
+    renamed = 0
+    for manifest in official_manifest().values():
+        for key, spec in manifest.tensors.items():
+            pkey = torch_to_paddle_key(key, spec.shape)
+            assert paddle_to_torch_key(pkey) == key
+            renamed += pkey != key
+    prelus = sum(1 for k, s in shader.items() if len(s.shape) == 1 and k.endswith(".weight"))
+    norms = sum(1 for m in official_manifest().values() for k in m.tensors if k.endswith(".norm.weight"))
+    assert prelus == 6 * 3 + 7 * 6 and renamed == prelus + norms
+
+
+def test_linear_rule_transposes_both_ways():
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)  # torch [out, in]
+    p = to_paddle_tensor("head.weight", w)
+    assert p.shape == (3, 2) and np.array_equal(p, w.T)
+    assert np.array_equal(to_torch_tensor("head.weight", (2, 3), p), w)
+    conv = np.ones((4, 3, 3, 3), np.float32)
+    assert to_paddle_tensor("c.weight", conv) is conv  # identity: no copy
+
+
+# ----------------------------------------------------------------------------------------------- pure mapping
+def test_pure_round_trip_and_identification():
+    for i, name in enumerate(("rgbadecodernet", "target_pose_encoder")):
+        state = random_official_state(name, seed=i)
+        assert identify_network(state) == name
+        pstate = torch_to_paddle(name, state)
+        assert list(pstate) == list(expected_specs(name, "paddle"))
+        assert identify_network(pstate, naming="paddle") == name
+        back = paddle_to_torch(name, pstate)
+        assert list(back) == list(state)
+        assert all(np.array_equal(back[k], state[k]) and back[k].dtype == state[k].dtype for k in state)
+
+
+def test_check_against_manifest_reports_every_kind():
+    state = random_official_state(SMALL, seed=0)
+    state["conv_rgba.0.weight"] = np.zeros((4, 64, 1, 1), np.float32)
+    del state["conv_rgba.0.bias"]
+    state["extra.weight"] = np.zeros(3, np.float32)
+    state["bottleneck.r0.conv1.bias"] = np.zeros(64, np.int64)
+    state["bottleneck.r0.conv2.bias"] = np.zeros(64, np.float16)
+    diff = check_against_manifest(SMALL, state)
+    assert not diff.ok
+    assert diff.missing == ["conv_rgba.0.bias"] and diff.unexpected == ["extra.weight"]
+    assert diff.shape_mismatches == [("conv_rgba.0.weight", (4, 64, 3, 3), (4, 64, 1, 1))]
+    assert diff.dtype_errors == [("bottleneck.r0.conv1.bias", "int64")]
+    assert diff.dtype_notes == [("bottleneck.r0.conv2.bias", "float16")]
+    with pytest.raises(ConrInputError, match=r"1 missing \(conv_rgba.0.bias\).*1 unexpected \(extra.weight\)"):
+        torch_to_paddle(SMALL, state, source="x.pth")
+
+
+def test_unwrap_containers_and_errors():
+    state = random_official_state(SMALL, seed=0)
+    flat, notes = unwrap({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3})
+    assert list(flat) == list(state)
+    assert any("'state_dict'" in n and "epoch" in n for n in notes) and any("module." in n for n in notes)
+    with pytest.raises(ConrInputError, match="not tensors"):
+        unwrap({"a": np.zeros(2), "b": "text"}, source="f.pth")
+    with pytest.raises(ConrInputError, match="match no official"):
+        identify_network(["a.weight", "b.bias"], source="f.pth")
+
+
+# ------------------------------------------------------------------------------------------------------- CLI
+@pytest.fixture
+def small_file(tmp_path) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    return _save_pth(random_official_state(SMALL, seed=1), src / "decoder_weights.pth")
+
+
+def test_single_file_to_pdparams_and_back(tmp_path, small_file, capsys):
+    paddle = cio.import_paddle()
+    out = tmp_path / "pd"
+    assert main(["torch2paddle", str(small_file), "-o", str(out), "--verbose"]) == 0
+    stdout = capsys.readouterr().out
+    assert "bottleneck.r0.conv1.weight -> bottleneck.r0.conv1.weight [64, 64, 3, 3] float32" in stdout
+    report = json.loads((out / "conversion_report.json").read_text())
+    net = report["networks"][SMALL]
+    assert report["reloaded_bit_identical"] is True and net["reloaded_bit_identical"] is True
+    assert net["tensors"] == 10 and net["parameters"] == official_manifest()[SMALL].num_parameters
+    assert net["input"]["sha256"] == cio.sha256_file(small_file)
+    assert net["output"]["sha256"] == cio.sha256_file(out / f"{SMALL}.pdparams")
+    assert report["versions"]["torch"] and report["versions"]["paddlepaddle"] and report["tool"]["version"]
+
+    # paddle.load gives Paddle tensors with the same bytes, and set_state_dict takes them
+    original = random_official_state(SMALL, seed=1)
+    loaded = paddle.load(str(out / f"{SMALL}.pdparams"))
+    assert sorted(loaded) == sorted(original)
+    assert all(np.array_equal(loaded[k].numpy(), original[k]) for k in original)
+    layer = _toy_paddle_decoder()
+    missing, unexpected = layer.set_state_dict(loaded)
+    assert not missing and not unexpected
+    assert np.array_equal(layer.conv_rgba[0].weight.numpy(), original["conv_rgba.0.weight"])
+
+    back = tmp_path / "back"
+    assert main(["paddle2torch", str(out / f"{SMALL}.pdparams"), "-o", str(back)]) == 0
+    restored = torch.load(back / official_manifest()[SMALL].file, weights_only=True)
+    assert list(restored) == list(original)
+    assert all(np.array_equal(restored[k].numpy(), original[k]) for k in original)
+
+
+def _toy_paddle_decoder():
+    """A Paddle layer with rgbadecodernet's parameter names (the real one lives in conr_paddle)."""
+    pnn = cio.import_paddle().nn
+
+    class Res(pnn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = pnn.Conv2D(64, 64, 3), pnn.Conv2D(64, 64, 3)
+            self.norm1, self.norm2 = pnn.Conv2D(64, 64, 1), pnn.Conv2D(64, 64, 1)
+
+    class Dec(pnn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.conv_rgba = pnn.Sequential(pnn.Conv2D(64, 4, 3))
+            self.bottleneck = pnn.Sequential(("r0", Res()))
+
+    return Dec()
+
+
+def test_safetensors_output_and_back(tmp_path, small_file, capsys):
+    out = tmp_path / "st"
+    assert main(["torch2paddle", str(small_file), "-o", str(out), "--format", "safetensors"]) == 0
+    import safetensors.numpy
+
+    written = safetensors.numpy.load_file(str(out / f"{SMALL}.safetensors"))
+    assert sorted(written) == sorted(expected_specs(SMALL, "paddle"))
+    back = tmp_path / "back"
+    assert main(["paddle2torch", str(out), "-o", str(back)]) == 0
+    original = random_official_state(SMALL, seed=1)
+    restored = cio.load_torch_file(back / official_manifest()[SMALL].file)
+    assert all(np.array_equal(restored[k], original[k]) for k in original)
+
+
+def test_float16_keeps_dtype_and_report_says_so(tmp_path, capsys):
+    src = _save_pth(random_official_state(SMALL, seed=2, dtype=np.float16), tmp_path / "half.pth")
+    assert main(["torch2paddle", str(src), "-o", str(tmp_path / "out")]) == 0
+    net = json.loads((tmp_path / "out" / "conversion_report.json").read_text())["networks"][SMALL]
+    assert net["dtypes"] == {"float16": 10} and "float16" in net["dtype_note"]
+    written = cio.load_paddle_file(tmp_path / "out" / f"{SMALL}.pdparams")
+    assert all(v.dtype == np.float16 for v in written.values())
+
+
+def test_bfloat16_is_widened_exactly_with_a_note(tmp_path, capsys):
+    state = random_official_state(SMALL, seed=3)
+    bf = {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in state.items()}
+    torch.save(bf, tmp_path / "bf.pth")
+    assert main(["torch2paddle", str(tmp_path / "bf.pth"), "-o", str(tmp_path / "out")]) == 0
+    net = json.loads((tmp_path / "out" / "conversion_report.json").read_text())["networks"][SMALL]
+    assert net["dtypes"] == {"float32": 10} and any("bfloat16" in n for n in net["notes"])
+    written = cio.load_paddle_file(tmp_path / "out" / f"{SMALL}.pdparams")
+    assert all(np.array_equal(written[k], bf[k].float().numpy()) for k in bf)
+
+
+def test_container_and_module_prefix_are_unwrapped_with_a_note(tmp_path, capsys):
+    state = random_official_state("target_pose_encoder", seed=4)
+    wrapped = {"state_dict": {f"module.{k}": torch.from_numpy(v) for k, v in state.items()}, "epoch": 7}
+    torch.save(wrapped, tmp_path / "ckpt.pt")
+    assert main(["torch2paddle", str(tmp_path / "ckpt.pt"), "-o", str(tmp_path / "out")]) == 0
+    notes = json.loads((tmp_path / "out" / "conversion_report.json").read_text())["networks"]["target_pose_encoder"]["notes"]
+    assert any("'state_dict' container" in n for n in notes) and any("'module.' prefix" in n for n in notes)
+    assert "note: " in capsys.readouterr().out
+
+
+def test_existing_output_needs_force(tmp_path, small_file, capsys):
+    out = tmp_path / "out"
+    assert main(["torch2paddle", str(small_file), "-o", str(out)]) == 0
+    target = out / f"{SMALL}.pdparams"
+    target.write_bytes(b"old")
+    capsys.readouterr()
+    rc = main(["torch2paddle", str(small_file), "-o", str(out)])
+    _assert_one_line_error(capsys, rc, contains="--force")
+    assert target.read_bytes() == b"old"
+    assert main(["torch2paddle", str(small_file), "-o", str(out), "--force"]) == 0
+    assert target.stat().st_size > 1000 and not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_partial_folder_converts_what_is_there(tmp_path, capsys):
+    write_official_folder(tmp_path, seed=5, networks=[SMALL])
+    assert main(["torch2paddle", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "absent" in out and "shader.pth" in out
+    report = json.loads((tmp_path / "paddle" / "conversion_report.json").read_text())
+    assert list(report["networks"]) == [SMALL] and "udpparsernet.pth" in report["absent"]
+
+
+class _OpensFile:
+    """Unpickling this object would create a file: proves loaders never run pickled code."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+class _RunsShell:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _bad_input(kind: str, src: Path, marker: Path) -> tuple[Path, str]:
+    """Create bad input `kind` under folder `src`; return the path to convert and a piece of the expected error."""
+    src.mkdir(parents=True)
+    good = random_official_state(SMALL, seed=6)
+    if kind == "empty_folder":
+        return src, "none of the official checkpoint files"
+    if kind == "text_file":
+        (src / "rgbadecodernet.pth").write_text("these are not weights\n")
+        return src / "rgbadecodernet.pth", "not a PyTorch checkpoint"
+    if kind == "truncated":
+        path = _save_pth(good, src / "rgbadecodernet.pth")
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        return path, "cannot read it"
+    if kind == "pickle_opens_file":
+        torch.save({"conv_rgba.0.weight": torch.zeros(1), "x": _OpensFile(str(marker))}, src / "rgbadecodernet.pth")
+        return src / "rgbadecodernet.pth", "refused: the file needs to run code"
+    if kind == "plain_pickle_runs_shell":
+        with open(src / "rgbadecodernet.pth", "wb") as f:
+            pickle.dump({"x": _RunsShell(str(marker))}, f, protocol=2)
+        return src / "rgbadecodernet.pth", "refused: the file needs to run code"
+    if kind == "wrong_shape":
+        good["conv_rgba.0.weight"] = np.zeros((4, 64, 1, 1), np.float32)
+        return _save_pth(good, src / "rgbadecodernet.pth"), "conv_rgba.0.weight: expected [4, 64, 3, 3] found [4, 64, 1, 1]"
+    if kind == "extra_key":
+        good["conv_rgba.1.weight"] = np.zeros(4, np.float32)
+        return _save_pth(good, src / "rgbadecodernet.pth"), "1 unexpected (conv_rgba.1.weight)"
+    if kind == "missing_key":
+        del good["bottleneck.r0.norm2.bias"]
+        return _save_pth(good, src / "rgbadecodernet.pth"), "1 missing (bottleneck.r0.norm2.bias)"
+    if kind == "unknown_network":
+        return _save_pth({"fc.weight": np.zeros((3, 2), np.float32)}, src / "mystery.pth"), "match no official"
+    if kind == "bad_second_file":  # a good decoder next to a broken shader: nothing is written
+        _save_pth(good, src / "rgbadecodernet.pth")
+        (src / "shader.pth").write_bytes(b"PK\x03\x04 broken")
+        return src, "shader.pth"
+    raise AssertionError(kind)
+
+
+BAD_INPUTS = [
+    "empty_folder",
+    "text_file",
+    "truncated",
+    "pickle_opens_file",
+    "plain_pickle_runs_shell",
+    "wrong_shape",
+    "extra_key",
+    "missing_key",
+    "unknown_network",
+    "bad_second_file",
+]
+
+
+@pytest.mark.parametrize("kind", BAD_INPUTS)
+def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, capsys, kind):
+    marker = tmp_path / "MARKER"
+    path, expected = _bad_input(kind, tmp_path / "src", marker)
+    rc = main(["torch2paddle", str(path)])
+    _assert_one_line_error(capsys, rc, contains=expected)
+    assert not marker.exists(), "a loader ran code from the checkpoint"
+    assert not (tmp_path / "src" / "paddle").exists()
+    if kind in ("wrong_shape", "extra_key", "missing_key", "unknown_network"):
+        assert main(["inspect", str(path)]) == 1
+    elif kind != "empty_folder":
+        _assert_one_line_error(capsys, main(["inspect", str(path)]))
+    assert not marker.exists()
+
+
+def test_pdparams_loader_refuses_code(tmp_path, capsys):
+    marker = tmp_path / "MARKER"
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / f"{SMALL}.pdparams", "wb") as f:
+        pickle.dump({"conv_rgba.0.weight": _OpensFile(str(marker))}, f, protocol=4)
+    rc = main(["paddle2torch", str(src), "-o", str(tmp_path / "out")])
+    _assert_one_line_error(capsys, rc, contains="refused: the file needs to run code to load (global io.open)")
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_paddle2torch_needs_out(tmp_path, capsys):
+    _assert_one_line_error(capsys, main_exit(["paddle2torch", str(tmp_path)]), contains="-o/--out")
+
+
+def main_exit(argv) -> int:
+    """main() for argv that argparse rejects (it exits via SystemExit)."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    return info.value.code
+
+
+def test_inspect_table(tmp_path, capsys):
+    write_official_folder(tmp_path, seed=7, networks=[SMALL])
+    assert main(["inspect", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert SMALL in out and "84,484" in out and "ok" in out and cio.sha256_file(tmp_path / "rgbadecodernet.pth") in out
+    bad = random_official_state("target_pose_encoder", seed=8)
+    del bad["final_conv.bias"]
+    _save_pth(bad, tmp_path / "target_pose_encoder.pth")
+    assert main(["inspect", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "DIFFERS" in out and "1 missing (final_conv.bias)" in out
+
+
+def test_module_entry_point_subprocess(tmp_path, small_file):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    help_run = subprocess.run([sys.executable, "-m", "convert", "--help"], capture_output=True, text=True, env=env, cwd=REPO)
+    assert help_run.returncode == 0 and "torch2paddle" in help_run.stdout and "inspect" in help_run.stdout
+    run = subprocess.run(
+        [sys.executable, "-m", "convert", "torch2paddle", str(small_file), "-o", str(tmp_path / "o")],
+        capture_output=True, text=True, env=env, cwd=REPO,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == "", run.stderr  # framework import warnings stay off the user's stderr
+    assert (tmp_path / "o" / f"{SMALL}.pdparams").is_file()
+    bad = subprocess.run(
+        [sys.executable, "-m", "convert", "torch2paddle", str(tmp_path / "nothing")],
+        capture_output=True, text=True, env=env, cwd=REPO,
+    )
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: ")
+
+
+# -------------------------------------------------------------------------------------- full-size round trip
+@pytest.fixture(scope="session")
+def full_round_trip(tmp_path_factory):
+    """The four official-size files -> Paddle -> torch, converted once for the session."""
+    root = tmp_path_factory.mktemp("full")
+    write_official_folder(root / "official", seed=100)
+    assert main(["torch2paddle", str(root / "official")]) == 0
+    assert main(["paddle2torch", str(root / "official" / "paddle"), "-o", str(root / "torch")]) == 0
+    return root
+
+
+def test_full_folder_round_trip_bit_identical(full_round_trip):
+    root = full_round_trip
+    report = json.loads((root / "official" / "paddle" / "conversion_report.json").read_text())
+    assert list(report["networks"]) == list(NETWORK_NAMES) and report["absent"] == []
+    for name in NETWORK_NAMES:
+        file = official_manifest()[name].file
+        assert report["networks"][name]["parameters"] == official_manifest()[name].num_parameters
+        original = cio.load_torch_file(root / "official" / file, mmap=True)
+        restored = cio.load_torch_file(root / "torch" / file, mmap=True)
+        assert list(restored) == list(original)
+        for key in original:
+            assert restored[key].dtype == original[key].dtype and np.array_equal(restored[key], original[key]), key
+        del original, restored
+
+
+def test_full_round_trip_loads_into_torch_reference_strictly(full_round_trip):
+    from conr_torch_ref.model import build_networks
+
+    for name, net in build_networks().items():
+        state = torch.load(full_round_trip / "torch" / official_manifest()[name].file, weights_only=True, mmap=True)
+        net.load_state_dict(state, strict=True)
+        key = next(iter(state))
+        assert torch.equal(net.state_dict()[key], state[key])
+        del net, state
+
+
+def test_full_pdparams_load_into_paddle_networks(full_round_trip):
+    """paddle.load of every written .pdparams fits the Paddle networks exactly (names and shapes) and the values
+    arrive unchanged. `set_state_dict` only warns on a mismatch, so the key sets are compared explicitly."""
+    from conr_paddle.model import build_networks
+
+    paddle = cio.import_paddle()
+    for name, net in build_networks().items():
+        state = paddle.load(str(full_round_trip / "official" / "paddle" / f"{name}.pdparams"))
+        own = net.state_dict()
+        assert sorted(own) == sorted(state), name
+        assert all(list(own[k].shape) == list(state[k].shape) for k in state), name
+        net.set_state_dict(state)
+        after = net.state_dict()
+        for key in list(state)[:3] + [k for k in state if k.endswith(("._weight", ".norm.scale"))][:2]:
+            assert np.array_equal(after[key].numpy(), state[key].numpy()), (name, key)
+        del net, state, own, after
