@@ -1,0 +1,167 @@
+"""Command line: `python -m conr_paddle render ...` (a sequence in Paddle) and `python -m conr_paddle demo`.
+
+Bad input: one line `error: ...` on stderr, exit status 2, nothing written. Ctrl-C: exit status 130, every
+finished frame kept, no partial file; rerun with --resume. Nothing happens at import time; Paddle is imported
+only when a subcommand runs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from conr_common.errors import ConrInputError
+
+EXIT_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line with exit status 2, like every other input error."""
+
+    def error(self, message: str):
+        self.exit(EXIT_INPUT, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _fps(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (0 < value <= 1000):
+        raise argparse.ArgumentTypeError(f"expected a frame rate in (0, 1000], got {text!r}")
+    return value
+
+
+def _add_render_parser(subparsers) -> None:
+    from .render import DEFAULT_ENGINE, ENGINES, PRECISIONS
+
+    p = subparsers.add_parser(
+        "render",
+        help="render a pose sequence with a character sheet",
+        description="Render every pose of --poses (UDP .npz/.exr/.png/.tif frames, or RGBA pose images with "
+        "--pose-images) with the character of --character-sheet into --out/<pose name>.png (premultiplied RGBA, "
+        "the pose frame's size). With --pose-images the predicted UDP is saved too as <name>_udp.png (preview) "
+        "and <name>_udp.npz (key 'i', reusable as a UDP input).",
+    )
+    p.add_argument("--weights", required=True, type=Path,
+                   help="folder with the four <network>.pdparams (python -m convert torch2paddle OFFICIAL_DIR)")
+    p.add_argument("--character-sheet", required=True, type=Path, help="folder of RGBA sheet images")
+    p.add_argument("--poses", required=True, type=Path, help="folder of pose frames (natural order)")
+    p.add_argument("--out", required=True, type=Path, help="output folder for the frames")
+    p.add_argument("--size", type=int, default=256, help="working size S, a multiple of 128 (default 256)")
+    p.add_argument("--pose-images", action="store_true",
+                   help="poses are RGBA pose images: predict their UDP with the parser (official test_pose_use_parser_udp)")
+    p.add_argument("--video", type=Path,
+                   help="also write an H.264 MP4 (and, without --background, a VP9 WebM with alpha beside it); "
+                   "frames of another size than the first are resized to it")
+    p.add_argument("--fps", type=_fps, default=30.0, help="video frame rate (default 30)")
+    p.add_argument("--background", help="video background: #RRGGBB or an image file (default white)")
+    p.add_argument("--resume", action="store_true", help="skip frames whose output PNG is already complete")
+    p.add_argument("--batch", type=_positive_int, default=1, help="frames per model call (default 1)")
+    p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
+                   help=f"predictor: Paddle Inference (fast); eager: dygraph (reference) (default {DEFAULT_ENGINE})")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default) or bf16 (predictor only)")
+    p.add_argument("--cache-dir", type=Path,
+                   help="compiled-model cache of --engine predictor (default $CONR_PADDLE_CACHE or ~/.cache/conr_paddle)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_render)
+
+
+def _add_demo_parser(subparsers) -> None:
+    from .demo import add_demo_arguments
+
+    p = subparsers.add_parser(
+        "demo",
+        help="render the built-in sample (seeded weights, no download) and compare with the PyTorch reference",
+        description="Generate the procedural sample and seeded random weights (no download), convert the weights "
+        "to Paddle, render the sequence in Paddle, encode an MP4 and a WebM, render the same frames with the "
+        "PyTorch reference and print how far apart they are.",
+    )
+    add_demo_arguments(p)
+    p.set_defaults(func=_run_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="python -m conr_paddle",
+                            description="CoNR in PaddlePaddle: character sheet + pose sequence -> animation.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_render_parser(subparsers)
+    _add_demo_parser(subparsers)
+    return parser
+
+
+def _run_render(args: argparse.Namespace) -> int:
+    from .render import Renderer
+
+    renderer = Renderer(args.weights, size=args.size, batch=args.batch, engine=args.engine,
+                        precision=args.precision, cache_dir=args.cache_dir)
+    summary = renderer.render(args.character_sheet, args.poses, args.out, pose_images=args.pose_images,
+                              resume=args.resume, video=args.video, fps=args.fps, background=args.background,
+                              progress=not args.quiet)
+    print(f"{summary.frames_written} frame(s) written, {summary.frames_skipped} already complete, "
+          f"{summary.frames_total} in the sequence -> {args.out}")
+    if summary.frames_written:
+        print(f"{summary.seconds:.1f} s, {summary.fps:.3f} frames/s ({summary.engine})")
+    for video in summary.videos:
+        print(f"video: {video}")
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo_from_args
+
+    return run_demo_from_args(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # Paddle's CPU kernels default to fewer threads than cores; must be set before paddle is imported.
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    from .render import RenderInterrupted
+    from .video import VideoError
+
+    try:
+        return int(args.func(args))
+    except ConrInputError as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_INPUT
+    except RenderInterrupted as exc:
+        words = list(sys.argv[1:] if argv is None else argv)
+        if "--resume" not in words:
+            words.append("--resume")
+        command = "python -m conr_paddle " + " ".join(shlex.quote(str(w)) for w in words)
+        print(f"interrupted: {exc.skipped + exc.written} of {exc.total} frames are complete in {exc.out}; "
+              f"to render the rest run: {command}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("interrupted: no partial file was left; rerun the same command with --resume to continue",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except VideoError as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # disk full, permission denied: not the input's fault, still one line
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,420 @@
+"""Render a character-sheet + pose sequence into an animation with the Paddle port of CoNR.
+
+The user-facing loop of the official `train.py:infer` / `save_output` (megvii-research/CoNR @ 660c4f7), for long
+jobs: the sheet is parsed once, every input is validated before the first output file is written, frames are
+batched through a `Runner` (eager Paddle, or the Paddle Inference predictor of `conr_paddle.fast`), every file is
+written under a temporary name and renamed, and `resume=True` skips frames whose PNG is already complete.
+
+Data path (exactly the official one):
+* sheet: uint8 premultiplied RGB + alpha / 255 -> (M, 4, S, S) float32;
+* UDP pose: xyz from the (nearest-resized) label, alpha = mask / 255; the model builds concat(xyz * a, a);
+* pose image (`pose_images=True`): premultiplied RGB / 255 -> UDP parser -> xyz = pred[:, :3], a = pred[:, 3:4];
+  the predicted UDP is saved as `<name>_udp.png` (uint8 preview of concat(xyz * a, a), like the official `udp_`
+  output, S x S) and `<name>_udp.npz` (key `i`, float32 S x S x 4 = xyz + a, usable as a UDP input);
+* output: RGBA (4, S, S) -> HWC -> clamp(x * 255) truncated -> pasted back into the pose frame -> `<name>.png`.
+An empty pose frame (no opaque pixel) gives a fully transparent frame of its size without a model call.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from conr_common.config import NETWORK_NAMES
+from conr_common.errors import ConrInputError
+from conr_common.pipeline import (
+    PoseFrame,
+    atomic_write_bytes,
+    check_size,
+    list_pose_files,
+    load_character_sheet,
+    load_pose_image,
+    load_udp_pose,
+    paste_back,
+    to_uint8,
+    write_png_atomic,
+)
+
+__all__ = [
+    "ENGINES",
+    "PRECISIONS",
+    "DEFAULT_ENGINE",
+    "RenderSummary",
+    "RenderInterrupted",
+    "Renderer",
+    "check_weights_dir",
+    "weights_hash",
+    "make_runner",
+    "frame_is_complete",
+]
+
+ENGINES = ("predictor", "eager")
+PRECISIONS = ("fp32", "bf16")
+DEFAULT_ENGINE = "predictor"  # Paddle Inference + oneDNN (conr_paddle.fast); "eager" is the slow reference
+
+
+@dataclass(frozen=True)
+class RenderSummary:
+    frames_total: int  # pose files in the sequence
+    frames_written: int  # rendered (or written empty) by this call
+    frames_skipped: int  # already complete (resume)
+    seconds: float  # wall time of the frame loop (model load and video encoding excluded)
+    fps: float  # frames_written / seconds
+    frames: tuple[Path, ...]  # every output frame of the sequence, in pose order
+    udp_previews: tuple[Path, ...] = ()  # pose-image path: <name>_udp.png and <name>_udp.npz
+    videos: tuple[Path, ...] = ()  # MP4 (and WebM) if asked for
+    engine: str = "eager"
+
+
+class RenderInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a render: every finished frame is on disk, no partial file is; rerun with resume."""
+
+    def __init__(self, written: int, skipped: int, total: int, out: Path) -> None:
+        super().__init__(f"interrupted after {skipped + written} of {total} frames")
+        self.written, self.skipped, self.total, self.out = written, skipped, total, out
+
+
+# --------------------------------------------------------------------------------------------------- weights
+
+
+def _pth_names() -> list[str]:
+    from conr_common.manifest import official_manifest
+
+    manifest = official_manifest()
+    return [manifest[name].file for name in NETWORK_NAMES]
+
+
+def check_weights_dir(folder: str | os.PathLike) -> list[Path]:
+    """The four `<network>.pdparams` files of `folder`, or ConrInputError naming what is missing (and, when the
+    folder holds the official `.pth` files instead, the conversion command)."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise ConrInputError(f"{folder}: weights folder not found")
+    if not folder.is_dir():
+        raise ConrInputError(f"{folder}: --weights must be a folder")
+    paths = [folder / f"{name}.pdparams" for name in NETWORK_NAMES]
+    missing = [p for p in paths if not p.is_file()]
+    if not missing:
+        empty = [p for p in paths if p.stat().st_size == 0]
+        if empty:
+            raise ConrInputError(f"{empty[0]}: empty weights file")
+        return paths
+    if all((folder / name).is_file() for name in _pth_names()) and len(missing) == len(paths):
+        raise ConrInputError(
+            f"{folder}: holds the official PyTorch .pth files, not Paddle .pdparams; convert them with "
+            f"`python -m convert torch2paddle {folder}` and pass --weights {folder / 'paddle'}"
+        )
+    names = ", ".join(p.name for p in missing)
+    raise ConrInputError(f"{missing[0]}: missing (weights folder {folder} needs all four networks; missing: {names})")
+
+
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _file_sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        _HASH_CACHE[key] = h.hexdigest()
+    return _HASH_CACHE[key]
+
+
+def weights_hash(folder: str | os.PathLike) -> str:
+    """sha256 over the four networks' file hashes (in NETWORK_NAMES order): the key of compiled-model caches.
+    Each file is hashed once per process and (path, size, mtime)."""
+    h = hashlib.sha256()
+    for path in check_weights_dir(folder):
+        h.update(f"{path.name}:{_file_sha256(path)}\n".encode())
+    return h.hexdigest()
+
+
+def make_runner(model, weights_hash: str | None, size: int, views: int, batch: int, precision: str = "fp32",
+                engine: str = DEFAULT_ENGINE, cache_dir: str | os.PathLike | None = None):
+    """The Runner for `engine`: "eager" (dygraph, fp32 only) or "predictor" (Paddle Inference graphs exported
+    once per (weights, size, views, batch, precision) and cached on disk, see conr_paddle.fast)."""
+    if precision not in PRECISIONS:
+        raise ConrInputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if engine == "eager":
+        if precision != "fp32":
+            raise ConrInputError(f"--precision {precision} needs --engine predictor (eager Paddle runs fp32 only)")
+        from .runner import EagerRunner
+
+        return EagerRunner(model)
+    if engine == "predictor":
+        try:
+            from .fast import PredictorRunner
+        except ImportError as e:
+            raise ConrInputError(f"--engine predictor is not available ({e}); use --engine eager") from e
+        try:
+            return PredictorRunner(model, weights_hash, size=size, views=views, batch=batch, precision=precision,
+                                   cache_dir=cache_dir)
+        except (ValueError, RuntimeError) as e:  # e.g. bf16 on a CPU without bfloat16 support
+            raise ConrInputError(f"--engine predictor --precision {precision}: {e}") from e
+    raise ConrInputError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+
+
+# --------------------------------------------------------------------------------------------------- frames
+
+
+def frame_is_complete(path: Path) -> bool:
+    """True if `path` is a PNG that decodes (a file renamed into place is complete; this also rejects files
+    damaged by other tools)."""
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return False
+        image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except (OSError, cv2.error):
+        return False
+    return image is not None
+
+
+def _npz_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, i=array)
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class _Job:
+    pose: Path
+    frame: Path
+    udp_png: Path | None
+    udp_npz: Path | None
+
+    def outputs(self) -> list[Path]:
+        return [p for p in (self.udp_png, self.udp_npz, self.frame) if p is not None]
+
+    def complete(self) -> bool:
+        # the frame is written last, so a complete frame PNG means its UDP files were written before it
+        return frame_is_complete(self.frame) and all(p.is_file() for p in self.outputs())
+
+
+def _plan(poses: Sequence[Path], out: Path, pose_images: bool) -> list[_Job]:
+    jobs, seen = [], {}
+    for pose in poses:
+        stem = pose.stem
+        key = stem.casefold()  # case-insensitive file systems would merge these
+        if key in seen:
+            raise ConrInputError(f"{pose}: same output name '{stem}.png' as {seen[key]}; rename one of them")
+        seen[key] = pose
+        jobs.append(_Job(pose, out / f"{stem}.png",
+                         out / f"{stem}_udp.png" if pose_images else None,
+                         out / f"{stem}_udp.npz" if pose_images else None))
+    names = {j.frame.name.casefold() for j in jobs}
+    for job in jobs:
+        for extra in job.outputs()[:-1]:
+            if extra.name.casefold() in names:
+                raise ConrInputError(f"{job.pose}: its UDP preview {extra.name} would overwrite an output frame")
+    return jobs
+
+
+# --------------------------------------------------------------------------------------------------- renderer
+
+
+@dataclass
+class Renderer:
+    """Paddle CoNR renderer. The model is loaded on the first `render` call, after the inputs are validated.
+
+    weights_dir: folder with the four `<network>.pdparams` written by `python -m convert torch2paddle`.
+    """
+
+    weights_dir: str | os.PathLike
+    size: int = 256
+    batch: int = 1
+    engine: str = DEFAULT_ENGINE
+    precision: str = "fp32"
+    cache_dir: str | os.PathLike | None = None
+    _model: object = field(default=None, init=False, repr=False)
+    _runners: dict = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.weights_dir = Path(self.weights_dir)
+        check_size(self.size)
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
+            raise ConrInputError(f"--batch must be a positive integer, got {self.batch!r}")
+        if self.engine not in ENGINES:
+            raise ConrInputError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.precision not in PRECISIONS:
+            raise ConrInputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.engine == "eager" and self.precision != "fp32":
+            raise ConrInputError(f"--precision {self.precision} needs --engine predictor (eager Paddle runs fp32 only)")
+        check_weights_dir(self.weights_dir)
+
+    # ---- model
+
+    def _load_model(self):
+        if self._model is None:
+            import paddle
+
+            from .model import CoNR, load_networks
+
+            states = {}
+            for name, path in zip(NETWORK_NAMES, check_weights_dir(self.weights_dir)):
+                try:
+                    states[name] = paddle.load(str(path))
+                except Exception as e:  # a truncated or foreign file: paddle raises pickle/zip/OS errors
+                    raise ConrInputError(f"{path}: cannot load ({type(e).__name__}: {e})") from e
+                if not isinstance(states[name], dict):
+                    raise ConrInputError(f"{path}: not a state dict ({type(states[name]).__name__})")
+            # strict: ConrInputError naming every missing/unexpected key and shape mismatch
+            self._model = load_networks(CoNR(), states)
+        return self._model
+
+    def runner(self, views: int):
+        key = views
+        if key not in self._runners:
+            model = self._load_model()
+            digest = weights_hash(self.weights_dir) if self.engine == "predictor" else None
+            self._runners[key] = make_runner(model, digest, self.size, views, self.batch, self.precision,
+                                             self.engine, self.cache_dir)
+        return self._runners[key]
+
+    # ---- rendering
+
+    def validate(self, character_sheet, poses, out, *, pose_images: bool = False, video=None,
+                 background=None, check_frames: bool = True):
+        """Every check that needs no model: returns (sheet uint8 (M, S, S, 4), jobs, background or None)."""
+        from .video import parse_background
+
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise ConrInputError(f"{out}: output path exists and is not a folder")
+        if video is not None:
+            video = Path(video)
+            if video.suffix.lower() != ".mp4":
+                raise ConrInputError(f"--video {video}: must end in .mp4")
+            if video.exists() and video.is_dir():
+                raise ConrInputError(f"--video {video}: is a folder")
+        bg = parse_background(background) if background is not None else None
+        sheet = load_character_sheet(character_sheet, self.size)
+        jobs = _plan(list_pose_files(poses, images=pose_images), out, pose_images)
+        if check_frames:
+            load = load_pose_image if pose_images else load_udp_pose
+            for job in jobs:
+                load(job.pose, self.size)  # raises ConrInputError naming the file
+        return sheet, jobs, bg
+
+    def render(self, character_sheet: str | os.PathLike, poses: str | os.PathLike, out: str | os.PathLike, *,
+               pose_images: bool = False, resume: bool = False, video: str | os.PathLike | None = None,
+               fps: float = 30.0, background: str | os.PathLike | None = None, progress: bool = True,
+               on_frame: Callable[[Path], None] | None = None) -> RenderSummary:
+        """Render every pose of `poses` (natural order) with the character of `character_sheet` into `out`.
+
+        resume: skip frames whose output PNG is already complete. video: also encode an MP4 (over `background`,
+        a #RRGGBB colour or image; white if None) and, without a background, a WebM with alpha beside it.
+        Raises ConrInputError (nothing written if the input is bad), RenderInterrupted on Ctrl-C.
+        """
+        from tqdm import tqdm
+
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (0 < fps <= 1000):
+            raise ConrInputError(f"--fps must be a number in (0, 1000], got {fps!r}")
+        out = Path(out)
+        sheet_u8, jobs, bg = self.validate(character_sheet, poses, out, pose_images=pose_images, video=video,
+                                           background=background, check_frames=False)
+        todo = [job for job in jobs if not (resume and job.complete())]
+        load = load_pose_image if pose_images else load_udp_pose
+        for job in todo:  # validate every frame still to render before writing anything
+            load(job.pose, self.size)
+        skipped = len(jobs) - len(todo)
+
+        runner = self.runner(views=sheet_u8.shape[0]) if todo else None
+        out.mkdir(parents=True, exist_ok=True)
+        written = 0
+        t0 = time.perf_counter()
+        bar = tqdm(total=len(jobs), initial=skipped, unit="frame", disable=not progress, dynamic_ncols=True,
+                   desc="render")
+        try:
+            if todo:
+                sheet = runner.parse_sheet(np.ascontiguousarray(sheet_u8.transpose(0, 3, 1, 2), np.float32) / 255)
+                pending: list[tuple[_Job, PoseFrame]] = []
+
+                def flush() -> None:
+                    nonlocal written
+                    for job in self._render_batch(runner, sheet, pending, pose_images):
+                        written += 1
+                        bar.update(1)
+                        if on_frame is not None:
+                            on_frame(job.frame)
+                    pending.clear()
+
+                for job in todo:
+                    frame = load(job.pose, self.size)
+                    if frame.crop is None:  # empty pose: transparent frame, no model call
+                        self._write_empty(job, frame)
+                        written += 1
+                        bar.update(1)
+                        if on_frame is not None:
+                            on_frame(job.frame)
+                        continue
+                    pending.append((job, frame))
+                    if len(pending) >= self.batch:
+                        flush()
+                if pending:
+                    flush()
+        except KeyboardInterrupt as e:
+            raise RenderInterrupted(written, skipped, len(jobs), out) from e
+        finally:
+            bar.close()
+        seconds = time.perf_counter() - t0
+
+        videos: tuple[Path, ...] = ()
+        if video is not None:
+            from .video import encode_videos
+
+            video = Path(video)
+            video.parent.mkdir(parents=True, exist_ok=True)
+            webm = video.with_suffix(".webm") if bg is None else None
+            videos = tuple(encode_videos([j.frame for j in jobs], video, fps=fps, background=bg, webm=webm))
+
+        udp = tuple(p for j in jobs for p in (j.udp_png, j.udp_npz) if p is not None)
+        return RenderSummary(
+            frames_total=len(jobs), frames_written=written, frames_skipped=skipped, seconds=seconds,
+            fps=written / seconds if seconds > 0 and written else 0.0, frames=tuple(j.frame for j in jobs),
+            udp_previews=udp, videos=videos, engine=self.engine,
+        )
+
+    # ---- helpers
+
+    @staticmethod
+    def _write_empty(job: _Job, frame: PoseFrame) -> None:
+        size = frame.alpha.shape[0]
+        if job.udp_png is not None:
+            zeros = np.zeros((size, size, 4), np.float32)
+            atomic_write_bytes(job.udp_npz, _npz_bytes(zeros))
+            write_png_atomic(job.udp_png, np.zeros((size, size, 4), np.uint8))
+        write_png_atomic(job.frame, paste_back(np.zeros((size, size, 4), np.uint8), None, frame.frame_hw))
+
+    @staticmethod
+    def _render_batch(runner, sheet, batch: list, pose_images: bool):
+        """Run one batch through the runner and write its frames; yields each job once its frame is on disk."""
+        jobs = [job for job, _ in batch]
+        frames = [frame for _, frame in batch]
+        alpha_u8 = np.stack([f.alpha for f in frames])[:, None]  # (B, 1, S, S)
+        if pose_images:
+            rgb = np.stack([f.rgb for f in frames]).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
+            pred = np.asarray(runner.parse_pose(np.ascontiguousarray(rgb)), np.float32)  # (B, 4, S, S)
+            xyz, alpha = np.ascontiguousarray(pred[:, :3]), np.ascontiguousarray(pred[:, 3:4])
+        else:
+            xyz = np.ascontiguousarray(np.stack([f.xyz for f in frames]).transpose(0, 3, 1, 2), np.float32)
+            alpha = alpha_u8.astype(np.float32) / np.float32(255)
+            pred = None
+        rgba = np.asarray(runner.render(sheet, xyz, alpha))  # (B, 4, S, S) premultiplied
+        for i, (job, frame) in enumerate(zip(jobs, frames)):
+            if pred is not None:
+                udp = np.concatenate([xyz[i] * alpha[i], alpha[i]], axis=0).transpose(1, 2, 0)  # (S, S, 4)
+                atomic_write_bytes(job.udp_npz, _npz_bytes(np.ascontiguousarray(pred[i].transpose(1, 2, 0))))
+                write_png_atomic(job.udp_png, to_uint8(udp))
+            image = to_uint8(rgba[i].transpose(1, 2, 0))  # (S, S, 4)
+            write_png_atomic(job.frame, paste_back(image, frame.crop, frame.frame_hw))
+            yield job

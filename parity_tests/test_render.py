@@ -1,0 +1,367 @@
+"""`python -m conr_paddle render`: frames equal to the PyTorch reference loop, resume after Ctrl-C, videos, and a
+one-line exit-2 error (nothing written) for every kind of bad input.
+
+Small on purpose (128 px, one sheet view, three rendered frames): eager Paddle needs seconds per frame here.
+The CLI runs in-process through `conr_paddle.__main__.main`; only `--help` runs in a subprocess.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conr_common.config import NETWORK_NAMES
+from conr_paddle.__main__ import main
+
+SIZE = 128
+# Eager Paddle and PyTorch differ by float rounding (~1e-6 relative); truncating x * 255 to uint8 turns a value
+# sitting on an integer boundary into a 1-level difference, and INTER_AREA paste-back can carry it to a few
+# neighbours. More than 0.1% of such pixels, or any 2-level difference, would be a real discrepancy.
+MIN_IDENTICAL_FRACTION = 0.999
+MAX_LEVEL_DIFF = 1
+# The sequence: natural order puts 10 after 2; 2 is empty (transparent output, no model call); 10 has another size.
+POSE_ORDER = ["0", "1", "2", "10"]
+
+
+# --------------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def pdparams_dir(weights_dir, tmp_path_factory):
+    """The seeded weights converted to `<network>.pdparams` by the converter CLI (or, if the converter fails
+    for reasons of its own, saved directly from the renamed state dicts so these tests still run)."""
+    out = tmp_path_factory.mktemp("pdparams")
+    try:
+        from convert.cli import main as convert_main
+
+        status = convert_main(["torch2paddle", str(weights_dir), "-o", str(out), "--force"])
+    except ImportError:
+        status = None
+    if status != 0 or not all((out / f"{n}.pdparams").is_file() for n in NETWORK_NAMES):
+        import paddle
+        import torch
+
+        from convert.rename import torch_to_paddle_key
+
+        for name in NETWORK_NAMES:
+            state = torch.load(weights_dir / f"{name}.pth", map_location="cpu", weights_only=True)
+            paddle.save({torch_to_paddle_key(k, v.shape): v.numpy() for k, v in state.items()},
+                        str(out / f"{name}.pdparams"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def inputs(samples, tmp_path_factory):
+    """One-view sheet and four UDP poses (see POSE_ORDER), plus one RGBA pose image."""
+    root = tmp_path_factory.mktemp("render_inputs")
+    sheet = root / "sheet"
+    sheet.mkdir()
+    shutil.copy(samples.character_sheet / "0_front.png", sheet / "0_front.png")
+    poses = root / "poses"
+    poses.mkdir()
+    shutil.copy(samples.poses / "0.npz", poses / "0.npz")
+    shutil.copy(samples.poses / "1.npz", poses / "1.npz")
+    np.savez_compressed(poses / "2.npz", i=np.zeros((200, 200, 4), np.float32))
+    with np.load(samples.poses / "2.npz") as f:
+        tall = np.pad(f["i"], ((30, 14), (0, 0), (0, 0)))  # 300 x 256: another (non-square) size
+    np.savez_compressed(poses / "10.npz", i=tall)
+    images = root / "pose_images"
+    images.mkdir()
+    shutil.copy(samples.pose_images / "3.png", images / "3.png")
+    return {"root": root, "sheet": sheet, "poses": poses, "pose_images": images}
+
+
+@pytest.fixture(scope="session")
+def full_run(pdparams_dir, inputs, tmp_path_factory):
+    """One uninterrupted CLI run (real weight loading from .pdparams, --batch 2): the frames every test compares."""
+    out = tmp_path_factory.mktemp("full_run") / "frames"
+    status = main(["render", "--weights", str(pdparams_dir), "--character-sheet", str(inputs["sheet"]),
+                   "--poses", str(inputs["poses"]), "--out", str(out), "--size", str(SIZE), "--batch", "2",
+                   "--engine", "eager", "--quiet"])
+    assert status == 0
+    return out
+
+
+@pytest.fixture()
+def shared_model(paddle_model, monkeypatch):
+    """Skip re-reading 720 MB of .pdparams in every test: the session model holds the same tensors."""
+    from conr_paddle.render import Renderer
+
+    monkeypatch.setattr(Renderer, "_load_model", lambda self: paddle_model)
+    return paddle_model
+
+
+def _read(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert image is not None, path
+    return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+
+
+def _frames(folder: Path) -> dict[str, np.ndarray]:
+    return {p.stem: _read(p) for p in sorted(folder.glob("*.png")) if not p.stem.endswith("_udp")}
+
+
+def _no_temporaries(folder: Path) -> bool:
+    return not [p for p in folder.rglob(".*") if p.is_file()]
+
+
+def _assert_close(reference: dict, frames: dict) -> None:
+    from conr_paddle.demo import compare_frames
+
+    result = compare_frames(reference, frames)
+    assert result.identical_fraction >= MIN_IDENTICAL_FRACTION, str(result)
+    assert result.max_diff <= MAX_LEVEL_DIFF, str(result)
+
+
+def _render_args(pdparams_dir, inputs, out, *extra) -> list[str]:
+    return ["render", "--weights", str(pdparams_dir), "--character-sheet", str(inputs["sheet"]),
+            "--poses", str(inputs["poses"]), "--out", str(out), "--size", str(SIZE), "--engine", "eager",
+            "--quiet", *extra]
+
+
+# --------------------------------------------------------------------------------------------------- success
+
+
+def test_help_subprocess():
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run([sys.executable, "-m", "conr_paddle", "--help"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "render" in proc.stdout and "demo" in proc.stdout
+
+
+def test_render_matches_reference(full_run, inputs, torch_model):
+    from conr_torch_ref.render import render_reference_frames
+
+    frames = _frames(full_run)
+    assert sorted(frames, key=POSE_ORDER.index) == POSE_ORDER
+    assert frames["10"].shape == (300, 256, 4)  # pasted back into its own frame size
+    assert frames["2"].shape == (200, 200, 4) and not frames["2"].any()  # empty pose: transparent
+    assert frames["0"][:, :, 3].any()
+    assert _no_temporaries(full_run)
+    reference = render_reference_frames(torch_model, inputs["sheet"], inputs["poses"], SIZE)
+    assert list(reference) == POSE_ORDER  # natural order
+    _assert_close(reference, frames)
+
+
+def test_pose_images_path(pdparams_dir, inputs, torch_model, shared_model, tmp_path, capsys):
+    from conr_torch_ref.render import render_reference_frames
+
+    out = tmp_path / "out"
+    args = _render_args(pdparams_dir, inputs, out, "--pose-images")
+    args[args.index("--poses") + 1] = str(inputs["pose_images"])
+    assert main(args) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["3.png", "3_udp.npz", "3_udp.png"]
+    with np.load(out / "3_udp.npz") as f:
+        udp = f["i"]
+    assert udp.shape == (SIZE, SIZE, 4) and udp.dtype == np.float32
+    preview = _read(out / "3_udp.png")
+    expected = (np.clip(np.concatenate([udp[:, :, :3] * udp[:, :, 3:], udp[:, :, 3:]], 2) * 255, 0, 255)
+                .astype(np.uint8))
+    np.testing.assert_array_equal(preview, expected)
+    reference = render_reference_frames(torch_model, inputs["sheet"], inputs["pose_images"], SIZE, pose_images=True)
+    _assert_close(reference, {"3": _read(out / "3.png")})
+
+
+def test_predictor_engine(pdparams_dir, inputs, full_run, shared_model, tmp_path, capsys):
+    """The default engine (Paddle Inference graphs, exported into --cache-dir) gives the eager frames."""
+    poses = tmp_path / "poses"
+    poses.mkdir()
+    shutil.copy(inputs["poses"] / "0.npz", poses / "0.npz")
+    out = tmp_path / "out"
+    args = _render_args(pdparams_dir, inputs, out, "--cache-dir", str(tmp_path / "cache"))
+    args[args.index("--poses") + 1] = str(poses)
+    args[args.index("--engine") + 1] = "predictor"
+    assert main(args) == 0, capsys.readouterr().err
+    assert "(predictor)" in capsys.readouterr().out
+    _assert_close({"0": _read(full_run / "0.png")}, _frames(out))
+
+
+# --------------------------------------------------------------------------------------------------- resume
+
+
+def test_interrupt_then_resume(pdparams_dir, inputs, full_run, shared_model, tmp_path, monkeypatch, capsys):
+    import conr_paddle.render as render_module
+
+    real_write = render_module.write_png_atomic
+    calls = {"n": 0}
+
+    def interrupt_on_second_frame(path, image):
+        calls["n"] += 1
+        if calls["n"] == 2:  # Ctrl-C while frame 2 is being written
+            raise KeyboardInterrupt
+        real_write(path, image)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(render_module, "write_png_atomic", interrupt_on_second_frame)
+    assert main(_render_args(pdparams_dir, inputs, out)) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--resume" in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["0.png"]  # no partial file, no temporary
+
+    monkeypatch.setattr(render_module, "write_png_atomic", real_write)
+    before = (out / "0.png").stat().st_mtime_ns
+    assert main(_render_args(pdparams_dir, inputs, out, "--resume")) == 0
+    captured = capsys.readouterr()
+    assert "3 frame(s) written, 1 already complete" in captured.out, captured.out
+    assert (out / "0.png").stat().st_mtime_ns == before  # not rendered again
+    assert _no_temporaries(out)
+    expected = _frames(full_run)
+    got = _frames(out)
+    assert sorted(got) == sorted(expected)
+    # same engine, batch 1 vs batch 2: the per-frame float math may differ in the last bit only
+    _assert_close(expected, got)
+
+
+def test_resume_rerenders_damaged_frame(pdparams_dir, inputs, full_run, shared_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(full_run, out)
+    data = (out / "1.png").read_bytes()
+    (out / "1.png").write_bytes(data[: len(data) // 2])  # truncated by some other tool
+    assert main(_render_args(pdparams_dir, inputs, out, "--resume")) == 0
+    assert "1 frame(s) written, 3 already complete" in capsys.readouterr().out
+    _assert_close(_frames(full_run), _frames(out))
+
+
+# --------------------------------------------------------------------------------------------------- video
+
+
+def test_video_mp4_and_webm(pdparams_dir, inputs, full_run, tmp_path, capsys):
+    from imageio_ffmpeg import count_frames_and_secs
+
+    out = tmp_path / "out"
+    shutil.copytree(full_run, out)  # --resume: nothing to render, only encode
+    video = tmp_path / "video" / "clip.mp4"
+    assert main(_render_args(pdparams_dir, inputs, out, "--resume", "--video", str(video), "--fps", "8")) == 0
+    assert "0 frame(s) written" in capsys.readouterr().out
+    assert count_frames_and_secs(str(video))[0] == len(POSE_ORDER)
+    webm = video.with_suffix(".webm")
+    assert count_frames_and_secs(str(webm))[0] == len(POSE_ORDER)
+    assert _no_temporaries(video.parent)
+
+
+def test_video_with_background(pdparams_dir, inputs, full_run, tmp_path, capsys):
+    from imageio_ffmpeg import count_frames_and_secs, read_frames
+
+    out = tmp_path / "out"
+    shutil.copytree(full_run, out)
+    video = tmp_path / "clip.mp4"
+    assert main(_render_args(pdparams_dir, inputs, out, "--resume", "--video", str(video),
+                             "--background", "#00FF00")) == 0
+    assert count_frames_and_secs(str(video))[0] == len(POSE_ORDER)
+    assert not video.with_suffix(".webm").exists()
+    reader = read_frames(str(video))
+    meta = next(reader)
+    assert tuple(meta["size"]) == (256, 256)  # the first frame's size; 200 x 200 and 300 x 256 resized to it
+    empty = [np.frombuffer(f, np.uint8) for f in reader][2]  # frame "2" is transparent: pure background
+    rgb = empty.reshape(256, 256, 3).astype(int)
+    assert abs(rgb[..., 1].mean() - 255) < 3 and rgb[..., 0].mean() < 10
+
+
+# --------------------------------------------------------------------------------------------------- bad input
+
+
+def _expect_input_error(args, capsys, must_name: str, out: Path) -> str:
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: "), err
+    assert must_name in err, err
+    assert not out.exists(), "nothing may be written for bad input"
+    return err
+
+
+def _copy_poses(inputs, tmp_path) -> Path:
+    poses = tmp_path / "poses"
+    shutil.copytree(inputs["poses"], poses)
+    return poses
+
+
+def test_bad_missing_and_empty_folders(pdparams_dir, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    missing = tmp_path / "nope"
+    args = _render_args(pdparams_dir, inputs, out)
+    args[args.index("--poses") + 1] = str(missing)
+    _expect_input_error(args, capsys, str(missing), out)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = _render_args(pdparams_dir, inputs, out)
+    args[args.index("--character-sheet") + 1] = str(empty)
+    _expect_input_error(args, capsys, str(empty), out)
+
+
+def test_bad_opaque_sheet(pdparams_dir, inputs, tmp_path, capsys):
+    sheet = tmp_path / "sheet"
+    sheet.mkdir()
+    image = np.full((64, 64, 4), 200, np.uint8)
+    image[:, :, 3] = 255
+    image[:1, :1, 3] = 0  # a single transparent pixel: still 95% or more opaque
+    cv2.imwrite(str(sheet / "opaque.png"), image)
+    out = tmp_path / "out"
+    args = _render_args(pdparams_dir, inputs, out)
+    args[args.index("--character-sheet") + 1] = str(sheet)
+    _expect_input_error(args, capsys, str(sheet / "opaque.png"), out)
+
+
+def test_bad_truncated_image(pdparams_dir, inputs, tmp_path, capsys):
+    sheet = tmp_path / "sheet"
+    shutil.copytree(inputs["sheet"], sheet)
+    data = (sheet / "0_front.png").read_bytes()
+    (sheet / "1_cut.png").write_bytes(data[: len(data) // 3])
+    out = tmp_path / "out"
+    args = _render_args(pdparams_dir, inputs, out)
+    args[args.index("--character-sheet") + 1] = str(sheet)
+    _expect_input_error(args, capsys, str(sheet / "1_cut.png"), out)
+
+
+@pytest.mark.parametrize("kind", ["no_key_i", "three_channels", "corrupt"])
+def test_bad_udp_file(pdparams_dir, inputs, tmp_path, capsys, kind):
+    poses = _copy_poses(inputs, tmp_path)
+    bad = poses / "5.npz"  # in the middle of the sequence: frames 0-2 must not be written either
+    if kind == "no_key_i":
+        np.savez(bad, x=np.zeros((64, 64, 4), np.float32))
+    elif kind == "three_channels":
+        np.savez(bad, i=np.zeros((64, 64, 3), np.float32))
+    else:
+        bad.write_bytes(b"PK\x03\x04 truncated")
+    out = tmp_path / "out"
+    args = _render_args(pdparams_dir, inputs, out)
+    args[args.index("--poses") + 1] = str(poses)
+    _expect_input_error(args, capsys, str(bad), out)
+
+
+def test_bad_size(pdparams_dir, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = _render_args(pdparams_dir, inputs, out)
+    args[args.index("--size") + 1] = "200"
+    _expect_input_error(args, capsys, "--size", out)
+
+
+def test_bad_weights_missing_network(pdparams_dir, inputs, tmp_path, capsys):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for name in NETWORK_NAMES[:-1]:
+        os.symlink(pdparams_dir / f"{name}.pdparams", weights / f"{name}.pdparams")
+    out = tmp_path / "out"
+    args = _render_args(weights, inputs, out)
+    _expect_input_error(args, capsys, str(weights / f"{NETWORK_NAMES[-1]}.pdparams"), out)
+
+
+def test_bad_weights_official_pth(weights_dir, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    err = _expect_input_error(_render_args(weights_dir, inputs, out), capsys, str(weights_dir), out)
+    assert f"python -m convert torch2paddle {weights_dir}" in err
+
+
+def test_bad_background(pdparams_dir, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    video = tmp_path / "v.mp4"
+    args = _render_args(pdparams_dir, inputs, out, "--video", str(video), "--background", "nothing.png")
+    _expect_input_error(args, capsys, "nothing.png", out)
+    assert not video.exists()
