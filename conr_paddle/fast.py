@@ -1,0 +1,420 @@
+"""Fast inference: the CoNR step exported as static graphs and run by Paddle Inference (oneDNN on CPU).
+
+`PredictorRunner` offers the three methods of `conr_paddle.runner.EagerRunner` (numpy in, numpy out) and is
+built from a loaded eager `CoNR`. Three graphs are exported with `paddle.jit.to_static` + `paddle.jit.save` at
+fixed shapes and cached on disk:
+
+- `sheet`: sheet RGB (M, 3, S, S) -> the five parser encoder features (M, C, h, w); the reference
+  concat(alpha * rgb, alpha) is computed in numpy (the same float32 products as the eager model);
+- `step`: xyz (B, 3, S, S), alpha (B, 1, S, S), the five sheet features (M, C, h, w) and the reference
+  (M, 4, S, S) -> premultiplied RGBA (B, 4, S, S): target pose encoder + shader + RGBA decoder, the sheet inputs
+  broadcast to the B frames inside the graph exactly as `CoNR.shade` does;
+- `pose`: pose image (B, 3, S, S) -> UDP (B, 4, S, S), the parser path.
+
+Export format (measured with paddlepaddle 3.3.1 on CPU): the default PIR format (`.json` + `.pdiparams`), with
+every bilinear `interpolate` traced as two matmuls with constant interpolation matrices (`_interpolate_as_matmul`,
+max abs 2e-7 from bilinear_interp; the eager model itself is untouched). Reasons:
+- PIR `bilinear_interp` under oneDNN fails at run time (`ConvertPirAttribute2RuntimeAttribute not support
+  [pir::ArrayAttribute<pir::DoubleAttribute>]`, raised by the `onednn_placement_pass` placement).
+- `config.delete_pass("onednn_placement_pass")` avoids that error, but then only the bias convs that the fuse
+  passes rewrite run on oneDNN: conv2d_transpose and bias-free conv2d fall back to the plain CPU kernels (the
+  transposed convs alone took 30% of the step); with the matmul resize the placement pass stays on.
+- The legacy program format (`FLAGS_enable_pir_api=0` in the environment of export and run) cannot hold CoNR in
+  3.3.1: `F.grid_sample` calls the PIR-only `_C_ops.grid_sample` and fails to trace into a legacy program
+  ("argument (position 1) must be Value, but got Variable"). `paddle.set_flags({'FLAGS_enable_pir_api': False})`
+  at run time does not switch the export format either (still `.json`).
+So export runs in-process (no child process) in the default PIR mode; `jit.save` runs under
+`paddle.pir_utils.IrGuard` (a no-op there; a process started with `FLAGS_enable_pir_api=0` is untested).
+grid_sample stays on Paddle's CPU kernel (~25% of the step at 128 px); a gather-based replacement traced fine
+but gave wrong values under oneDNN (max abs ~0.9, correct without oneDNN) and was dropped.
+
+Precision: "fp32", or "bf16" = oneDNN bfloat16 for conv2d / conv2d_transpose only (instance norm, PReLU,
+softmax, resampling stay float32; CONR_FACTS: bf16 instance norm after conv gave errors of 19-29). bf16 needs
+a CPU with AVX512-BF16 or AMX (`paddle.core.supports_bfloat16()`); elsewhere the constructor refuses it.
+On a CUDA build the predictor runs on GPU 0, through TensorRT (fp16 for a "bf16" request) when Paddle was built
+with it; that path is written to the documented Paddle Inference API but untested here (no GPU).
+
+Cache: `$CONR_PADDLE_CACHE` or `~/.cache/conr_paddle`, one folder per sha256 of (weights hash, size, views,
+batch, precision, Paddle version, export format version); a folder is complete when its `meta.json` exists
+(written last, after an atomic rename of the whole folder).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+
+from .model import CoNR, Sheet, normalize
+
+__all__ = ["PredictorRunner", "PredictorSheet", "bf16_support", "cache_root", "export_key", "EXPORT_FORMAT"]
+
+# Bump when the exported graphs change (wrapper code, input names, passes that shape the saved program).
+EXPORT_FORMAT = 2
+PRECISIONS = ("fp32", "bf16")
+FEATURE_COUNT = 5
+# Ops run in bfloat16 under "bf16": only the convolutions (CONR_FACTS: conv -> PReLU -> instance norm in bf16
+# went badly wrong); everything between them stays float32.
+BF16_OPS = frozenset({"conv2d", "conv2d_transpose"})
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("CONR_PADDLE_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "conr_paddle"
+
+
+def export_key(weights_hash: str, size: int, views: int, batch: int, precision: str) -> str:
+    blob = json.dumps(
+        {
+            "weights": weights_hash,
+            "size": size,
+            "views": views,
+            "batch": batch,
+            "precision": precision,
+            "paddle": paddle.__version__,
+            "format": EXPORT_FORMAT,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def bf16_support() -> tuple[bool, str]:
+    """(supported, reason): oneDNN bfloat16 needs AVX512-BF16 or AMX-BF16 on CPU."""
+    if paddle.is_compiled_with_cuda():
+        return True, "CUDA build: bf16 requests run as TensorRT fp16"
+    if paddle.core.supports_bfloat16():
+        return True, "CPU supports bfloat16"
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        pass
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        return True, "CPU has avx512_bf16/amx_bf16"
+    return False, "CPU lacks AVX512-BF16 and AMX (paddle.core.supports_bfloat16() is False)"
+
+
+def _threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The exported graphs: thin layers over the eager model's own sub-networks and methods, so the static graph is
+# the eager code traced, not a re-implementation.
+
+
+class _SheetGraph(nn.Layer):
+    def __init__(self, model: CoNR) -> None:
+        super().__init__()
+        self.udpparsernet = model.udpparsernet
+
+    def forward(self, rgb):
+        _, features = self.udpparsernet(normalize(rgb), decode=False)
+        return tuple(features)
+
+
+class _PoseGraph(nn.Layer):
+    def __init__(self, model: CoNR) -> None:
+        super().__init__()
+        self.udpparsernet = model.udpparsernet
+
+    def forward(self, rgb):
+        return CoNR.parse_pose(self, rgb)
+
+
+class _StepGraph(nn.Layer):
+    def __init__(self, model: CoNR) -> None:
+        super().__init__()
+        self.target_pose_encoder = model.target_pose_encoder
+        self.shader = model.shader
+        self.rgbadecodernet = model.rgbadecodernet
+
+    def forward(self, xyz, alpha, feat0, feat1, feat2, feat3, feat4, reference):
+        target = CoNR.encode_target(self, xyz, alpha)
+        return CoNR.shade(self, Sheet(features=[feat0, feat1, feat2, feat3, feat4], reference=reference), target)
+
+
+def _bilinear_matrix(n_in: int, n_out: int, ratio: float) -> np.ndarray:
+    """(n_in, n_out) weights of 1-D bilinear resampling, half-pixel centres (align_corners=False, align_mode=0),
+    the index arithmetic of Paddle's bilinear_interp CPU kernel (source clamped at 0, neighbour at n_in - 1)."""
+    m = np.zeros((n_in, n_out), dtype=np.float64)
+    for i in range(n_out):
+        src = max(ratio * (i + 0.5) - 0.5, 0.0)
+        i0 = int(src)
+        i1 = min(i0 + 1, n_in - 1)
+        lam = np.float32(src - i0)
+        m[i0, i] += 1.0 - lam
+        m[i1, i] += lam
+    return m.astype(np.float32)
+
+
+def _interpolate_as_matmul(original):
+    """Bilinear resize as two matmuls with constant interpolation matrices, for export only.
+
+    Paddle 3.3.1 cannot run PIR `bilinear_interp` under oneDNN placement (module docstring); a separable
+    bilinear resize is exactly x @ Wx then Wy @ x, the same weights up to float rounding (~1e-7).
+    Anything but NCHW bilinear with align_corners=False / align_mode=0 goes to the original function."""
+
+    def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=False, align_mode=0,
+                    data_format="NCHW", **kwargs):
+        if mode != "bilinear" or align_corners or align_mode != 0 or data_format != "NCHW" or kwargs:
+            return original(x, size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners,
+                            align_mode=align_mode, data_format=data_format, **kwargs)
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        if size is not None:
+            oh, ow = int(size[0]), int(size[1])
+            rh, rw = h / oh, w / ow
+        else:
+            sh, sw = (scale_factor, scale_factor) if np.isscalar(scale_factor) else scale_factor
+            oh, ow = int(h * sh), int(w * sw)
+            rh, rw = 1.0 / sh, 1.0 / sw
+        if (oh, ow) == (h, w):
+            return x
+        wx = paddle.to_tensor(_bilinear_matrix(w, ow, rw))  # (W, W')
+        wy = paddle.to_tensor(_bilinear_matrix(h, oh, rh).T.copy())  # (H', H)
+        return paddle.matmul(wy, paddle.matmul(x, wx))  # (N, C, H', W')
+
+    return interpolate
+
+
+def _feature_shapes(model: CoNR, views: int, size: int) -> list[list[int]]:
+    """Shapes of the parser encoder features for `views` sheet images of `size` (from the architecture config)."""
+    cfg = model.udpparsernet.cfg
+    channels = list(reversed(cfg.skip_channels))  # deepest first, as ResEncUnet.encode returns them
+    strides = [32, 16, 8, 4, 2]
+    if len(channels) != FEATURE_COUNT:
+        raise ValueError(f"expected {FEATURE_COUNT} parser feature levels, config has {cfg.skip_channels}")
+    return [[views, c, size // s, size // s] for c, s in zip(channels, strides)]
+
+
+def _specs(model: CoNR, size: int, views: int, batch: int) -> dict[str, list]:
+    spec = paddle.static.InputSpec
+    feats = [spec(shape, "float32", f"feat{i}") for i, shape in enumerate(_feature_shapes(model, views, size))]
+    return {
+        "sheet": [spec([views, 3, size, size], "float32", "rgb")],
+        "pose": [spec([batch, 3, size, size], "float32", "rgb")],
+        "step": [spec([batch, 3, size, size], "float32", "xyz"), spec([batch, 1, size, size], "float32", "alpha")]
+        + feats
+        + [spec([views, 4, size, size], "float32", "reference")],
+    }
+
+
+def _export(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: dict) -> None:
+    """Write the three graphs into `folder` (created atomically: a temporary sibling renamed at the end)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
+    try:
+        layers = {"sheet": _SheetGraph(model), "pose": _PoseGraph(model), "step": _StepGraph(model)}
+        specs = _specs(model, size, views, batch)
+        guard = getattr(paddle.pir_utils, "IrGuard", None)
+        started = time.perf_counter()
+        functional = paddle.nn.functional
+        original = functional.interpolate
+        functional.interpolate = _interpolate_as_matmul(original)
+        try:
+            for name, layer in layers.items():
+                layer.eval()
+                static = paddle.jit.to_static(layer, input_spec=specs[name], full_graph=True)
+                if guard is not None:
+                    with guard():
+                        paddle.jit.save(static, str(tmp / name))
+                else:
+                    paddle.jit.save(static, str(tmp / name))
+        finally:
+            functional.interpolate = original
+        meta = dict(meta, export_seconds=round(time.perf_counter() - started, 2))
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not (folder / "meta.json").is_file():  # a concurrent export won only if it completed
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _model_files(folder: Path, name: str) -> tuple[str, str]:
+    for ext in (".json", ".pdmodel"):
+        if (folder / (name + ext)).is_file():
+            return str(folder / (name + ext)), str(folder / (name + ".pdiparams"))
+    raise FileNotFoundError(f"{folder}: no exported graph '{name}' (.json or .pdmodel)")
+
+
+def _tensorrt_available() -> bool:
+    """Paddle was built against TensorRT (the compile-time version is (0, 0, 0) otherwise)."""
+    from paddle import inference
+
+    try:
+        return tuple(inference.get_trt_compile_version()) > (0, 0, 0)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _config(model_file: str, params_file: str, precision: str, threads: int, batch: int):
+    from paddle import inference
+
+    cfg = inference.Config(model_file, params_file)
+    cfg.disable_glog_info()
+    cfg.switch_ir_optim(True)
+    # no enable_memory_optim(): with PIR programs it fails at predictor creation (3.3.1: 'Not find predictor_id 0
+    # and pass_name memory_optimize_pass').
+    if paddle.is_compiled_with_cuda():
+        # Untested here (CPU-only machine). TensorRT takes the supported subgraphs; fp16 for a "bf16" request.
+        cfg.enable_use_gpu(512, 0)
+        if _tensorrt_available():
+            trt_precision = inference.PrecisionType.Half if precision == "bf16" else inference.PrecisionType.Float32
+            cfg.enable_tensorrt_engine(
+                workspace_size=1 << 30,
+                max_batch_size=batch,
+                min_subgraph_size=3,
+                precision_mode=trt_precision,
+                use_static=True,
+                use_calib_mode=False,
+            )
+        return cfg
+    cfg.set_cpu_math_library_num_threads(threads)
+    (getattr(cfg, "enable_onednn", None) or cfg.enable_mkldnn)()
+    if precision == "bf16":
+        (getattr(cfg, "enable_onednn_bfloat16", None) or cfg.enable_mkldnn_bfloat16)()
+        cfg.set_bfloat16_op(set(BF16_OPS))
+    return cfg
+
+
+class _Graph:
+    """One predictor with its input names in export order."""
+
+    def __init__(self, folder: Path, name: str, precision: str, threads: int, batch: int) -> None:
+        from paddle import inference
+
+        self.predictor = inference.create_predictor(_config(*_model_files(folder, name), precision, threads, batch))
+        self.inputs = [self.predictor.get_input_handle(n) for n in self.predictor.get_input_names()]
+        self.input_names = list(self.predictor.get_input_names())
+        self.outputs = [self.predictor.get_output_handle(n) for n in self.predictor.get_output_names()]
+
+    def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        if len(arrays) != len(self.inputs):
+            raise ValueError(f"graph takes {self.input_names}, got {len(arrays)} arrays")
+        for handle, array in zip(self.inputs, arrays):
+            handle.reshape(list(array.shape))
+            handle.copy_from_cpu(np.ascontiguousarray(array, dtype=np.float32))
+        self.predictor.run()
+        return [h.copy_to_cpu() for h in self.outputs]
+
+
+@dataclass(frozen=True, eq=False)
+class PredictorSheet:
+    """Sheet features as the step graph takes them: five (M, C, h, w) arrays and the reference (M, 4, S, S)."""
+
+    features: list
+    reference: np.ndarray
+
+
+class PredictorRunner:
+    """The `Runner` interface backed by Paddle Inference predictors of the exported graphs.
+
+    model: a loaded eager `CoNR` (only used to export; not kept). weights_hash: any string identifying the
+    weights (e.g. a sha256 of the checkpoint files), part of the cache key. size, views: S and M of every call.
+    batch: frames per predictor call; shorter calls are padded by repeating their last frame and the padding is
+    dropped from the output. precision: "fp32" or "bf16".
+    """
+
+    def __init__(
+        self,
+        model: CoNR,
+        weights_hash: str,
+        *,
+        size: int = 256,
+        views: int = 4,
+        batch: int = 1,
+        precision: str = "fp32",
+        cache_dir: str | os.PathLike | None = None,
+        threads: int | None = None,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if size % 128 or size <= 0:
+            raise ValueError(f"size must be a positive multiple of 128, got {size}")
+        if views < 1 or batch < 1:
+            raise ValueError(f"views and batch must be >= 1, got views={views} batch={batch}")
+        if precision == "bf16":
+            ok, why = bf16_support()
+            if not ok:
+                raise RuntimeError(f"precision 'bf16' unavailable: {why}")
+        self.size, self.views, self.batch, self.precision = size, views, batch, precision
+        self.threads = threads or _threads()
+        key = export_key(weights_hash, size, views, batch, precision)
+        self.folder = cache_root(cache_dir) / key[:24]
+        self.exported = False  # True when this construction wrote the graphs (False: reused from the cache)
+        if not (self.folder / "meta.json").is_file():
+            meta = {
+                "weights": weights_hash,
+                "size": size,
+                "views": views,
+                "batch": batch,
+                "precision": precision,
+                "paddle": paddle.__version__,
+                "format": EXPORT_FORMAT,
+                "key": key,
+            }
+            _export(model, self.folder, size, views, batch, meta)
+            self.exported = True
+        self.meta = json.loads((self.folder / "meta.json").read_text())
+        self._graphs: dict[str, _Graph] = {}
+
+    def _graph(self, name: str) -> _Graph:
+        # Created on first use: a render-only session never pays for the pose parser predictor.
+        if name not in self._graphs:
+            self._graphs[name] = _Graph(self.folder, name, self.precision, self.threads, self.batch)
+        return self._graphs[name]
+
+    def _check(self, array: np.ndarray, channels: int, what: str, count: int | None = None) -> None:
+        want = (count if count is not None else array.shape[0], channels, self.size, self.size)
+        if array.ndim != 4 or tuple(array.shape) != want:
+            raise ValueError(f"{what}: expected shape {want}, got {tuple(array.shape)}")
+
+    def parse_sheet(self, sheet: np.ndarray) -> PredictorSheet:
+        """sheet: (M, 4, S, S) premultiplied RGB + alpha in [0, 1], M == views."""
+        self._check(sheet, 4, "sheet", self.views)
+        sheet = np.ascontiguousarray(sheet, dtype=np.float32)
+        rgb, alpha = sheet[:, :3], sheet[:, 3:4]
+        features = self._graph("sheet")(rgb)
+        return PredictorSheet(features=features, reference=np.concatenate([alpha * rgb, alpha], axis=1))
+
+    def _batched(self, name: str, fixed: tuple, *per_frame: np.ndarray) -> np.ndarray:
+        n = per_frame[0].shape[0]
+        graph = self._graph(name)
+        out = []
+        for start in range(0, n, self.batch):
+            chunk = [np.ascontiguousarray(a[start:start + self.batch], dtype=np.float32) for a in per_frame]
+            real = chunk[0].shape[0]
+            if real < self.batch:  # pad with copies of the last frame; dropped below
+                chunk = [np.concatenate([c, np.repeat(c[-1:], self.batch - real, axis=0)]) for c in chunk]
+            out.append(graph(*chunk, *fixed)[0][:real])
+        return np.concatenate(out, axis=0)
+
+    def parse_pose(self, rgb: np.ndarray) -> np.ndarray:
+        """Pose images (B, 3, S, S) -> UDP (B, 4, S, S) in [0, 1]."""
+        self._check(rgb, 3, "pose images")
+        return self._batched("pose", (), rgb)
+
+    def render(self, sheet: PredictorSheet, xyz: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """xyz (B, 3, S, S), alpha (B, 1, S, S) -> premultiplied RGBA (B, 4, S, S)."""
+        self._check(xyz, 3, "xyz")
+        self._check(alpha, 1, "alpha", xyz.shape[0])
+        return self._batched("step", (*sheet.features, sheet.reference), xyz, alpha)

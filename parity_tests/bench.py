@@ -1,0 +1,311 @@
+"""Speed, memory and agreement of the CoNR inference paths on one machine, each in its own child process.
+
+    python -m parity_tests.bench [--size 256] [--views 4] [--frames N] [--batch N] [--json out.json]
+
+Contenders: the PyTorch reference (eager), the eager Paddle port, Paddle Inference fp32 and bf16
+(`conr_paddle.fast.PredictorRunner`; bf16 is skipped with the reason on a CPU without bfloat16). All use the
+seeded weights (`conr_torch_ref.seeded`, seed 0) and the same procedural sample data (`conr_common.samples`:
+character sheet views and a UDP walk cycle). Sheet features are computed once (timed apart); the per-frame step
+is timed over `--frames` frames after one warm-up call. Peak RSS is the child's VmHWM. The machine's ceiling
+is a torch Conv2d 224->224 3x3 on 4x64x64 in the same run; GFLOP/s come from `conr_paddle.flops` (convs only).
+Outputs are compared element-wise with the eager Paddle output (max abs) and bf16 with fp32 (PSNR, range 1).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+CONTENDERS = ("torch", "paddle_eager", "predictor_fp32", "predictor_bf16")
+WEIGHTS_SEED = 0
+CEILING_SHAPE = (4, 224, 64, 64)
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def make_inputs(size: int, views: int, frames: int) -> dict[str, np.ndarray]:
+    """Sheet (views, 4, S, S) and UDP frames xyz (F, 3, S, S), alpha (F, 1, S, S), float32 in [0, 1]."""
+    from conr_common.pipeline import load_character_sheet
+    from conr_common.samples import make_character_sheet, udp_frame
+
+    with tempfile.TemporaryDirectory() as tmp:
+        make_character_sheet(tmp, size=size, seed=0)
+        sheet = load_character_sheet(tmp, size).astype(np.float32) / 255.0  # (4, S, S, 4)
+    sheet = sheet.transpose(0, 3, 1, 2)
+    sheet = np.concatenate([sheet] * math.ceil(views / len(sheet)))[:views]
+    cycle = max(frames, 8)
+    udp = np.stack([udp_frame(i, cycle, size, seed=0) for i in range(frames)]).transpose(0, 3, 1, 2)
+    return {
+        "sheet": np.ascontiguousarray(sheet),
+        "xyz": np.ascontiguousarray(udp[:, :3]),
+        "alpha": np.ascontiguousarray(udp[:, 3:4]),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ children
+
+
+def _peak_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _paddle_model():
+    from conr_paddle.model import CoNR, load_networks
+    from conr_torch_ref.seeded import seeded_state_dicts
+    from convert.rename import torch_to_paddle_key
+
+    states = seeded_state_dicts(WEIGHTS_SEED)
+    model = CoNR()
+    load_networks(
+        model,
+        {n: {torch_to_paddle_key(k, tuple(v.shape)): v.numpy() for k, v in s.items()} for n, s in states.items()},
+    )
+    del states
+    return model
+
+
+class _TorchRunner:
+    def __init__(self) -> None:
+        import torch
+
+        from conr_torch_ref.model import CoNR
+        from conr_torch_ref.seeded import seeded_state_dicts
+
+        self.torch = torch
+        self.model = CoNR()
+        for name, state in seeded_state_dicts(WEIGHTS_SEED).items():
+            getattr(self.model, name).load_state_dict(state, strict=True)
+
+    def parse_sheet(self, sheet):
+        with self.torch.no_grad():
+            return self.model.parse_sheet(self.torch.from_numpy(sheet))
+
+    def render(self, sheet, xyz, alpha):
+        return self.model.render(sheet, self.torch.from_numpy(xyz), self.torch.from_numpy(alpha)).numpy()
+
+
+def _child_ceiling() -> dict:
+    import torch
+
+    conv = torch.nn.Conv2d(CEILING_SHAPE[1], CEILING_SHAPE[1], 3, padding=1)
+    x = torch.rand(*CEILING_SHAPE)
+    flop = 2 * CEILING_SHAPE[1] ** 2 * 9 * CEILING_SHAPE[0] * CEILING_SHAPE[2] * CEILING_SHAPE[3]
+    best = float("inf")
+    with torch.no_grad():
+        conv(x)
+        for _ in range(5):
+            t = time.perf_counter()
+            conv(x)
+            best = min(best, time.perf_counter() - t)
+    return {"gflops": flop / best / 1e9, "threads": torch.get_num_threads()}
+
+
+def _child_flops(size: int, views: int) -> dict:
+    from conr_paddle.flops import count
+
+    c = count(size, views)
+    return {"frame": c.frame, "sheet": c.sheet, "first_frame": c.first_frame, "pose_parse": c.pose_parse}
+
+
+def _child_contender(name: str, work: Path, size: int, views: int, batch: int) -> dict:
+    data = np.load(work / "inputs.npz")
+    sheet_in, xyz, alpha = data["sheet"], data["xyz"], data["alpha"]
+    info: dict = {}
+    t = time.perf_counter()
+    if name == "torch":
+        runner = _TorchRunner()
+    elif name == "paddle_eager":
+        from conr_paddle.runner import EagerRunner
+
+        runner = EagerRunner(_paddle_model())
+    else:
+        from conr_paddle.fast import PredictorRunner, bf16_support
+
+        precision = name.rsplit("_", 1)[1]
+        if precision == "bf16":
+            ok, why = bf16_support()
+            if not ok:
+                return {"skipped": why, "peak_rss_mb": _peak_rss_mb()}
+        model = _paddle_model()
+        t_export = time.perf_counter()
+        runner = PredictorRunner(
+            model, f"seeded-{WEIGHTS_SEED}", size=size, views=views, batch=batch, precision=precision
+        )
+        info.update(export_seconds=time.perf_counter() - t_export, exported=runner.exported,
+                    cache=str(runner.folder))
+        del model
+    info["setup_seconds"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    sheet = runner.parse_sheet(sheet_in)
+    info["sheet_seconds"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    runner.render(sheet, xyz[:batch], alpha[:batch])  # warm-up: first-call allocations, oneDNN primitive caches
+    info["warmup_seconds"] = time.perf_counter() - t
+
+    outs = []
+    t = time.perf_counter()
+    for start in range(0, len(xyz), batch):
+        outs.append(runner.render(sheet, xyz[start:start + batch], alpha[start:start + batch]))
+    elapsed = time.perf_counter() - t
+    np.save(work / f"{name}.npy", np.concatenate(outs).astype(np.float32))
+    info.update(seconds_per_frame=elapsed / len(xyz), frames=len(xyz), peak_rss_mb=_peak_rss_mb())
+    return info
+
+
+def _run_child(kind: str, work: Path, args) -> dict:
+    out = work / f"{kind}.json"
+    cmd = [sys.executable, "-m", "parity_tests.bench", "--child", kind, "--work", str(work),
+           "--size", str(args.size), "--views", str(args.views), "--batch", str(args.batch)]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0 or not out.is_file():
+        tail = "\n".join((proc.stderr or "").strip().splitlines()[-15:])
+        print(f"[bench] {kind} failed (exit {proc.returncode}):\n{tail}", file=sys.stderr)
+        return {"error": f"exit {proc.returncode}: {tail.splitlines()[-1] if tail else ''}", "wall_seconds": wall}
+    result = json.loads(out.read_text())
+    result["wall_seconds"] = wall
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+def summarise(results: dict, work: Path, flops: dict, ceiling: float) -> None:
+    outputs = {n: np.load(work / f"{n}.npy") for n in CONTENDERS if (work / f"{n}.npy").is_file()}
+    eager = outputs.get("paddle_eager")
+    torch_fps = None
+    if "seconds_per_frame" in results.get("torch", {}):
+        torch_fps = 1.0 / results["torch"]["seconds_per_frame"]
+    for name in CONTENDERS:
+        r = results[name]
+        if "seconds_per_frame" not in r:
+            continue
+        spf = r["seconds_per_frame"]
+        r["fps"] = 1.0 / spf
+        if flops:
+            r["gflops_per_s"] = flops["frame"] / spf
+            r["fraction_of_ceiling"] = r["gflops_per_s"] / ceiling if ceiling else None
+        r["speed_vs_torch"] = r["fps"] / torch_fps if torch_fps else None
+        if eager is not None and name in outputs:
+            r["max_abs_vs_paddle_eager"] = float(np.abs(outputs[name] - eager).max())
+    if "predictor_bf16" in outputs and "predictor_fp32" in outputs:
+        results["predictor_bf16"]["psnr_vs_fp32_db"] = _psnr(outputs["predictor_bf16"], outputs["predictor_fp32"])
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def table(report: dict) -> str:
+    head = ("contender", "s/frame", "fps", "GFLOP/s", "% ceil", "x torch", "peak RSS MB", "max|d| eager", "PSNR fp32",
+            "note")
+    rows = [head]
+    for name in CONTENDERS:
+        r = report["results"][name]
+        if "seconds_per_frame" not in r:
+            rows.append((name, "-", "-", "-", "-", "-", _fmt(r.get("peak_rss_mb"), ".0f"), "-", "-",
+                         "skipped: " + r["skipped"] if "skipped" in r else "error: " + r.get("error", "?")))
+            continue
+        frac = r.get("fraction_of_ceiling")
+        note = ""
+        if "exported" in r:
+            note = f"export {r['export_seconds']:.0f} s" if r["exported"] else "export cached"
+        rows.append((
+            name, f"{r['seconds_per_frame']:.2f}", f"{r['fps']:.3f}", _fmt(r.get("gflops_per_s"), ".1f"),
+            _fmt(None if frac is None else 100 * frac, ".0f"), _fmt(r.get("speed_vs_torch"), ".2f"),
+            f"{r['peak_rss_mb']:.0f}", _fmt(r.get("max_abs_vs_paddle_eager"), ".2e"),
+            _fmt(r.get("psnr_vs_fp32_db"), ".1f"), note,
+        ))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    cfg = report["config"]
+    flops = report.get("flops") or {}
+    lines.insert(0, f"CoNR {cfg['size']} px, {cfg['views']} views, {cfg['frames']} frames, batch {cfg['batch']}; "
+                    f"{_fmt(flops.get('frame'), '.1f')} GFLOP/frame (sheet cached); ceiling "
+                    f"{_fmt(report.get('ceiling_gflops'), '.1f')} GFLOP/s (torch conv 224->224 3x3, 4x64x64)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m parity_tests.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--views", type=int, default=4)
+    parser.add_argument("--frames", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None,
+                        help="where to write the results (default: bench-<size>px-<views>v.json in the cache dir)")
+    parser.add_argument("--only", default=",".join(CONTENDERS), help="comma-separated subset of " + ",".join(CONTENDERS))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        if args.child == "ceiling":
+            result = _child_ceiling()
+        elif args.child == "flops":
+            result = _child_flops(args.size, args.views)
+        else:
+            result = _child_contender(args.child, args.work, args.size, args.views, args.batch)
+        (args.work / f"{args.child}.json").write_text(json.dumps(result, indent=1))
+        return 0
+
+    wanted = [c.strip() for c in args.only.split(",") if c.strip()]
+    unknown = sorted(set(wanted) - set(CONTENDERS))
+    if unknown:
+        parser.error(f"unknown contenders {unknown}")
+    if args.json is None:
+        cache = os.environ.get("CONR_PADDLE_CACHE") or Path.home() / ".cache" / "conr_paddle"  # as conr_paddle.fast
+        args.json = Path(cache) / f"bench-{args.size}px-{args.views}v.json"
+    with tempfile.TemporaryDirectory(prefix="conr-bench-") as tmp:
+        work = Path(tmp)
+        np.savez(work / "inputs.npz", **make_inputs(args.size, args.views, args.frames))
+        ceiling = _run_child("ceiling", work, args)
+        flops = _run_child("flops", work, args)
+        results = {}
+        for name in CONTENDERS:
+            if name not in wanted:
+                results[name] = {"skipped": "not requested (--only)"}
+                continue
+            print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+            results[name] = _run_child(name, work, args)
+        flops_ok = flops if "frame" in flops else {}
+        summarise(results, work, flops_ok, ceiling.get("gflops"))
+    report = {
+        "config": {"size": args.size, "views": args.views, "frames": args.frames, "batch": args.batch,
+                   "cpu_count": os.cpu_count()},
+        "ceiling_gflops": ceiling.get("gflops"),
+        "flops": flops_ok or None,
+        "results": results,
+    }
+    text = table(report)
+    print(text)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1, default=float) + "\n")
+    print(f"[bench] JSON: {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""Smoke tests of the fast Paddle Inference path (conr_paddle.fast) and its benchmark (parity_tests.bench).
+
+Small on purpose (128 px, one sheet view, one frame): about two minutes on 2 cores. The full figures come from
+`python -m parity_tests.bench` at 256 px / 4 views.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Predictor vs eager Paddle, final RGBA in [0, 1]. Same float32 kernels family, but oneDNN convolutions sum in a
+# different order and the exported graph resizes with matmuls instead of bilinear_interp (conr_paddle.fast):
+# measured max abs ~1e-7 on the RGBA (deep parser features differ by up to ~1e-3 on values of O(10-100));
+# 1e-4 leaves room for other CPUs' oneDNN kernels while still catching any wrong wiring (errors of 1e-2 and up).
+PREDICTOR_ATOL = 1e-4
+
+
+def _env(cache: Path) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["CONR_PADDLE_CACHE"] = str(cache)
+    return env
+
+
+def test_bench_smoke(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "parity_tests.bench", "--size", "128", "--views", "1", "--frames", "1",
+         "--json", str(out)],
+        cwd=ROOT, env=_env(tmp_path / "cache"), capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from parity_tests.bench import CONTENDERS
+
+    for name in CONTENDERS:
+        assert name in proc.stdout, f"{name} missing from the table:\n{proc.stdout}"
+    report = json.loads(out.read_text())
+    assert report["ceiling_gflops"] > 0
+    assert report["flops"]["frame"] > 0
+    results = report["results"]
+    assert set(results) == set(CONTENDERS)
+    for name in ("torch", "paddle_eager", "predictor_fp32"):
+        assert "seconds_per_frame" in results[name], f"{name}: {results[name]}"
+        assert results[name]["peak_rss_mb"] > 0
+    bf16 = results["predictor_bf16"]
+    assert "seconds_per_frame" in bf16 or "skipped" in bf16, bf16
+    diff = results["predictor_fp32"]["max_abs_vs_paddle_eager"]
+    assert diff <= PREDICTOR_ATOL, f"predictor fp32 vs eager Paddle: max abs {diff:.3e} > {PREDICTOR_ATOL}"
+    # the torch reference agrees too (parity of the port itself is tested elsewhere; this guards the bench inputs)
+    assert results["torch"]["max_abs_vs_paddle_eager"] <= PREDICTOR_ATOL
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(folder.iterdir())}
+
+
+def test_export_cache_reused_and_rebuilt(tmp_path):
+    paddle = pytest.importorskip("paddle")
+    from conr_paddle.fast import PredictorRunner
+    from conr_paddle.model import CoNR
+
+    paddle.seed(0)
+    model = CoNR()  # default initialisation: the cache logic does not care which weights
+    first = PredictorRunner(model, "test-weights", size=128, views=1, batch=1, cache_dir=tmp_path)
+    assert first.exported
+    files = _mtimes(first.folder)
+    assert {"meta.json", "step.pdiparams", "sheet.pdiparams", "pose.pdiparams"} <= set(files)
+
+    again = PredictorRunner(model, "test-weights", size=128, views=1, batch=1, cache_dir=tmp_path)
+    assert not again.exported and again.folder == first.folder
+    assert _mtimes(again.folder) == files, "second construction re-exported"
+
+    bigger = PredictorRunner(model, "test-weights", size=256, views=1, batch=1, cache_dir=tmp_path)
+    assert bigger.exported and bigger.folder != first.folder
+    assert bigger.meta["size"] == 256
+
+    # a short batch is padded and the padding dropped: 3 frames through a batch-2 graph at 128 px
+    runner = PredictorRunner(model, "test-weights", size=128, views=1, batch=2, cache_dir=tmp_path)
+    rs = np.random.RandomState(0)
+    sheet = runner.parse_sheet(rs.rand(1, 4, 128, 128).astype(np.float32))
+    xyz = rs.rand(3, 3, 128, 128).astype(np.float32)
+    alpha = np.ones((3, 1, 128, 128), np.float32)
+    out = runner.render(sheet, xyz, alpha)
+    assert out.shape == (3, 4, 128, 128)
+    np.testing.assert_allclose(runner.render(sheet, xyz[2:], alpha[2:])[0], out[2], atol=PREDICTOR_ATOL)
