@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Paddle's CPU kernels default to fewer threads than cores; must be set before paddle is imported.
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    from conr_common.quiet import import_paddle
+
+    import_paddle()  # first, so that its OMP_NUM_THREADS / ccache chatter stays off the user's stderr
     from .render import RenderInterrupted
     from .video import VideoError
 

@@ -68,11 +68,10 @@ def import_torch():
 
 
 def import_paddle():
-    """paddle, imported with its import-time warnings (e.g. about ccache) kept off the user's stderr."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import paddle
-    return paddle
+    """paddle, imported with its import-time prints and warnings (ccache, OMP_NUM_THREADS) kept off stderr."""
+    from conr_common.quiet import import_paddle as quiet_import
+
+    return quiet_import()
 
 
 def is_torch_zip(path: str | os.PathLike) -> bool:

@@ -8,7 +8,7 @@ import pytest
 from conr_common.compare import diff, pixel_agreement
 from conr_common.pipeline import paste_back, to_uint8
 from parity_tests.harness import end_to_end, pose_input, sheet_input
-from parity_tests.tolerances import PIXEL_MAX_LEVELS, PIXEL_MIN_IDENTICAL, RGBA_ATOL_FP32
+from conr_common.tolerances import PIXEL_MAX_LEVELS, PIXEL_MIN_IDENTICAL, RGBA_ATOL_FP32
 
 CASES = [
     pytest.param(128, 1, 2, id="128px-1view-2frames"),

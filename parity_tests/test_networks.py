@@ -6,7 +6,7 @@ import pytest
 
 from conr_common.compare import diff
 from parity_tests.harness import network_stages, pose_image_input, pose_input, sheet_input
-from parity_tests.tolerances import FEATURE_SCALED_FP32
+from conr_common.tolerances import FEATURE_SCALED_FP32
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,289 @@
+"""Writers of the parity report (`python -m convert verify`): report.json for machines, report.md for people,
+report.png (renders, amplified difference, per-layer error along the network). All written atomically."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from conr_common.atomic import atomic_path, atomic_write_bytes
+
+__all__ = ["write_report", "render_markdown", "plot_report", "json_safe"]
+
+NETWORK_COLORS = {
+    "udpparsernet": "tab:blue",
+    "target_pose_encoder": "tab:green",
+    "shader": "tab:orange",
+    "rgbadecodernet": "tab:purple",
+}
+WORST_ROWS = 15
+
+
+def json_safe(obj):
+    """NaN and infinities as strings: strict JSON readers reject the bare tokens."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return json_safe(obj.item())
+    return obj
+
+
+def write_report(out: Path, report: dict, ref_rgba: np.ndarray, paddle_rgba: np.ndarray) -> None:
+    out = Path(out)
+    atomic_write_bytes(out / "report.json", (json.dumps(json_safe(report), indent=1, allow_nan=False) + "\n").encode())
+    atomic_write_bytes(out / "report.md", render_markdown(report).encode())
+    plot_report(out / "report.png", report, ref_rgba, paddle_rgba)
+
+
+# ----------------------------------------------------------------------------------------------------- markdown
+def _e(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, str):
+        return x
+    return "0" if x == 0 else f"{x:.2e}"
+
+
+def _ratio(row: dict) -> float:
+    """How far over (> 1) or under its tolerance a row is; errors (shape mismatch, unpaired) sort first."""
+    if "error" in row:
+        return math.inf
+    value = row[row.get("metric", "scaled")]
+    if not math.isfinite(value):
+        return math.inf
+    return value / row["tolerance"] if row["tolerance"] > 0 else (math.inf if value > 0 else 0.0)
+
+
+def _layer_table(rows: list[dict], single_step: bool) -> list[str]:
+    head = "| # | layer output | type | shape | max abs | max rel | mean abs | scaled | tolerance | ok |"
+    sep = "|---:|---|---|---|---:|---:|---:|---:|---:|:---:|"
+    if single_step:
+        head += " local scaled | local ok |"
+        sep += "---:|:---:|"
+    lines = [head, sep]
+    for r in rows:
+        if "error" in r:
+            cells = [str(r["index"]), f"`{r['key']}`", r["type"], "x".join(map(str, r.get("shape", []))),
+                     r["error"], "", "", "", _e(r["tolerance"]), "**FAIL**"]
+        else:
+            cells = [str(r["index"]), f"`{r['key']}`", r["type"], "x".join(map(str, r["shape"])), _e(r["max_abs"]),
+                     _e(r["max_rel"]), _e(r["mean_abs"]), _e(r["scaled"]), _e(r["tolerance"]),
+                     "ok" if r["ok"] else "**FAIL**"]
+        if single_step:
+            loc = r.get("local")
+            if loc is None:
+                cells += ["", ""]
+            elif "error" in loc:
+                cells += [loc["error"], "**FAIL**"]
+            else:
+                cells += [_e(loc["scaled"]), "ok" if loc["ok"] else "**FAIL**"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def render_markdown(report: dict) -> str:
+    s, st, tol, env = report["summary"], report["settings"], report["tolerances"], report["environment"]
+    verdict = "PASS" if report["passed"] else "FAIL"
+    rows = report["layers"]
+    by_key = {r["key"]: r for r in rows}
+    render = report["render"]
+    lines = [f"# CoNR parity report: {verdict}", ""]
+    lines.append(
+        f"PyTorch reference vs Paddle port, {st['dtype']}, {st['size']} px, {st['views']} sheet view(s), "
+        f"device {st['device']}, seed {st['seed']}" + (", single-step" if st["single_step"] else "") + "."
+    )
+    lines.append("")
+    first = s["first_failing_layer"]
+    if first:
+        r = by_key[first]
+        detail = r.get("error") or f"scaled error {_e(r['scaled'])} > tolerance {_e(r['tolerance'])}"
+        lines.append(f"- **First failing layer** (execution order): `{first}` ({r['type']}, {detail})")
+    else:
+        lines.append(f"- Every layer output within tolerance: {s['layers']} outputs, worst scaled error "
+                     f"{_e(s['worst_scaled'])} (tolerance {_e(tol['layer'])})")
+    if st["single_step"]:
+        fl = s["first_failing_local"]
+        if fl:
+            lines.append(f"- **First leaf layer over tolerance when run alone**: `{fl}` "
+                         f"(local scaled error {_e(by_key[fl]['local'].get('scaled'))} > {_e(tol['local'])})")
+        else:
+            lines.append(f"- Every leaf layer run alone on the reference's input is within {_e(tol['local'])} (scaled); "
+                         f"worst local error {_e(s['worst_local_scaled'])}")
+    n_bad = len(s["parameters_differing"])
+    if n_bad:
+        lines.append(f"- **Parameters differing after rename**: {n_bad} of {s['parameters']}: "
+                     + ", ".join(f"`{k}`" for k in s["parameters_differing"][:10])
+                     + (" ..." if n_bad > 10 else ""))
+    else:
+        lines.append(f"- Parameters: all {s['parameters']} tensors identical after rename (bit-exact)")
+    lines.append(f"- Final RGBA: max abs {_e(render.get('max_abs'))}, tolerance {_e(render['tolerance'])} "
+                 f"({'ok' if render['ok'] else '**FAIL**'})")
+    if s["unpaired_paddle_keys"]:
+        lines.append(f"- **Paddle layer calls without a torch counterpart**: "
+                     + ", ".join(f"`{k}`" for k in s["unpaired_paddle_keys"][:10]))
+    lines.append(f"- Runtime: {report['timings']['total_s']:.1f} s")
+    lines += ["", "![renders, difference and per-layer error](report.png)", ""]
+    lines.append("Scaled error = max abs error / max |reference| of that output. Tolerances (`convert.verify."
+                 f"tolerances_for`): layer outputs {_e(tol['layer'])} scaled, leaf layers run alone {_e(tol['local'])} "
+                 f"scaled (FEATURE_SCALED), final RGBA {_e(tol['rgba'])} absolute (RGBA_ATOL), weights bit-exact.")
+    lines.append("")
+
+    bad_params = [p for p in report["parameters"] if not p["ok"]]
+    if bad_params:
+        lines += ["## Parameters that differ", "", "| tensor (Paddle name) | torch name | shape | max abs | elements differing |",
+                  "|---|---|---|---:|---:|"]
+        for p in bad_params:
+            lines.append(f"| `{p['network']}.{p['paddle_key']}` | `{p['torch_key']}` | {'x'.join(map(str, p['shape']))} "
+                         f"| {_e(p['max_abs'])} | {p['differing']} |")
+        lines.append("")
+
+    worst = sorted(rows, key=_ratio, reverse=True)[:WORST_ROWS]
+    worst.sort(key=lambda r: r["index"])
+    lines += [f"## Worst {len(worst)} layer outputs (relative to tolerance, in execution order)", ""]
+    lines += _layer_table(worst, st["single_step"])
+    lines.append("")
+
+    lines += ["## Environment", "", "| item | value |", "|---|---|"]
+    lines.append(f"| python | {env['python']} ({env['platform']}) |")
+    for name, version in env["packages"].items():
+        lines.append(f"| {name} | {version or '-'} |")
+    lines.append(f"| CPU | {env['cpu']['model']} ({env['cpu']['logical_cpus']} logical, {' '.join(env['cpu']['simd'])}) |")
+    gpu = env["gpu"]
+    gpu_text = gpu.get("torch_device_name") or gpu.get("paddle_device_name") or "none"
+    lines.append(f"| GPU | {gpu_text} (used: {gpu['used']}) |")
+    for k, v in env["threads"].items():
+        lines.append(f"| {k} | {v if v is not None else 'unset'} |")
+    for k, v in env["onednn"].items():
+        lines.append(f"| {k} | {v} |")
+    for k, v in env["numerics_pinned"].items():
+        lines.append(f"| {k} | {v if v is not None else 'unset'} |")
+    lines.append("")
+
+    lines += [f"## Every layer output ({len(rows)}, execution order: a container follows its children)", ""]
+    lines += _layer_table(rows, st["single_step"])
+    lines.append("")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------------- figure
+def _over_checkerboard(rgba: np.ndarray, cell: int = 8) -> np.ndarray:
+    """Premultiplied (4, H, W) in [0, 1] -> (H, W, 3) composited over a grey checkerboard."""
+    rgba = np.clip(np.asarray(rgba, dtype=np.float64), 0.0, 1.0)
+    h, w = rgba.shape[1:]
+    yy, xx = np.mgrid[0:h, 0:w]
+    board = np.where(((yy // cell) + (xx // cell)) % 2 == 0, 0.85, 0.65)[..., None]
+    return np.clip(rgba[:3].transpose(1, 2, 0) + (1.0 - rgba[3][..., None]) * board, 0.0, 1.0)
+
+
+def amplification(max_abs: float) -> int:
+    """Exponent e of the power of ten 10**e that brings the largest difference into [1, 10)."""
+    if not (max_abs > 0 and math.isfinite(max_abs)):
+        return 0
+    return math.ceil(-math.log10(max_abs))
+
+
+def _display_stretch(ref_rgba: np.ndarray, paddle_rgba: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-channel (low, high), shared by both renders, when every channel spans less than a fifth of [0, 1]
+    (seeded random weights render an almost flat colour, which would show as a plain grey square); None to show
+    the values as they are."""
+    both = np.stack([np.asarray(ref_rgba, np.float64), np.asarray(paddle_rgba, np.float64)])  # (2, 4, H, W)
+    if not np.isfinite(both).all():
+        return None
+    if np.any(both.max(axis=(0, 2, 3)) - both.min(axis=(0, 2, 3)) >= 0.2):
+        return None
+    # percentiles of the interior, not extremes: the image border alone spans most of a flat render's range
+    m = max(1, both.shape[-1] // 32)
+    inner = both[..., m:-m, m:-m]
+    lo, hi = np.percentile(inner, 1.0, axis=(0, 2, 3)), np.percentile(inner, 99.0, axis=(0, 2, 3))
+    return (lo, hi) if np.all(hi > lo) else None
+
+
+def _stretched_rgb(rgba: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    x = (np.asarray(rgba[:3], np.float64) - lo[:3, None, None]) / (hi - lo)[:3, None, None]
+    return np.clip(x, 0.0, 1.0).transpose(1, 2, 0)
+
+
+def plot_report(path: Path, report: dict, ref_rgba: np.ndarray, paddle_rgba: np.ndarray) -> None:
+    # no pyplot: no global figure state and no display needed; the Agg canvas draws the PNG
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    st, tol, s = report["settings"], report["tolerances"], report["summary"]
+    rows = report["layers"]
+    d = np.abs(np.asarray(ref_rgba, np.float64) - np.asarray(paddle_rgba, np.float64)).max(axis=0)
+    max_abs = float(d.max()) if d.size else 0.0
+    exponent = amplification(max_abs)
+    factor = 10.0 ** exponent
+    stretch = _display_stretch(ref_rgba, paddle_rgba)
+    if stretch is not None:
+        lo, hi = stretch
+        show = lambda x: _stretched_rgb(x, lo, hi)  # noqa: E731
+        note = "\n(nearly flat: RGB contrast-stretched per channel)"
+    else:
+        show, note = _over_checkerboard, ""
+
+    fig = Figure(figsize=(15, 10.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(2, 3, height_ratios=[1.0, 0.9])
+    verdict = "PASS" if report["passed"] else "FAIL"
+    fig.suptitle(f"CoNR parity: {verdict}   ({st['dtype']}, {st['size']} px, {st['views']} views, "
+                 f"device {st['device']})", fontsize=15, fontweight="bold",
+                 color="tab:green" if report["passed"] else "tab:red")
+
+    ax = fig.add_subplot(grid[0, 0])
+    ax.imshow(show(ref_rgba), interpolation="nearest")
+    ax.set_title("PyTorch reference render" + note)
+    ax.axis("off")
+    ax = fig.add_subplot(grid[0, 1])
+    ax.imshow(show(paddle_rgba), interpolation="nearest")
+    ax.set_title("Paddle render" + note)
+    ax.axis("off")
+    ax = fig.add_subplot(grid[0, 2])
+    im = ax.imshow(d * factor, cmap="inferno", vmin=0.0, vmax=max(max_abs * factor, 1e-30), interpolation="nearest")
+    ax.set_title(f"|reference - Paddle| (max over RGBA), amplified x 1e{exponent}\n"
+                 f"max abs {max_abs:.2e} (tolerance {tol['rgba']:.0e})")
+    ax.axis("off")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=f"difference x 1e{exponent}")
+
+    ax = fig.add_subplot(grid[1, :])
+    values = np.array([r["scaled"] if "error" not in r else np.nan for r in rows], dtype=np.float64)
+    finite = values[np.isfinite(values) & (values > 0)]
+    floor = min(tol["layer"] * 1e-6, finite.min() / 3 if finite.size else tol["layer"] * 1e-6)
+    shown = np.where(np.isfinite(values), np.maximum(values, floor), np.nan)
+    idx = np.arange(len(rows))
+    for net, color in NETWORK_COLORS.items():
+        for leaf, marker, size in ((True, "o", 9), (False, "s", 14)):
+            sel = np.array([r["network"] == net and r["leaf"] == leaf for r in rows], dtype=bool)
+            if sel.any():
+                ax.scatter(idx[sel], shown[sel], s=size, marker=marker, color=color, alpha=0.75 if leaf else 0.35,
+                           linewidths=0, label=f"{net} ({'leaf' if leaf else 'container'})")
+    if st["single_step"]:
+        local = np.array([r["local"]["scaled"] if "local" in r and "error" not in r["local"] else np.nan
+                          for r in rows], dtype=np.float64)
+        ax.scatter(idx, np.maximum(local, floor), s=5, marker=".", color="0.3", label="leaf run alone (local)")
+        if tol["local"] != tol["layer"]:
+            ax.axhline(tol["local"], color="0.3", linestyle=":", linewidth=1.2, label=f"local tolerance {tol['local']:.0e}")
+    ax.axhline(tol["layer"], color="tab:red", linestyle="--", linewidth=1.5, label=f"layer tolerance {tol['layer']:.0e}")
+    first = s["first_failing_layer"]
+    if first:
+        fi = next(r["index"] for r in rows if r["key"] == first)
+        ax.axvline(fi, color="tab:red", linewidth=1.0, alpha=0.6)
+        ax.annotate(f"first failing: {first}", xy=(fi, tol["layer"]), xytext=(8, 12), textcoords="offset points",
+                    color="tab:red", fontsize=11, fontweight="bold")
+    ax.set_yscale("log")
+    ax.set_xlim(-1, max(len(rows), 1))
+    ax.set_xlabel("layer output, in execution order (network depth)")
+    ax.set_ylabel("scaled error  (max abs / max |reference|)")
+    ax.set_title(f"Per-layer error, {len(rows)} layer outputs; {s['layers_failing']} over tolerance"
+                 + (f"  (exact zeros drawn at {floor:.0e})" if np.any(values == 0) else ""))
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), fontsize=9, ncol=5, frameon=False)
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")

@@ -1,0 +1,601 @@
+"""`python -m convert verify`: layer-by-layer parity report of a converted Paddle weight set against the official
+PyTorch checkpoints, on one real inference step (character sheet + one target pose).
+
+What it proves, in order:
+1. the weights: every official tensor, renamed through the converter's table (`convert.rename`), is present in the
+   Paddle files with the same shape and the same values (max abs difference per tensor; the converter is bit-exact,
+   so the tolerance is 0). A perturbed tensor is named directly.
+2. the computation: both models run the same numpy input; forward hooks on every named layer of the four networks
+   (containers and leaves, call-indexed keys `name#k`, see `convert.hooks`) record each output, paired by name,
+   and compared element-wise (`conr_common.compare.diff`). Every layer is held to the parity suite's tolerance
+   (scaled error for every layer output, max abs for the final RGBA; see `tolerances_for`) and the first layer, in
+   execution order, over its tolerance is named: that is where a port bug starts.
+3. with `--single-step`, every Paddle leaf layer is also run alone on the reference's own recorded input, so its
+   "local" error excludes anything carried in from upstream layers.
+
+Writes OUT/report.json, OUT/report.md and OUT/report.png (atomically). Exit status 0 when everything is within
+tolerance, 1 when something is not (CI gate), 2 on bad input (one line `error: ...`).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from conr_common.compare import diff
+from conr_common.config import NETWORK_NAMES
+from conr_common.errors import ConrInputError
+from conr_common.manifest import official_manifest
+
+__all__ = ["add_verify_parser", "verify", "tolerances_for", "environment", "REPORT_FILES"]
+
+REPORT_FILES = ("report.json", "report.md", "report.png")
+REPORT_FORMAT_VERSION = 1
+
+# `import paddle` sets OMP_NUM_THREADS=1 when it is unset (paddle/base/__init__.py), which makes eager Paddle run on
+# one thread: keep what the user's environment said, read when this module is imported (the CLI imports it before
+# paddle), and report both.
+_OMP_BEFORE_PADDLE = (os.environ.get("OMP_NUM_THREADS") if "paddle" not in sys.modules else "unknown (paddle imported first)")
+
+
+# ------------------------------------------------------------------------------------------------- tolerances
+def tolerances_for(dtype: str) -> dict[str, float]:
+    """The tolerances of a report, per dtype: the suite's numbers (conr_common/tolerances.py, reasons there).
+
+    layer: scaled error (max abs / max |reference|) of any layer output, error carried from upstream included
+      (FEATURE_SCALED);
+    local: scaled error of one leaf layer run alone on the reference's input (--single-step): the suite's
+      FEATURE_SCALED, not its single-op OP_SCALED: that one is measured on the op tests' inputs, while the shader's
+      first convolutions sum 5388*9 products per output and reach 1.1e-5 scaled in a clean float32 run (128 px),
+      just over OP_SCALED_FP32 = 1e-5. A local error over it is a port error in that very layer; small local errors
+      under a failing layer mean error carried in from upstream;
+    rgba: max abs error of the final premultiplied RGBA in [0, 1] (the suite's RGBA_ATOL);
+    parameter: max abs difference of a weight tensor after rename (the conversion is bit-exact).
+    """
+    from conr_common import tolerances as t
+
+    if dtype == "float64":
+        return {"layer": t.FEATURE_SCALED_FP64, "local": t.FEATURE_SCALED_FP64, "rgba": t.RGBA_ATOL_FP64,
+                "parameter": 0.0}
+    return {"layer": t.FEATURE_SCALED_FP32, "local": t.FEATURE_SCALED_FP32, "rgba": t.RGBA_ATOL_FP32,
+            "parameter": 0.0}
+
+
+# ------------------------------------------------------------------------------------------------ environment
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _cpu_flags() -> list[str]:
+    """The SIMD features that decide which kernels both frameworks pick (AVX2/AVX-512/AMX/bf16)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+                    return [w for w in wanted if w in flags]
+    except OSError:
+        pass
+    return []
+
+
+def _paddle_flag(paddle, name: str):
+    try:
+        return paddle.get_flags([name])[name]
+    except Exception:  # a flag that this build does not register (CUDA-only flags on a CPU wheel)
+        return None
+
+
+def pin_tf32_off(torch, paddle) -> dict:
+    """Turn TF32 off on both sides (it only exists on CUDA: Ampere and later would otherwise round float32 matmuls
+    and convolutions to a 10-bit mantissa) and float32 matmul precision to "highest"; returns what was set."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    pinned = {
+        "torch.backends.cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "torch.backends.cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+        "torch.float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
+    if paddle.device.is_compiled_with_cuda():
+        from paddle.base import core
+
+        core.set_cublas_switch(False)  # phi::SetAllowTF32Cublas
+        core.set_cudnn_switch(False)  # phi::SetAllowTF32Cudnn
+        pinned["paddle.cublas_tf32"] = bool(core.get_cublas_switch())
+        pinned["paddle.cudnn_tf32"] = bool(core.get_cudnn_switch())
+    # NVIDIA_TF32_OVERRIDE=0 also forces it off inside cuBLAS/cuDNN, but only if set before CUDA starts
+    pinned["NVIDIA_TF32_OVERRIDE"] = os.environ.get("NVIDIA_TF32_OVERRIDE")
+    return pinned
+
+
+@contextlib.contextmanager
+def _numerics_pinned(torch, paddle):
+    """pin_tf32_off for the duration of a report, restoring the caller's settings afterwards (in-process use)."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.get_float32_matmul_precision())
+    saved_paddle = None
+    if paddle.device.is_compiled_with_cuda():
+        from paddle.base import core
+
+        saved_paddle = (core.get_cublas_switch(), core.get_cudnn_switch())
+    try:
+        yield pin_tf32_off(torch, paddle)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[0], saved[1]
+        torch.set_float32_matmul_precision(saved[2])
+        if saved_paddle is not None:
+            from paddle.base import core
+
+            core.set_cublas_switch(saved_paddle[0])
+            core.set_cudnn_switch(saved_paddle[1])
+
+
+def environment(torch, paddle, device: str) -> dict:
+    """Everything that can change float32 results between two machines."""
+    from paddle.base import core
+
+    gpu: dict = {"used": device == "gpu", "torch_cuda_available": bool(torch.cuda.is_available()),
+                 "paddle_compiled_with_cuda": bool(paddle.device.is_compiled_with_cuda())}
+    if torch.cuda.is_available():
+        gpu["torch_device_name"] = torch.cuda.get_device_name(0)
+        gpu["torch_cuda_version"] = torch.version.cuda
+        gpu["torch_cudnn_version"] = torch.backends.cudnn.version()
+    if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
+        gpu["paddle_device_name"] = paddle.device.cuda.get_device_name(0)
+        gpu["paddle_cuda_version"] = paddle.version.cuda()
+        gpu["paddle_cudnn_version"] = paddle.version.cudnn()
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {
+            "torch": torch.__version__,
+            "paddlepaddle": paddle.__version__,
+            "numpy": np.__version__,
+            "opencv-python-headless": _version("opencv-python-headless") or _version("opencv-python"),
+            "conr-paddle": _version("conr-paddle"),
+        },
+        "cpu": {"model": _cpu_model(), "logical_cpus": os.cpu_count(), "simd": _cpu_flags()},
+        "gpu": gpu,
+        "threads": {
+            "torch.get_num_threads": torch.get_num_threads(),
+            "torch.get_num_interop_threads": torch.get_num_interop_threads(),
+            "OMP_NUM_THREADS (user environment)": _OMP_BEFORE_PADDLE,
+            "OMP_NUM_THREADS (after import paddle)": os.environ.get("OMP_NUM_THREADS"),
+            "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS"),
+        },
+        "onednn": {
+            "torch.backends.mkldnn.is_available": bool(torch.backends.mkldnn.is_available()),
+            "torch.backends.mkldnn.enabled": bool(torch.backends.mkldnn.enabled),
+            "paddle.is_compiled_with_onednn": bool(core.is_compiled_with_onednn()),
+            # eager (dygraph) Paddle runs oneDNN kernels only when this flag is on
+            "paddle FLAGS_use_onednn": _paddle_flag(paddle, "FLAGS_use_onednn"),
+            "paddle FLAGS_use_mkldnn": _paddle_flag(paddle, "FLAGS_use_mkldnn"),
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------------------------ inputs
+def _check_folder(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise ConrInputError(f"{path}: {what} folder not found")
+    if not path.is_dir():
+        raise ConrInputError(f"{path}: {what} must be a folder")
+    return path
+
+
+def load_weight_states(torch_dir: Path, paddle_dir: Path) -> tuple[dict, dict, dict]:
+    """(torch states, paddle states, file names) as numpy dicts, read with the converter's safe readers."""
+    from . import io as cio
+    from .mapping import unwrap
+
+    torch_states, paddle_states, files = {}, {}, {}
+    for name in NETWORK_NAMES:
+        tpath = torch_dir / official_manifest()[name].file
+        if not tpath.is_file():
+            raise ConrInputError(f"{tpath}: missing (--torch needs the four official .pth files)")
+        candidates = [paddle_dir / f"{name}.pdparams", paddle_dir / f"{name}.safetensors"]
+        ppath = next((p for p in candidates if p.is_file()), None)
+        if ppath is None:
+            raise ConrInputError(f"{candidates[0]}: missing (--paddle needs the four converted .pdparams files)")
+        torch_states[name], _ = unwrap(cio.load_torch_file(tpath), source=str(tpath))
+        paddle_states[name], _ = unwrap(cio.load_paddle_file(ppath), source=str(ppath))
+        files[name] = {"torch": str(tpath), "paddle": str(ppath)}
+    return torch_states, paddle_states, files
+
+
+def check_parameters(torch_states: dict, paddle_states: dict) -> list[dict]:
+    """Per official tensor: its Paddle name (rename table), shape, and max abs difference of the values.
+
+    Missing or unexpected names and shape mismatches are not a numerical finding but a wrong file: ConrInputError.
+    """
+    from .rename import to_paddle_tensor, torch_to_paddle_key
+
+    rows, problems = [], []
+    for name in NETWORK_NAMES:
+        tstate, pstate = torch_states[name], paddle_states[name]
+        seen = set()
+        for tkey, tval in tstate.items():
+            tval = np.asarray(tval)
+            pkey = torch_to_paddle_key(tkey, tval.shape)
+            seen.add(pkey)
+            if pkey not in pstate:
+                problems.append(f"{name}: {pkey} (torch {tkey}) missing in the Paddle file")
+                continue
+            expected = to_paddle_tensor(tkey, tval)
+            pval = np.asarray(pstate[pkey])
+            if pval.shape != expected.shape:
+                problems.append(f"{name}: {pkey} is {list(pval.shape)} in the Paddle file, {list(expected.shape)} expected")
+                continue
+            d = np.abs(expected.astype(np.float64) - pval.astype(np.float64))
+            max_abs = float(d.max()) if d.size else 0.0
+            rows.append({
+                "network": name, "torch_key": tkey, "paddle_key": pkey, "shape": list(pval.shape),
+                "torch_dtype": str(expected.dtype), "paddle_dtype": str(pval.dtype), "max_abs": max_abs,
+                "differing": int(np.count_nonzero(d)),
+            })
+        extra = [k for k in pstate if k not in seen]
+        if extra:
+            problems.append(f"{name}: unexpected Paddle tensor(s) {', '.join(extra[:5])}" + (" ..." if len(extra) > 5 else ""))
+    if problems:
+        raise ConrInputError("the weight sets do not match name for name: " + "; ".join(problems[:5])
+                             + (f"; and {len(problems) - 5} more" if len(problems) > 5 else ""))
+    return rows
+
+
+def load_inputs(size: int, views: int, character_sheet: Path | None, poses: Path | None, seed: int,
+                work: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """sheet (M, 4, S, S), xyz (1, 3, S, S), alpha (1, 1, S, S) in float64 [0, 1], and where they came from."""
+    from conr_common.pipeline import list_pose_files, load_character_sheet, load_udp_pose
+    from conr_common.samples import ensure_samples
+
+    source = {}
+    if character_sheet is None or poses is None:
+        samples = ensure_samples(work / "samples", size=max(256, size), frames=1, seed=seed)
+        source["samples"] = f"built-in procedural sample (conr_common.samples, seed {seed})"
+    sheet_dir = character_sheet if character_sheet is not None else samples.character_sheet
+    pose_dir = poses if poses is not None else samples.poses
+    sheet_u8 = load_character_sheet(sheet_dir, size)[:views]
+    pose_files = list_pose_files(pose_dir, images=False)
+    pose = load_udp_pose(pose_files[0], size)
+    if pose.crop is None:
+        raise ConrInputError(f"{pose_files[0]}: the first pose frame is empty (no visible pixel); nothing to compare")
+    sheet = (sheet_u8.astype(np.float64) / 255.0).transpose(0, 3, 1, 2)
+    xyz = pose.xyz.astype(np.float64).transpose(2, 0, 1)[None]
+    alpha = (pose.alpha.astype(np.float64) / 255.0)[None, None]
+    source.update({"character_sheet": str(sheet_dir), "views_used": int(sheet.shape[0]),
+                   "pose_frame": str(pose_files[0])})
+    return sheet, xyz, alpha, source
+
+
+# -------------------------------------------------------------------------------------------------- the report
+def _diff_row(ref: np.ndarray, other: np.ndarray) -> dict:
+    if ref.shape != other.shape:
+        return {"shape": list(ref.shape), "paddle_shape": list(other.shape), "error": "shape mismatch"}
+    return diff(ref, other).as_dict()
+
+
+def _within(row: dict | None, metric: str, tol: float) -> bool:
+    if row is None or "error" in row:
+        return False
+    value = row[metric]
+    return bool(np.isfinite(value) and value <= tol)
+
+
+def verify(
+    torch_dir: str | Path,
+    paddle_dir: str | Path,
+    out: str | Path,
+    *,
+    size: int = 256,
+    views: int = 4,
+    character_sheet: str | Path | None = None,
+    poses: str | Path | None = None,
+    fp64: bool = False,
+    single_step: bool = False,
+    seed: int = 0,
+    device: str = "cpu",
+    stdout: TextIO | None = None,
+) -> dict:
+    """Build the parity report, write it to `out`, return it. Raises ConrInputError on bad input."""
+    from conr_common.pipeline import check_size
+
+    from .io import import_paddle, import_torch
+
+    stdout = stdout or sys.stdout
+    started = time.perf_counter()
+    check_size(size)
+    if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+        raise ConrInputError(f"--views must be a positive integer, got {views!r}")
+    if device not in ("cpu", "gpu"):
+        raise ConrInputError(f"--device must be cpu or gpu, got {device!r}")
+    torch_dir = _check_folder(Path(torch_dir), "--torch")
+    paddle_dir = _check_folder(Path(paddle_dir), "--paddle")
+    character_sheet = _check_folder(Path(character_sheet), "--character-sheet") if character_sheet else None
+    poses = _check_folder(Path(poses), "--poses") if poses else None
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConrInputError(f"{out}: --report must be a folder (it exists and is a file)")
+
+    torch, paddle = import_torch(), import_paddle()
+    if device == "gpu" and not (torch.cuda.is_available() and paddle.device.is_compiled_with_cuda()
+                                and paddle.device.cuda.device_count() > 0):
+        raise ConrInputError("--device gpu: no CUDA device visible to both torch and Paddle")
+    dtype = "float64" if fp64 else "float32"
+    tol = tolerances_for(dtype)
+    timings: dict[str, float] = {}
+
+    def say(msg: str) -> None:
+        print(f"verify: {msg}", file=stdout, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="conr-verify-") as work:
+        sheet, xyz, alpha, source = load_inputs(size, views, character_sheet, poses, seed, Path(work))
+    sheet, xyz, alpha = (a.astype(dtype) for a in (sheet, xyz, alpha))
+
+    t0 = time.perf_counter()
+    say(f"reading weights from {torch_dir} and {paddle_dir}")
+    torch_states, paddle_states, files = load_weight_states(torch_dir, paddle_dir)
+    params = check_parameters(torch_states, paddle_states)
+    tm, pm = _build_models(torch, paddle, torch_states, paddle_states, dtype, device)
+    del torch_states, paddle_states
+    timings["load_weights_s"] = time.perf_counter() - t0
+
+    with _numerics_pinned(torch, paddle) as pinned, _paddle_place(paddle, device):
+        env = environment(torch, paddle, device)
+        env["numerics_pinned"] = pinned
+        say(f"reference pass (torch, {dtype}, {size} px, {sheet.shape[0]} views)")
+        t0 = time.perf_counter()
+        calls, ref_rgba = _torch_pass(torch, tm, sheet, xyz, alpha, device, keep_inputs=single_step)
+        timings["torch_pass_s"] = time.perf_counter() - t0
+
+        say("Paddle pass, comparing every layer")
+        t0 = time.perf_counter()
+        rows, paddle_only, pd_rgba = _paddle_pass(paddle, pm, calls, sheet, xyz, alpha)
+        timings["paddle_pass_s"] = time.perf_counter() - t0
+
+        if single_step:
+            say("single-step pass: each Paddle leaf layer on the reference's own input")
+            t0 = time.perf_counter()
+            _single_step(torch, paddle, pm, calls, rows)
+            timings["single_step_s"] = time.perf_counter() - t0
+    del calls
+
+    # verdicts, in torch execution order
+    for row in rows:
+        row["tolerance"] = tol["layer"]
+        row["metric"] = "scaled"
+        row["ok"] = row["paired"] and _within(row, "scaled", tol["layer"])
+        if "local" in row:
+            row["local"]["tolerance"] = tol["local"]
+            row["local"]["ok"] = _within(row["local"], "scaled", tol["local"])
+    render = _diff_row(ref_rgba, pd_rgba)
+    render.update({"key": "render", "metric": "max_abs", "tolerance": tol["rgba"]})
+    render["ok"] = _within(render, "max_abs", tol["rgba"])
+    for p in params:
+        p["ok"] = p["max_abs"] <= tol["parameter"] and p["torch_dtype"] == p["paddle_dtype"]
+    first = next((r for r in rows if not r["ok"]), None)
+    first_local = next((r for r in rows if "local" in r and not r["local"]["ok"]), None)
+    bad_params = [p for p in params if not p["ok"]]
+    passed = (not bad_params and first is None and first_local is None and render["ok"] and not paddle_only)
+    timings["total_s"] = time.perf_counter() - started
+
+    report = {
+        "format_version": REPORT_FORMAT_VERSION,
+        "tool": "python -m convert verify",
+        "passed": passed,
+        "settings": {"size": size, "views": int(sheet.shape[0]), "views_requested": views, "dtype": dtype,
+                     "seed": seed, "single_step": single_step, "device": device},
+        "inputs": source,
+        "weights": files,
+        "tolerances": tol,
+        "summary": {
+            "layers": len(rows),
+            "layers_failing": sum(not r["ok"] for r in rows),
+            "first_failing_layer": first["key"] if first else None,
+            "first_failing_local": first_local["key"] if first_local else None,
+            "worst_local_scaled": max((r["local"].get("scaled", 0.0) for r in rows if "local" in r), default=None),
+            "worst_scaled": max((r.get("scaled", 0.0) for r in rows if "error" not in r), default=0.0),
+            "parameters": len(params),
+            "parameters_differing": [f"{p['network']}.{p['paddle_key']}" for p in bad_params],
+            "render_max_abs": render.get("max_abs"),
+            "unpaired_paddle_keys": paddle_only,
+        },
+        "render": render,
+        "layers": rows,
+        "parameters": params,
+        "environment": env,
+        "timings": timings,
+    }
+    from .report import write_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_report(out, report, ref_rgba[0], pd_rgba[0])
+    return report
+
+
+# ------------------------------------------------------------------------------------------------- the passes
+def _build_models(torch, paddle, torch_states, paddle_states, dtype: str, device: str):
+    from conr_paddle.model import CoNR as PaddleCoNR
+    from conr_paddle.model import load_networks
+    from conr_torch_ref.model import CoNR as TorchCoNR
+
+    tm = TorchCoNR()
+    for name in NETWORK_NAMES:
+        try:
+            getattr(tm, name).load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in torch_states[name].items()},
+                                              strict=True)
+        except RuntimeError as exc:
+            raise ConrInputError(f"{name}: the torch weights do not fit the network ({' '.join(str(exc).split())[:300]})") from None
+    pm = load_networks(PaddleCoNR(), paddle_states)
+    if dtype == "float64":
+        tm = tm.double()
+        pm.to(dtype="float64")
+    if device == "gpu":
+        tm = tm.to("cuda")
+    tm.eval()
+    pm.eval()
+    return tm, pm
+
+
+@contextlib.contextmanager
+def _paddle_place(paddle, device: str):
+    before = paddle.get_device()
+    paddle.set_device("gpu:0" if device == "gpu" else "cpu")
+    try:
+        yield
+    finally:
+        paddle.set_device(before)
+
+
+def _torch_pass(torch, tm, sheet, xyz, alpha, device: str, *, keep_inputs: bool):
+    from .hooks import TorchRecorder
+
+    dev = "cuda" if device == "gpu" else "cpu"
+    T = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)  # noqa: E731
+    rec = TorchRecorder(tm, keep_leaf_inputs=keep_inputs)
+    try:
+        with torch.no_grad():
+            rgba = tm.render(tm.parse_sheet(T(sheet)), T(xyz), T(alpha))
+    finally:
+        rec.remove()
+    return rec.calls, rgba.detach().cpu().numpy()
+
+
+def _paddle_pass(paddle, pm, calls, sheet, xyz, alpha):
+    """Run Paddle with hooks comparing each output to the reference as it appears; rows in torch order."""
+    from .hooks import PaddleRecorder, output_keys, torch_to_numpy
+
+    by_key = {c.key: c for c in calls}
+    results: dict[str, dict] = {}
+    paddle_only: list[str] = []
+
+    def on_call(name: str, call: int, tensors: list) -> None:
+        key = f"{name}#{call}"
+        ref = by_key.get(key)
+        if ref is None:
+            paddle_only.append(key)
+            return
+        if len(tensors) != len(ref.outputs):
+            results[key] = {"error": f"{len(ref.outputs)} output tensor(s) in torch, {len(tensors)} in Paddle"}
+            return
+        for k, r, p in zip(output_keys(key, len(tensors)), ref.outputs, tensors):
+            results[k] = _diff_row(torch_to_numpy(r), p.numpy())
+
+    rec = PaddleRecorder(pm, on_call)
+    try:
+        with paddle.no_grad():
+            P = paddle.to_tensor
+            rgba = pm.render(pm.parse_sheet(P(sheet)), P(xyz), P(alpha))
+    finally:
+        rec.remove()
+
+    rows = []
+    for index, c in enumerate(calls):
+        keys = output_keys(c.key, len(c.outputs)) if c.outputs else []
+        for k, t in zip(keys, c.outputs):
+            found = results.get(k) or results.get(c.key)
+            row = {"key": k, "layer": c.name, "call": c.call, "type": c.type, "leaf": c.leaf,
+                   "network": c.network, "call_order": index, "paired": found is not None}
+            row.update(found if found is not None else {"shape": list(t.shape), "error": "no Paddle output for this call"})
+            rows.append(row)
+    for i, row in enumerate(rows):
+        row["index"] = i
+    return rows, paddle_only, rgba.numpy()
+
+
+def _to_paddle(obj, torch, paddle):
+    if isinstance(obj, torch.Tensor):
+        return paddle.to_tensor(obj.detach().cpu().numpy())
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_to_paddle(o, torch, paddle) for o in obj)
+    return obj
+
+
+def _single_step(torch, paddle, pm, calls, rows) -> None:
+    """Each Paddle leaf layer alone on the reference's recorded arguments: its local error (row["local"])."""
+    from .hooks import flatten_tensors, output_keys, torch_to_numpy
+
+    layers = dict(pm.named_sublayers())
+    row_by_key = {r["key"]: r for r in rows}
+    with paddle.no_grad():
+        for c in calls:
+            if not c.leaf or c.args is None or not c.outputs:
+                continue
+            layer = layers.get(c.name)
+            if layer is None:
+                continue
+            out = layer(*_to_paddle(c.args, torch, paddle), **_to_paddle(c.kwargs, torch, paddle))
+            tensors = flatten_tensors(out, lambda x: isinstance(x, paddle.Tensor))
+            for k, r, p in zip(output_keys(c.key, len(c.outputs)), c.outputs, tensors):
+                if k in row_by_key:
+                    row_by_key[k]["local"] = _diff_row(torch_to_numpy(r), p.numpy())
+
+
+# ------------------------------------------------------------------------------------------------------- CLI
+def _run_verify(args: argparse.Namespace) -> int:
+    report = verify(
+        args.torch, args.paddle, args.report, size=args.size, views=args.views,
+        character_sheet=args.character_sheet, poses=args.poses, fp64=args.fp64, single_step=args.single_step,
+        seed=args.seed, device=args.device,
+    )
+    s = report["summary"]
+    verdict = "PASS" if report["passed"] else "FAIL"
+    print(f"{verdict}: {s['layers']} layer outputs, {s['layers_failing']} over tolerance; "
+          f"first failing layer: {s['first_failing_layer'] or 'none'}; "
+          f"parameters differing: {len(s['parameters_differing'])}/{s['parameters']}; "
+          f"render max abs {report['render'].get('max_abs', float('nan')):.3e} "
+          f"(tolerance {report['render']['tolerance']:g})")
+    if s["first_failing_local"]:
+        print(f"first leaf layer over tolerance when run alone: {s['first_failing_local']}")
+    print(f"report: {Path(args.report) / 'report.md'} ({report['timings']['total_s']:.1f} s)")
+    return 0 if report["passed"] else 1
+
+
+def add_verify_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "verify",
+        help="layer-by-layer parity report: converted Paddle weights vs the official PyTorch checkpoints",
+        description="Run the PyTorch reference and the Paddle port on the same character sheet and pose, record "
+        "every layer's output on both sides (paired by layer name and call index), check every converted weight "
+        "tensor, and write OUT/report.json, OUT/report.md and OUT/report.png. The first layer over tolerance (in "
+        "execution order) is where a port error starts. Exit status: 0 all within tolerance, 1 a tolerance "
+        "failed, 2 bad input.",
+    )
+    p.add_argument("--torch", required=True, metavar="DIR", help="folder with the four official .pth files")
+    p.add_argument("--paddle", required=True, metavar="DIR", help="folder with the four converted .pdparams files")
+    p.add_argument("--report", required=True, metavar="OUT", help="output folder for report.{json,md,png}")
+    p.add_argument("--size", type=int, default=256, help="working size S, a multiple of 128 (default 256)")
+    p.add_argument("--views", type=int, default=4, help="character sheet views to use, the first ones (default 4)")
+    p.add_argument("--character-sheet", metavar="DIR", help="your character sheet folder (default: built-in sample)")
+    p.add_argument("--poses", metavar="DIR", help="your UDP pose folder; its first frame is used (default: built-in sample)")
+    p.add_argument("--fp64", action="store_true", help="run both sides in float64 (tolerances of float64)")
+    p.add_argument("--single-step", action="store_true",
+                   help="also run each Paddle leaf layer alone on the reference's input (local error)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the built-in sample data (default 0)")
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                   help="where both frameworks run (default cpu); on GPU, TF32 is pinned off on both sides")
+    p.set_defaults(func=_run_verify)

@@ -1,0 +1,178 @@
+"""`python -m convert verify`: the parity report finds planted port errors at the right place.
+
+128 px, 2 sheet views, seeded official-format weights (session fixture) converted once for this module. Each report
+runs in-process through `convert.cli.main`, so a fault can be planted with monkeypatch:
+- clean pair: exit 0, the three report files exist and parse;
+- the Paddle warp with align_corners flipped: exit 1, the first failing layer is a `shader.warp#k` call (and, run
+  alone on the reference's input, that leaf layer is the first local failure too);
+- one converted tensor perturbed by 1e-2 in one element: exit 1, the parameter check names exactly that tensor and
+  the first failing layer is inside `shader.decoder_blocks.2`.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from convert import io as cio
+from convert.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+SIZE, VIEWS = 128, 2
+PERTURBED_TENSOR = "decoder_blocks.2.conv0.0.weight"  # in shader.pdparams
+PERTURBED_INDEX = (0, 2, 1, 1)  # output channel 0, input channel 2 (first target-pose feature), centre tap
+
+
+@pytest.fixture(scope="module")
+def pdparams_dir(weights_dir, tmp_path_factory):
+    from convert.run import convert_checkpoints
+
+    out = tmp_path_factory.mktemp("verify_paddle")
+    convert_checkpoints("torch2paddle", weights_dir, out, fmt="pdparams", force=True, stdout=io.StringIO())
+    return out
+
+
+@pytest.fixture(scope="module")
+def perturbed_dir(pdparams_dir, tmp_path_factory):
+    """The converted folder with one element of one shader tensor moved by 1e-2 (other files linked)."""
+    out = tmp_path_factory.mktemp("verify_paddle_perturbed")
+    for f in pdparams_dir.glob("*.pdparams"):
+        if f.name != "shader.pdparams":
+            os.symlink(f, out / f.name)
+    state = dict(cio.load_paddle_file(pdparams_dir / "shader.pdparams"))
+    weight = np.array(state[PERTURBED_TENSOR], copy=True)
+    weight[PERTURBED_INDEX] += np.float32(1e-2)
+    state[PERTURBED_TENSOR] = weight
+    cio.save_pdparams(state, out / "shader.pdparams")
+    return out
+
+
+def _verify(weights_dir, paddle_dir, out: Path, *extra: str) -> int:
+    return main(["verify", "--torch", str(weights_dir), "--paddle", str(paddle_dir), "--size", str(SIZE),
+                 "--views", str(VIEWS), "--report", str(out), *extra])
+
+
+def _report(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+def test_clean_pair_passes_and_writes_readable_report(weights_dir, pdparams_dir, tmp_path, capsys):
+    out = tmp_path / "report"
+    rc = _verify(weights_dir, pdparams_dir, out)
+    stdout = capsys.readouterr().out
+    assert rc == 0, stdout
+    assert "PASS" in stdout
+
+    report = _report(out)
+    s = report["summary"]
+    assert report["passed"] and s["first_failing_layer"] is None and s["layers_failing"] == 0
+    assert s["parameters"] == 486 and s["parameters_differing"] == []
+    assert all(p["max_abs"] == 0.0 for p in report["parameters"])
+    assert report["render"]["ok"] and report["render"]["max_abs"] <= report["tolerances"]["rgba"]
+    assert s["unpaired_paddle_keys"] == []
+    rows = report["layers"]
+    assert len(rows) > 500 and all(r["paired"] and r["ok"] for r in rows)
+    assert [r["index"] for r in rows] == list(range(len(rows)))
+    # every network recorded, containers and leaves, call-indexed keys in execution order
+    assert {r["network"] for r in rows} == {"udpparsernet", "target_pose_encoder", "shader", "rgbadecodernet"}
+    assert {"Conv2d", "Sequential", "CINN"} <= {r["type"] for r in rows}
+    warps = [r["key"] for r in rows if r["layer"] == "shader.warp"]
+    assert warps == [f"shader.warp#{k}" for k in range(len(warps))] and len(warps) >= 6
+    assert report["settings"] == {"size": SIZE, "views": VIEWS, "views_requested": VIEWS, "dtype": "float32",
+                                  "seed": 0, "single_step": False, "device": "cpu"}
+    env = report["environment"]
+    assert env["packages"]["torch"] and env["packages"]["paddlepaddle"] and env["packages"]["numpy"]
+    assert env["cpu"]["model"] and "torch.get_num_threads" in env["threads"]
+    assert "torch.backends.mkldnn.is_available" in env["onednn"]
+    assert env["numerics_pinned"]["torch.backends.cuda.matmul.allow_tf32"] is False
+
+    md = (out / "report.md").read_text()
+    assert md.startswith("# CoNR parity report: PASS")
+    assert "| # | layer output | type | shape | max abs | max rel | mean abs | scaled | tolerance | ok |" in md
+    assert "`shader.warp#0`" in md and "## Environment" in md
+
+    png = cv2.imread(str(out / "report.png"), cv2.IMREAD_UNCHANGED)
+    assert png is not None and png.shape[0] >= 800 and png.shape[1] >= 1200
+    assert float(png[..., :3].std()) > 10  # not a blank canvas
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def _warp_align_corners_false(self, x, flow):
+    """conr_paddle.warp.warp with the one planted bug: grid_sample(align_corners=False)."""
+    import paddle
+    import paddle.nn.functional as F
+
+    from conr_paddle.warp import base_grid
+
+    n, _, h, w = x.shape
+    scaled = paddle.concat([flow[:, 0:1] / ((w - 1.0) / 2.0), flow[:, 1:2] / ((h - 1.0) / 2.0)], axis=1)
+    grid = (base_grid(n, h, w, flow) + scaled).transpose([0, 2, 3, 1])
+    return F.grid_sample(x, grid.astype(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def test_flipped_align_corners_in_warp_is_found_at_the_warp(weights_dir, pdparams_dir, tmp_path, capsys, monkeypatch):
+    import conr_paddle.warp
+
+    monkeypatch.setattr(conr_paddle.warp.Warp, "forward", _warp_align_corners_false)
+    out = tmp_path / "report"
+    rc = _verify(weights_dir, pdparams_dir, out, "--single-step")
+    stdout = capsys.readouterr().out
+    assert rc == 1, stdout
+    report = _report(out)
+    s = report["summary"]
+    assert not report["passed"]
+    assert s["first_failing_layer"].startswith("shader.warp#"), s["first_failing_layer"]
+    assert s["first_failing_layer"] in stdout
+    # run alone on the reference's own input, the patched warp is wrong by itself: a local error, not carried
+    assert s["first_failing_local"].startswith("shader.warp#"), s["first_failing_local"]
+    assert s["parameters_differing"] == []  # the weights are fine; the code is not
+    rows = {r["key"]: r for r in report["layers"]}
+    first = rows[s["first_failing_layer"]]
+    assert all(r["ok"] for r in report["layers"][: first["index"]])
+    assert "local" in first and not first["local"]["ok"]
+    md = (out / "report.md").read_text()
+    assert md.startswith("# CoNR parity report: FAIL") and f"`{s['first_failing_layer']}`" in md
+
+
+def test_perturbed_tensor_is_named_and_found_in_its_layer(weights_dir, perturbed_dir, tmp_path, capsys):
+    out = tmp_path / "report"
+    rc = _verify(weights_dir, perturbed_dir, out)
+    stdout = capsys.readouterr().out
+    assert rc == 1, stdout
+    report = _report(out)
+    s = report["summary"]
+    assert s["parameters_differing"] == [f"shader.{PERTURBED_TENSOR}"]
+    (bad,) = [p for p in report["parameters"] if not p["ok"]]
+    assert bad["differing"] == 1 and bad["max_abs"] == pytest.approx(1e-2, rel=1e-3)
+    assert s["first_failing_layer"].startswith("shader.decoder_blocks.2."), s["first_failing_layer"]
+    assert s["first_failing_layer"] == "shader.decoder_blocks.2.conv0.0#0"
+    assert f"shader.{PERTURBED_TENSOR}" in (out / "report.md").read_text()
+
+
+def test_bad_input_is_one_line_and_exit_2(weights_dir, tmp_path, capsys):
+    rc = main(["verify", "--torch", str(weights_dir), "--paddle", str(tmp_path / "nowhere"),
+               "--report", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and "nowhere" in err[0]
+    rc = main(["verify", "--torch", str(weights_dir), "--paddle", str(weights_dir), "--size", "100",
+               "--report", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "multiple of 128" in err[0]
+    assert not (tmp_path / "r").exists()
+
+
+def test_help_runs_as_a_module():
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "convert", "verify", "--help"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for flag in ("--torch", "--paddle", "--size", "--views", "--character-sheet", "--poses", "--fp64",
+                 "--single-step", "--seed", "--report"):
+        assert flag in proc.stdout
