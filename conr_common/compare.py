@@ -49,3 +49,9 @@ def pixel_agreement(reference_u8: np.ndarray, other_u8: np.ndarray) -> tuple[flo
         raise ValueError(f"shape mismatch: {reference_u8.shape} vs {other_u8.shape}")
     d = np.abs(reference_u8.astype(np.int16) - other_u8.astype(np.int16))
     return float(np.mean(d == 0)), int(d.max()) if d.size else 0
+
+
+def psnr_db(reference: np.ndarray, other: np.ndarray, peak: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB (inf for identical arrays)."""
+    mse = float(np.mean((np.asarray(reference, np.float64) - np.asarray(other, np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(peak * peak / mse))

@@ -12,21 +12,11 @@ import shlex
 import sys
 from pathlib import Path
 
+from conr_common.cli import EXIT_INPUT, OneLineParser, one_line
 from conr_common.errors import ConrInputError
 
-EXIT_INPUT = 2
 EXIT_INTERRUPTED = 130
 
-
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line with exit status 2, like every other input error."""
-
-    def error(self, message: str):
-        self.exit(EXIT_INPUT, f"error: {message} (see {self.prog} --help)\n")
-
-
-def _one_line(text) -> str:
-    return " ".join(str(text).split())
 
 
 def _positive_int(text: str) -> int:
@@ -99,7 +89,7 @@ def _add_demo_parser(subparsers) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="python -m conr_paddle",
+    parser = OneLineParser(prog="python -m conr_paddle",
                             description="CoNR in PaddlePaddle: character sheet + pose sequence -> animation.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_render_parser(subparsers)
@@ -144,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConrInputError as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_INPUT
     except RenderInterrupted as exc:
         words = list(sys.argv[1:] if argv is None else argv)
@@ -159,10 +149,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_INTERRUPTED
     except VideoError as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
     except OSError as exc:  # disk full, permission denied: not the input's fault, still one line
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from conr_common.compare import psnr_db
 from conr_common.config import NETWORK_NAMES
 from conr_common.errors import ConrInputError
 from conr_common.pipeline import (
@@ -71,6 +72,7 @@ class RenderSummary:
     udp_previews: tuple[Path, ...] = ()  # pose-image path: <name>_udp.png and <name>_udp.npz
     videos: tuple[Path, ...] = ()  # MP4 (and WebM) if asked for
     engine: str = "eager"
+    bf16_psnr_db: float | None = None  # --precision bf16: PSNR of the first rendered frame against fp32
 
 
 class RenderInterrupted(KeyboardInterrupt):
@@ -331,16 +333,21 @@ class Renderer:
         runner = self.runner(views=sheet_u8.shape[0]) if todo else None
         out.mkdir(parents=True, exist_ok=True)
         written = 0
+        psnr: float | None = None
         t0 = time.perf_counter()
         bar = tqdm(total=len(jobs), initial=skipped, unit="frame", disable=not progress, dynamic_ncols=True,
                    desc="render")
         try:
             if todo:
-                sheet = runner.parse_sheet(np.ascontiguousarray(sheet_u8.transpose(0, 3, 1, 2), np.float32) / 255)
+                sheet_f32 = np.ascontiguousarray(sheet_u8.transpose(0, 3, 1, 2), np.float32) / 255
+                sheet = runner.parse_sheet(sheet_f32)
                 pending: list[tuple[_Job, PoseFrame]] = []
 
                 def flush() -> None:
-                    nonlocal written
+                    nonlocal written, psnr
+                    if self.precision == "bf16" and psnr is None:
+                        psnr = self._bf16_psnr(runner, sheet, sheet_f32, pending[0][1], pose_images)
+                        bar.write(f"bf16: first frame PSNR {psnr:.1f} dB against fp32")
                     for job in self._render_batch(runner, sheet, pending, pose_images):
                         written += 1
                         bar.update(1)
@@ -381,10 +388,26 @@ class Renderer:
         return RenderSummary(
             frames_total=len(jobs), frames_written=written, frames_skipped=skipped, seconds=seconds,
             fps=written / seconds if seconds > 0 and written else 0.0, frames=tuple(j.frame for j in jobs),
-            udp_previews=udp, videos=videos, engine=self.engine,
+            udp_previews=udp, videos=videos, engine=self.engine, bf16_psnr_db=psnr,
         )
 
     # ---- helpers
+
+    def _bf16_psnr(self, runner, sheet, sheet_f32: np.ndarray, frame: PoseFrame, pose_images: bool) -> float:
+        """PSNR (peak 1) of one frame's RGBA rendered in bf16 against the same frame in fp32."""
+        fp32 = make_runner(self._load_model(), weights_hash(self.weights_dir), self.size, sheet_f32.shape[0],
+                           self.batch, "fp32", self.engine, self.cache_dir)
+        outputs = []
+        for r, s in ((runner, sheet), (fp32, fp32.parse_sheet(sheet_f32))):
+            if pose_images:
+                rgb = frame.rgb.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255)
+                pred = np.asarray(r.parse_pose(np.ascontiguousarray(rgb)), np.float32)
+                xyz, alpha = np.ascontiguousarray(pred[:, :3]), np.ascontiguousarray(pred[:, 3:4])
+            else:
+                xyz = np.ascontiguousarray(frame.xyz.transpose(2, 0, 1)[None], np.float32)
+                alpha = frame.alpha[None, None].astype(np.float32) / np.float32(255)
+            outputs.append(np.asarray(r.render(s, xyz, alpha), np.float64))
+        return psnr_db(outputs[1], outputs[0])
 
     @staticmethod
     def _write_empty(job: _Job, frame: PoseFrame) -> None:

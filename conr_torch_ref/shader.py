@@ -75,7 +75,6 @@ class CINN(nn.Module):
         b, m = reference.shape[0], reference.shape[1]
         ref = reference.reshape((b * m,) + tuple(reference.shape[2:]))  # (B*M, 4, S, S)
         feats = [f.reshape((b * m,) + tuple(f.shape[2:])) for f in reference_features]  # (B*M, C, h, w)
-        cfg = self.cfg
         out: list[dict[str, torch.Tensor]] = []
 
         # level 0 starts from zero flow; its "fused" inputs are each view's own

@@ -11,20 +11,11 @@ import importlib
 import importlib.util
 import sys
 
+from conr_common.cli import OneLineParser, one_line
 from conr_common.errors import ConrInputError
 
 __all__ = ["main", "build_parser", "add_torch2paddle_parser", "add_paddle2torch_parser", "add_inspect_parser"]
 
-
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line and exit status 2, like every other input error."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 def _run_torch2paddle(args: argparse.Namespace) -> int:
@@ -88,7 +79,7 @@ def add_inspect_parser(subparsers) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog="python -m convert",
         description="Convert CoNR checkpoints between the official PyTorch files and PaddlePaddle, strictly.",
     )
@@ -109,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConrInputError as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # disk full, permission denied, ...: not the input's fault, still one line
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1

@@ -125,7 +125,7 @@ def render_markdown(report: dict) -> str:
     lines.append(f"- Final RGBA: max abs {_e(render.get('max_abs'))}, tolerance {_e(render['tolerance'])} "
                  f"({'ok' if render['ok'] else '**FAIL**'})")
     if s["unpaired_paddle_keys"]:
-        lines.append(f"- **Paddle layer calls without a torch counterpart**: "
+        lines.append("- **Paddle layer calls without a torch counterpart**: "
                      + ", ".join(f"`{k}`" for k in s["unpaired_paddle_keys"][:10]))
     lines.append(f"- Runtime: {report['timings']['total_s']:.1f} s")
     lines += ["", "![renders, difference and per-layer error](report.png)", ""]

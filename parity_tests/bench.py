@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from conr_common.compare import psnr_db
+
 CONTENDERS = ("torch", "paddle_eager", "predictor_fp32", "predictor_bf16")
 WEIGHTS_SEED = 0
 CEILING_SHAPE = (4, 224, 64, 64)
@@ -186,11 +188,6 @@ def _run_child(kind: str, work: Path, args) -> dict:
 # ------------------------------------------------------------------------------------------------ report
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
-
-
 def summarise(results: dict, work: Path, flops: dict, ceiling: float) -> None:
     outputs = {n: np.load(work / f"{n}.npy") for n in CONTENDERS if (work / f"{n}.npy").is_file()}
     eager = outputs.get("paddle_eager")
@@ -210,7 +207,7 @@ def summarise(results: dict, work: Path, flops: dict, ceiling: float) -> None:
         if eager is not None and name in outputs:
             r["max_abs_vs_paddle_eager"] = float(np.abs(outputs[name] - eager).max())
     if "predictor_bf16" in outputs and "predictor_fp32" in outputs:
-        results["predictor_bf16"]["psnr_vs_fp32_db"] = _psnr(outputs["predictor_bf16"], outputs["predictor_fp32"])
+        results["predictor_bf16"]["psnr_vs_fp32_db"] = psnr_db(outputs["predictor_fp32"], outputs["predictor_bf16"])
 
 
 def _fmt(v, spec: str) -> str:

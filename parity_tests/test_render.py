@@ -361,3 +361,25 @@ def test_bad_background(pdparams_dir, inputs, tmp_path, capsys):
     args = _render_args(pdparams_dir, inputs, out, "--video", str(video), "--background", "nothing.png")
     _expect_input_error(args, capsys, "nothing.png", out)
     assert not video.exists()
+
+
+def test_psnr_db_is_exact_on_known_arrays():
+    """The figure printed for --precision bf16 (first frame against fp32)."""
+    from conr_common.compare import psnr_db
+
+    a = np.zeros((4, 8, 8))
+    assert psnr_db(a, a) == float("inf")
+    assert abs(psnr_db(a, a + 0.01) - 40.0) < 1e-9  # mse 1e-4 with peak 1 is exactly 40 dB
+
+
+def test_bf16_is_refused_with_one_line_where_the_cpu_lacks_it(pdparams_dir, inputs, tmp_path, capsys):
+    from conr_paddle.fast import bf16_support
+
+    supported, reason = bf16_support()
+    if supported:
+        pytest.skip(f"this machine runs bf16 ({reason}); the refusal path cannot be exercised")
+    out = tmp_path / "out"
+    args = _render_args(pdparams_dir, inputs, out, "--precision", "bf16")
+    args[args.index("eager")] = "predictor"
+    err = _expect_input_error(args, capsys, "bf16", out)
+    assert "AVX512-BF16" in err
