@@ -73,19 +73,21 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "conr_paddle"
 
 
+def export_identity(weights_hash: str, size: int, views: int, batch: int, precision: str) -> dict:
+    """Everything an exported graph depends on: a change in any of these rebuilds it."""
+    return {
+        "weights": weights_hash,
+        "size": size,
+        "views": views,
+        "batch": batch,
+        "precision": precision,
+        "paddle": paddle.__version__,
+        "format": EXPORT_FORMAT,
+    }
+
+
 def export_key(weights_hash: str, size: int, views: int, batch: int, precision: str) -> str:
-    blob = json.dumps(
-        {
-            "weights": weights_hash,
-            "size": size,
-            "views": views,
-            "batch": batch,
-            "precision": precision,
-            "paddle": paddle.__version__,
-            "format": EXPORT_FORMAT,
-        },
-        sort_keys=True,
-    )
+    blob = json.dumps(export_identity(weights_hash, size, views, batch, precision), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -362,16 +364,7 @@ class PredictorRunner:
         self.folder = cache_root(cache_dir) / key[:24]
         self.exported = False  # True when this construction wrote the graphs (False: reused from the cache)
         if not (self.folder / "meta.json").is_file():
-            meta = {
-                "weights": weights_hash,
-                "size": size,
-                "views": views,
-                "batch": batch,
-                "precision": precision,
-                "paddle": paddle.__version__,
-                "format": EXPORT_FORMAT,
-                "key": key,
-            }
+            meta = dict(export_identity(weights_hash, size, views, batch, precision), key=key)
             _export(model, self.folder, size, views, batch, meta)
             self.exported = True
         self.meta = json.loads((self.folder / "meta.json").read_text())
