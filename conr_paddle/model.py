@@ -9,6 +9,7 @@ import paddle
 import paddle.nn as nn
 
 from conr_common.checks import check_pose_shape, check_sheet_shapes
+from conr_common.errors import ConrInputError
 from conr_common.config import INPUT_MEAN, INPUT_STD, NETWORK_NAMES, OFFICIAL, CoNRConfig
 from .backbone import ResEncUnet
 from .decoder import RGBADecoderNet
@@ -92,14 +93,18 @@ def load_networks(model: CoNR, states: dict[str, dict]) -> CoNR:
 
 
 def load_pdparams(model: CoNR, folder: str | Path) -> CoNR:
-    """Strictly load `<network>.pdparams` files as written by `python -m convert torch2paddle`."""
+    """Strictly load the four `<network>.pdparams` written by `python -m convert torch2paddle`.
+
+    Read with the converter's restricted unpickler (plain `paddle.load` would run any code a pickle carries):
+    a damaged, foreign or code-carrying file is a ConrInputError naming it."""
+    from convert.io import load_paddle_file
+    from convert.mapping import unwrap
+
     folder = Path(folder)
     states = {}
     for name in NETWORK_NAMES:
         path = folder / f"{name}.pdparams"
         if not path.is_file():
-            from conr_common.errors import ConrInputError
-
             raise ConrInputError(f"{path}: missing (weights folder needs all four networks)")
-        states[name] = paddle.load(str(path))
+        states[name], _ = unwrap(load_paddle_file(path), source=str(path))
     return load_networks(model, states)

@@ -117,24 +117,16 @@ def check_weights_dir(folder: str | os.PathLike) -> list[Path]:
     raise ConrInputError(f"{missing[0]}: missing (weights folder {folder} needs all four networks; missing: {names})")
 
 
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
-
-
 def _file_sha256(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASH_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        _HASH_CACHE[key] = h.hexdigest()
-    return _HASH_CACHE[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def weights_hash(folder: str | os.PathLike) -> str:
-    """sha256 over the four networks' file hashes (in NETWORK_NAMES order): the key of compiled-model caches.
-    Each file is hashed once per process and (path, size, mtime)."""
+    """sha256 over the four networks' file hashes (in NETWORK_NAMES order): the key of compiled-model caches."""
     h = hashlib.sha256()
     for path in check_weights_dir(folder):
         h.update(f"{path.name}:{_file_sha256(path)}\n".encode())
@@ -239,6 +231,7 @@ class Renderer:
     cache_dir: str | os.PathLike | None = None
     _model: object = field(default=None, init=False, repr=False)
     _runners: dict = field(default_factory=dict, init=False, repr=False)
+    _digest: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.weights_dir = Path(self.weights_dir)
@@ -257,27 +250,24 @@ class Renderer:
 
     def _load_model(self):
         if self._model is None:
-            import paddle
+            from .model import CoNR, load_pdparams
 
-            from .model import CoNR, load_networks
-
-            states = {}
-            for name, path in zip(NETWORK_NAMES, check_weights_dir(self.weights_dir)):
-                try:
-                    states[name] = paddle.load(str(path))
-                except Exception as e:  # a truncated or foreign file: paddle raises pickle/zip/OS errors
-                    raise ConrInputError(f"{path}: cannot load ({type(e).__name__}: {e})") from e
-                if not isinstance(states[name], dict):
-                    raise ConrInputError(f"{path}: not a state dict ({type(states[name]).__name__})")
-            # strict: ConrInputError naming every missing/unexpected key and shape mismatch
-            self._model = load_networks(CoNR(), states)
+            check_weights_dir(self.weights_dir)
+            # restricted unpickler, strict: ConrInputError naming the file, every missing/unexpected key, shape
+            self._model = load_pdparams(CoNR(), self.weights_dir)
         return self._model
+
+    def _weights_hash(self) -> str:
+        """sha256 of the four weight files, hashed once per Renderer (the key of the exported-graph cache)."""
+        if self._digest is None:
+            self._digest = weights_hash(self.weights_dir)
+        return self._digest
 
     def runner(self, views: int):
         key = views
         if key not in self._runners:
             model = self._load_model()
-            digest = weights_hash(self.weights_dir) if self.engine == "predictor" else None
+            digest = self._weights_hash() if self.engine == "predictor" else None
             self._runners[key] = make_runner(model, digest, self.size, views, self.batch, self.precision,
                                              self.engine, self.cache_dir)
         return self._runners[key]
@@ -395,7 +385,7 @@ class Renderer:
 
     def _bf16_psnr(self, runner, sheet, sheet_f32: np.ndarray, frame: PoseFrame, pose_images: bool) -> float:
         """PSNR (peak 1) of one frame's RGBA rendered in bf16 against the same frame in fp32."""
-        fp32 = make_runner(self._load_model(), weights_hash(self.weights_dir), self.size, sheet_f32.shape[0],
+        fp32 = make_runner(self._load_model(), self._weights_hash(), self.size, sheet_f32.shape[0],
                            self.batch, "fp32", self.engine, self.cache_dir)
         outputs = []
         for r, s in ((runner, sheet), (fp32, fp32.parse_sheet(sheet_f32))):

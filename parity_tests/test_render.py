@@ -355,6 +355,32 @@ def test_bad_weights_official_pth(weights_dir, inputs, tmp_path, capsys):
     assert f"python -m convert torch2paddle {weights_dir}" in err
 
 
+class _CreatesFile:
+    """A pickle payload that would create a file when unpickled by a loader that runs code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_bad_weights_code_carrying_pdparams_never_runs(pdparams_dir, inputs, tmp_path, capsys):
+    import pickle
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for name in NETWORK_NAMES[:-1]:
+        os.symlink(pdparams_dir / f"{name}.pdparams", weights / f"{name}.pdparams")
+    marker = tmp_path / "pwned"
+    bad = weights / f"{NETWORK_NAMES[-1]}.pdparams"
+    bad.write_bytes(pickle.dumps({"conv_rgba.0.weight": _CreatesFile(marker)}, protocol=4))
+    out = tmp_path / "out"
+    err = _expect_input_error(_render_args(weights, inputs, out), capsys, str(bad), out)
+    assert "refused" in err
+    assert not marker.exists(), "the pickle's code ran"
+
+
 def test_bad_background(pdparams_dir, inputs, tmp_path, capsys):
     out = tmp_path / "out"
     video = tmp_path / "v.mp4"
