@@ -40,6 +40,7 @@ batch, precision, Paddle version, export format version); a folder is complete w
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -48,17 +49,20 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import paddle
 import paddle.nn as nn
 
+from . import warp as warp_module
+from .ext import WarpOp, load_warp_op
 from .model import CoNR, Sheet, normalize
 
 __all__ = ["PredictorRunner", "PredictorSheet", "bf16_support", "cache_root", "export_key", "EXPORT_FORMAT"]
 
 # Bump when the exported graphs change (wrapper code, input names, passes that shape the saved program).
-EXPORT_FORMAT = 2
+EXPORT_FORMAT = 3
 PRECISIONS = ("fp32", "bf16")
 FEATURE_COUNT = 5
 # Ops run in bfloat16 under "bf16": only the convolutions (CONR_FACTS: conv -> PReLU -> instance norm in bf16
@@ -73,9 +77,11 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "conr_paddle"
 
 
-def export_identity(weights_hash: str, size: int, views: int, batch: int, precision: str) -> dict:
+def export_identity(weights_hash: str, size: int, views: int, batch: int, precision: str,
+                    warp: str = "conr_warp") -> dict:
     """Everything an exported graph depends on: a change in any of these rebuilds it."""
     return {
+        "warp": warp,
         "weights": weights_hash,
         "size": size,
         "views": views,
@@ -86,8 +92,9 @@ def export_identity(weights_hash: str, size: int, views: int, batch: int, precis
     }
 
 
-def export_key(weights_hash: str, size: int, views: int, batch: int, precision: str) -> str:
-    blob = json.dumps(export_identity(weights_hash, size, views, batch, precision), sort_keys=True)
+def export_key(weights_hash: str, size: int, views: int, batch: int, precision: str,
+               warp: str = "conr_warp") -> str:
+    blob = json.dumps(export_identity(weights_hash, size, views, batch, precision, warp), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -165,11 +172,13 @@ def _bilinear_matrix(n_in: int, n_out: int, ratio: float) -> np.ndarray:
     return m.astype(np.float32)
 
 
-def _interpolate_as_matmul(original):
-    """Bilinear resize as two matmuls with constant interpolation matrices, for export only.
+def _interpolate_for_export(original, resize_op=None):
+    """Bilinear resize for export only: the `conr_resize` operator when it was built, else two matmuls with
+    constant interpolation matrices.
 
     Paddle 3.3.1 cannot run PIR `bilinear_interp` under oneDNN placement (module docstring); a separable
-    bilinear resize is exactly x @ Wx then Wy @ x, the same weights up to float rounding (~1e-7).
+    bilinear resize is exactly x @ Wx then Wy @ x, the same weights up to float rounding (~1e-7). The matmuls
+    multiply by mostly-zero matrices (7% of the 256 px step); `conr_resize` reads each input pixel once.
     Anything but NCHW bilinear with align_corners=False / align_mode=0 goes to the original function."""
 
     def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=False, align_mode=0,
@@ -187,11 +196,32 @@ def _interpolate_as_matmul(original):
             rh, rw = 1.0 / sh, 1.0 / sw
         if (oh, ow) == (h, w):
             return x
+        if resize_op is not None:
+            return resize_op(x, oh, ow)
         wx = paddle.to_tensor(_bilinear_matrix(w, ow, rw))  # (W, W')
         wy = paddle.to_tensor(_bilinear_matrix(h, oh, rh).T.copy())  # (H', H)
         return paddle.matmul(wy, paddle.matmul(x, wx))  # (N, C, H', W')
 
     return interpolate
+
+
+@contextlib.contextmanager
+def _export_ops(warp_op: WarpOp | None) -> Iterator[None]:
+    """Swap in the export-only ops while tracing: `conr_warp` and `conr_resize` when they were built (else
+    `grid_sample` and matmul resizes).
+
+    The shader's Warp/GroupedWarp layers look `warp`/`warp_grouped` up in `conr_paddle.warp` at call time, so
+    replacing the module attributes reroutes them; everything is restored on exit (the eager model is untouched)."""
+    functional = paddle.nn.functional
+    saved = (functional.interpolate, warp_module.warp, warp_module.warp_grouped)
+    custom = warp_op is not None and warp_op.available
+    functional.interpolate = _interpolate_for_export(saved[0], warp_op.resize if custom else None)
+    if custom:
+        warp_module.warp = warp_module.warp_grouped = warp_op.function  # one op covers both: groups = flow C / 2
+    try:
+        yield
+    finally:
+        functional.interpolate, warp_module.warp, warp_module.warp_grouped = saved
 
 
 def _feature_shapes(model: CoNR, views: int, size: int) -> list[list[int]]:
@@ -216,7 +246,8 @@ def _specs(model: CoNR, size: int, views: int, batch: int) -> dict[str, list]:
     }
 
 
-def _export(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: dict) -> None:
+def _export(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: dict,
+            warp_op: WarpOp | None) -> None:
     """Write the three graphs into `folder` (created atomically: a temporary sibling renamed at the end)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
@@ -225,10 +256,7 @@ def _export(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: 
         specs = _specs(model, size, views, batch)
         guard = getattr(paddle.pir_utils, "IrGuard", None)
         started = time.perf_counter()
-        functional = paddle.nn.functional
-        original = functional.interpolate
-        functional.interpolate = _interpolate_as_matmul(original)
-        try:
+        with _export_ops(warp_op):
             for name, layer in layers.items():
                 layer.eval()
                 static = paddle.jit.to_static(layer, input_spec=specs[name], full_graph=True)
@@ -237,8 +265,6 @@ def _export(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: 
                         paddle.jit.save(static, str(tmp / name))
                 else:
                     paddle.jit.save(static, str(tmp / name))
-        finally:
-            functional.interpolate = original
         meta = dict(meta, export_seconds=round(time.perf_counter() - started, 2))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
         try:
@@ -333,7 +359,9 @@ class PredictorRunner:
     model: a loaded eager `CoNR` (only used to export; not kept). weights_hash: any string identifying the
     weights (e.g. a sha256 of the checkpoint files), part of the cache key. size, views: S and M of every call.
     batch: frames per predictor call; shorter calls are padded by repeating their last frame and the padding is
-    dropped from the output. precision: "fp32" or "bf16".
+    dropped from the output. precision: "fp32" or "bf16". custom_warp: export the shader's warps as the
+    `conr_warp` operator (`conr_paddle.ext`; compiled on first use) instead of `grid_sample`; where it cannot be
+    built, `grid_sample` is used and `warp_op.reason` says why. `self.warp` names the warp the graphs use.
     """
 
     def __init__(
@@ -347,6 +375,7 @@ class PredictorRunner:
         precision: str = "fp32",
         cache_dir: str | os.PathLike | None = None,
         threads: int | None = None,
+        custom_warp: bool = True,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -360,12 +389,20 @@ class PredictorRunner:
                 raise RuntimeError(f"precision 'bf16' unavailable: {why}")
         self.size, self.views, self.batch, self.precision = size, views, batch, precision
         self.threads = threads or _threads()
-        key = export_key(weights_hash, size, views, batch, precision)
+        # The custom warp op must be registered in this process before a predictor loads a graph that uses it.
+        self.warp_op = load_warp_op(cache_root(cache_dir)) if custom_warp else None
+        # "conr_warp-<library build key>": a change to the operators' source re-exports the graphs
+        self.warp = (
+            f"conr_warp-{self.warp_op.build_dir.name}"
+            if self.warp_op is not None and self.warp_op.available
+            else "grid_sample"
+        )
+        key = export_key(weights_hash, size, views, batch, precision, self.warp)
         self.folder = cache_root(cache_dir) / key[:24]
         self.exported = False  # True when this construction wrote the graphs (False: reused from the cache)
         if not (self.folder / "meta.json").is_file():
-            meta = dict(export_identity(weights_hash, size, views, batch, precision), key=key)
-            _export(model, self.folder, size, views, batch, meta)
+            meta = dict(export_identity(weights_hash, size, views, batch, precision, self.warp), key=key)
+            _export(model, self.folder, size, views, batch, meta, self.warp_op)
             self.exported = True
         self.meta = json.loads((self.folder / "meta.json").read_text())
         self._graphs: dict[str, _Graph] = {}

@@ -1,0 +1,137 @@
+"""CoNR's custom CPU operators for the exported graphs, `conr_warp` and `conr_resize` (csrc/conr_warp.cc),
+compiled on first use.
+
+Paddle 3.3.1's CPU `grid_sample` kernel was a third of the exported per-frame step at 256 px (3.4x slower than
+torch's on the full-resolution grouped warp). `conr_warp` does the same backward warp as `conr_paddle.warp`
+(grid built from the flow, bilinear, border padding, align_corners=True) in one pass: sampling positions and
+weights once per pixel and channel group, then a gather per channel, OpenMP across channels.
+
+It is compiled with `paddle.utils.cpp_extension.load` (g++ and Paddle's bundled headers; no CMake, no CUDA) into
+`<cache>/ops/<key>`, key = sha256 of the source, the compiler flags, the Paddle version and the machine type, under
+a file lock so that parallel processes build it once. The build's output is kept in `build.log` there, not shown.
+`conr_resize` is the bilinear half-pixel resize (`interpolate(..., align_corners=False, align_mode=0)`), which
+the exporter otherwise has to write as matmuls with constant matrices (PIR bilinear_interp fails under oneDNN).
+The eager model never uses them: it stays the parity reference with `F.grid_sample` / `F.interpolate`. Where the
+build fails (no compiler), `load_warp_op` says why and the exporter keeps `grid_sample` and matmul resizes.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import platform
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import paddle
+
+__all__ = ["WarpOp", "load_warp_op", "SOURCE"]
+
+SOURCE = Path(__file__).resolve().parent / "csrc" / "conr_warp.cc"
+MODULE_NAME = "conr_warp_ops"
+CXX_FLAGS = ("-O3", "-fopenmp")
+
+
+def _ld_flags() -> tuple[str, ...]:
+    """Link the OpenMP runtime that Paddle's oneDNN already runs on (Intel's libiomp5, shipped in paddle/libs).
+
+    With g++'s own libgomp, the two runtimes' worker threads fight over the cores: libiomp5 threads keep spinning
+    for KMP_BLOCKTIME (200 ms) after every oneDNN region. Measured on 2 cores, a (4, 64, 256, 256) warp took
+    137 ms with libgomp and 57 ms with libiomp5 (Paddle's grid_sample: 950 ms)."""
+    libs = Path(paddle.__file__).resolve().parent / "libs"
+    if (libs / "libiomp5.so").is_file():
+        return (f"-L{libs}", "-Wl,--no-as-needed", "-l:libiomp5.so", f"-Wl,-rpath,{libs}")
+    return ("-fopenmp",)
+
+
+@dataclass(frozen=True)
+class WarpOp:
+    """The compiled operators, `function(x, flow) -> warped` and `resize(x, out_h, out_w)`, or why they are
+    missing (both come from one library: both or neither)."""
+
+    function: Callable | None
+    resize: Callable | None
+    build_dir: Path | None
+    reason: str
+
+    @property
+    def available(self) -> bool:
+        return self.function is not None
+
+
+def _build_key() -> str:
+    blob = b"\0".join(
+        [
+            SOURCE.read_bytes(),
+            " ".join(CXX_FLAGS + _ld_flags()).encode(),
+            paddle.__version__.encode(),
+            platform.machine().encode(),
+            sys.version.split()[0].encode(),
+        ]
+    )
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _output_to(log: Path) -> Iterator[None]:
+    """Send file descriptors 1 and 2 (the compiler subprocess's too) to `log` for the duration."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(log, "ab") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+# Paddle's operator registry is per process and an operator name registers once: the first successful load of a
+# library build (whatever cache folder it came from) serves every later call in this process.
+_LOADED: dict[str, WarpOp] = {}
+
+
+def _load(build_dir: Path) -> WarpOp:
+    key = build_dir.name
+    if key in _LOADED:
+        return _LOADED[key]
+    from paddle.utils.cpp_extension import load
+
+    build_dir.mkdir(parents=True, exist_ok=True)
+    log = build_dir / "build.log"
+    with open(build_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with _output_to(log):
+                module = load(
+                    name=MODULE_NAME,
+                    sources=[str(SOURCE)],
+                    extra_cxx_cflags=list(CXX_FLAGS),
+                    extra_ldflags=list(_ld_flags()),
+                    build_directory=str(build_dir),
+                    verbose=False,
+                )
+        except Exception as exc:  # compiler missing or failing: the caller falls back to grid_sample
+            tail = " ".join(log.read_text(errors="replace").split()[-12:]) if log.is_file() else ""
+            return WarpOp(None, None, build_dir, f"conr_warp could not be built ({type(exc).__name__}: {exc}) {tail}")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _LOADED[key] = WarpOp(module.conr_warp, module.conr_resize, build_dir, "built")
+    return _LOADED[key]
+
+
+def load_warp_op(cache_root: Path) -> WarpOp:
+    """Build (once per source/flags/Paddle version) and register `conr_warp`; see the module docstring."""
+    if paddle.is_compiled_with_cuda() and paddle.device.get_device().startswith("gpu"):
+        return WarpOp(None, None, None, "conr_warp is a CPU kernel; GPU graphs keep grid_sample")
+    return _load(Path(cache_root) / "ops" / _build_key())

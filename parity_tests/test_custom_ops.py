@@ -1,0 +1,118 @@
+"""The custom CPU operators of the fast path (conr_paddle/csrc/conr_warp.cc) against the eager ops they replace.
+
+`conr_warp` stands for conr_paddle.warp.warp / warp_grouped (grid_sample, bilinear, border, align_corners=True)
+and `conr_resize` for conr_paddle.warp.resize (bilinear, align_corners=False, align_mode=0) inside exported
+graphs only. Compiling the library takes ~12 s once per test session (a session-wide cache folder).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conr_common.compare import diff
+from conr_common.tolerances import OP_SCALED_FP32, PREDICTOR_RGBA_ATOL
+
+paddle = pytest.importorskip("paddle")
+
+
+@pytest.fixture(scope="session")
+def ops(tmp_path_factory):
+    from conr_paddle.ext import load_warp_op
+
+    op = load_warp_op(tmp_path_factory.mktemp("conr_ops_cache"))
+    assert op.available, op.reason
+    return op
+
+
+def _scaled(reference, candidate) -> float:
+    return diff(reference.numpy(), candidate.numpy()).scaled
+
+
+WARP_CASES = [
+    # (N, C, H, W, flow groups, flow scale in pixels): CoNR's plain and grouped warps, a non-square plane, and
+    # flows of several image sizes (border padding: samples clamp to the edge)
+    (2, 3, 16, 16, 1, 2.0),
+    (4, 16, 32, 32, 4, 3.0),
+    (1, 8, 24, 40, 2, 60.0),
+    (3, 4, 8, 8, 1, 0.0),
+]
+
+
+@pytest.mark.parametrize("n,c,h,w,groups,scale", WARP_CASES)
+def test_conr_warp_matches_eager_warp(ops, n, c, h, w, groups, scale):
+    from conr_paddle.warp import warp, warp_grouped
+
+    rs = np.random.RandomState(n * 1000 + c * 10 + groups)
+    x = paddle.to_tensor(rs.standard_normal((n, c, h, w)).astype(np.float32))
+    flow = paddle.to_tensor((rs.standard_normal((n, 2 * groups, h, w)) * scale).astype(np.float32))
+    reference = warp(x, flow) if groups == 1 else warp_grouped(x, flow)
+    assert _scaled(reference, ops.function(x, flow)) <= OP_SCALED_FP32
+
+
+def test_conr_warp_zero_flow_is_identity(ops):
+    x = paddle.to_tensor(np.random.RandomState(1).standard_normal((2, 5, 33, 17)).astype(np.float32))
+    out = ops.function(x, paddle.zeros([2, 2, 33, 17], dtype="float32"))
+    # the identity grid lands within float32 rounding of every pixel centre
+    assert _scaled(x, out) <= OP_SCALED_FP32
+
+
+RESIZE_CASES = [
+    ((4, 6, 8, 8), (16, 16)),  # CoNR's x2 upsampling between shader levels
+    ((2, 4, 8, 8), (32, 32)),  # x4 (a mask straight to full size)
+    ((1, 4, 64, 64), (2, 2)),  # the reference down to the first level (1/32)
+    ((1, 3, 7, 10), (15, 4)),  # non-integer ratios both ways
+]
+
+
+@pytest.mark.parametrize("shape,size", RESIZE_CASES)
+def test_conr_resize_matches_eager_resize(ops, shape, size):
+    from conr_paddle.warp import resize
+
+    x = paddle.to_tensor(np.random.RandomState(sum(shape)).standard_normal(shape).astype(np.float32))
+    out = ops.resize(x, size[0], size[1])
+    assert list(out.shape) == list(shape[:2]) + list(size)
+    assert _scaled(resize(x, size), out) <= OP_SCALED_FP32
+
+
+def test_conr_warp_rejects_mismatched_flow(ops):
+    x = paddle.zeros([1, 6, 8, 8], dtype="float32")
+    with pytest.raises(Exception, match="flow"):
+        ops.function(x, paddle.zeros([1, 3, 8, 8], dtype="float32"))  # odd channel count
+    with pytest.raises(Exception, match="groups"):
+        ops.function(x, paddle.zeros([1, 8, 8, 8], dtype="float32"))  # 6 channels in 4 groups
+
+
+def test_failed_build_falls_back_to_grid_sample(tmp_path, monkeypatch):
+    """No compiler: load_warp_op reports why instead of raising, and the exporter keeps grid_sample."""
+    import paddle.utils.cpp_extension as cpp_extension
+
+    from conr_paddle import ext
+
+    def broken(**kwargs):
+        raise OSError("no C++ compiler")
+
+    monkeypatch.setattr(cpp_extension, "load", broken)
+    monkeypatch.setattr(ext, "_build_key", lambda: "broken-build-test")
+    op = ext.load_warp_op(tmp_path)
+    assert not op.available and op.function is None and op.resize is None
+    assert "no C++ compiler" in op.reason
+
+
+def test_predictor_with_and_without_custom_ops_agree(tmp_path):
+    """The step graph exported with conr_warp/conr_resize and with grid_sample/matmul resizes, side by side."""
+    from conr_paddle.fast import PredictorRunner
+    from conr_paddle.model import CoNR
+
+    paddle.seed(0)
+    model = CoNR()
+    custom = PredictorRunner(model, "ops-test", size=128, views=2, batch=1, cache_dir=tmp_path)
+    plain = PredictorRunner(model, "ops-test", size=128, views=2, batch=1, cache_dir=tmp_path, custom_warp=False)
+    assert custom.warp.startswith("conr_warp-") and custom.meta["warp"] == custom.warp
+    assert plain.warp == "grid_sample" and plain.folder != custom.folder
+    rs = np.random.RandomState(0)
+    sheet = rs.rand(2, 4, 128, 128).astype(np.float32)
+    xyz = rs.rand(1, 3, 128, 128).astype(np.float32)
+    alpha = (rs.rand(1, 1, 128, 128) > 0.3).astype(np.float32)
+    a = custom.render(custom.parse_sheet(sheet), xyz, alpha)
+    b = plain.render(plain.parse_sheet(sheet), xyz, alpha)
+    assert np.abs(a - b).max() <= PREDICTOR_RGBA_ATOL
