@@ -1,5 +1,5 @@
-"""CoNR's custom CPU operators for the exported graphs, `conr_warp` and `conr_resize` (csrc/conr_warp.cc),
-compiled on first use.
+"""CoNR's custom CPU operators for the exported graphs, `conr_warp`, `conr_resize` and `conr_fuse`
+(csrc/conr_warp.cc), compiled on first use.
 
 Paddle 3.3.1's CPU `grid_sample` kernel was a third of the exported per-frame step at 256 px (3.4x slower than
 torch's on the full-resolution grouped warp). `conr_warp` does the same backward warp as `conr_paddle.warp`
@@ -11,6 +11,7 @@ It is compiled with `paddle.utils.cpp_extension.load` (g++ and Paddle's bundled 
 a file lock so that parallel processes build it once. The build's output is kept in `build.log` there, not shown.
 `conr_resize` is the bilinear half-pixel resize (`interpolate(..., align_corners=False, align_mode=0)`), which
 the exporter otherwise has to write as matmuls with constant matrices (PIR bilinear_interp fails under oneDNN).
+`conr_fuse` is the shader's cross-view fusion (`conr_paddle.shader.fuse_views`) in one pass.
 The eager model never uses them: it stays the parity reference with `F.grid_sample` / `F.interpolate`. Where the
 build fails (no compiler), `load_warp_op` says why and the exporter keeps `grid_sample` and matmul resizes.
 """
@@ -50,11 +51,12 @@ def _ld_flags() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class WarpOp:
-    """The compiled operators, `function(x, flow) -> warped` and `resize(x, out_h, out_w)`, or why they are
-    missing (both come from one library: both or neither)."""
+    """The compiled operators, `function(x, flow) -> warped`, `resize(x, out_h, out_w)` and
+    `fuse(mask, flow, wref, message, views)`, or why they are missing (one library: all or none)."""
 
     function: Callable | None
     resize: Callable | None
+    fuse: Callable | None
     build_dir: Path | None
     reason: str
 
@@ -123,15 +125,15 @@ def _load(build_dir: Path) -> WarpOp:
                 )
         except Exception as exc:  # compiler missing or failing: the caller falls back to grid_sample
             tail = " ".join(log.read_text(errors="replace").split()[-12:]) if log.is_file() else ""
-            return WarpOp(None, None, build_dir, f"conr_warp could not be built ({type(exc).__name__}: {exc}) {tail}")
+            return WarpOp(None, None, None, build_dir, f"conr_warp could not be built ({type(exc).__name__}: {exc}) {tail}")
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    _LOADED[key] = WarpOp(module.conr_warp, module.conr_resize, build_dir, "built")
+    _LOADED[key] = WarpOp(module.conr_warp, module.conr_resize, module.conr_fuse, build_dir, "built")
     return _LOADED[key]
 
 
 def load_warp_op(cache_root: Path) -> WarpOp:
     """Build (once per source/flags/Paddle version) and register `conr_warp`; see the module docstring."""
     if paddle.is_compiled_with_cuda() and paddle.device.get_device().startswith("gpu"):
-        return WarpOp(None, None, None, "conr_warp is a CPU kernel; GPU graphs keep grid_sample")
+        return WarpOp(None, None, None, None, "conr_warp is a CPU kernel; GPU graphs keep grid_sample")
     return _load(Path(cache_root) / "ops" / _build_key())

@@ -55,6 +55,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from . import shader as shader_module
 from . import warp as warp_module
 from .ext import WarpOp, load_warp_op
 from .model import CoNR, Sheet, normalize
@@ -207,21 +208,24 @@ def _interpolate_for_export(original, resize_op=None):
 
 @contextlib.contextmanager
 def _export_ops(warp_op: WarpOp | None) -> Iterator[None]:
-    """Swap in the export-only ops while tracing: `conr_warp` and `conr_resize` when they were built (else
-    `grid_sample` and matmul resizes).
+    """Swap in the export-only ops while tracing: `conr_warp`, `conr_resize` and `conr_fuse` when they were
+    built (else `grid_sample`, matmul resizes and the eager fusion).
 
     The shader's Warp/GroupedWarp layers look `warp`/`warp_grouped` up in `conr_paddle.warp` at call time, so
     replacing the module attributes reroutes them; everything is restored on exit (the eager model is untouched)."""
     functional = paddle.nn.functional
-    saved = (functional.interpolate, warp_module.warp, warp_module.warp_grouped)
+    saved = (functional.interpolate, warp_module.warp, warp_module.warp_grouped, shader_module.fuse_views)
     custom = warp_op is not None and warp_op.available
     functional.interpolate = _interpolate_for_export(saved[0], warp_op.resize if custom else None)
     if custom:
         warp_module.warp = warp_module.warp_grouped = warp_op.function  # one op covers both: groups = flow C / 2
+        shader_module.fuse_views = lambda mask, flow, wref, message, m: tuple(
+            warp_op.fuse(mask, flow, wref, message, m)
+        )
     try:
         yield
     finally:
-        functional.interpolate, warp_module.warp, warp_module.warp_grouped = saved
+        functional.interpolate, warp_module.warp, warp_module.warp_grouped, shader_module.fuse_views = saved
 
 
 def _feature_shapes(model: CoNR, views: int, size: int) -> list[list[int]]:

@@ -40,6 +40,18 @@ def _repeat_views(x: paddle.Tensor, m: int) -> paddle.Tensor:
     return x.unsqueeze(1).expand([x.shape[0], m] + tail).reshape([-1] + tail)
 
 
+def fuse_views(mask: paddle.Tensor, flow: paddle.Tensor, wref: paddle.Tensor, message: paddle.Tensor, m: int):
+    """Cross-view fusion: weights softmax(mask over the M views) * mask; mask channel 0 weighs the flow and the
+    warped reference, channels 2.. the message channels (channel 1 is unused). Inputs are (B*M, ...), outputs
+    (B, ...): fused flow, fused reference, fused message."""
+    vm = _views(mask, m)  # (B, M, K, h, w)
+    weight = F.softmax(vm, axis=1) * vm
+    fused_flow = paddle.sum(weight[:, :, 0:1] * _views(flow, m), axis=1)
+    fused_wref = paddle.sum(weight[:, :, 0:1] * _views(wref, m), axis=1)
+    fused_msg = paddle.sum(weight[:, :, 2:] * _views(message, m), axis=1)
+    return fused_flow, fused_wref, fused_msg
+
+
 class CINN(nn.Layer):
     """forward(target_features, reference, reference_features) -> fused 64-channel features at full size."""
 
@@ -112,11 +124,7 @@ class CINN(nn.Layer):
             wref = self.warp(self.resize(ref, size), flow)
             feat = self.warp(nxt, flow) if nxt is not None else None
 
-            vm = _views(mask, m)  # (B, M, K, h, w)
-            weight = F.softmax(vm, axis=1) * vm
-            fused_flow_b = paddle.sum(weight[:, :, 0:1] * _views(flow, m), axis=1)
-            fused_wref_b = paddle.sum(weight[:, :, 0:1] * _views(wref, m), axis=1)
-            fused_msg_b = paddle.sum(weight[:, :, 2:] * _views(message, m), axis=1)
+            fused_flow_b, fused_wref_b, fused_msg_b = fuse_views(mask, flow, wref, message, m)
             out.append({"flow": fused_flow_b, "reference": fused_wref_b, "message": fused_msg_b})
             fused_flow = _repeat_views(fused_flow_b, m)
             fused_wref = _repeat_views(fused_wref_b, m)

@@ -47,6 +47,18 @@ def _repeat_views(x: torch.Tensor, m: int) -> torch.Tensor:
     return x.unsqueeze(1).expand((x.shape[0], m) + tuple(x.shape[1:])).reshape((-1,) + tuple(x.shape[1:]))
 
 
+def fuse_views(mask: torch.Tensor, flow: torch.Tensor, wref: torch.Tensor, message: torch.Tensor, m: int):
+    """Cross-view fusion: weights softmax(mask over the M views) * mask; mask channel 0 weighs the flow and the
+    warped reference, channels 2.. the message channels (channel 1 is unused). Inputs are (B*M, ...), outputs
+    (B, ...): fused flow, fused reference, fused message."""
+    vm = _views(mask, m)  # (B, M, K, h, w)
+    weight = torch.softmax(vm, dim=1) * vm
+    fused_flow = torch.sum(weight[:, :, 0:1] * _views(flow, m), dim=1)
+    fused_wref = torch.sum(weight[:, :, 0:1] * _views(wref, m), dim=1)
+    fused_msg = torch.sum(weight[:, :, 2:] * _views(message, m), dim=1)
+    return fused_flow, fused_wref, fused_msg
+
+
 class CINN(nn.Module):
     """forward(target_features, reference, reference_features) -> fused 64-channel features at full size."""
 
@@ -122,12 +134,7 @@ class CINN(nn.Module):
             wref = self.warp(self.resize(ref, size), flow)
             feat = self.warp(nxt, flow) if nxt is not None else None
 
-            # cross-view fusion: softmax over views of the masks, weighted by the masks themselves
-            vm = _views(mask, m)  # (B, M, K, h, w)
-            weight = torch.softmax(vm, dim=1) * vm
-            fused_flow_b = torch.sum(weight[:, :, 0:1] * _views(flow, m), dim=1)
-            fused_wref_b = torch.sum(weight[:, :, 0:1] * _views(wref, m), dim=1)
-            fused_msg_b = torch.sum(weight[:, :, 2:] * _views(message, m), dim=1)
+            fused_flow_b, fused_wref_b, fused_msg_b = fuse_views(mask, flow, wref, message, m)
             out.append({"flow": fused_flow_b, "reference": fused_wref_b, "message": fused_msg_b})
             fused_flow = _repeat_views(fused_flow_b, m)
             fused_wref = _repeat_views(fused_wref_b, m)

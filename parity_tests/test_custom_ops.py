@@ -1,8 +1,8 @@
 """The custom CPU operators of the fast path (conr_paddle/csrc/conr_warp.cc) against the eager ops they replace.
 
-`conr_warp` stands for conr_paddle.warp.warp / warp_grouped (grid_sample, bilinear, border, align_corners=True)
-and `conr_resize` for conr_paddle.warp.resize (bilinear, align_corners=False, align_mode=0) inside exported
-graphs only. Compiling the library takes ~12 s once per test session (a session-wide cache folder).
+`conr_warp` stands for conr_paddle.warp.warp / warp_grouped (grid_sample, bilinear, border, align_corners=True),
+`conr_resize` for conr_paddle.warp.resize (bilinear, align_corners=False, align_mode=0) and `conr_fuse` for
+conr_paddle.shader.fuse_views, inside exported graphs only. Compiling the library takes ~12 s once per test session (a session-wide cache folder).
 """
 from __future__ import annotations
 
@@ -74,6 +74,25 @@ def test_conr_resize_matches_eager_resize(ops, shape, size):
     assert _scaled(resize(x, size), out) <= OP_SCALED_FP32
 
 
+@pytest.mark.parametrize("b,m,k,h,w", [(1, 4, 6, 8, 8), (2, 3, 66, 16, 12), (1, 1, 2, 5, 5)])
+def test_conr_fuse_matches_eager_fusion(ops, b, m, k, h, w):
+    from conr_paddle.shader import fuse_views
+
+    rs = np.random.RandomState(b * 100 + m * 10 + k)
+    # masks as the shader makes them (sigmoid outputs in (0, 1)), plus large logits-like values for the softmax
+    mask = paddle.to_tensor(np.concatenate([rs.rand(b * m, k - 1, h, w), rs.standard_normal((b * m, 1, h, w)) * 20],
+                                           axis=1).astype(np.float32))
+    flow = paddle.to_tensor(rs.standard_normal((b * m, 2, h, w)).astype(np.float32))
+    wref = paddle.to_tensor(rs.rand(b * m, 4, h, w).astype(np.float32))
+    message = paddle.to_tensor(rs.standard_normal((b * m, k - 2, h, w)).astype(np.float32))
+    expected = fuse_views(mask, flow, wref, message, m)
+    got = ops.fuse(mask, flow, wref, message, m)
+    assert len(got) == 3
+    for e, g in zip(expected, got):
+        assert list(e.shape) == list(g.shape)
+        assert _scaled(e, g) <= OP_SCALED_FP32
+
+
 def test_conr_warp_rejects_mismatched_flow(ops):
     x = paddle.zeros([1, 6, 8, 8], dtype="float32")
     with pytest.raises(Exception, match="flow"):
@@ -94,7 +113,7 @@ def test_failed_build_falls_back_to_grid_sample(tmp_path, monkeypatch):
     monkeypatch.setattr(cpp_extension, "load", broken)
     monkeypatch.setattr(ext, "_build_key", lambda: "broken-build-test")
     op = ext.load_warp_op(tmp_path)
-    assert not op.available and op.function is None and op.resize is None
+    assert not op.available and op.function is None and op.resize is None and op.fuse is None
     assert "no C++ compiler" in op.reason
 
 

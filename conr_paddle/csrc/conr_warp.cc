@@ -215,3 +215,105 @@ PD_BUILD_OP(conr_resize)
     .SetKernelFn(PD_KERNEL(ConrResizeForward))
     .SetInferShapeFn(PD_INFER_SHAPE(ConrResizeInferShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(ConrResizeInferDtype));
+
+// ------------------------------------------------------------------------------------------------------------
+// conr_fuse: the shader's cross-view fusion (conr_paddle/shader.py fuse_views) in one pass. mask (B*M, K, H, W),
+// flow (B*M, 2, H, W), wref (B*M, R, H, W), message (B*M, K - 2, H, W) -> fused flow (B, 2, H, W), fused
+// reference (B, R, H, W), fused message (B, K - 2, H, W). Per pixel and mask channel k, the weight of view j is
+// softmax_j(mask) * mask_j (softmax as exp(v - max) / sum); channel 0 weighs flow and reference, k >= 2 message
+// channel k - 2, channel 1 is unused. Replaces softmax, four multiplies, three reduce-sums and their slices and
+// reshapes (each a full pass over the level's tensors).
+
+namespace {
+
+constexpr int64_t kMaxViews = 64;
+
+}  // namespace
+
+std::vector<paddle::Tensor> ConrFuseForward(const paddle::Tensor& mask, const paddle::Tensor& flow,
+                                            const paddle::Tensor& wref, const paddle::Tensor& message,
+                                            int64_t views) {
+  for (const paddle::Tensor* t : {&mask, &flow, &wref, &message}) {
+    PD_CHECK(t->is_cpu() && t->dtype() == paddle::DataType::FLOAT32, "conr_fuse: float32 CPU tensors only");
+    PD_CHECK(t->shape().size() == 4, "conr_fuse: inputs must be 4-D (B*M, C, H, W)");
+  }
+  const auto ms = mask.shape();
+  const int64_t bm = ms[0], k = ms[1], h = ms[2], w = ms[3], plane = h * w;
+  PD_CHECK(views >= 1 && views <= kMaxViews && bm % views == 0, "conr_fuse: batch must be a multiple of views");
+  PD_CHECK(k >= 2, "conr_fuse: mask needs at least 2 channels");
+  const int64_t b = bm / views, r = wref.shape()[1];
+  for (const paddle::Tensor* t : {&flow, &wref, &message}) {
+    const auto s = t->shape();
+    PD_CHECK(s[0] == bm && s[2] == h && s[3] == w, "conr_fuse: inputs must share batch and plane with mask");
+  }
+  PD_CHECK(flow.shape()[1] == 2, "conr_fuse: flow must have 2 channels");
+  PD_CHECK(message.shape()[1] == k - 2, "conr_fuse: message must have mask channels - 2");
+  auto out_flow = paddle::empty({b, 2, h, w}, paddle::DataType::FLOAT32, paddle::CPUPlace());
+  auto out_wref = paddle::empty({b, r, h, w}, paddle::DataType::FLOAT32, paddle::CPUPlace());
+  auto out_msg = paddle::empty({b, k - 2, h, w}, paddle::DataType::FLOAT32, paddle::CPUPlace());
+  const float* pm = mask.data<float>();
+  const float* pf = flow.data<float>();
+  const float* pr = wref.data<float>();
+  const float* pg = message.data<float>();
+  float* of = out_flow.data<float>();
+  float* orf = out_wref.data<float>();
+  float* og = out_msg.data<float>();
+  const int64_t jobs = b * k;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t job = 0; job < jobs; ++job) {
+    const int64_t bi = job / k, ki = job % k;
+    if (ki == 1) continue;
+    float wgt[kMaxViews];
+    for (int64_t p = 0; p < plane; ++p) {
+      float mx = pm[((bi * views) * k + ki) * plane + p];
+      for (int64_t j = 1; j < views; ++j) mx = std::max(mx, pm[((bi * views + j) * k + ki) * plane + p]);
+      float sum = 0.0f;
+      for (int64_t j = 0; j < views; ++j) {
+        wgt[j] = std::exp(pm[((bi * views + j) * k + ki) * plane + p] - mx);
+        sum += wgt[j];
+      }
+      for (int64_t j = 0; j < views; ++j) wgt[j] = wgt[j] / sum * pm[((bi * views + j) * k + ki) * plane + p];
+      if (ki == 0) {
+        for (int64_t c = 0; c < 2; ++c) {
+          float acc = 0.0f;
+          for (int64_t j = 0; j < views; ++j) acc += wgt[j] * pf[((bi * views + j) * 2 + c) * plane + p];
+          of[(bi * 2 + c) * plane + p] = acc;
+        }
+        for (int64_t c = 0; c < r; ++c) {
+          float acc = 0.0f;
+          for (int64_t j = 0; j < views; ++j) acc += wgt[j] * pr[((bi * views + j) * r + c) * plane + p];
+          orf[(bi * r + c) * plane + p] = acc;
+        }
+      } else {
+        const int64_t c = ki - 2;
+        float acc = 0.0f;
+        for (int64_t j = 0; j < views; ++j) acc += wgt[j] * pg[((bi * views + j) * (k - 2) + c) * plane + p];
+        og[(bi * (k - 2) + c) * plane + p] = acc;
+      }
+    }
+  }
+  return {out_flow, out_wref, out_msg};
+}
+
+std::vector<std::vector<int64_t>> ConrFuseInferShape(const std::vector<int64_t>& mask_shape,
+                                                     const std::vector<int64_t>& flow_shape,
+                                                     const std::vector<int64_t>& wref_shape,
+                                                     const std::vector<int64_t>& message_shape, int64_t views) {
+  const int64_t b = mask_shape[0] / views;
+  return {{b, 2, mask_shape[2], mask_shape[3]},
+          {b, wref_shape[1], mask_shape[2], mask_shape[3]},
+          {b, message_shape[1], mask_shape[2], mask_shape[3]}};
+}
+
+std::vector<paddle::DataType> ConrFuseInferDtype(const paddle::DataType& mask, const paddle::DataType& flow,
+                                                 const paddle::DataType& wref, const paddle::DataType& message) {
+  return {mask, mask, mask};
+}
+
+PD_BUILD_OP(conr_fuse)
+    .Inputs({"Mask", "Flow", "Wref", "Message"})
+    .Outputs({"FusedFlow", "FusedWref", "FusedMessage"})
+    .Attrs({"views: int64_t"})
+    .SetKernelFn(PD_KERNEL(ConrFuseForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(ConrFuseInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(ConrFuseInferDtype));
