@@ -220,7 +220,7 @@ def _export_ops(warp_op: WarpOp | None) -> Iterator[None]:
     if custom:
         warp_module.warp = warp_module.warp_grouped = warp_op.function  # one op covers both: groups = flow C / 2
         shader_module.fuse_views = lambda mask, flow, wref, message, m: tuple(
-            warp_op.fuse(mask, flow, wref, message, m)
+            warp_op.fuse(shader_module.fusion_weights(mask, m).reshape(mask.shape), flow, wref, message, m)
         )
     try:
         yield

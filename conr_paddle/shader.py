@@ -40,12 +40,17 @@ def _repeat_views(x: paddle.Tensor, m: int) -> paddle.Tensor:
     return x.unsqueeze(1).expand([x.shape[0], m] + tail).reshape([-1] + tail)
 
 
+def fusion_weights(mask: paddle.Tensor, m: int) -> paddle.Tensor:
+    """(B*M, K, h, w) masks -> (B, M, K, h, w) weights softmax(mask over the M views) * mask."""
+    vm = _views(mask, m)
+    return F.softmax(vm, axis=1) * vm
+
+
 def fuse_views(mask: paddle.Tensor, flow: paddle.Tensor, wref: paddle.Tensor, message: paddle.Tensor, m: int):
     """Cross-view fusion: weights softmax(mask over the M views) * mask; mask channel 0 weighs the flow and the
     warped reference, channels 2.. the message channels (channel 1 is unused). Inputs are (B*M, ...), outputs
     (B, ...): fused flow, fused reference, fused message."""
-    vm = _views(mask, m)  # (B, M, K, h, w)
-    weight = F.softmax(vm, axis=1) * vm
+    weight = fusion_weights(mask, m)
     fused_flow = paddle.sum(weight[:, :, 0:1] * _views(flow, m), axis=1)
     fused_wref = paddle.sum(weight[:, :, 0:1] * _views(wref, m), axis=1)
     fused_msg = paddle.sum(weight[:, :, 2:] * _views(message, m), axis=1)

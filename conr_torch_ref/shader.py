@@ -47,12 +47,17 @@ def _repeat_views(x: torch.Tensor, m: int) -> torch.Tensor:
     return x.unsqueeze(1).expand((x.shape[0], m) + tuple(x.shape[1:])).reshape((-1,) + tuple(x.shape[1:]))
 
 
+def fusion_weights(mask: torch.Tensor, m: int) -> torch.Tensor:
+    """(B*M, K, h, w) masks -> (B, M, K, h, w) weights softmax(mask over the M views) * mask."""
+    vm = _views(mask, m)
+    return torch.softmax(vm, dim=1) * vm
+
+
 def fuse_views(mask: torch.Tensor, flow: torch.Tensor, wref: torch.Tensor, message: torch.Tensor, m: int):
     """Cross-view fusion: weights softmax(mask over the M views) * mask; mask channel 0 weighs the flow and the
     warped reference, channels 2.. the message channels (channel 1 is unused). Inputs are (B*M, ...), outputs
     (B, ...): fused flow, fused reference, fused message."""
-    vm = _views(mask, m)  # (B, M, K, h, w)
-    weight = torch.softmax(vm, dim=1) * vm
+    weight = fusion_weights(mask, m)
     fused_flow = torch.sum(weight[:, :, 0:1] * _views(flow, m), dim=1)
     fused_wref = torch.sum(weight[:, :, 0:1] * _views(wref, m), dim=1)
     fused_msg = torch.sum(weight[:, :, 2:] * _views(message, m), dim=1)

@@ -76,7 +76,7 @@ def test_conr_resize_matches_eager_resize(ops, shape, size):
 
 @pytest.mark.parametrize("b,m,k,h,w", [(1, 4, 6, 8, 8), (2, 3, 66, 16, 12), (1, 1, 2, 5, 5)])
 def test_conr_fuse_matches_eager_fusion(ops, b, m, k, h, w):
-    from conr_paddle.shader import fuse_views
+    from conr_paddle.shader import fuse_views, fusion_weights
 
     rs = np.random.RandomState(b * 100 + m * 10 + k)
     # masks as the shader makes them (sigmoid outputs in (0, 1)), plus large logits-like values for the softmax
@@ -86,7 +86,7 @@ def test_conr_fuse_matches_eager_fusion(ops, b, m, k, h, w):
     wref = paddle.to_tensor(rs.rand(b * m, 4, h, w).astype(np.float32))
     message = paddle.to_tensor(rs.standard_normal((b * m, k - 2, h, w)).astype(np.float32))
     expected = fuse_views(mask, flow, wref, message, m)
-    got = ops.fuse(mask, flow, wref, message, m)
+    got = ops.fuse(fusion_weights(mask, m).reshape(mask.shape), flow, wref, message, m)
     assert len(got) == 3
     for e, g in zip(expected, got):
         assert list(e.shape) == list(g.shape)

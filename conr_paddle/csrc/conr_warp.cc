@@ -217,101 +217,87 @@ PD_BUILD_OP(conr_resize)
     .SetInferDtypeFn(PD_INFER_DTYPE(ConrResizeInferDtype));
 
 // ------------------------------------------------------------------------------------------------------------
-// conr_fuse: the shader's cross-view fusion (conr_paddle/shader.py fuse_views) in one pass. mask (B*M, K, H, W),
-// flow (B*M, 2, H, W), wref (B*M, R, H, W), message (B*M, K - 2, H, W) -> fused flow (B, 2, H, W), fused
-// reference (B, R, H, W), fused message (B, K - 2, H, W). Per pixel and mask channel k, the weight of view j is
-// softmax_j(mask) * mask_j (softmax as exp(v - max) / sum); channel 0 weighs flow and reference, k >= 2 message
-// channel k - 2, channel 1 is unused. Replaces softmax, four multiplies, three reduce-sums and their slices and
-// reshapes (each a full pass over the level's tensors).
+// conr_fuse: the weighted sums of the shader's cross-view fusion (conr_paddle/shader.py fuse_views) in one pass.
+// weight (B*M, K, H, W) = softmax over views of the mask times the mask (computed by the graph: oneDNN's softmax
+// is vectorised), flow (B*M, 2, H, W), wref (B*M, R, H, W), message (B*M, K - 2, H, W) -> fused flow
+// (B, 2, H, W), fused reference (B, R, H, W), fused message (B, K - 2, H, W). Weight channel 0 weighs flow and
+// reference, channel k >= 2 message channel k - 2, channel 1 is unused. Replaces four slices, four broadcast
+// multiplies and three reduce-sums, each a full pass over the level's tensors.
 
-namespace {
-
-constexpr int64_t kMaxViews = 64;
-
-}  // namespace
-
-std::vector<paddle::Tensor> ConrFuseForward(const paddle::Tensor& mask, const paddle::Tensor& flow,
+std::vector<paddle::Tensor> ConrFuseForward(const paddle::Tensor& weight, const paddle::Tensor& flow,
                                             const paddle::Tensor& wref, const paddle::Tensor& message,
                                             int64_t views) {
-  for (const paddle::Tensor* t : {&mask, &flow, &wref, &message}) {
+  for (const paddle::Tensor* t : {&weight, &flow, &wref, &message}) {
     PD_CHECK(t->is_cpu() && t->dtype() == paddle::DataType::FLOAT32, "conr_fuse: float32 CPU tensors only");
     PD_CHECK(t->shape().size() == 4, "conr_fuse: inputs must be 4-D (B*M, C, H, W)");
   }
-  const auto ms = mask.shape();
-  const int64_t bm = ms[0], k = ms[1], h = ms[2], w = ms[3], plane = h * w;
-  PD_CHECK(views >= 1 && views <= kMaxViews && bm % views == 0, "conr_fuse: batch must be a multiple of views");
-  PD_CHECK(k >= 2, "conr_fuse: mask needs at least 2 channels");
+  const auto ws = weight.shape();
+  const int64_t bm = ws[0], k = ws[1], h = ws[2], w = ws[3], plane = h * w;
+  PD_CHECK(views >= 1 && bm % views == 0, "conr_fuse: batch must be a multiple of views");
+  PD_CHECK(k >= 2, "conr_fuse: weight needs at least 2 channels");
   const int64_t b = bm / views, r = wref.shape()[1];
   for (const paddle::Tensor* t : {&flow, &wref, &message}) {
     const auto s = t->shape();
-    PD_CHECK(s[0] == bm && s[2] == h && s[3] == w, "conr_fuse: inputs must share batch and plane with mask");
+    PD_CHECK(s[0] == bm && s[2] == h && s[3] == w, "conr_fuse: inputs must share batch and plane with weight");
   }
   PD_CHECK(flow.shape()[1] == 2, "conr_fuse: flow must have 2 channels");
-  PD_CHECK(message.shape()[1] == k - 2, "conr_fuse: message must have mask channels - 2");
+  PD_CHECK(message.shape()[1] == k - 2, "conr_fuse: message must have weight channels - 2");
   auto out_flow = paddle::empty({b, 2, h, w}, paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto out_wref = paddle::empty({b, r, h, w}, paddle::DataType::FLOAT32, paddle::CPUPlace());
   auto out_msg = paddle::empty({b, k - 2, h, w}, paddle::DataType::FLOAT32, paddle::CPUPlace());
-  const float* pm = mask.data<float>();
+  const float* pw = weight.data<float>();
   const float* pf = flow.data<float>();
   const float* pr = wref.data<float>();
   const float* pg = message.data<float>();
   float* of = out_flow.data<float>();
   float* orf = out_wref.data<float>();
   float* og = out_msg.data<float>();
-  const int64_t jobs = b * k;
-#pragma omp parallel for schedule(dynamic, 1)
+  // one job per fused output plane: (b, c) over the 2 + R + (K - 2) output channels
+  const int64_t per_b = 2 + r + (k - 2);
+  const int64_t jobs = b * per_b;
+#pragma omp parallel for schedule(static)
   for (int64_t job = 0; job < jobs; ++job) {
-    const int64_t bi = job / k, ki = job % k;
-    if (ki == 1) continue;
-    float wgt[kMaxViews];
-    for (int64_t p = 0; p < plane; ++p) {
-      float mx = pm[((bi * views) * k + ki) * plane + p];
-      for (int64_t j = 1; j < views; ++j) mx = std::max(mx, pm[((bi * views + j) * k + ki) * plane + p]);
-      float sum = 0.0f;
-      for (int64_t j = 0; j < views; ++j) {
-        wgt[j] = std::exp(pm[((bi * views + j) * k + ki) * plane + p] - mx);
-        sum += wgt[j];
-      }
-      for (int64_t j = 0; j < views; ++j) wgt[j] = wgt[j] / sum * pm[((bi * views + j) * k + ki) * plane + p];
-      if (ki == 0) {
-        for (int64_t c = 0; c < 2; ++c) {
-          float acc = 0.0f;
-          for (int64_t j = 0; j < views; ++j) acc += wgt[j] * pf[((bi * views + j) * 2 + c) * plane + p];
-          of[(bi * 2 + c) * plane + p] = acc;
-        }
-        for (int64_t c = 0; c < r; ++c) {
-          float acc = 0.0f;
-          for (int64_t j = 0; j < views; ++j) acc += wgt[j] * pr[((bi * views + j) * r + c) * plane + p];
-          orf[(bi * r + c) * plane + p] = acc;
-        }
+    const int64_t bi = job / per_b, c = job % per_b;
+    const float* src;
+    int64_t src_channels, src_c, wk;
+    float* dst;
+    if (c < 2) {
+      src = pf, src_channels = 2, src_c = c, wk = 0, dst = of + (bi * 2 + c) * plane;
+    } else if (c < 2 + r) {
+      src = pr, src_channels = r, src_c = c - 2, wk = 0, dst = orf + (bi * r + c - 2) * plane;
+    } else {
+      src = pg, src_channels = k - 2, src_c = c - 2 - r, wk = c - r, dst = og + (bi * (k - 2) + c - 2 - r) * plane;
+    }
+    for (int64_t j = 0; j < views; ++j) {
+      const float* wj = pw + ((bi * views + j) * k + wk) * plane;
+      const float* xj = src + ((bi * views + j) * src_channels + src_c) * plane;
+      if (j == 0) {
+        for (int64_t p = 0; p < plane; ++p) dst[p] = wj[p] * xj[p];
       } else {
-        const int64_t c = ki - 2;
-        float acc = 0.0f;
-        for (int64_t j = 0; j < views; ++j) acc += wgt[j] * pg[((bi * views + j) * (k - 2) + c) * plane + p];
-        og[(bi * (k - 2) + c) * plane + p] = acc;
+        for (int64_t p = 0; p < plane; ++p) dst[p] += wj[p] * xj[p];
       }
     }
   }
   return {out_flow, out_wref, out_msg};
 }
 
-std::vector<std::vector<int64_t>> ConrFuseInferShape(const std::vector<int64_t>& mask_shape,
+std::vector<std::vector<int64_t>> ConrFuseInferShape(const std::vector<int64_t>& weight_shape,
                                                      const std::vector<int64_t>& flow_shape,
                                                      const std::vector<int64_t>& wref_shape,
                                                      const std::vector<int64_t>& message_shape, int64_t views) {
-  const int64_t b = mask_shape[0] / views;
-  return {{b, 2, mask_shape[2], mask_shape[3]},
-          {b, wref_shape[1], mask_shape[2], mask_shape[3]},
-          {b, message_shape[1], mask_shape[2], mask_shape[3]}};
+  const int64_t b = weight_shape[0] / views;
+  return {{b, 2, weight_shape[2], weight_shape[3]},
+          {b, wref_shape[1], weight_shape[2], weight_shape[3]},
+          {b, message_shape[1], weight_shape[2], weight_shape[3]}};
 }
 
-std::vector<paddle::DataType> ConrFuseInferDtype(const paddle::DataType& mask, const paddle::DataType& flow,
+std::vector<paddle::DataType> ConrFuseInferDtype(const paddle::DataType& weight, const paddle::DataType& flow,
                                                  const paddle::DataType& wref, const paddle::DataType& message) {
-  return {mask, mask, mask};
+  return {weight, weight, weight};
 }
 
 PD_BUILD_OP(conr_fuse)
-    .Inputs({"Mask", "Flow", "Wref", "Message"})
+    .Inputs({"Weight", "Flow", "Wref", "Message"})
     .Outputs({"FusedFlow", "FusedWref", "FusedMessage"})
     .Attrs({"views: int64_t"})
     .SetKernelFn(PD_KERNEL(ConrFuseForward))
