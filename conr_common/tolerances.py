@@ -35,3 +35,7 @@ RGBA_ATOL_FP64 = 1e-12
 # convolutions sum in another order and the exported graph resizes with matmuls (conr_paddle.fast): measured
 # 8.9e-8 on the RGBA; 1e-4 leaves room for other CPUs' kernels and still catches wrong wiring (1e-2 and up).
 PREDICTOR_RGBA_ATOL = 1e-4
+
+# bf16 predictor (oneDNN bfloat16) vs fp32, first rendered frame, PSNR with peak 1: issue #7's quality bar.
+# Measured 67.6 dB at 256 px / 4 views with the seeded weights; a broken kernel gives NaN or < 20 dB.
+BF16_MIN_PSNR_DB = 40.0

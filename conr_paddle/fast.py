@@ -28,9 +28,13 @@ So export runs in-process (no child process) in the default PIR mode; `jit.save`
 grid_sample stays on Paddle's CPU kernel (~25% of the step at 128 px); a gather-based replacement traced fine
 but gave wrong values under oneDNN (max abs ~0.9, correct without oneDNN) and was dropped.
 
-Precision: "fp32", or "bf16" = oneDNN bfloat16 for conv2d / conv2d_transpose only (instance norm, PReLU,
-softmax, resampling stay float32; CONR_FACTS: bf16 instance norm after conv gave errors of 19-29). bf16 needs
-a CPU with AVX512-BF16 or AMX (`paddle.core.supports_bfloat16()`); elsewhere the constructor refuses it.
+Precision: "fp32", or "bf16" = `enable_onednn_bfloat16()`. Measured with 3.3.1 (PIR): the bf16 placement pass
+ignores `set_bfloat16_op` and runs every oneDNN op that has a bf16 kernel in bf16 (convs, concat, add, multiply,
+slice, softmax, sigmoid, matmul, prelu, ...); instance norm and the custom ops stay float32 behind dequantize
+ops. oneDNN's bf16 PReLU kernel returns garbage (~3e38, then NaN: the whole RGBA was NaN), so bf16 graphs are
+exported with PReLU written as relu(x) * (1 - w) + x * w (`_export_ops`; fp32 graphs keep the PReLU op, which
+is bit-exact there). bf16 needs a CPU with AVX512-BF16 or AMX (`paddle.core.supports_bfloat16()`); elsewhere
+the constructor refuses it.
 On a CUDA build the predictor runs on GPU 0, through TensorRT (fp16 for a "bf16" request) when Paddle was built
 with it; that path is written to the documented Paddle Inference API but untested here (no GPU).
 
@@ -54,6 +58,7 @@ from typing import Iterator
 import numpy as np
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
 from . import shader as shader_module
 from . import warp as warp_module
@@ -63,12 +68,9 @@ from .model import CoNR, Sheet, normalize
 __all__ = ["PredictorRunner", "PredictorSheet", "bf16_support", "cache_root", "export_key", "EXPORT_FORMAT"]
 
 # Bump when the exported graphs change (wrapper code, input names, passes that shape the saved program).
-EXPORT_FORMAT = 3
+EXPORT_FORMAT = 4
 PRECISIONS = ("fp32", "bf16")
 FEATURE_COUNT = 5
-# Ops run in bfloat16 under "bf16": only the convolutions (CONR_FACTS: conv -> PReLU -> instance norm in bf16
-# went badly wrong); everything between them stays float32.
-BF16_OPS = frozenset({"conv2d", "conv2d_transpose"})
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -206,15 +208,25 @@ def _interpolate_for_export(original, resize_op=None):
     return interpolate
 
 
+def _prelu_without_prelu_op(self, x):
+    """PReLU as relu(x) * (1 - w) + x * w: the same function with no oneDNN prelu op (broken in bf16)."""
+    w = self._weight
+    w = w.reshape([1, -1, 1, 1]) if w.shape[0] > 1 else w
+    return F.relu(x) * (1.0 - w) + x * w
+
+
 @contextlib.contextmanager
-def _export_ops(warp_op: WarpOp | None) -> Iterator[None]:
+def _export_ops(warp_op: WarpOp | None, precision: str = "fp32") -> Iterator[None]:
     """Swap in the export-only ops while tracing: `conr_warp`, `conr_resize` and `conr_fuse` when they were
-    built (else `grid_sample`, matmul resizes and the eager fusion).
+    built (else `grid_sample`, matmul resizes and the eager fusion); for bf16, PReLU without the prelu op.
 
     The shader's Warp/GroupedWarp layers look `warp`/`warp_grouped` up in `conr_paddle.warp` at call time, so
     replacing the module attributes reroutes them; everything is restored on exit (the eager model is untouched)."""
     functional = paddle.nn.functional
-    saved = (functional.interpolate, warp_module.warp, warp_module.warp_grouped, shader_module.fuse_views)
+    saved = (functional.interpolate, warp_module.warp, warp_module.warp_grouped, shader_module.fuse_views,
+             nn.PReLU.forward)
+    if precision == "bf16":
+        nn.PReLU.forward = _prelu_without_prelu_op
     custom = warp_op is not None and warp_op.available
     functional.interpolate = _interpolate_for_export(saved[0], warp_op.resize if custom else None)
     if custom:
@@ -225,7 +237,8 @@ def _export_ops(warp_op: WarpOp | None) -> Iterator[None]:
     try:
         yield
     finally:
-        functional.interpolate, warp_module.warp, warp_module.warp_grouped, shader_module.fuse_views = saved
+        (functional.interpolate, warp_module.warp, warp_module.warp_grouped, shader_module.fuse_views,
+         nn.PReLU.forward) = saved
 
 
 def _feature_shapes(model: CoNR, views: int, size: int) -> list[list[int]]:
@@ -251,7 +264,7 @@ def _specs(model: CoNR, size: int, views: int, batch: int) -> dict[str, list]:
 
 
 def _export(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: dict,
-            warp_op: WarpOp | None) -> None:
+            warp_op: WarpOp | None, precision: str) -> None:
     """Write the three graphs into `folder` (created atomically: a temporary sibling renamed at the end)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
@@ -260,7 +273,7 @@ def _export(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: 
         specs = _specs(model, size, views, batch)
         guard = getattr(paddle.pir_utils, "IrGuard", None)
         started = time.perf_counter()
-        with _export_ops(warp_op):
+        with _export_ops(warp_op, precision):
             for name, layer in layers.items():
                 layer.eval()
                 static = paddle.jit.to_static(layer, input_spec=specs[name], full_graph=True)
@@ -323,8 +336,8 @@ def _config(model_file: str, params_file: str, precision: str, threads: int, bat
     cfg.set_cpu_math_library_num_threads(threads)
     (getattr(cfg, "enable_onednn", None) or cfg.enable_mkldnn)()
     if precision == "bf16":
+        # no set_bfloat16_op(): PIR's placement pass ignores it (module docstring)
         (getattr(cfg, "enable_onednn_bfloat16", None) or cfg.enable_mkldnn_bfloat16)()
-        cfg.set_bfloat16_op(set(BF16_OPS))
     return cfg
 
 
@@ -406,7 +419,7 @@ class PredictorRunner:
         self.exported = False  # True when this construction wrote the graphs (False: reused from the cache)
         if not (self.folder / "meta.json").is_file():
             meta = dict(export_identity(weights_hash, size, views, batch, precision, self.warp), key=key)
-            _export(model, self.folder, size, views, batch, meta, self.warp_op)
+            _export(model, self.folder, size, views, batch, meta, self.warp_op, precision)
             self.exported = True
         self.meta = json.loads((self.folder / "meta.json").read_text())
         self._graphs: dict[str, _Graph] = {}

@@ -398,14 +398,37 @@ def test_psnr_db_is_exact_on_known_arrays():
     assert abs(psnr_db(a, a + 0.01) - 40.0) < 1e-9  # mse 1e-4 with peak 1 is exactly 40 dB
 
 
-def test_bf16_is_refused_with_one_line_where_the_cpu_lacks_it(pdparams_dir, inputs, tmp_path, capsys):
-    from conr_paddle.fast import bf16_support
+def test_bf16_is_refused_with_one_line_where_the_cpu_lacks_it(pdparams_dir, inputs, tmp_path, capsys, monkeypatch):
+    import conr_paddle.fast as fast
 
-    supported, reason = bf16_support()
-    if supported:
-        pytest.skip(f"this machine runs bf16 ({reason}); the refusal path cannot be exercised")
+    # a CPU without bfloat16, whatever this one has: the answer bf16_support() gives there
+    monkeypatch.setattr(fast, "bf16_support", lambda: (False, "CPU lacks AVX512-BF16 and AMX"))
     out = tmp_path / "out"
-    args = _render_args(pdparams_dir, inputs, out, "--precision", "bf16")
+    args = _render_args(pdparams_dir, inputs, out, "--precision", "bf16", "--cache-dir", str(tmp_path / "cache"))
     args[args.index("eager")] = "predictor"
     err = _expect_input_error(args, capsys, "bf16", out)
     assert "AVX512-BF16" in err
+
+
+def test_bf16_render_prints_psnr_against_fp32(pdparams_dir, inputs, shared_model, tmp_path, capsys):
+    """On a bf16 CPU: the bf16 graphs render, and the first frame's PSNR against fp32 meets the bar."""
+    from conr_common.tolerances import BF16_MIN_PSNR_DB
+    from conr_paddle.fast import bf16_support
+
+    supported, reason = bf16_support()
+    if not supported:
+        pytest.skip(reason)
+    poses = tmp_path / "poses"
+    poses.mkdir()
+    shutil.copy(inputs["poses"] / "0.npz", poses / "0.npz")
+    out = tmp_path / "out"
+    args = _render_args(pdparams_dir, inputs, out, "--precision", "bf16", "--cache-dir", str(tmp_path / "cache"))
+    args[args.index("--poses") + 1] = str(poses)
+    args[args.index("--engine") + 1] = "predictor"
+    assert main(args) == 0, capsys.readouterr().err
+    printed = capsys.readouterr()
+    line = next(l for l in (printed.out + printed.err).splitlines() if "PSNR" in l)
+    psnr = float(line.split("PSNR")[1].split("dB")[0])
+    assert psnr >= BF16_MIN_PSNR_DB, line
+    frame = _read(out / "0.png")
+    assert frame.shape[2] == 4 and frame[..., 3].any(), "bf16 frame is empty"
