@@ -46,38 +46,40 @@ inline float SourceCoord(float base, float flow, float half_extent, int64_t size
   return s;
 }
 
-void ComputeTaps(const float* fx, const float* fy, int64_t h, int64_t w, const std::vector<float>& lx,
-                 const std::vector<float>& ly, Tap* taps) {
-  const float hx = (static_cast<float>(w) - 1.0f) / 2.0f;
-  const float hy = (static_cast<float>(h) - 1.0f) / 2.0f;
-#pragma omp parallel for schedule(static)
-  for (int64_t y = 0; y < h; ++y) {
-    for (int64_t x = 0; x < w; ++x) {
-      const int64_t p = y * w + x;
-      const float sx = SourceCoord(lx[x], fx[p], hx, w);
-      const float sy = SourceCoord(ly[y], fy[p], hy, h);
-      const int64_t x0 = static_cast<int64_t>(std::floor(sx));
-      const int64_t y0 = static_cast<int64_t>(std::floor(sy));
-      const float ax = sx - static_cast<float>(x0);
-      const float ay = sy - static_cast<float>(y0);
-      const bool x1_in = x0 + 1 < w;
-      const bool y1_in = y0 + 1 < h;
-      const int64_t x1 = x1_in ? x0 + 1 : x0;
-      const int64_t y1 = y1_in ? y0 + 1 : y0;
-      Tap& t = taps[p];
-      t.i00 = static_cast<int32_t>(y0 * w + x0);
-      t.i01 = static_cast<int32_t>(y0 * w + x1);
-      t.i10 = static_cast<int32_t>(y1 * w + x0);
-      t.i11 = static_cast<int32_t>(y1 * w + x1);
-      const float bx = static_cast<float>(x0 + 1) - sx;  // distance to the right neighbour
-      const float by = static_cast<float>(y0 + 1) - sy;  // distance to the lower neighbour
-      t.w00 = bx * by;
-      t.w01 = x1_in ? ax * by : 0.0f;
-      t.w10 = y1_in ? bx * ay : 0.0f;
-      t.w11 = (x1_in && y1_in) ? ax * ay : 0.0f;
-    }
-  }
+// The four taps of output pixel (x, y) for flow (fx, fy) at that pixel.
+inline Tap MakeTap(int64_t x, int64_t y, float fx, float fy, int64_t h, int64_t w, float lx, float ly, float hx,
+                   float hy) {
+  const float sx = SourceCoord(lx, fx, hx, w);
+  const float sy = SourceCoord(ly, fy, hy, h);
+  const int64_t x0 = static_cast<int64_t>(std::floor(sx));
+  const int64_t y0 = static_cast<int64_t>(std::floor(sy));
+  const float ax = sx - static_cast<float>(x0);
+  const float ay = sy - static_cast<float>(y0);
+  const bool x1_in = x0 + 1 < w;
+  const bool y1_in = y0 + 1 < h;
+  const int64_t x1 = x1_in ? x0 + 1 : x0;
+  const int64_t y1 = y1_in ? y0 + 1 : y0;
+  const float bx = static_cast<float>(x0 + 1) - sx;  // distance to the right neighbour
+  const float by = static_cast<float>(y0 + 1) - sy;  // distance to the lower neighbour
+  Tap t;
+  t.i00 = static_cast<int32_t>(y0 * w + x0);
+  t.i01 = static_cast<int32_t>(y0 * w + x1);
+  t.i10 = static_cast<int32_t>(y1 * w + x0);
+  t.i11 = static_cast<int32_t>(y1 * w + x1);
+  t.w00 = bx * by;
+  t.w01 = x1_in ? ax * by : 0.0f;
+  t.w10 = y1_in ? bx * ay : 0.0f;
+  t.w11 = (x1_in && y1_in) ? ax * ay : 0.0f;
+  return t;
 }
+
+inline float Sample(const float* s, const Tap& q) {
+  return s[q.i00] * q.w00 + s[q.i01] * q.w01 + s[q.i10] * q.w10 + s[q.i11] * q.w11;
+}
+
+// Groups of at most this many channels sample straight from the flow (taps kept in registers); wider groups
+// store the taps of a whole plane once and reuse them for every channel.
+constexpr int64_t kDirectChannels = 8;
 
 }  // namespace
 
@@ -103,21 +105,44 @@ std::vector<paddle::Tensor> ConrWarpForward(const paddle::Tensor& x, const paddl
   float* dst = out.data<float>();
   const std::vector<float> lx = Linspace(w), ly = Linspace(h);
   const int64_t jobs = n * groups;
+  const float hx = (static_cast<float>(w) - 1.0f) / 2.0f;
+  const float hy = (static_cast<float>(h) - 1.0f) / 2.0f;
+  if (per_group <= kDirectChannels) {
+#pragma omp parallel for schedule(static)
+    for (int64_t row = 0; row < jobs * h; ++row) {
+      const int64_t job = row / h, y = row % h;
+      const int64_t b = job / groups, g = job % groups;
+      const float* fx = fl + (b * 2 * groups + 2 * g) * plane;
+      const float* fy = fx + plane;
+      const int64_t ch0 = b * c + g * per_group;
+      for (int64_t x = 0; x < w; ++x) {
+        const int64_t p = y * w + x;
+        const Tap q = MakeTap(x, y, fx[p], fy[p], h, w, lx[x], ly[y], hx, hy);
+        for (int64_t k = 0; k < per_group; ++k) {
+          dst[(ch0 + k) * plane + p] = Sample(src + (ch0 + k) * plane, q);
+        }
+      }
+    }
+    return {out};
+  }
   std::vector<Tap> taps(static_cast<size_t>(plane));
   for (int64_t job = 0; job < jobs; ++job) {
     const int64_t b = job / groups, g = job % groups;
     const float* fx = fl + (b * 2 * groups + 2 * g) * plane;
-    ComputeTaps(fx, fx + plane, h, w, lx, ly, taps.data());
-    const Tap* t = taps.data();
+    const float* fy = fx + plane;
+    Tap* t = taps.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t y = 0; y < h; ++y) {
+      for (int64_t x = 0; x < w; ++x) {
+        t[y * w + x] = MakeTap(x, y, fx[y * w + x], fy[y * w + x], h, w, lx[x], ly[y], hx, hy);
+      }
+    }
 #pragma omp parallel for schedule(static)
     for (int64_t k = 0; k < per_group; ++k) {
       const int64_t ch = b * c + g * per_group + k;
       const float* s = src + ch * plane;
       float* d = dst + ch * plane;
-      for (int64_t p = 0; p < plane; ++p) {
-        const Tap& q = t[p];
-        d[p] = s[q.i00] * q.w00 + s[q.i01] * q.w01 + s[q.i10] * q.w10 + s[q.i11] * q.w11;
-      }
+      for (int64_t p = 0; p < plane; ++p) d[p] = Sample(s, t[p]);
     }
   }
   return {out};
