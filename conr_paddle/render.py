@@ -270,6 +270,14 @@ class Renderer:
             digest = self._weights_hash() if self.engine == "predictor" else None
             self._runners[key] = make_runner(model, digest, self.size, views, self.batch, self.precision,
                                              self.engine, self.cache_dir)
+            if self.engine == "predictor":
+                # the predictors hold their own weights: drop the eager copy (720 MB at official size); it is
+                # reloaded only if another view count or the bf16 PSNR check needs an export
+                from .fast import return_freed_memory
+
+                del model
+                self._model = None
+                return_freed_memory()
         return self._runners[key]
 
     # ---- rendering
@@ -378,8 +386,14 @@ class Renderer:
         return RenderSummary(
             frames_total=len(jobs), frames_written=written, frames_skipped=skipped, seconds=seconds,
             fps=written / seconds if seconds > 0 and written else 0.0, frames=tuple(j.frame for j in jobs),
-            udp_previews=udp, videos=videos, engine=self.engine, bf16_psnr_db=psnr,
+            udp_previews=udp, videos=videos, engine=self._engine_label(), bf16_psnr_db=psnr,
         )
+
+    def _engine_label(self) -> str:
+        """"eager", or "predictor, conr_warp" / "predictor, grid_sample" (grid_sample: the custom operators
+        could not be built here, see conr_paddle.ext)."""
+        warps = sorted({str(getattr(r, "warp", "")).split("-")[0] for r in self._runners.values()} - {""})
+        return ", ".join([self.engine, *warps])
 
     # ---- helpers
 
@@ -397,6 +411,11 @@ class Renderer:
                 xyz = np.ascontiguousarray(frame.xyz.transpose(2, 0, 1)[None], np.float32)
                 alpha = frame.alpha[None, None].astype(np.float32) / np.float32(255)
             outputs.append(np.asarray(r.render(s, xyz, alpha), np.float64))
+        from .fast import return_freed_memory
+
+        del fp32  # a one-off: its predictors and the reloaded eager model are not needed for the sequence
+        self._model = None
+        return_freed_memory()
         return psnr_db(outputs[1], outputs[0])
 
     @staticmethod
