@@ -1,6 +1,6 @@
 """Speed, memory and agreement of the CoNR inference paths on one machine, each in its own child process.
 
-    python -m parity_tests.bench [--size 256] [--views 4] [--frames N] [--batch N] [--json out.json]
+    python -m parity_tests.bench [--size 256] [--views 4] [--frames N] [--batch N] [--no-custom-ops] [--json out.json]
 
 Contenders: the PyTorch reference (eager), the eager Paddle port, Paddle Inference fp32 and bf16
 (`conr_paddle.fast.PredictorRunner`; bf16 is skipped with the reason on a CPU without bfloat16). All use the
@@ -122,7 +122,7 @@ def _child_flops(size: int, views: int) -> dict:
     return {"frame": c.frame, "sheet": c.sheet, "first_frame": c.first_frame, "pose_parse": c.pose_parse}
 
 
-def _child_contender(name: str, work: Path, size: int, views: int, batch: int) -> dict:
+def _child_contender(name: str, work: Path, size: int, views: int, batch: int, custom_ops: bool = True) -> dict:
     data = np.load(work / "inputs.npz")
     sheet_in, xyz, alpha = data["sheet"], data["xyz"], data["alpha"]
     info: dict = {}
@@ -144,10 +144,11 @@ def _child_contender(name: str, work: Path, size: int, views: int, batch: int) -
         model = _paddle_model()
         t_export = time.perf_counter()
         runner = PredictorRunner(
-            model, f"seeded-{WEIGHTS_SEED}", size=size, views=views, batch=batch, precision=precision
+            model, f"seeded-{WEIGHTS_SEED}", size=size, views=views, batch=batch, precision=precision,
+            custom_warp=custom_ops,
         )
         info.update(export_seconds=time.perf_counter() - t_export, exported=runner.exported,
-                    cache=str(runner.folder))
+                    cache=str(runner.folder), warp=runner.warp.split("-")[0])
         del model
     info["setup_seconds"] = time.perf_counter() - t
 
@@ -173,6 +174,8 @@ def _run_child(kind: str, work: Path, args) -> dict:
     out = work / f"{kind}.json"
     cmd = [sys.executable, "-m", "parity_tests.bench", "--child", kind, "--work", str(work),
            "--size", str(args.size), "--views", str(args.views), "--batch", str(args.batch)]
+    if args.no_custom_ops:
+        cmd.append("--no-custom-ops")
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -228,6 +231,7 @@ def table(report: dict) -> str:
         note = ""
         if "exported" in r:
             note = f"export {r['export_seconds']:.0f} s" if r["exported"] else "export cached"
+            note += f", {r['warp']}"
         rows.append((
             name, f"{r['seconds_per_frame']:.2f}", f"{r['fps']:.3f}", _fmt(r.get("gflops_per_s"), ".1f"),
             _fmt(None if frac is None else 100 * frac, ".0f"), _fmt(r.get("speed_vs_torch"), ".2f"),
@@ -254,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None,
                         help="where to write the results (default: bench-<size>px-<views>v.json in the cache dir)")
     parser.add_argument("--only", default=",".join(CONTENDERS), help="comma-separated subset of " + ",".join(CONTENDERS))
+    parser.add_argument("--no-custom-ops", action="store_true",
+                        help="export the predictor graphs with Paddle's grid_sample/resizes (conr_paddle.ext not used)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -264,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.child == "flops":
             result = _child_flops(args.size, args.views)
         else:
-            result = _child_contender(args.child, args.work, args.size, args.views, args.batch)
+            result = _child_contender(args.child, args.work, args.size, args.views, args.batch,
+                                      custom_ops=not args.no_custom_ops)
         (args.work / f"{args.child}.json").write_text(json.dumps(result, indent=1))
         return 0
 
@@ -291,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         summarise(results, work, flops_ok, ceiling.get("gflops"))
     report = {
         "config": {"size": args.size, "views": args.views, "frames": args.frames, "batch": args.batch,
-                   "cpu_count": os.cpu_count()},
+                   "custom_ops": not args.no_custom_ops, "cpu_count": os.cpu_count()},
         "ceiling_gflops": ceiling.get("gflops"),
         "flops": flops_ok or None,
         "results": results,
