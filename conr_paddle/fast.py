@@ -75,7 +75,7 @@ __all__ = ["PredictorRunner", "PredictorSheet", "bf16_support", "cache_root", "e
            "EXPORT_FORMAT"]
 
 # Bump when the exported graphs change (wrapper code, input names, passes that shape the saved program).
-EXPORT_FORMAT = 4
+EXPORT_FORMAT = 5
 PRECISIONS = ("fp32", "bf16")
 FEATURE_COUNT = 5
 
@@ -222,6 +222,24 @@ def _prelu_without_prelu_op(self, x):
     return F.relu(x) * (1.0 - w) + x * w
 
 
+def _repeat_views_one_frame(original):
+    """(1, ...) -> (M, ...) as one broadcast: a batch-1 graph needs no unsqueeze/reshape around the expand
+    (reshapes of oneDNN's blocked layouts are copies). Other batches go to the original."""
+
+    def repeat(x, m):
+        return x.expand([m] + list(x.shape[1:])) if x.shape[0] == 1 else original(x, m)
+
+    return repeat
+
+
+def _flat_fusion_weights(mask, m):
+    """fusion_weights(mask, m) as (B*M, K, h, w); for one frame (B*M == M) the softmax runs over axis 0 directly,
+    the same numbers without the reshapes to (B, M, ...) and back."""
+    if mask.shape[0] == m:
+        return F.softmax(mask, axis=0) * mask
+    return shader_module.fusion_weights(mask, m).reshape(mask.shape)
+
+
 @contextlib.contextmanager
 def _export_ops(warp_op: WarpOp | None, precision: str = "fp32") -> Iterator[None]:
     """Swap in the export-only ops while tracing: `conr_warp`, `conr_resize` and `conr_fuse` when they were
@@ -231,7 +249,8 @@ def _export_ops(warp_op: WarpOp | None, precision: str = "fp32") -> Iterator[Non
     replacing the module attributes reroutes them; everything is restored on exit (the eager model is untouched)."""
     functional = paddle.nn.functional
     saved = (functional.interpolate, warp_module.warp, warp_module.warp_grouped, shader_module.fuse_views,
-             nn.PReLU.forward)
+             nn.PReLU.forward, shader_module._repeat_views)
+    shader_module._repeat_views = _repeat_views_one_frame(saved[5])
     if precision == "bf16":
         nn.PReLU.forward = _prelu_without_prelu_op
     custom = warp_op is not None and warp_op.available
@@ -239,13 +258,13 @@ def _export_ops(warp_op: WarpOp | None, precision: str = "fp32") -> Iterator[Non
     if custom:
         warp_module.warp = warp_module.warp_grouped = warp_op.function  # one op covers both: groups = flow C / 2
         shader_module.fuse_views = lambda mask, flow, wref, message, m: tuple(
-            warp_op.fuse(shader_module.fusion_weights(mask, m).reshape(mask.shape), flow, wref, message, m)
+            warp_op.fuse(_flat_fusion_weights(mask, m), flow, wref, message, m)
         )
     try:
         yield
     finally:
         (functional.interpolate, warp_module.warp, warp_module.warp_grouped, shader_module.fuse_views,
-         nn.PReLU.forward) = saved
+         nn.PReLU.forward, shader_module._repeat_views) = saved
 
 
 def _feature_shapes(model: CoNR, views: int, size: int) -> list[list[int]]:
