@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import sys
 import warnings
+from pathlib import Path
+from typing import Iterator
 
 
 def import_paddle():
@@ -18,3 +22,25 @@ def import_paddle():
         warnings.simplefilter("ignore")
         import paddle
     return paddle
+
+
+@contextlib.contextmanager
+def output_to(log: Path) -> Iterator[None]:
+    """Send file descriptors 1 and 2 to `log` (appending) for the duration: also what C++ code (glog) and child
+    processes (a compiler) print, which contextlib.redirect_* cannot catch. Python warnings go there too."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(log, "ab") as f, warnings.catch_warnings():
+        warnings.simplefilter("always")
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)

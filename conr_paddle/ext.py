@@ -17,18 +17,17 @@ build fails (no compiler), `load_warp_op` says why and the exporter keeps `grid_
 """
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
-import os
 import platform
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import paddle
+
+from conr_common.quiet import output_to
 
 __all__ = ["WarpOp", "load_warp_op", "SOURCE"]
 
@@ -78,26 +77,6 @@ def _build_key() -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-@contextlib.contextmanager
-def _output_to(log: Path) -> Iterator[None]:
-    """Send file descriptors 1 and 2 (the compiler subprocess's too) to `log` for the duration."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with open(log, "ab") as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-
-
 # Paddle's operator registry is per process and an operator name registers once: the first successful load of a
 # library build (whatever cache folder it came from) serves every later call in this process.
 _LOADED: dict[str, WarpOp] = {}
@@ -114,7 +93,7 @@ def _load(build_dir: Path) -> WarpOp:
     with open(build_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            with _output_to(log):
+            with output_to(log):
                 module = load(
                     name=MODULE_NAME,
                     sources=[str(SOURCE)],

@@ -66,6 +66,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from conr_common.quiet import output_to
+
 from . import shader as shader_module
 from . import warp as warp_module
 from .ext import WarpOp, load_warp_op
@@ -299,7 +301,9 @@ def _export(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: 
         specs = _specs(model, size, views, batch)
         guard = getattr(paddle.pir_utils, "IrGuard", None)
         started = time.perf_counter()
-        with _export_ops(warp_op, precision):
+        # tracing chatter (glog lines from the custom ops' static-graph API, PIR UserWarnings) goes to a log kept
+        # in the export folder, not to the user's terminal; errors still raise
+        with output_to(tmp / "export.log"), _export_ops(warp_op, precision):
             for name, layer in layers.items():
                 layer.eval()
                 static = paddle.jit.to_static(layer, input_spec=specs[name], full_graph=True)
