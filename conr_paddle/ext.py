@@ -4,7 +4,7 @@
 Paddle 3.3.1's CPU `grid_sample` kernel was a third of the exported per-frame step at 256 px (3.4x slower than
 torch's on the full-resolution grouped warp). `conr_warp` does the same backward warp as `conr_paddle.warp`
 (grid built from the flow, bilinear, border padding, align_corners=True) in one pass: sampling positions and
-weights once per pixel and channel group, then a gather per channel, OpenMP across channels.
+weights once per pixel and channel group, then a gather per channel, OpenMP across rows or channels.
 
 It is compiled with `paddle.utils.cpp_extension.load` (g++ and Paddle's bundled headers; no CMake, no CUDA) into
 `<cache>/ops/<key>`, key = sha256 of the source, the compiler flags, the Paddle version and the machine type, under

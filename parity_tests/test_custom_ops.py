@@ -35,6 +35,8 @@ WARP_CASES = [
     (4, 16, 32, 32, 4, 3.0),
     (1, 8, 24, 40, 2, 60.0),
     (3, 4, 8, 8, 1, 0.0),
+    (2, 32, 20, 70, 1, 4.0),  # more than 8 channels per group: taps stored per plane (the other kernel path)
+    (1, 48, 16, 16, 3, 5.0),
 ]
 
 

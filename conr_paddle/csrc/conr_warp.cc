@@ -17,9 +17,16 @@
 
 namespace {
 
-struct Tap {
-  int32_t i00, i01, i10, i11;  // flat indices into one H*W plane (clamped to valid pixels)
-  float w00, w01, w10, w11;    // bilinear weights (0 for a neighbour outside the plane)
+// Bilinear taps of a run of output pixels, structure of arrays so that the loops filling them vectorise: flat
+// indices into one H*W plane (clamped to valid pixels) and weights (0 for a neighbour outside the plane).
+struct Taps {
+  int32_t *i00, *i01, *i10, *i11;
+  float *w00, *w01, *w10, *w11;
+
+  Taps at(int64_t offset) const {
+    return {i00 + offset, i01 + offset, i10 + offset, i11 + offset,
+            w00 + offset, w01 + offset, w10 + offset, w11 + offset};
+  }
 };
 
 // Positions along one axis for linspace(-1, 1, size), in Paddle's own float32 arithmetic: a float32 step, the
@@ -46,42 +53,56 @@ inline float SourceCoord(float base, float flow, float half_extent, int64_t size
   return s;
 }
 
-// The four taps of output pixel (x, y) for flow (fx, fy) at that pixel.
-inline Tap MakeTap(int64_t x, int64_t y, float fx, float fy, int64_t h, int64_t w, float lx, float ly, float hx,
-                   float hy) {
-  const float sx = SourceCoord(lx, fx, hx, w);
-  const float sy = SourceCoord(ly, fy, hy, h);
-  // sx, sy are clamped to [0, size - 1], so truncation is floor (and needs no libm call on baseline x86-64)
-  const int64_t x0 = static_cast<int64_t>(sx);
-  const int64_t y0 = static_cast<int64_t>(sy);
-  const float ax = sx - static_cast<float>(x0);
-  const float ay = sy - static_cast<float>(y0);
-  const bool x1_in = x0 + 1 < w;
-  const bool y1_in = y0 + 1 < h;
-  const int64_t x1 = x1_in ? x0 + 1 : x0;
-  const int64_t y1 = y1_in ? y0 + 1 : y0;
-  const float bx = static_cast<float>(x0 + 1) - sx;  // distance to the right neighbour
-  const float by = static_cast<float>(y0 + 1) - sy;  // distance to the lower neighbour
-  Tap t;
-  t.i00 = static_cast<int32_t>(y0 * w + x0);
-  t.i01 = static_cast<int32_t>(y0 * w + x1);
-  t.i10 = static_cast<int32_t>(y1 * w + x0);
-  t.i11 = static_cast<int32_t>(y1 * w + x1);
-  t.w00 = bx * by;
-  t.w01 = x1_in ? ax * by : 0.0f;
-  t.w10 = y1_in ? bx * ay : 0.0f;
-  t.w11 = (x1_in && y1_in) ? ax * ay : 0.0f;
-  return t;
+// The plane's geometry: size and the identity grid (the eager warp's linspace) with its half extents.
+struct Grid {
+  int64_t h, w;
+  std::vector<float> lx, ly;
+  float hx, hy;
+
+  Grid(int64_t h_, int64_t w_)
+      : h(h_), w(w_), lx(Linspace(w_)), ly(Linspace(h_)),
+        hx((static_cast<float>(w_) - 1.0f) / 2.0f), hy((static_cast<float>(h_) - 1.0f) / 2.0f) {}
+};
+
+constexpr int64_t kChunk = 64;  // pixels per run of a row whose positions are computed together
+
+// Taps of the n <= kChunk pixels x0 .. x0 + n - 1 of row y, for flow planes fx, fy, into t[0 .. n).
+void RowTaps(const Grid& g, const float* fx, const float* fy, int64_t y, int64_t x0, int64_t n, const Taps& t) {
+  const int64_t p0 = y * g.w + x0;
+  float sx[kChunk], sy[kChunk];
+  for (int64_t i = 0; i < n; ++i) {
+    sx[i] = SourceCoord(g.lx[x0 + i], fx[p0 + i], g.hx, g.w);
+    sy[i] = SourceCoord(g.ly[y], fy[p0 + i], g.hy, g.h);
+  }
+  const int32_t wi = static_cast<int32_t>(g.w), hi = static_cast<int32_t>(g.h);
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t xa = static_cast<int32_t>(sx[i]);  // clamped to >= 0: truncation is floor
+    const int32_t ya = static_cast<int32_t>(sy[i]);
+    const float ax = sx[i] - static_cast<float>(xa), ay = sy[i] - static_cast<float>(ya);
+    const float bx = static_cast<float>(xa + 1) - sx[i], by = static_cast<float>(ya + 1) - sy[i];
+    const bool x1_in = xa + 1 < wi, y1_in = ya + 1 < hi;
+    const int32_t xb = x1_in ? xa + 1 : xa, yb = y1_in ? ya + 1 : ya;
+    t.i00[i] = ya * wi + xa;
+    t.i01[i] = ya * wi + xb;
+    t.i10[i] = yb * wi + xa;
+    t.i11[i] = yb * wi + xb;
+    t.w00[i] = bx * by;
+    t.w01[i] = x1_in ? ax * by : 0.0f;
+    t.w10[i] = y1_in ? bx * ay : 0.0f;
+    t.w11[i] = (x1_in && y1_in) ? ax * ay : 0.0f;
+  }
 }
 
-inline float Sample(const float* s, const Tap& q) {
-  return s[q.i00] * q.w00 + s[q.i01] * q.w01 + s[q.i10] * q.w10 + s[q.i11] * q.w11;
+// d[i] = plane s sampled with taps t[i], for i < n.
+inline void Gather(const float* s, const Taps& t, int64_t n, float* d) {
+  for (int64_t i = 0; i < n; ++i) {
+    d[i] = s[t.i00[i]] * t.w00[i] + s[t.i01[i]] * t.w01[i] + s[t.i10[i]] * t.w10[i] + s[t.i11[i]] * t.w11[i];
+  }
 }
 
-// Groups of at most this many channels sample straight from the flow (taps kept in registers); wider groups
-// store the taps of a whole plane once and reuse them for every channel.
+// Groups of at most this many channels compute taps per run of a row and gather at once (stack arrays);
+// wider groups store the taps of a whole plane once and reuse them for every channel.
 constexpr int64_t kDirectChannels = 8;
-constexpr int64_t kChunk = 64;  // pixels per chunk of a row in the direct path
 
 }  // namespace
 
@@ -105,75 +126,45 @@ std::vector<paddle::Tensor> ConrWarpForward(const paddle::Tensor& x, const paddl
   const float* src = x.data<float>();
   const float* fl = flow.data<float>();
   float* dst = out.data<float>();
-  const std::vector<float> lx = Linspace(w), ly = Linspace(h);
-  const int64_t jobs = n * groups;
-  const float hx = (static_cast<float>(w) - 1.0f) / 2.0f;
-  const float hy = (static_cast<float>(h) - 1.0f) / 2.0f;
+  const Grid grid(h, w);
+  const int64_t jobs = n * groups;  // one job per (sample, flow group)
   if (per_group <= kDirectChannels) {
 #pragma omp parallel for schedule(static)
     for (int64_t row = 0; row < jobs * h; ++row) {
       const int64_t job = row / h, y = row % h;
       const int64_t b = job / groups, g = job % groups;
       const float* fx = fl + (b * 2 * groups + 2 * g) * plane;
-      const float* fy = fx + plane;
       const int64_t ch0 = b * c + g * per_group;
-      // a row in chunks: positions and weights in plain loops over arrays (the compiler vectorises them), then
-      // the gathers channel by channel
+      int32_t i00[kChunk], i01[kChunk], i10[kChunk], i11[kChunk];
+      float w00[kChunk], w01[kChunk], w10[kChunk], w11[kChunk];
+      const Taps t{i00, i01, i10, i11, w00, w01, w10, w11};
       for (int64_t x0 = 0; x0 < w; x0 += kChunk) {
         const int64_t n_px = std::min(kChunk, w - x0);
-        const int64_t p0 = y * w + x0;
-        float sx[kChunk], sy[kChunk], w00[kChunk], w01[kChunk], w10[kChunk], w11[kChunk];
-        int32_t i00[kChunk], i01[kChunk], i10[kChunk], i11[kChunk];
-        for (int64_t i = 0; i < n_px; ++i) {
-          sx[i] = SourceCoord(lx[x0 + i], fx[p0 + i], hx, w);
-          sy[i] = SourceCoord(ly[y], fy[p0 + i], hy, h);
-        }
-        const int32_t wi = static_cast<int32_t>(w), hi = static_cast<int32_t>(h);
-        for (int64_t i = 0; i < n_px; ++i) {
-          const int32_t xa = static_cast<int32_t>(sx[i]);  // clamped to >= 0: truncation is floor
-          const int32_t ya = static_cast<int32_t>(sy[i]);
-          const float ax = sx[i] - static_cast<float>(xa), ay = sy[i] - static_cast<float>(ya);
-          const float bx = static_cast<float>(xa + 1) - sx[i], by = static_cast<float>(ya + 1) - sy[i];
-          const bool x1_in = xa + 1 < wi, y1_in = ya + 1 < hi;
-          const int32_t xb = x1_in ? xa + 1 : xa, yb = y1_in ? ya + 1 : ya;
-          i00[i] = ya * wi + xa;
-          i01[i] = ya * wi + xb;
-          i10[i] = yb * wi + xa;
-          i11[i] = yb * wi + xb;
-          w00[i] = bx * by;
-          w01[i] = x1_in ? ax * by : 0.0f;
-          w10[i] = y1_in ? bx * ay : 0.0f;
-          w11[i] = (x1_in && y1_in) ? ax * ay : 0.0f;
-        }
+        RowTaps(grid, fx, fx + plane, y, x0, n_px, t);
         for (int64_t k = 0; k < per_group; ++k) {
-          const float* s = src + (ch0 + k) * plane;
-          float* d = dst + (ch0 + k) * plane + p0;
-          for (int64_t i = 0; i < n_px; ++i) {
-            d[i] = s[i00[i]] * w00[i] + s[i01[i]] * w01[i] + s[i10[i]] * w10[i] + s[i11[i]] * w11[i];
-          }
+          Gather(src + (ch0 + k) * plane, t, n_px, dst + (ch0 + k) * plane + y * w + x0);
         }
       }
     }
     return {out};
   }
-  std::vector<Tap> taps(static_cast<size_t>(plane));
+  std::vector<int32_t> idx(static_cast<size_t>(4 * plane));
+  std::vector<float> wgt(static_cast<size_t>(4 * plane));
+  const Taps taps{idx.data(), idx.data() + plane, idx.data() + 2 * plane, idx.data() + 3 * plane,
+                  wgt.data(), wgt.data() + plane, wgt.data() + 2 * plane, wgt.data() + 3 * plane};
   for (int64_t job = 0; job < jobs; ++job) {
     const int64_t b = job / groups, g = job % groups;
     const float* fx = fl + (b * 2 * groups + 2 * g) * plane;
-    const float* fy = fx + plane;
-    Tap* t = taps.data();
 #pragma omp parallel for schedule(static)
     for (int64_t y = 0; y < h; ++y) {
-      for (int64_t x = 0; x < w; ++x) {
-        t[y * w + x] = MakeTap(x, y, fx[y * w + x], fy[y * w + x], h, w, lx[x], ly[y], hx, hy);
+      for (int64_t x0 = 0; x0 < w; x0 += kChunk) {
+        RowTaps(grid, fx, fx + plane, y, x0, std::min(kChunk, w - x0), taps.at(y * w + x0));
       }
     }
 #pragma omp parallel for schedule(static)
     for (int64_t k = 0; k < per_group; ++k) {
       const int64_t ch = b * c + g * per_group + k;
-      const float* s = src + ch * plane;
-      float* d = dst + ch * plane;
-      for (int64_t p = 0; p < plane; ++p) d[p] = Sample(s, t[p]);
+      Gather(src + ch * plane, taps, plane, dst + ch * plane);
     }
   }
   return {out};
