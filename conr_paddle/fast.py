@@ -89,8 +89,7 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "conr_paddle"
 
 
-def export_identity(weights_hash: str, size: int, views: int, batch: int, precision: str,
-                    warp: str = "conr_warp") -> dict:
+def export_identity(weights_hash: str, size: int, views: int, batch: int, precision: str, warp: str) -> dict:
     """Everything an exported graph depends on: a change in any of these rebuilds it."""
     return {
         "warp": warp,
@@ -104,8 +103,7 @@ def export_identity(weights_hash: str, size: int, views: int, batch: int, precis
     }
 
 
-def export_key(weights_hash: str, size: int, views: int, batch: int, precision: str,
-               warp: str = "conr_warp") -> str:
+def export_key(weights_hash: str, size: int, views: int, batch: int, precision: str, warp: str) -> str:
     blob = json.dumps(export_identity(weights_hash, size, views, batch, precision, warp), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -467,6 +465,11 @@ class PredictorRunner:
             return_freed_memory()
         self.meta = json.loads((self.folder / "meta.json").read_text())
         self._graphs: dict[str, _Graph] = {}
+
+    @property
+    def warp_kind(self) -> str:
+        """"conr_warp" or "grid_sample": `warp` without the library build key."""
+        return self.warp.split("-")[0]
 
     def _graph(self, name: str) -> _Graph:
         # Created on first use: a render-only session never pays for the pose parser predictor.

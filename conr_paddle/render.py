@@ -271,14 +271,18 @@ class Renderer:
             self._runners[key] = make_runner(model, digest, self.size, views, self.batch, self.precision,
                                              self.engine, self.cache_dir)
             if self.engine == "predictor":
-                # the predictors hold their own weights: drop the eager copy (720 MB at official size); it is
-                # reloaded only if another view count or the bf16 PSNR check needs an export
-                from .fast import return_freed_memory
-
+                # the predictors hold their own weights: the eager copy is reloaded only if another view count
+                # or the bf16 PSNR check needs an export
                 del model
-                self._model = None
-                return_freed_memory()
+                self._drop_model()
         return self._runners[key]
+
+    def _drop_model(self) -> None:
+        """Release the eager model (720 MB at official size) and hand the freed heap back to the OS."""
+        from .fast import return_freed_memory
+
+        self._model = None
+        return_freed_memory()
 
     # ---- rendering
 
@@ -392,7 +396,7 @@ class Renderer:
     def _engine_label(self) -> str:
         """"eager", or "predictor, conr_warp" / "predictor, grid_sample" (grid_sample: the custom operators
         could not be built here, see conr_paddle.ext)."""
-        warps = sorted({str(getattr(r, "warp", "")).split("-")[0] for r in self._runners.values()} - {""})
+        warps = sorted({r.warp_kind for r in self._runners.values() if hasattr(r, "warp_kind")})
         return ", ".join([self.engine, *warps])
 
     # ---- helpers
@@ -411,11 +415,8 @@ class Renderer:
                 xyz = np.ascontiguousarray(frame.xyz.transpose(2, 0, 1)[None], np.float32)
                 alpha = frame.alpha[None, None].astype(np.float32) / np.float32(255)
             outputs.append(np.asarray(r.render(s, xyz, alpha), np.float64))
-        from .fast import return_freed_memory
-
         del fp32  # a one-off: its predictors and the reloaded eager model are not needed for the sequence
-        self._model = None
-        return_freed_memory()
+        self._drop_model()
         return psnr_db(outputs[1], outputs[0])
 
     @staticmethod

@@ -148,7 +148,7 @@ def _child_contender(name: str, work: Path, size: int, views: int, batch: int, c
             custom_warp=custom_ops,
         )
         info.update(export_seconds=time.perf_counter() - t_export, exported=runner.exported,
-                    cache=str(runner.folder), warp=runner.warp.split("-")[0])
+                    cache=str(runner.folder), warp=runner.warp_kind)
         del model
     info["setup_seconds"] = time.perf_counter() - t
 
