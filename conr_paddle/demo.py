@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from conr_common.config import NETWORK_NAMES
+from conr_common.draws import SEEDED, WeightDraw
 from conr_common.errors import ConrInputError
 
 DEMO_BACKGROUND = "#3A6EA5"  # a colour (not white) so that the MP4 shows the composite
@@ -71,13 +72,13 @@ def read_frames(paths) -> dict[str, np.ndarray]:
     return out
 
 
-def prepare_weights(root: Path, seed: int = 0) -> tuple[Path, Path]:
+def prepare_weights(root: Path, draw: WeightDraw = SEEDED) -> tuple[Path, Path]:
     """Seeded official .pth files under root/official and their conversion under root/paddle (each step skipped
     when already done). Returns (official_dir, paddle_dir)."""
     from conr_torch_ref.seeded import write_seeded_weights
     from convert.cli import main as convert_main
 
-    official = write_seeded_weights(root / "official", seed=seed)
+    official = write_seeded_weights(root / "official", draw)
     paddle_dir = root / "paddle"
     if not all((paddle_dir / f"{n}.pdparams").is_file() for n in NETWORK_NAMES) or _older(paddle_dir, official):
         status = convert_main(["torch2paddle", str(official), "-o", str(paddle_dir), "--force"])

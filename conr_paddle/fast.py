@@ -1,11 +1,12 @@
 """Fast inference: the CoNR step exported as static graphs and run by Paddle Inference (oneDNN on CPU).
 
 `PredictorRunner` offers the three methods of `conr_paddle.runner.EagerRunner` (numpy in, numpy out) and is
-built from a loaded eager `CoNR`. Three graphs are exported with `paddle.jit.to_static` + `paddle.jit.save` at
-fixed shapes and cached on disk:
+built from a loaded eager `CoNR`. Two graphs are exported with `paddle.jit.to_static` + `paddle.jit.save` at
+fixed shapes and cached on disk; the sheet is parsed by the eager parser in float64 (`CoNR.parse_sheet`'s default
+precision: once per sequence, and the float32 parse carried the largest error of the render). A float64 parser
+graph computed wrong features in Paddle 3.3.1's predictor (off by 100% from ResNet layer1 on, with or without
+its IR passes), so the runner keeps the eager float32 parser (a quarter of the model) for that:
 
-- `sheet`: sheet RGB (M, 3, S, S) -> the five parser encoder features (M, C, h, w); the reference
-  concat(alpha * rgb, alpha) is computed in numpy (the same float32 products as the eager model);
 - `step`: xyz (B, 3, S, S), alpha (B, 1, S, S), the five sheet features (M, C, h, w) and the reference
   (M, 4, S, S) -> premultiplied RGBA (B, 4, S, S): target pose encoder + shader + RGBA decoder, the sheet inputs
   broadcast to the B frames inside the graph exactly as `CoNR.shade` does;
@@ -71,13 +72,13 @@ from conr_common.quiet import output_to
 from . import shader as shader_module
 from . import warp as warp_module
 from .ext import WarpOp, load_warp_op
-from .model import CoNR, Sheet, normalize
+from .model import CoNR, Sheet, sheet_features_float64
 
 __all__ = ["PredictorRunner", "PredictorSheet", "bf16_support", "cache_root", "export_key", "return_freed_memory",
            "EXPORT_FORMAT"]
 
 # Bump when the exported graphs change (wrapper code, input names, passes that shape the saved program).
-EXPORT_FORMAT = 5
+EXPORT_FORMAT = 6
 PRECISIONS = ("fp32", "bf16")
 FEATURE_COUNT = 5
 
@@ -135,16 +136,6 @@ def _threads() -> int:
 # ---------------------------------------------------------------------------------------------------------------
 # The exported graphs: thin layers over the eager model's own sub-networks and methods, so the static graph is
 # the eager code traced, not a re-implementation.
-
-
-class _SheetGraph(nn.Layer):
-    def __init__(self, model: CoNR) -> None:
-        super().__init__()
-        self.udpparsernet = model.udpparsernet
-
-    def forward(self, rgb):
-        _, features = self.udpparsernet(normalize(rgb), decode=False)
-        return tuple(features)
 
 
 class _PoseGraph(nn.Layer):
@@ -281,7 +272,6 @@ def _specs(model: CoNR, size: int, views: int, batch: int) -> dict[str, list]:
     spec = paddle.static.InputSpec
     feats = [spec(shape, "float32", f"feat{i}") for i, shape in enumerate(_feature_shapes(model, views, size))]
     return {
-        "sheet": [spec([views, 3, size, size], "float32", "rgb")],
         "pose": [spec([batch, 3, size, size], "float32", "rgb")],
         "step": [spec([batch, 3, size, size], "float32", "xyz"), spec([batch, 1, size, size], "float32", "alpha")]
         + feats
@@ -295,7 +285,7 @@ def _export(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
     try:
-        layers = {"sheet": _SheetGraph(model), "pose": _PoseGraph(model), "step": _StepGraph(model)}
+        layers = {"pose": _PoseGraph(model), "step": _StepGraph(model)}
         specs = _specs(model, size, views, batch)
         guard = getattr(paddle.pir_utils, "IrGuard", None)
         started = time.perf_counter()
@@ -414,7 +404,7 @@ class PredictorSheet:
 class PredictorRunner:
     """The `Runner` interface backed by Paddle Inference predictors of the exported graphs.
 
-    model: a loaded eager `CoNR` (only used to export; not kept). weights_hash: any string identifying the
+    model: a loaded eager `CoNR` (used to export; only its parser is kept, for the sheet). weights_hash: any string identifying the
     weights (e.g. a sha256 of the checkpoint files), part of the cache key. size, views: S and M of every call.
     batch: frames per predictor call; shorter calls are padded by repeating their last frame and the padding is
     dropped from the output. precision: "fp32" or "bf16". custom_warp: export the shader's warps as the
@@ -449,6 +439,7 @@ class PredictorRunner:
         self.threads = threads or _threads()
         # The custom warp op must be registered in this process before a predictor loads a graph that uses it.
         self.warp_op = load_warp_op(cache_root(cache_dir)) if custom_warp else None
+        self._parser = model.udpparsernet  # sheet features in float64, eager (module docstring)
         # "conr_warp-<library build key>": a change to the operators' source re-exports the graphs
         self.warp = (
             f"conr_warp-{self.warp_op.build_dir.name}"
@@ -487,7 +478,8 @@ class PredictorRunner:
         self._check(sheet, 4, "sheet", self.views)
         sheet = np.ascontiguousarray(sheet, dtype=np.float32)
         rgb, alpha = sheet[:, :3], sheet[:, 3:4]
-        features = self._graph("sheet")(rgb)
+        with paddle.no_grad():
+            features = [f.astype("float32").numpy() for f in sheet_features_float64(self._parser, paddle.to_tensor(rgb))]
         return PredictorSheet(features=features, reference=np.concatenate([alpha * rgb, alpha], axis=1))
 
     def _batched(self, name: str, fixed: tuple, *per_frame: np.ndarray) -> np.ndarray:

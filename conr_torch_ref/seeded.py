@@ -1,64 +1,84 @@
 """Seeded random weights in the official checkpoint format: a stand-in for the real downloads in tests and the demo.
 
 `torch.save(net.state_dict())` under the official file names (udpparsernet.pth, ...), exactly what the official
-inference code loads. Default initialisation is perturbed so that every tensor carries information: instance-norm
-scales/biases and PReLU slopes are drawn at random too, so a swapped or dropped parameter shows in parity tests.
+inference code loads. How the tensors are drawn is a `conr_common.draws.WeightDraw`: He-normal convolutions,
+random instance-norm scales/biases and PReLU slopes, so renders have contrast and a swapped or dropped parameter
+shows in parity tests.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 
 from conr_common.atomic import atomic_path
 from conr_common.config import NETWORK_NAMES, OFFICIAL, CoNRConfig
+from conr_common.draws import DRAWS, SEEDED, WeightDraw, draw_named
 from conr_common.manifest import official_manifest
 from .model import build_networks
 
 COMPLETE_MARKER = ".seeded-complete"
 
 
-def seeded_state_dicts(seed: int = 0, config: CoNRConfig = OFFICIAL) -> dict[str, dict[str, torch.Tensor]]:
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # default initialisers draw from the global generator
+def _fan_in(weight: torch.Tensor) -> int:
+    """torch's fan_in: size(1) * kernel area (for ConvTranspose weights (in, out, k, k) that is out * k * k)."""
+    return weight.shape[1] * math.prod(weight.shape[2:])
+
+
+@torch.no_grad()
+def _draw_into(net: nn.Module, draw: WeightDraw, gen: torch.Generator) -> None:
+    for module in net.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            std = draw.conv_gain * math.sqrt(2.0 / _fan_in(module.weight))
+            module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * std)
+            if module.bias is not None:
+                module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * draw.bias_std)
+        elif isinstance(module, nn.InstanceNorm2d) and module.affine:
+            module.weight.copy_(1.0 + draw.norm_scale_std * torch.randn(module.weight.shape, generator=gen))
+            module.bias.copy_(draw.norm_bias_std * torch.randn(module.bias.shape, generator=gen))
+        elif isinstance(module, nn.PReLU):
+            u = torch.rand(module.weight.shape, generator=gen) * 2.0 - 1.0
+            module.weight.copy_(draw.prelu_slope + draw.prelu_spread * u)
+
+
+def seeded_state_dicts(draw: WeightDraw = SEEDED, config: CoNRConfig = OFFICIAL) -> dict[str, dict[str, torch.Tensor]]:
+    """The four official state dicts of `draw` (reproducible: one generator seeded with draw.seed)."""
+    gen = torch.Generator().manual_seed(draw.seed)
     nets = build_networks(config)
     states = {}
     for name in NETWORK_NAMES:
-        state = nets[name].state_dict()
-        for key, t in state.items():
-            if t.ndim == 1 and key.endswith("norm.weight"):
-                t.copy_(1.0 + 0.2 * torch.randn(t.shape, generator=gen))
-            elif t.ndim == 1 and key.endswith("norm.bias"):
-                t.copy_(0.2 * torch.randn(t.shape, generator=gen))
-            elif t.ndim == 1 and key.endswith(".weight"):  # PReLU slopes
-                t.copy_(torch.empty(t.shape).uniform_(0.05, 0.45, generator=gen))
-        states[name] = state
+        _draw_into(nets[name], draw, gen)
+        states[name] = nets[name].state_dict()
     return states
 
 
-def write_seeded_weights(folder: str | Path, seed: int = 0, config: CoNRConfig = OFFICIAL) -> Path:
-    """Write the four official-format `.pth` files into `folder` (skipped when already complete for this seed)."""
+def write_seeded_weights(folder: str | Path, draw: WeightDraw = SEEDED, config: CoNRConfig = OFFICIAL) -> Path:
+    """Write the four official-format `.pth` files into `folder` (skipped when already complete for this draw)."""
     folder = Path(folder)
     marker = folder / COMPLETE_MARKER
-    if marker.is_file() and marker.read_text().strip() == str(seed):
+    if marker.is_file() and marker.read_text().strip() == repr(draw):
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    for name, state in seeded_state_dicts(seed, config).items():
+    for name, state in seeded_state_dicts(draw, config).items():
         with atomic_path(folder / official_manifest()[name].file) as tmp:
             torch.save(state, tmp)
-    marker.write_text(f"{seed}\n")
+    marker.write_text(f"{draw!r}\n")
     return folder
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m conr_torch_ref.seeded", description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="folder to write udpparsernet.pth, target_pose_encoder.pth, ...")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--draw", default=SEEDED.name, choices=sorted(DRAWS),
+                        help=f"weight draw (conr_common.draws; default {SEEDED.name})")
     args = parser.parse_args(argv)
-    write_seeded_weights(args.out, args.seed)
-    print(f"seeded official-format weights (seed {args.seed}) in {args.out}")
+    draw = draw_named(args.draw)
+    write_seeded_weights(args.out, draw)
+    print(f"seeded official-format weights ({draw}) in {args.out}")
     return 0
 
 

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from conr_common.compare import psnr_db
+from conr_common.draws import SEEDED
 
 CONTENDERS = ("torch", "paddle_eager", "predictor_fp32", "predictor_bf16")
-WEIGHTS_SEED = 0
 CEILING_SHAPE = (4, 224, 64, 64)
 
 
@@ -69,7 +69,7 @@ def _paddle_model():
     from conr_torch_ref.seeded import seeded_state_dicts
     from convert.rename import torch_to_paddle_key
 
-    states = seeded_state_dicts(WEIGHTS_SEED)
+    states = seeded_state_dicts(SEEDED)
     model = CoNR()
     load_networks(
         model,
@@ -88,7 +88,7 @@ class _TorchRunner:
 
         self.torch = torch
         self.model = CoNR()
-        for name, state in seeded_state_dicts(WEIGHTS_SEED).items():
+        for name, state in seeded_state_dicts(SEEDED).items():
             getattr(self.model, name).load_state_dict(state, strict=True)
 
     def parse_sheet(self, sheet):
@@ -144,7 +144,7 @@ def _child_contender(name: str, work: Path, size: int, views: int, batch: int, c
         model = _paddle_model()
         t_export = time.perf_counter()
         runner = PredictorRunner(
-            model, f"seeded-{WEIGHTS_SEED}", size=size, views=views, batch=batch, precision=precision,
+            model, f"seeded-{SEEDED!r}", size=size, views=views, batch=batch, precision=precision,
             custom_warp=custom_ops,
         )
         info.update(export_seconds=time.perf_counter() - t_export, exported=runner.exported,
