@@ -41,8 +41,11 @@ DRAWS: dict[str, WeightDraw] = {
     d.name: d
     for d in (
         SEEDED,
-        WeightDraw("narrow", seed=1, conv_gain=0.8, norm_scale_std=0.2, norm_bias_std=0.2, prelu_slope=0.2),
-        WeightDraw("wide", seed=2, conv_gain=1.25, bias_std=0.05, norm_scale_std=0.05, norm_bias_std=0.05,
+        # measured at 128 px / 3 views: conv_gain 0.8 renders nearly flat (RGBA std 0.005), 1.25 is chaotic
+        # (torch fp32 is 0.8 away from its own float64 run); 0.95 and 1.1 keep contrast and a float32 error
+        # of 1e-6..1e-4
+        WeightDraw("narrow", seed=1, conv_gain=0.95, norm_scale_std=0.2, norm_bias_std=0.2, prelu_slope=0.2),
+        WeightDraw("wide", seed=2, conv_gain=1.1, bias_std=0.05, norm_scale_std=0.05, norm_bias_std=0.05,
                    prelu_slope=0.3, prelu_spread=0.1),
     )
 }

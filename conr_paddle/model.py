@@ -13,6 +13,7 @@ from conr_common.errors import ConrInputError
 from conr_common.config import INPUT_MEAN, INPUT_STD, NETWORK_NAMES, OFFICIAL, CoNRConfig
 from .backbone import ResEncUnet
 from .decoder import RGBADecoderNet
+from .layers import AccurateInstanceNorm2D
 from .shader import CINN
 from .strict import strict_load
 
@@ -43,6 +44,9 @@ def float64_copy(net: ResEncUnet) -> ResEncUnet:
     Built anew rather than deep-copied: a deep copy keeps the parameter names, and a graph exported from it next to
     one of the original (sheet and pose graphs) then saved the wrong values (measured: features off by 100%)."""
     twin = ResEncUnet(net.cfg)
+    for (_, mine), (_, theirs) in zip(twin.named_sublayers(), net.named_sublayers()):
+        if isinstance(theirs, AccurateInstanceNorm2D):  # epsilon and statistics follow the original
+            mine._epsilon, mine.statistics = theirs._epsilon, theirs.statistics
     twin.to(dtype="float64")
     strict_load(twin, {k: v.numpy().astype("float64") for k, v in net.state_dict().items()}, what="float64 parser")
     twin.eval()

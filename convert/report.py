@@ -102,7 +102,12 @@ def render_markdown(report: dict) -> str:
     first = s["first_failing_layer"]
     if first:
         r = by_key[first]
-        detail = r.get("error") or f"scaled error {_e(r['scaled'])} > tolerance {_e(r['tolerance'])}"
+        if "truth" in r and "error" not in r["truth"] and "error" not in r:
+            t = r["truth"]
+            detail = (f"against the float64 truth Paddle {_e(t['paddle'])}, torch {_e(t['torch'])} scaled "
+                      f"(ratio {t['ratio']:.2f})")
+        else:
+            detail = r.get("error") or f"scaled error {_e(r['scaled'])} > tolerance {_e(r['tolerance'])}"
         lines.append(f"- **First failing layer** (execution order): `{first}` ({r['type']}, {detail})")
     else:
         lines.append(f"- Every layer output within tolerance: {s['layers']} outputs, worst scaled error "
@@ -127,6 +132,22 @@ def render_markdown(report: dict) -> str:
     if s["unpaired_paddle_keys"]:
         lines.append("- **Paddle layer calls without a torch counterpart**: "
                      + ", ".join(f"`{k}`" for k in s["unpaired_paddle_keys"][:10]))
+    acc = report.get("accuracy")
+    if acc:
+        lines.append(f"- **Against the float64 truth** (torch reference run in float64): final RGBA max abs error "
+                     f"torch fp32 {_e(acc['torch_fp32_vs_fp64'])}, Paddle fp32 {_e(acc['paddle_fp32_vs_fp64'])}, "
+                     f"ratio {acc['ratio']:.2f} (Paddle's excess error; a layer fails above "
+                     f"{tol['truth_ratio']:g} x torch's error + {_e(tol['truth_floor'])} scaled)")
+        for precision in ("fp32", "bf16"):
+            if f"predictor_{precision}_vs_fp64" in acc:
+                lines.append(f"- Predictor {precision} against the truth: max abs "
+                             f"{_e(acc[f'predictor_{precision}_vs_fp64'])}, PSNR "
+                             f"{acc[f'predictor_{precision}_psnr_db']:.1f} dB")
+        if "predictor_bf16" in acc:
+            lines.append(f"- Predictor bf16: {acc['predictor_bf16']}")
+        if s.get("worst_truth_ratio") is not None:
+            lines.append(f"- Worst per-layer ratio (Paddle's error / torch's, against the truth): "
+                         f"{s['worst_truth_ratio']:.2f}")
     lines.append(f"- Runtime: {report['timings']['total_s']:.1f} s")
     lines += ["", "![renders, difference and per-layer error](report.png)", ""]
     lines.append("Scaled error = max abs error / max |reference| of that output. Tolerances (`convert.verify."
@@ -269,7 +290,16 @@ def plot_report(path: Path, report: dict, ref_rgba: np.ndarray, paddle_rgba: np.
         ax.scatter(idx, np.maximum(local, floor), s=5, marker=".", color="0.3", label="leaf run alone (local)")
         if tol["local"] != tol["layer"]:
             ax.axhline(tol["local"], color="0.3", linestyle=":", linewidth=1.2, label=f"local tolerance {tol['local']:.0e}")
-    ax.axhline(tol["layer"], color="tab:red", linestyle="--", linewidth=1.5, label=f"layer tolerance {tol['layer']:.0e}")
+    truth_rows = [r.get("truth") for r in rows]
+    if any(t is not None and "error" not in t for t in truth_rows):
+        # the referee: each framework's float32 error against the float64 truth, per layer output
+        for who, color, label in (("torch", "black", "torch fp32 vs float64 truth"),
+                                  ("paddle", "tab:orange", "Paddle fp32 vs float64 truth")):
+            err = np.array([t[who] if t and "error" not in t else np.nan for t in truth_rows], dtype=np.float64)
+            ax.plot(idx, np.maximum(err, floor), color=color, linewidth=0.9, alpha=0.85, label=label)
+    else:
+        ax.axhline(tol["layer"], color="tab:red", linestyle="--", linewidth=1.5,
+                   label=f"layer tolerance {tol['layer']:.0e}")
     first = s["first_failing_layer"]
     if first:
         fi = next(r["index"] for r in rows if r["key"] == first)

@@ -63,11 +63,32 @@ def tolerances_for(dtype: str) -> dict[str, float]:
     """
     from conr_common import tolerances as t
 
+    truth = {"truth_ratio": t.TRUTH_RATIO_LIMIT, "truth_floor": t.TRUTH_FLOOR_SCALED}
     if dtype == "float64":
         return {"layer": t.FEATURE_SCALED_FP64, "local": t.FEATURE_SCALED_FP64, "rgba": t.RGBA_ATOL_FP64,
-                "parameter": 0.0}
+                "parameter": 0.0, **truth}
     return {"layer": t.FEATURE_SCALED_FP32, "local": t.FEATURE_SCALED_FP32, "rgba": t.RGBA_ATOL_FP32,
-            "parameter": 0.0}
+            "parameter": 0.0, **truth}
+
+
+TRUTHS = ("auto", "fp64", "none")
+ENGINES = ("eager", "predictor")
+# `--truth auto` runs the float64 referee up to this size (a float64 torch pass costs about 3x the float32 one and
+# keeps every layer output in memory).
+AUTO_TRUTH_MAX_SIZE = 128
+
+
+def within_truth(paddle_err: float, torch_err: float, ratio_limit: float, floor: float) -> bool:
+    """The referee's verdict: Paddle's error against the float64 truth is at most `ratio_limit` times torch's own
+    float32 error plus `floor` (both scaled), so the bound follows the network's conditioning."""
+    return bool(np.isfinite(paddle_err) and paddle_err <= ratio_limit * torch_err + floor)
+
+
+def accuracy_row(truth: np.ndarray, torch_out: np.ndarray, paddle_out: np.ndarray) -> dict:
+    """Max abs errors of torch fp32 and Paddle against the float64 truth, and their ratio (Paddle's excess)."""
+    et = diff(truth, torch_out).max_abs
+    ep = diff(truth, paddle_out).max_abs
+    return {"torch_fp32_vs_fp64": et, "paddle_fp32_vs_fp64": ep, "ratio": ep / et if et > 0 else float("inf")}
 
 
 # ------------------------------------------------------------------------------------------------ environment
@@ -319,6 +340,8 @@ def verify(
     single_step: bool = False,
     seed: int = 0,
     device: str = "cpu",
+    truth: str = "auto",
+    engine: str = "eager",
     stdout: TextIO | None = None,
 ) -> dict:
     """Build the parity report, write it to `out`, return it. Raises ConrInputError on bad input."""
@@ -333,6 +356,14 @@ def verify(
         raise ConrInputError(f"--views must be a positive integer, got {views!r}")
     if device not in ("cpu", "gpu"):
         raise ConrInputError(f"--device must be cpu or gpu, got {device!r}")
+    if truth not in TRUTHS:
+        raise ConrInputError(f"--truth must be one of {', '.join(TRUTHS)}, got {truth!r}")
+    if engine not in ENGINES:
+        raise ConrInputError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    use_truth = not fp64 and (truth == "fp64" or (truth == "auto" and size <= AUTO_TRUTH_MAX_SIZE))
+    if engine == "predictor" and not use_truth:
+        raise ConrInputError("--engine predictor reports accuracy against the float64 truth: use it with --truth fp64 "
+                             f"(or --truth auto at {AUTO_TRUTH_MAX_SIZE} px)")
     torch_dir = _check_folder(Path(torch_dir), "--torch")
     paddle_dir = _check_folder(Path(paddle_dir), "--paddle")
     character_sheet = _check_folder(Path(character_sheet), "--character-sheet") if character_sheet else None
@@ -354,6 +385,7 @@ def verify(
 
     with tempfile.TemporaryDirectory(prefix="conr-verify-") as work:
         sheet, xyz, alpha, source = load_inputs(size, views, character_sheet, poses, seed, Path(work))
+    # every run sees the same input values: the float32 inputs, widened for the float64 truth
     sheet, xyz, alpha = (a.astype(dtype) for a in (sheet, xyz, alpha))
 
     t0 = time.perf_counter()
@@ -372,29 +404,58 @@ def verify(
         calls, ref_rgba = _torch_pass(torch, tm, sheet, xyz, alpha, device, keep_inputs=single_step)
         timings["torch_pass_s"] = time.perf_counter() - t0
 
+        truth_calls, truth_rgba = None, None
+        if use_truth:
+            say("float64 truth pass (torch reference in float64, the referee)")
+            t0 = time.perf_counter()
+            tm64 = _float64_twin(torch, tm)
+            truth_calls, truth_rgba = _torch_pass(torch, tm64, *(a.astype("float64") for a in (sheet, xyz, alpha)),
+                                                  device, keep_inputs=False)
+            del tm64
+            timings["truth_pass_s"] = time.perf_counter() - t0
+
         say("Paddle pass, comparing every layer")
         t0 = time.perf_counter()
-        rows, paddle_only, pd_rgba = _paddle_pass(paddle, pm, calls, sheet, xyz, alpha)
+        rows, paddle_only, pd_rgba = _paddle_pass(paddle, pm, calls, sheet, xyz, alpha, truth_calls)
         timings["paddle_pass_s"] = time.perf_counter() - t0
+
+        predictors = {}
+        if engine == "predictor":
+            say("predictor passes (Paddle Inference fp32, and bf16 where the CPU has it)")
+            t0 = time.perf_counter()
+            predictors = _predictor_accuracy(pm, sheet, xyz, alpha, truth_rgba)
+            timings["predictor_s"] = time.perf_counter() - t0
 
         if single_step:
             say("single-step pass: each Paddle leaf layer on the reference's own input")
             t0 = time.perf_counter()
             _single_step(torch, paddle, pm, calls, rows)
             timings["single_step_s"] = time.perf_counter() - t0
-    del calls
+    del calls, truth_calls
 
-    # verdicts, in torch execution order
+    # verdicts, in torch execution order: against the float64 truth when there is one, else fixed tolerances
     for row in rows:
         row["tolerance"] = tol["layer"]
         row["metric"] = "scaled"
-        row["ok"] = row["paired"] and _within(row, "scaled", tol["layer"])
+        if "truth" in row:
+            tr = row["truth"]
+            row["ok"] = row["paired"] and within_truth(tr["paddle"], tr["torch"], tol["truth_ratio"], tol["truth_floor"])
+        else:
+            row["ok"] = row["paired"] and _within(row, "scaled", tol["layer"])
         if "local" in row:
             row["local"]["tolerance"] = tol["local"]
             row["local"]["ok"] = _within(row["local"], "scaled", tol["local"])
     render = _diff_row(ref_rgba, pd_rgba)
     render.update({"key": "render", "metric": "max_abs", "tolerance": tol["rgba"]})
     render["ok"] = _within(render, "max_abs", tol["rgba"])
+    accuracy = None
+    if truth_rgba is not None:
+        accuracy = accuracy_row(truth_rgba, ref_rgba, pd_rgba)
+        accuracy.update(predictors)
+        # with a referee, the final RGBA is judged like every layer: against torch's own float32 error
+        render["ok"] = within_truth(accuracy["paddle_fp32_vs_fp64"], accuracy["torch_fp32_vs_fp64"],
+                                    tol["truth_ratio"], tol["truth_floor"])
+        render["judged_by"] = "float64 truth"
     for p in params:
         p["ok"] = p["max_abs"] <= tol["parameter"] and p["torch_dtype"] == p["paddle_dtype"]
     first = next((r for r in rows if not r["ok"]), None)
@@ -408,7 +469,9 @@ def verify(
         "tool": "python -m convert verify",
         "passed": passed,
         "settings": {"size": size, "views": int(sheet.shape[0]), "views_requested": views, "dtype": dtype,
-                     "seed": seed, "single_step": single_step, "device": device},
+                     "seed": seed, "single_step": single_step, "device": device,
+                     "truth": "fp64" if use_truth else "none", "engine": engine},
+        "accuracy": accuracy,
         "inputs": source,
         "weights": files,
         "tolerances": tol,
@@ -419,6 +482,7 @@ def verify(
             "first_failing_local": first_local["key"] if first_local else None,
             "worst_local_scaled": max((r["local"].get("scaled", 0.0) for r in rows if "local" in r), default=None),
             "worst_scaled": max((r.get("scaled", 0.0) for r in rows if "error" not in r), default=0.0),
+            "worst_truth_ratio": max((r["truth"]["ratio"] for r in rows if "truth" in r), default=None),
             "parameters": len(params),
             "parameters_differing": [f"{p['network']}.{p['paddle_key']}" for p in bad_params],
             "render_max_abs": render.get("max_abs"),
@@ -485,11 +549,34 @@ def _torch_pass(torch, tm, sheet, xyz, alpha, device: str, *, keep_inputs: bool)
     return rec.calls, rgba.detach().cpu().numpy()
 
 
-def _paddle_pass(paddle, pm, calls, sheet, xyz, alpha):
-    """Run Paddle with hooks comparing each output to the reference as it appears; rows in torch order."""
+def _float64_twin(torch, tm):
+    """A float64 copy of the torch reference (the float32 model is kept for its own pass)."""
+    import copy
+
+    return copy.deepcopy(tm).double().eval()
+
+
+def _truth_errors(truth, torch_out: np.ndarray, paddle_out: np.ndarray) -> dict:
+    """Scaled errors of torch fp32 and Paddle against the float64 truth of one layer output, and their ratio."""
+    from .hooks import torch_to_numpy
+
+    t = torch_to_numpy(truth)
+    if t.shape != paddle_out.shape:
+        return {"error": "shape mismatch"}
+    et, ep = diff(t, torch_out).scaled, diff(t, paddle_out).scaled
+    return {"torch": et, "paddle": ep, "ratio": ep / et if et > 0 else (0.0 if ep == 0 else float("inf"))}
+
+
+def _paddle_pass(paddle, pm, calls, sheet, xyz, alpha, truth_calls=None):
+    """Run Paddle with hooks comparing each output to the reference (and to the float64 truth, when given) as it
+    appears; rows in torch order. The sheet is parsed as the renderer parses it (CoNR.parse_sheet: in float64 on a
+    copy of the parser), with the copy's layers hooked under the parser's names."""
+    from conr_paddle.model import Sheet, float64_copy, normalize
+
     from .hooks import PaddleRecorder, output_keys, torch_to_numpy
 
     by_key = {c.key: c for c in calls}
+    truth_by_key = {c.key: c for c in truth_calls} if truth_calls is not None else {}
     results: dict[str, dict] = {}
     paddle_only: list[str] = []
 
@@ -502,14 +589,34 @@ def _paddle_pass(paddle, pm, calls, sheet, xyz, alpha):
         if len(tensors) != len(ref.outputs):
             results[key] = {"error": f"{len(ref.outputs)} output tensor(s) in torch, {len(tensors)} in Paddle"}
             return
-        for k, r, p in zip(output_keys(key, len(tensors)), ref.outputs, tensors):
-            results[k] = _diff_row(torch_to_numpy(r), p.numpy())
+        truth = truth_by_key.get(key)
+        for i, (k, r, p) in enumerate(zip(output_keys(key, len(tensors)), ref.outputs, tensors)):
+            ours = p.numpy()
+            if ours.dtype != torch_to_numpy(r).dtype:  # the float64 sheet parse, compared at the reference's dtype
+                ours = ours.astype(torch_to_numpy(r).dtype)
+            results[k] = _diff_row(torch_to_numpy(r), ours)
+            if truth is not None and "error" not in results[k]:
+                results[k]["truth"] = _truth_errors(truth.outputs[i], torch_to_numpy(r), ours)
 
+    holder = paddle.nn.Layer()  # names the transient parser copy `udpparsernet`, as in the model
+    P = paddle.to_tensor
     rec = PaddleRecorder(pm, on_call)
     try:
         with paddle.no_grad():
-            P = paddle.to_tensor
-            rgba = pm.render(pm.parse_sheet(P(sheet)), P(xyz), P(alpha))
+            if pm.udpparsernet.parameters()[0].dtype == paddle.float32:
+                holder.add_sublayer("udpparsernet", float64_copy(pm.udpparsernet))
+                twin_rec = PaddleRecorder(holder, on_call)
+                try:
+                    rgb = P(sheet[:, :3])
+                    _, feats = holder.udpparsernet(normalize(rgb.astype("float64")), decode=False)
+                finally:
+                    twin_rec.remove()
+                alpha_s = P(sheet[:, 3:4])
+                parsed = Sheet(features=[f.astype("float32") for f in feats],
+                               reference=paddle.concat([alpha_s * rgb, alpha_s], axis=1))
+            else:
+                parsed = pm.parse_sheet(P(sheet))
+            rgba = pm.render(parsed, P(xyz), P(alpha))
     finally:
         rec.remove()
 
@@ -525,6 +632,33 @@ def _paddle_pass(paddle, pm, calls, sheet, xyz, alpha):
     for i, row in enumerate(rows):
         row["index"] = i
     return rows, paddle_only, rgba.numpy()
+
+
+def _predictor_accuracy(pm, sheet, xyz, alpha, truth_rgba) -> dict:
+    """Final RGBA of the Paddle Inference predictor against the float64 truth: fp32, and bf16 where supported."""
+    import hashlib
+
+    from conr_common.compare import psnr_db
+    from conr_paddle.fast import PredictorRunner, bf16_support
+
+    # a key for the export cache from the weights themselves (verify has no weight files of its own to hash)
+    h = hashlib.sha256()
+    for name, value in sorted(pm.state_dict().items()):
+        h.update(name.encode())
+        h.update(value.numpy().tobytes())
+    out = {}
+    precisions = ["fp32"] + (["bf16"] if bf16_support()[0] else [])
+    with tempfile.TemporaryDirectory(prefix="conr-verify-cache-") as cache:
+        for precision in precisions:
+            runner = PredictorRunner(pm, "verify-" + h.hexdigest(), size=sheet.shape[-1], views=sheet.shape[0],
+                                     precision=precision, cache_dir=cache)
+            rgba = runner.render(runner.parse_sheet(sheet), xyz, alpha)
+            out[f"predictor_{precision}_vs_fp64"] = diff(truth_rgba, rgba).max_abs
+            out[f"predictor_{precision}_psnr_db"] = psnr_db(truth_rgba, rgba)
+            del runner
+    if "predictor_bf16_vs_fp64" not in out:
+        out["predictor_bf16"] = "not run: " + bf16_support()[1]
+    return out
 
 
 def _to_paddle(obj, torch, paddle):
@@ -560,7 +694,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     report = verify(
         args.torch, args.paddle, args.report, size=args.size, views=args.views,
         character_sheet=args.character_sheet, poses=args.poses, fp64=args.fp64, single_step=args.single_step,
-        seed=args.seed, device=args.device,
+        seed=args.seed, device=args.device, truth=args.truth, engine=args.engine,
     )
     s = report["summary"]
     verdict = "PASS" if report["passed"] else "FAIL"
@@ -569,6 +703,15 @@ def _run_verify(args: argparse.Namespace) -> int:
           f"parameters differing: {len(s['parameters_differing'])}/{s['parameters']}; "
           f"render max abs {report['render'].get('max_abs', float('nan')):.3e} "
           f"(tolerance {report['render']['tolerance']:g})")
+    acc = report.get("accuracy")
+    if acc:
+        line = (f"against the float64 truth: torch fp32 {acc['torch_fp32_vs_fp64']:.3e}, Paddle fp32 "
+                f"{acc['paddle_fp32_vs_fp64']:.3e} (ratio {acc['ratio']:.2f})")
+        for precision in ("fp32", "bf16"):
+            if f"predictor_{precision}_vs_fp64" in acc:
+                line += (f", predictor {precision} {acc[f'predictor_{precision}_vs_fp64']:.3e} "
+                         f"({acc[f'predictor_{precision}_psnr_db']:.1f} dB)")
+        print(line)
     if s["first_failing_local"]:
         print(f"first leaf layer over tolerance when run alone: {s['first_failing_local']}")
     print(f"report: {Path(args.report) / 'report.md'} ({report['timings']['total_s']:.1f} s)")
@@ -598,4 +741,10 @@ def add_verify_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the built-in sample data (default 0)")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                    help="where both frameworks run (default cpu); on GPU, TF32 is pinned off on both sides")
+    p.add_argument("--truth", choices=TRUTHS, default="auto",
+                   help="float64 referee: also run the torch reference in float64 and judge each layer by Paddle's "
+                        "error against it relative to torch's own float32 error (auto: at 128 px and below)")
+    p.add_argument("--engine", choices=ENGINES, default="eager",
+                   help="predictor: also report the Paddle Inference predictor's final RGBA (fp32, and bf16 where "
+                        "the CPU has it) against the float64 truth")
     p.set_defaults(func=_run_verify)

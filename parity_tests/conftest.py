@@ -13,7 +13,7 @@ def weights_dir(tmp_path_factory):
     """Seeded random weights saved exactly like the official files (torch.save of each state_dict)."""
     from conr_torch_ref.seeded import write_seeded_weights
 
-    return write_seeded_weights(tmp_path_factory.mktemp("official_weights"), seed=0)
+    return write_seeded_weights(tmp_path_factory.mktemp("official_weights"))
 
 
 @pytest.fixture(scope="session")
