@@ -69,7 +69,7 @@ def test_export_cache_reused_and_rebuilt(tmp_path):
     first = PredictorRunner(model, "test-weights", size=128, views=1, batch=1, cache_dir=tmp_path)
     assert first.exported
     files = _mtimes(first.folder)
-    assert {"meta.json", "step.pdiparams", "sheet.pdiparams", "pose.pdiparams"} <= set(files)
+    assert {"meta.json", "step.pdiparams", "pose.pdiparams"} <= set(files)  # the sheet is parsed eagerly in float64
 
     again = PredictorRunner(model, "test-weights", size=128, views=1, batch=1, cache_dir=tmp_path)
     assert not again.exported and again.folder == first.folder
