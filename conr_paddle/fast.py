@@ -40,7 +40,9 @@ ignores `set_bfloat16_op` and runs every oneDNN op that has a bf16 kernel in bf1
 slice, softmax, sigmoid, matmul, prelu, ...); instance norm and the custom ops stay float32 behind dequantize
 ops. oneDNN's bf16 PReLU kernel returns garbage (~3e38, then NaN: the whole RGBA was NaN), so bf16 graphs are
 exported with PReLU written as relu(x) * (1 - w) + x * w (`_export_ops`; fp32 graphs keep the PReLU op, which
-is bit-exact there). bf16 needs a CPU with AVX512-BF16 or AMX (`paddle.core.supports_bfloat16()`); elsewhere
+is bit-exact there). Against the float64 truth, all-bf16 lost most on the last (full-size) shader levels, so
+their decoder blocks stay float32 inside the bf16 step graph (`_bf16_fp32_regions`, `bf16_marks`: ops tagged while
+tracing get use_quantizer=true, which the placement pass skips; docs/bf16_bisect.md). bf16 needs a CPU with AVX512-BF16 or AMX (`paddle.core.supports_bfloat16()`); elsewhere
 the constructor refuses it.
 On a CUDA build the predictor runs on GPU 0, through TensorRT (fp16 for a "bf16" request) when Paddle was built
 with it; that path is written to the documented Paddle Inference API but untested here (no GPU).
@@ -69,6 +71,7 @@ import paddle.nn.functional as F
 
 from conr_common.quiet import output_to
 
+from . import bf16_marks
 from . import shader as shader_module
 from . import warp as warp_module
 from .ext import WarpOp, load_warp_op
@@ -78,7 +81,9 @@ __all__ = ["PredictorRunner", "PredictorSheet", "bf16_support", "cache_root", "e
            "EXPORT_FORMAT"]
 
 # Bump when the exported graphs change (wrapper code, input names, passes that shape the saved program).
-EXPORT_FORMAT = 6
+EXPORT_FORMAT = 7
+# bf16 exports keep the decoder blocks of the last shader levels in float32 (`_bf16_fp32_regions`)
+BF16_FP32_LEVELS = 3
 PRECISIONS = ("fp32", "bf16")
 FEATURE_COUNT = 5
 
@@ -279,6 +284,17 @@ def _specs(model: CoNR, size: int, views: int, batch: int) -> dict[str, list]:
     }
 
 
+def _bf16_fp32_regions(model: CoNR) -> tuple[list[nn.Layer], list[nn.Layer]]:
+    """Sub-networks a bf16 export keeps in float32 (`bf16_marks.fp32_regions`): (keep, nested exceptions).
+
+    The decoder blocks of the last BF16_FP32_LEVELS shader levels. Measured at 128 px / 3 views against the float64
+    torch truth (docs/bf16_bisect.md): all-bf16 gives 57.4 dB (He-normal) and 42.3 dB (narrow, conv_gain 1.1); these
+    three levels in fp32 give 61.5 / 49.9 dB; the pose encoder, the RGBA decoder or the shader's flow/mask path
+    each add under 2 dB. The pose graph contains none of these layers and stays fully bf16."""
+    blocks = list(model.shader.decoder_blocks)
+    return blocks[len(blocks) - BF16_FP32_LEVELS:], []
+
+
 def _export(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: dict,
             warp_op: WarpOp | None, precision: str) -> None:
     """Write the three graphs into `folder` (created atomically: a temporary sibling renamed at the end)."""
@@ -291,7 +307,8 @@ def _export(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: 
         started = time.perf_counter()
         # tracing chatter (glog lines from the custom ops' static-graph API, PIR UserWarnings) goes to a log kept
         # in the export folder, not to the user's terminal; errors still raise
-        with output_to(tmp / "export.log"), _export_ops(warp_op, precision):
+        keep, skip = _bf16_fp32_regions(model) if precision == "bf16" else ([], [])
+        with output_to(tmp / "export.log"), _export_ops(warp_op, precision), bf16_marks.fp32_regions(keep, skip):
             for name, layer in layers.items():
                 layer.eval()
                 static = paddle.jit.to_static(layer, input_spec=specs[name], full_graph=True)
@@ -300,6 +317,8 @@ def _export(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: 
                         paddle.jit.save(static, str(tmp / name))
                 else:
                     paddle.jit.save(static, str(tmp / name))
+                if keep and (tmp / (name + ".json")).is_file():
+                    bf16_marks.apply_marks(tmp / (name + ".json"))  # the tags -> use_quantizer (stays fp32)
         meta = dict(meta, export_seconds=round(time.perf_counter() - started, 2))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
         try:
