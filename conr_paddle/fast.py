@@ -75,7 +75,7 @@ from . import bf16_marks
 from . import shader as shader_module
 from . import warp as warp_module
 from .ext import WarpOp, load_warp_op
-from .model import CoNR, Sheet, sheet_features_float64
+from .model import CoNR, Sheet, encode_sheet, sheet_parser
 
 __all__ = ["PredictorRunner", "PredictorSheet", "bf16_support", "cache_root", "export_key", "return_freed_memory",
            "EXPORT_FORMAT"]
@@ -284,15 +284,15 @@ def _specs(model: CoNR, size: int, views: int, batch: int) -> dict[str, list]:
     }
 
 
-def _bf16_fp32_regions(model: CoNR) -> tuple[list[nn.Layer], list[nn.Layer]]:
-    """Sub-networks a bf16 export keeps in float32 (`bf16_marks.fp32_regions`): (keep, nested exceptions).
+def _bf16_fp32_regions(model: CoNR) -> list[nn.Layer]:
+    """Sub-networks a bf16 export keeps in float32 (`bf16_marks.fp32_regions`).
 
     The decoder blocks of the last BF16_FP32_LEVELS shader levels. Measured at 128 px / 3 views against the float64
     torch truth (docs/bf16_bisect.md): all-bf16 gives 57.4 dB (He-normal) and 42.3 dB (narrow, conv_gain 1.1); these
     three levels in fp32 give 61.5 / 49.9 dB; the pose encoder, the RGBA decoder or the shader's flow/mask path
     each add under 2 dB. The pose graph contains none of these layers and stays fully bf16."""
     blocks = list(model.shader.decoder_blocks)
-    return blocks[len(blocks) - BF16_FP32_LEVELS:], []
+    return blocks[len(blocks) - BF16_FP32_LEVELS:]
 
 
 def _export(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: dict,
@@ -307,8 +307,8 @@ def _export(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: 
         started = time.perf_counter()
         # tracing chatter (glog lines from the custom ops' static-graph API, PIR UserWarnings) goes to a log kept
         # in the export folder, not to the user's terminal; errors still raise
-        keep, skip = _bf16_fp32_regions(model) if precision == "bf16" else ([], [])
-        with output_to(tmp / "export.log"), _export_ops(warp_op, precision), bf16_marks.fp32_regions(keep, skip):
+        keep = _bf16_fp32_regions(model) if precision == "bf16" else []
+        with output_to(tmp / "export.log"), _export_ops(warp_op, precision), bf16_marks.fp32_regions(keep):
             for name, layer in layers.items():
                 layer.eval()
                 static = paddle.jit.to_static(layer, input_spec=specs[name], full_graph=True)
@@ -498,7 +498,8 @@ class PredictorRunner:
         sheet = np.ascontiguousarray(sheet, dtype=np.float32)
         rgb, alpha = sheet[:, :3], sheet[:, 3:4]
         with paddle.no_grad():
-            features = [f.astype("float32").numpy() for f in sheet_features_float64(self._parser, paddle.to_tensor(rgb))]
+            parser = sheet_parser(self._parser, "float64", paddle.float32)
+            features = [f.numpy() for f in encode_sheet(parser, paddle.to_tensor(rgb))]
         return PredictorSheet(features=features, reference=np.concatenate([alpha * rgb, alpha], axis=1))
 
     def _batched(self, name: str, fixed: tuple, *per_frame: np.ndarray) -> np.ndarray:

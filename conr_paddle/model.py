@@ -53,11 +53,19 @@ def float64_copy(net: ResEncUnet) -> ResEncUnet:
     return twin
 
 
-def sheet_features_float64(parser: nn.Layer, rgb: paddle.Tensor) -> list[paddle.Tensor]:
-    """The parser's encoder features of sheet RGB (M, 3, S, S), computed in float64 on a transient copy."""
-    twin = float64_copy(parser)
-    _, features = twin(normalize(rgb.astype("float64")), decode=False)
-    return features
+def sheet_parser(parser: ResEncUnet, precision: str, dtype) -> ResEncUnet:
+    """The network that parses a sheet of `dtype`: a float64 copy of `parser` for precision "float64" and a
+    float32 sheet (CoNR.parse_sheet says why), else `parser` itself."""
+    if precision not in SHEET_PRECISIONS:
+        raise ValueError(f"precision must be one of {SHEET_PRECISIONS}, got {precision!r}")
+    return float64_copy(parser) if precision == "float64" and dtype == paddle.float32 else parser
+
+
+def encode_sheet(parser: ResEncUnet, rgb: paddle.Tensor) -> list[paddle.Tensor]:
+    """Encoder features of sheet RGB (M, 3, S, S), computed in the parser's dtype and returned in rgb's."""
+    work = parser.parameters()[0].dtype
+    _, features = parser(normalize(rgb.astype(work)), decode=False)
+    return [f.astype(rgb.dtype) for f in features]
 
 
 @dataclass(frozen=True)
@@ -75,25 +83,22 @@ class CoNR(nn.Layer):
             self.add_sublayer(name, net)
         self.eval()
 
-    def parse_sheet(self, sheet: paddle.Tensor, precision: str = "float64") -> Sheet:
+    def parse_sheet(self, sheet: paddle.Tensor, precision: str = "float64", parser: ResEncUnet | None = None) -> Sheet:
         """sheet: (M, 4, S, S) premultiplied RGB + alpha in [0, 1] (or a list of M (4, S, S) views).
 
         precision "float64" (default): for a float32 sheet, the parser runs on a float64 copy of itself and the
         features are rounded to float32 once, at the end. The sheet is parsed once per sequence, and its deepest
         features carry the largest float32 error of the whole step (ResNet-50 layer4), which the shader's warps
         amplify: measured at 128 px / 3 views, final RGBA error against the float64 truth 1.2e-4 with a float32
-        parse, 1.4e-5 with float64 features, torch's float32 reference 6.1e-5. "float32": the model's dtype."""
+        parse, 1.4e-5 with float64 features, torch's float32 reference 6.1e-5. "float32": the model's dtype.
+        parser: the network to parse with instead (`sheet_parser`'s choice), e.g. a copy the caller has hooked."""
         if isinstance(sheet, (list, tuple)):
             check_sheet_shapes([tuple(v.shape) for v in sheet])
             sheet = paddle.stack(list(sheet))
         check_sheet_shapes([tuple(sheet.shape)])
-        if precision not in SHEET_PRECISIONS:
-            raise ValueError(f"precision must be one of {SHEET_PRECISIONS}, got {precision!r}")
+        parser = parser if parser is not None else sheet_parser(self.udpparsernet, precision, sheet.dtype)
         rgb, alpha = sheet[:, :3], sheet[:, 3:4]
-        if precision == "float64" and sheet.dtype == paddle.float32:
-            features = [f.astype("float32") for f in sheet_features_float64(self.udpparsernet, rgb)]
-        else:
-            _, features = self.udpparsernet(normalize(rgb), decode=False)
+        features = encode_sheet(parser, rgb)
         return Sheet(features=features, reference=paddle.concat([alpha * rgb, alpha], axis=1))
 
     def parse_pose(self, image: paddle.Tensor) -> paddle.Tensor:

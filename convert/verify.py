@@ -408,7 +408,7 @@ def verify(
         if use_truth:
             say("float64 truth pass (torch reference in float64, the referee)")
             t0 = time.perf_counter()
-            tm64 = _float64_twin(torch, tm)
+            tm64 = _float64_twin(tm)
             truth_calls, truth_rgba = _torch_pass(torch, tm64, *(a.astype("float64") for a in (sheet, xyz, alpha)),
                                                   device, keep_inputs=False)
             del tm64
@@ -549,7 +549,7 @@ def _torch_pass(torch, tm, sheet, xyz, alpha, device: str, *, keep_inputs: bool)
     return rec.calls, rgba.detach().cpu().numpy()
 
 
-def _float64_twin(torch, tm):
+def _float64_twin(tm):
     """A float64 copy of the torch reference (the float32 model is kept for its own pass)."""
     import copy
 
@@ -571,7 +571,7 @@ def _paddle_pass(paddle, pm, calls, sheet, xyz, alpha, truth_calls=None):
     """Run Paddle with hooks comparing each output to the reference (and to the float64 truth, when given) as it
     appears; rows in torch order. The sheet is parsed as the renderer parses it (CoNR.parse_sheet: in float64 on a
     copy of the parser), with the copy's layers hooked under the parser's names."""
-    from conr_paddle.model import Sheet, float64_copy, normalize
+    from conr_paddle.model import sheet_parser
 
     from .hooks import PaddleRecorder, output_keys, torch_to_numpy
 
@@ -591,34 +591,26 @@ def _paddle_pass(paddle, pm, calls, sheet, xyz, alpha, truth_calls=None):
             return
         truth = truth_by_key.get(key)
         for i, (k, r, p) in enumerate(zip(output_keys(key, len(tensors)), ref.outputs, tensors)):
-            ours = p.numpy()
-            if ours.dtype != torch_to_numpy(r).dtype:  # the float64 sheet parse, compared at the reference's dtype
-                ours = ours.astype(torch_to_numpy(r).dtype)
-            results[k] = _diff_row(torch_to_numpy(r), ours)
+            theirs = torch_to_numpy(r)
+            ours = p.numpy().astype(theirs.dtype, copy=False)  # the float64 sheet parse, at the reference's dtype
+            results[k] = _diff_row(theirs, ours)
             if truth is not None and "error" not in results[k]:
-                results[k]["truth"] = _truth_errors(truth.outputs[i], torch_to_numpy(r), ours)
+                results[k]["truth"] = _truth_errors(truth.outputs[i], theirs, ours)
 
-    holder = paddle.nn.Layer()  # names the transient parser copy `udpparsernet`, as in the model
     P = paddle.to_tensor
-    rec = PaddleRecorder(pm, on_call)
+    sheet_t = P(sheet)
+    parser = sheet_parser(pm.udpparsernet, "float64", sheet_t.dtype)  # what parse_sheet would parse with
+    recorders = [PaddleRecorder(pm, on_call)]
+    if parser is not pm.udpparsernet:  # a transient copy: hooked under the parser's names
+        holder = paddle.nn.Layer()
+        holder.add_sublayer("udpparsernet", parser)
+        recorders.append(PaddleRecorder(holder, on_call))
     try:
         with paddle.no_grad():
-            if pm.udpparsernet.parameters()[0].dtype == paddle.float32:
-                holder.add_sublayer("udpparsernet", float64_copy(pm.udpparsernet))
-                twin_rec = PaddleRecorder(holder, on_call)
-                try:
-                    rgb = P(sheet[:, :3])
-                    _, feats = holder.udpparsernet(normalize(rgb.astype("float64")), decode=False)
-                finally:
-                    twin_rec.remove()
-                alpha_s = P(sheet[:, 3:4])
-                parsed = Sheet(features=[f.astype("float32") for f in feats],
-                               reference=paddle.concat([alpha_s * rgb, alpha_s], axis=1))
-            else:
-                parsed = pm.parse_sheet(P(sheet))
-            rgba = pm.render(parsed, P(xyz), P(alpha))
+            rgba = pm.render(pm.parse_sheet(sheet_t, parser=parser), P(xyz), P(alpha))
     finally:
-        rec.remove()
+        for rec in recorders:
+            rec.remove()
 
     rows = []
     for index, c in enumerate(calls):
@@ -636,21 +628,15 @@ def _paddle_pass(paddle, pm, calls, sheet, xyz, alpha, truth_calls=None):
 
 def _predictor_accuracy(pm, sheet, xyz, alpha, truth_rgba) -> dict:
     """Final RGBA of the Paddle Inference predictor against the float64 truth: fp32, and bf16 where supported."""
-    import hashlib
-
     from conr_common.compare import psnr_db
     from conr_paddle.fast import PredictorRunner, bf16_support
 
-    # a key for the export cache from the weights themselves (verify has no weight files of its own to hash)
-    h = hashlib.sha256()
-    for name, value in sorted(pm.state_dict().items()):
-        h.update(name.encode())
-        h.update(value.numpy().tobytes())
     out = {}
     precisions = ["fp32"] + (["bf16"] if bf16_support()[0] else [])
     with tempfile.TemporaryDirectory(prefix="conr-verify-cache-") as cache:
         for precision in precisions:
-            runner = PredictorRunner(pm, "verify-" + h.hexdigest(), size=sheet.shape[-1], views=sheet.shape[0],
+            # the export cache is this temporary folder: no other weights can share it, so a fixed key will do
+            runner = PredictorRunner(pm, "verify", size=sheet.shape[-1], views=sheet.shape[0],
                                      precision=precision, cache_dir=cache)
             rgba = runner.render(runner.parse_sheet(sheet), xyz, alpha)
             out[f"predictor_{precision}_vs_fp64"] = diff(truth_rgba, rgba).max_abs
