@@ -36,7 +36,7 @@ from conr_common.config import NETWORK_NAMES
 from conr_common.errors import ConrInputError
 from conr_common.manifest import official_manifest
 
-__all__ = ["add_verify_parser", "verify", "tolerances_for", "environment", "REPORT_FILES"]
+__all__ = ["add_verify_parser", "verify", "verdict_lines", "tolerances_for", "environment", "REPORT_FILES"]
 
 REPORT_FILES = ("report.json", "report.md", "report.png")
 REPORT_FORMAT_VERSION = 1
@@ -676,19 +676,15 @@ def _single_step(torch, paddle, pm, calls, rows) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------- CLI
-def _run_verify(args: argparse.Namespace) -> int:
-    report = verify(
-        args.torch, args.paddle, args.report, size=args.size, views=args.views,
-        character_sheet=args.character_sheet, poses=args.poses, fp64=args.fp64, single_step=args.single_step,
-        seed=args.seed, device=args.device, truth=args.truth, engine=args.engine,
-    )
+def verdict_lines(report: dict) -> list[str]:
+    """The verdict of a report as the CLI prints it (also shown by the web app's parity tab)."""
     s = report["summary"]
     verdict = "PASS" if report["passed"] else "FAIL"
-    print(f"{verdict}: {s['layers']} layer outputs, {s['layers_failing']} over tolerance; "
-          f"first failing layer: {s['first_failing_layer'] or 'none'}; "
-          f"parameters differing: {len(s['parameters_differing'])}/{s['parameters']}; "
-          f"render max abs {report['render'].get('max_abs', float('nan')):.3e} "
-          f"(tolerance {report['render']['tolerance']:g})")
+    lines = [f"{verdict}: {s['layers']} layer outputs, {s['layers_failing']} over tolerance; "
+             f"first failing layer: {s['first_failing_layer'] or 'none'}; "
+             f"parameters differing: {len(s['parameters_differing'])}/{s['parameters']}; "
+             f"render max abs {report['render'].get('max_abs', float('nan')):.3e} "
+             f"(tolerance {report['render']['tolerance']:g})"]
     acc = report.get("accuracy")
     if acc:
         line = (f"against the float64 truth: torch fp32 {acc['torch_fp32_vs_fp64']:.3e}, Paddle fp32 "
@@ -697,9 +693,20 @@ def _run_verify(args: argparse.Namespace) -> int:
             if f"predictor_{precision}_vs_fp64" in acc:
                 line += (f", predictor {precision} {acc[f'predictor_{precision}_vs_fp64']:.3e} "
                          f"({acc[f'predictor_{precision}_psnr_db']:.1f} dB)")
-        print(line)
+        lines.append(line)
     if s["first_failing_local"]:
-        print(f"first leaf layer over tolerance when run alone: {s['first_failing_local']}")
+        lines.append(f"first leaf layer over tolerance when run alone: {s['first_failing_local']}")
+    return lines
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    report = verify(
+        args.torch, args.paddle, args.report, size=args.size, views=args.views,
+        character_sheet=args.character_sheet, poses=args.poses, fp64=args.fp64, single_step=args.single_step,
+        seed=args.seed, device=args.device, truth=args.truth, engine=args.engine,
+    )
+    for line in verdict_lines(report):
+        print(line)
     print(f"report: {Path(args.report) / 'report.md'} ({report['timings']['total_s']:.1f} s)")
     return 0 if report["passed"] else 1
 
