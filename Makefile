@@ -1,10 +1,11 @@
-# Quick start: `make demo` (render the built-in sample in Paddle) and `make test` (install + full suite).
+# Quick start: `make demo` (render the built-in sample in Paddle), `make serve` (the local web app on
+# http://127.0.0.1:7860) and `make test` (install + full suite).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo serve bench clean
 
 # (Re)create the venv and install the project whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -20,6 +21,9 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m conr_paddle demo
+
+serve: $(STAMP)
+	$(PY) -m conr_paddle serve
 
 bench: $(STAMP)
 	$(PY) -m parity_tests.bench

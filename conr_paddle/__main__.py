@@ -1,4 +1,5 @@
-"""Command line: `python -m conr_paddle render ...` (a sequence in Paddle) and `python -m conr_paddle demo`.
+"""Command line: `python -m conr_paddle render ...` (a sequence in Paddle), `python -m conr_paddle demo` and
+`python -m conr_paddle serve` (the local web app).
 
 Bad input: one line `error: ...` on stderr, exit status 2, nothing written. Ctrl-C: exit status 130, every
 finished frame kept, no partial file; rerun with --resume. Nothing happens at import time; Paddle is imported
@@ -88,12 +89,28 @@ def _add_demo_parser(subparsers) -> None:
     p.set_defaults(func=_run_demo)
 
 
+def _add_serve_parser(subparsers) -> None:
+    from .serve import add_serve_arguments
+
+    p = subparsers.add_parser(
+        "serve",
+        help="local web app: upload a character sheet and poses, watch the animation render, download it",
+        description="Start the web app (Gradio) on http://127.0.0.1:7860: character sheet and poses uploaded or "
+        "the built-in sample, a progress bar while frames render, MP4 + WebM with alpha + a zip of the frames, "
+        "and a parity tab running `python -m convert verify`. Without --weights it uses the demo's seeded random "
+        "weights. Ctrl-C stops it.",
+    )
+    add_serve_arguments(p)
+    p.set_defaults(func=_run_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m conr_paddle",
                             description="CoNR in PaddlePaddle: character sheet + pose sequence -> animation.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_render_parser(subparsers)
     _add_demo_parser(subparsers)
+    _add_serve_parser(subparsers)
     return parser
 
 
@@ -118,6 +135,12 @@ def _run_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo_from_args
 
     return run_demo_from_args(args)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from .serve import run_serve_from_args
+
+    return run_serve_from_args(args)
 
 
 def main(argv: list[str] | None = None) -> int:
