@@ -101,7 +101,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
 
     def render(sheet_source: str, sheet_files: list[str] | None, pose_source: str, pose_files: list[str] | None,
                pose_images: bool, sample_frames: float, size: int, engine: str, precision: str, fps: float,
-               background: str, request: gr.Request, progress=gr.Progress()) -> Iterator[tuple]:
+               background: str, request: gr.Request) -> Iterator[tuple]:
         req = RenderRequest(sheet_source, _uploads(sheet_files), pose_source, _uploads(pose_files), bool(pose_images),
                             int(sample_frames), int(size), engine, precision, float(fps or 0), str(background))
         job = Job(req, ctx).start()
@@ -113,10 +113,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             yield _status("starting"), [], None, None, None
             for event in job.events():
                 if event.kind == "status":
-                    progress((event.done, event.total) if event.total else None, desc=event.message)
                     yield _status(event.message, event.done, event.total), skip, skip, skip, skip
                 elif event.kind == "frame":
-                    progress((event.done, event.total), desc="frames", unit="frame")
                     frames.append((str(event.preview), f"frame {event.done}"))
                     yield _status(event.message, event.done, event.total), list(frames), skip, skip, skip
                 elif event.kind == "done":
@@ -173,7 +171,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                                           label="Sheet views: PNGs with alpha (a character on a transparent "
                                           "background)", elem_id="sheet-files", height=120)
                     sheet_thumbs = gr.Gallery(label="Uploaded views over a checkerboard (alpha checked)", columns=6,
-                                              rows=1, height="auto", object_fit="contain", allow_preview=False,
+                                              rows=1, height=190, object_fit="contain", allow_preview=False,
                                               elem_id="sheet-thumbs")
                     sheet_check = gr.HTML(elem_id="sheet-check")
                     pose_source = gr.Radio(list(POSE_SOURCES), value=POSE_SOURCES[0], label="Pose sequence",
@@ -207,7 +205,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                                        elem_id="result-mp4", height=300)
                         webm = gr.Video(label="WebM with alpha", autoplay=True, loop=True, elem_id="result-webm",
                                         height=300)
-                    gallery = gr.Gallery(label="Frames, as they finish", columns=8, height="auto", object_fit="contain",
+                    gallery = gr.Gallery(label="Frames, as they finish", columns=6, height=240, object_fit="contain",
                                          elem_id="frames")
                     archive = gr.File(label="All frames (zip of RGBA PNGs, as the CLI writes them)",
                                       elem_id="frames-zip")
@@ -235,7 +233,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         run.click(render, [sheet_source, sheet_files, pose_source, pose_files, pose_images, sample_frames, size,
                            engine, precision, fps, background],
                   [status, gallery, mp4, webm, archive], concurrency_limit=1, concurrency_id=WORK_GROUP,
-                  show_progress="minimal")
+                  show_progress="hidden")  # our own <progress> bar: Gradio's overlay would hide the frames
         stop.click(cancel, None, status, queue=False)
-        parity_button.click(parity, None, [verdict, picture], concurrency_limit=1, concurrency_id=WORK_GROUP)
+        parity_button.click(parity, None, [verdict, picture], concurrency_limit=1, concurrency_id=WORK_GROUP,
+                            show_progress="minimal")
     return app
