@@ -11,14 +11,49 @@ RGBA_ATOL_FP32 = 1e-4
 PIXEL_MIN_IDENTICAL = 0.999
 PIXEL_MAX_LEVELS = 1
 
-# Any intermediate tensor (stage output or single layer output, error carried from upstream included) in float32,
-# scaled. Float32 eps is 1.2e-7, but the deepest parser block (ResNet-50 layer4: instance norm over 4x4 / 8x8 maps,
-# dividing by small per-channel stds) amplifies summation-order rounding. Measured on the correct port: stage
-# outputs 3.8e-4 (128 px) and 1.3e-3 (256 px, 4 views); worst single layer `udpparsernet.backbone.7.2.bn3.norm`
-# 7.5e-4 (128 px) and 2.03e-3 (256 px, 4 views); shader and decoder stay below 5e-6. 5e-3 keeps a 2.5x margin and
-# still catches the smallest planted fault of the tests (one conv weight moved by 1e-2: 1.1e-2 at that conv).
-# Float64 runs (below) are what proves these float32 differences are rounding.
-FEATURE_SCALED_FP32 = 5e-3
+# Intermediate tensors in float32, scaled, one bound per stage (issue #11: one number widened to the worst stage hid
+# a Paddle kernel's loss). They apply to every output of a stage: its final outputs when each network is fed the
+# reference's own inputs (parity_tests/test_networks.py) and each of its layer outputs in `convert verify`, where
+# error carried in from upstream stages is included. Measured on the port with float64 norm statistics and a
+# float64 sheet parse (Paddle's side is then closer to the truth than torch's, so these are mostly torch's own
+# float32 rounding), worst over the He-normal draws seeded/narrow/wide (conr_common.draws), 128 and 256 px,
+# 1/3/4 views; each bound keeps about 5x over that worst and stays 20x under the smallest planted fault (one conv
+# weight moved by 1e-2: 1.1e-2 scaled at that conv):
+# - parser (udpparsernet: sheet features, pose-image UDP, and its layers): 1.03e-4 (UDP of a pose image, 256 px);
+#   its deepest norm `backbone.7.2.bn3.norm` 8.4e-5 in verify at 256 px / 3 views.
+PARSER_SCALED_FP32 = 5e-4
+# - pose encoder (target_pose_encoder): 4.6e-6 (its features), 5.6e-6 (a layer in verify).
+POSE_ENCODER_SCALED_FP32 = 3e-5
+# - shader (flows, masks, warps, fused message at every level): 5.4e-5 (level-5 message, wide draw, 256 px /
+#   1 view), 1.07e-4 (a warp output in verify, seeded draw, 256 px / 3 views).
+SHADER_SCALED_FP32 = 5e-4
+# - RGBA decoder (rgbadecodernet): 4.2e-6 fed the reference's message, 3.1e-5 in verify (error carried in).
+DECODER_SCALED_FP32 = 2e-4
+# Badly conditioned worlds exceed these through torch's own float32 error, not Paddle's: the "wide" draw at 256 px /
+# 3 views gives 3.2e-4 at the shader's output and 1.4e-3 on the RGBA, while torch fp32 is itself 1.4e-3 away from
+# its float64 run and Paddle 2.0e-4. Such cases are judged by the float64 referee (TRUTH_* below), which `convert
+# verify --truth auto` calls in whenever these fixed bounds fail.
+STAGE_SCALED_FP32 = {
+    "udpparsernet": PARSER_SCALED_FP32,
+    "target_pose_encoder": POSE_ENCODER_SCALED_FP32,
+    "shader": SHADER_SCALED_FP32,
+    "rgbadecodernet": DECODER_SCALED_FP32,
+}
+
+
+def stage_of(name: str) -> str:
+    """The stage a tensor name belongs to: its first part ("shader.level3.flow" -> "shader",
+    "udpparsernet.backbone.7.2.bn3.norm#0" and "udpparsernet#0[2]" -> "udpparsernet")."""
+    return name.split(".", 1)[0].split("#", 1)[0].split("[", 1)[0]
+
+
+def stage_tolerance(name: str) -> float:
+    """The float32 scaled bound of the stage a tensor belongs to (`stage_of`)."""
+    stage = stage_of(name)
+    try:
+        return STAGE_SCALED_FP32[stage]
+    except KeyError:
+        raise KeyError(f"{name!r} belongs to no known stage ({', '.join(STAGE_SCALED_FP32)})") from None
 
 # Single ops in float32: one op of O(1) values rounds at a few float32 ulps (measured <= 1.2e-7 for grid_sample
 # and interpolate; convolutions accumulate over up to 224*9 products).

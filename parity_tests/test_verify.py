@@ -6,7 +6,9 @@ runs in-process through `convert.cli.main`, so a fault can be planted with monke
 - the Paddle warp with align_corners flipped: exit 1, the first failing layer is a `shader.warp#k` call (and, run
   alone on the reference's input, that leaf layer is the first local failure too);
 - one converted tensor perturbed by 1e-2 in one element: exit 1, the parameter check names exactly that tensor and
-  the first failing layer is inside `shader.decoder_blocks.2`.
+  the first failing layer is inside `shader.decoder_blocks.2`;
+- a badly conditioned world at 256 px: the fixed per-stage bounds fail on a correct port and the float64 referee,
+  called in by `--truth auto`, passes it.
 """
 from __future__ import annotations
 
@@ -86,7 +88,7 @@ def test_clean_pair_passes_and_writes_readable_report(weights_dir, pdparams_dir,
     warps = [r["key"] for r in rows if r["layer"] == "shader.warp"]
     assert warps == [f"shader.warp#{k}" for k in range(len(warps))] and len(warps) >= 6
     assert report["settings"] == {"size": SIZE, "views": VIEWS, "views_requested": VIEWS, "dtype": "float32",
-                                  "seed": 0, "single_step": False, "device": "cpu", "truth": "fp64",
+                                  "seed": 0, "single_step": False, "device": "cpu", "truth": "fp64", "truth_escalated": False,
                                   "engine": "eager"}
     # the float64 referee runs by default at 128 px: every row carries both frameworks' error against it
     acc = report["accuracy"]
@@ -228,3 +230,29 @@ def test_native_float32_instance_norm_is_found(weights_dir, pdparams_dir, tmp_pa
     # found at its own layer: the pose encoder's first norm (the final RGBA stays close, the float64 sheet
     # features dominate its error)
     assert first.startswith("target_pose_encoder.backbone.1.norm"), first
+
+
+@pytest.mark.slow
+def test_badly_conditioned_world_calls_in_the_referee_above_128px(tmp_path_factory, capsys):
+    """256 px (no referee by default), the "wide" weight draw, 1 view: torch fp32 itself is far from its float64 run
+    there, so the fixed per-stage bounds fail on a correct port (shader.warp_grouped, RGBA 1.8e-3 against torch);
+    `--truth auto` then calls in the float64 referee, which finds Paddle closer to the truth than torch and passes."""
+    from conr_common.draws import DRAWS
+    from conr_torch_ref.seeded import write_seeded_weights
+    from convert.run import convert_checkpoints
+
+    torch_dir = write_seeded_weights(tmp_path_factory.mktemp("wide_official"), draw=DRAWS["wide"])
+    paddle_dir = tmp_path_factory.mktemp("wide_paddle")
+    convert_checkpoints("torch2paddle", torch_dir, paddle_dir, fmt="pdparams", force=True, stdout=io.StringIO())
+    out = tmp_path_factory.mktemp("wide_report")
+    rc = main(["verify", "--torch", str(torch_dir), "--paddle", str(paddle_dir), "--size", "256", "--views", "1",
+               "--report", str(out)])
+    stdout = capsys.readouterr().out
+    report = _report(out)
+    assert rc == 0, stdout
+    assert report["settings"]["truth_escalated"] is True and report["settings"]["truth"] == "fp64"
+    assert "referee was called in" in stdout
+    assert report["render"]["max_abs"] > report["tolerances"]["rgba"]  # the fixed bound alone would have failed
+    acc = report["accuracy"]
+    assert acc["ratio"] <= 1.0, acc
+    assert "called in" in (out / "report.md").read_text()
