@@ -98,9 +98,14 @@ def serve(weights: Path | None = None, host: str = DEFAULT_HOST, port: int = DEF
         app.queue(default_concurrency_limit=1, max_size=32)
         if not _is_loopback(host):
             print(f"warning: listening on {host}: anyone who can reach this address can use the app", flush=True)
-        app.launch(server_name=host, server_port=port, max_file_size=ctx.limits.max_file_bytes, share=False,
-                   inbrowser=False, show_error=False, ssr_mode=False, quiet=True, prevent_thread_lock=True,
-                   theme="default", css=_css())
+        try:
+            app.launch(server_name=host, server_port=port, max_file_size=ctx.limits.max_file_bytes, share=False,
+                       inbrowser=False, show_error=False, ssr_mode=False, quiet=True, prevent_thread_lock=True,
+                       theme="default", css=_css())
+        except OSError as e:  # Gradio says "Cannot find empty port" and names its own settings
+            reason = "the port is in use" if "empty port" in str(e) else " ".join(str(e).split())
+            raise ConrInputError(f"--host {host} --port {port}: cannot listen there ({reason}); "
+                                 "choose another with --port") from e
         shown = f"[{host}]" if ":" in host else host
         print(f"temporary files: {work_root} (removed when the server stops)", flush=True)
         print(f"CoNR web app ready in {time.perf_counter() - started:.1f} s: http://{shown}:{port} "
