@@ -305,7 +305,10 @@ def test_parity_tab_function(ctx):
     shutil.rmtree(folder)
 
 
-def test_page_says_when_weights_are_seeded(ctx):
+def test_page_says_when_weights_are_seeded(ctx, monkeypatch):
+    # as the server does: Gradio (read at its import) keeps its files in the app's own folder, and sends nothing
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(ctx.upload_root))
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
     from conr_paddle.webapp import build_app
 
     ctx.seeded = True
