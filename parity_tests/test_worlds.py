@@ -3,8 +3,10 @@ against a float64 truth (the torch reference run in float64 on the same inputs).
 
 For every combination: the truth's RGBA has contrast (a flat render would make agreement meaningless), Paddle
 eager fp32 and the fp32 predictor are no further from the truth than torch fp32 is (Paddle's excess-error ratio,
-worst case and median over the combinations), the sheet features are compared too, and the written uint8 frames
-agree with the torch reference's.
+worst case and median over the combinations), the sheet features are compared too, the written uint8 frames
+agree with the torch reference's, and the bf16 predictor holds its PSNR bar against the truth. At 256 px every
+world's written frames are checked again, and the case the issue was filed on (256 px, 3 views, a 300x200 frame)
+is judged against its own float64 truth, bf16 included.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ import torch
 from conr_common.compare import diff, pixel_agreement
 from conr_common.draws import DRAWS, SEEDED, WeightDraw
 from conr_common.pipeline import load_udp_pose, paste_back, to_uint8
-from conr_common.tolerances import (MIN_RENDER_STD, PIXEL_MAX_LEVELS, PIXEL_MIN_IDENTICAL_WORLDS,
+from conr_common.compare import psnr_db
+from conr_common.tolerances import (BF16_MIN_PSNR_DB, MIN_RENDER_STD, PIXEL_MAX_LEVELS, PIXEL_MIN_IDENTICAL_WORLDS,
                                     WORLD_RATIO_MEDIAN, WORLD_RATIO_WORST)
 from parity_tests.harness import sheet_input
 
@@ -46,6 +49,11 @@ WORLDS = [
     World(DRAWS["wide"], 3, "thin", (200, 300)),
     World(SEEDED, 3, "blob", (333, 211)),
 ]
+
+
+# The case issue #11 was filed on: 256 px, 3 sheet views, a 300x200 UDP frame, He-normal weights (the seeded draw).
+HARD_CASE = World(SEEDED, 3, "sample", (300, 200))
+SIZE_LARGE = 256
 
 
 def _udp_frame(kind: str, hw: tuple[int, int], samples) -> np.ndarray:
@@ -90,41 +98,60 @@ def _models(draw: WeightDraw, official_states):
     return tm.eval(), pm
 
 
-@pytest.fixture(scope="module")
-def results(official_states, samples, tmp_path_factory):
-    """Every world run once: torch fp32, torch fp64 (truth), Paddle eager fp32 and the fp32 predictor."""
+def _run_world(world: World, size: int, official_states, samples, folder: Path, cache: Path, *,
+               truth: bool, bf16: bool) -> dict:
+    """One world at one size: torch fp32, Paddle eager fp32, the fp32 predictor; the float64 truth (torch in
+    float64) and the bf16 predictor (on a CPU with bfloat16) when asked."""
     import copy
 
-    from conr_paddle.fast import PredictorRunner
+    from conr_paddle.fast import PredictorRunner, bf16_support
 
-    cache = tmp_path_factory.mktemp("world_cache")
-    out = {}
-    for world in WORLDS:
-        folder = tmp_path_factory.mktemp(world.id)
-        np.savez(folder / "0.npz", i=_udp_frame(world.pose, world.frame_hw, samples))
-        pose = load_udp_pose(folder / "0.npz", SIZE)
-        sheet = sheet_input(samples, SIZE, world.views)
-        xyz = pose.xyz.transpose(2, 0, 1)[None].astype(np.float32)
-        alpha = (pose.alpha.astype(np.float64) / 255.0)[None, None].astype(np.float32)
-        tm, pm = _models(world.draw, official_states)
-        tm64 = copy.deepcopy(tm).double()
-        T, P = torch.from_numpy, paddle.to_tensor
-        with torch.no_grad(), paddle.no_grad():
-            t_sheet = tm.parse_sheet(T(sheet))
-            t32 = tm.render(t_sheet, T(xyz), T(alpha)).numpy()
+    np.savez(folder / "0.npz", i=_udp_frame(world.pose, world.frame_hw, samples))
+    pose = load_udp_pose(folder / "0.npz", size)
+    sheet = sheet_input(samples, size, world.views)
+    xyz = pose.xyz.transpose(2, 0, 1)[None].astype(np.float32)
+    alpha = (pose.alpha.astype(np.float64) / 255.0)[None, None].astype(np.float32)
+    tm, pm = _models(world.draw, official_states)
+    T, P = torch.from_numpy, paddle.to_tensor
+    out: dict = {"pose": pose}
+    with torch.no_grad(), paddle.no_grad():
+        t_sheet = tm.parse_sheet(T(sheet))
+        out["t32"] = tm.render(t_sheet, T(xyz), T(alpha)).numpy()
+        out["sheet_t"] = t_sheet.features[0].numpy()
+        if truth:
+            tm64 = copy.deepcopy(tm).double()
             s64 = tm64.parse_sheet(T(sheet.astype(np.float64)))
-            t64 = tm64.render(s64, T(xyz.astype(np.float64)), T(alpha.astype(np.float64))).numpy()
-            p_sheet = pm.parse_sheet(P(sheet))
-            p32 = pm.render(p_sheet, P(xyz), P(alpha)).numpy()
-        runner = PredictorRunner(pm, f"world-{world.draw!r}", size=SIZE, views=world.views, cache_dir=cache)
-        pred = runner.render(runner.parse_sheet(sheet), xyz, alpha)
-        out[world.id] = {
-            "pose": pose, "t32": t32, "t64": t64, "p32": p32, "pred": pred,
-            "sheet_t": t_sheet.features[0].numpy(), "sheet_p": p_sheet.features[0].numpy(),
-            "sheet_truth": s64.features[0].numpy(),
-        }
-        del tm, tm64, pm, runner
+            out["t64"] = tm64.render(s64, T(xyz.astype(np.float64)), T(alpha.astype(np.float64))).numpy()
+            out["sheet_truth"] = s64.features[0].numpy()
+            del tm64, s64
+        p_sheet = pm.parse_sheet(P(sheet))
+        out["p32"] = pm.render(p_sheet, P(xyz), P(alpha)).numpy()
+        out["sheet_p"] = p_sheet.features[0].numpy()
+    precisions = ["fp32"] + (["bf16"] if bf16 and bf16_support()[0] else [])
+    for precision in precisions:
+        runner = PredictorRunner(pm, f"world-{world.draw!r}", size=size, views=world.views, precision=precision,
+                                 cache_dir=cache)
+        out["pred" if precision == "fp32" else "bf16"] = runner.render(runner.parse_sheet(sheet), xyz, alpha)
+        del runner
     return out
+
+
+@pytest.fixture(scope="module")
+def results(official_states, samples, tmp_path_factory):
+    """Every world run once at 128 px: torch fp32, torch fp64 (truth), Paddle eager fp32, the fp32 predictor and
+    the bf16 predictor."""
+    cache = tmp_path_factory.mktemp("world_cache")
+    return {w.id: _run_world(w, SIZE, official_states, samples, tmp_path_factory.mktemp(w.id), cache,
+                             truth=True, bf16=True) for w in WORLDS}
+
+
+@pytest.fixture(scope="module")
+def results_256(official_states, samples, tmp_path_factory):
+    """Every world and the issue's case at 256 px: torch fp32, Paddle eager and the fp32 predictor; the issue's case
+    also with the float64 truth and the bf16 predictor."""
+    cache = tmp_path_factory.mktemp("world_cache_256")
+    return {w.id: _run_world(w, SIZE_LARGE, official_states, samples, tmp_path_factory.mktemp(w.id + "-256"), cache,
+                             truth=w == HARD_CASE, bf16=w == HARD_CASE) for w in WORLDS + [HARD_CASE]}
 
 
 def _ratio(r: dict, key: str) -> float:
@@ -147,16 +174,51 @@ def test_world_has_contrast_and_paddle_is_no_further_from_the_truth(results, wor
     assert sp <= st
 
 
-@pytest.mark.parametrize("world", WORLDS, ids=lambda w: w.id)
-def test_world_written_frames_agree_with_torch(results, world):
-    r = results[world.id]
+def _assert_frames_agree(r: dict, label: str) -> None:
     pose = r["pose"]
     ref = paste_back(to_uint8(r["t32"][0].transpose(1, 2, 0)), pose.crop, pose.frame_hw)
     for key in ("p32", "pred"):
         ours = paste_back(to_uint8(r[key][0].transpose(1, 2, 0)), pose.crop, pose.frame_hw)
         same, levels = pixel_agreement(ref, ours)
-        print(f"{world.id} {key}: {same:.4%} identical, max {levels} level(s)")
-        assert same >= PIXEL_MIN_IDENTICAL_WORLDS and levels <= PIXEL_MAX_LEVELS
+        print(f"{label} {key}: {same:.4%} identical, max {levels} level(s)")
+        assert same >= PIXEL_MIN_IDENTICAL_WORLDS and levels <= PIXEL_MAX_LEVELS, (label, key, same, levels)
+
+
+@pytest.mark.parametrize("world", WORLDS, ids=lambda w: w.id)
+def test_world_written_frames_agree_with_torch(results, world):
+    _assert_frames_agree(results[world.id], world.id)
+
+
+@pytest.mark.parametrize("world", WORLDS + [HARD_CASE], ids=lambda w: w.id)
+def test_world_written_frames_agree_with_torch_at_256px(results_256, world):
+    _assert_frames_agree(results_256[world.id], f"{world.id} @256")
+
+
+def _assert_bf16_holds(r: dict, label: str) -> None:
+    if "bf16" not in r:
+        from conr_paddle.fast import bf16_support
+
+        pytest.skip(f"no bf16 predictor: {bf16_support()[1]}")
+    db = psnr_db(r["t64"], r["bf16"])
+    print(f"{label}: bf16 predictor vs float64 truth {db:.1f} dB (fp32 predictor {psnr_db(r['t64'], r['pred']):.1f})")
+    assert db >= BF16_MIN_PSNR_DB, (label, db)
+
+
+@pytest.mark.parametrize("world", WORLDS, ids=lambda w: w.id)
+def test_world_bf16_holds_its_psnr_against_the_truth(results, world):
+    _assert_bf16_holds(results[world.id], world.id)
+
+
+def test_issue_case_at_256px_against_the_truth(results_256):
+    """The case issue #11 was filed on: Paddle eager and the fp32 predictor no further from the float64 truth than
+    torch fp32 (worst-case bound), and bf16 above its PSNR bar against the same truth."""
+    r = results_256[HARD_CASE.id]
+    std = r["t64"][0].reshape(4, -1).std(axis=1)
+    assert std.min() >= MIN_RENDER_STD, f"render nearly flat: std {std}"
+    for key in ("p32", "pred"):
+        print(f"{HARD_CASE.id} @256 {key}: ratio {_ratio(r, key):.2f}")
+        assert _ratio(r, key) <= WORLD_RATIO_WORST
+    _assert_bf16_holds(r, f"{HARD_CASE.id} @256")
 
 
 def test_median_ratio_over_worlds(results):
