@@ -75,6 +75,7 @@ from . import bf16_marks
 from . import shader as shader_module
 from . import warp as warp_module
 from .ext import WarpOp, load_warp_op
+from .layers import norm_statistics
 from .model import CoNR, Sheet, encode_sheet, sheet_parser
 
 __all__ = ["PredictorRunner", "PredictorSheet", "bf16_support", "cache_root", "export_key", "return_freed_memory",
@@ -95,10 +96,14 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "conr_paddle"
 
 
-def export_identity(weights_hash: str, size: int, views: int, batch: int, precision: str, warp: str) -> dict:
-    """Everything an exported graph depends on: a change in any of these rebuilds it."""
+def export_identity(weights_hash: str, size: int, views: int, batch: int, precision: str, warp: str,
+                    norm: str = "float64") -> dict:
+    """Everything an exported graph depends on: a change in any of these rebuilds it. norm: how the model's
+    instance norms compute float32 statistics (`conr_paddle.layers.NORM_STATISTICS`; "float64" unless changed
+    with `set_norm_statistics`, as the benchmark does to measure the accurate norm's cost)."""
     return {
         "warp": warp,
+        "norm": norm,
         "weights": weights_hash,
         "size": size,
         "views": views,
@@ -109,8 +114,9 @@ def export_identity(weights_hash: str, size: int, views: int, batch: int, precis
     }
 
 
-def export_key(weights_hash: str, size: int, views: int, batch: int, precision: str, warp: str) -> str:
-    blob = json.dumps(export_identity(weights_hash, size, views, batch, precision, warp), sort_keys=True)
+def export_key(weights_hash: str, size: int, views: int, batch: int, precision: str, warp: str,
+               norm: str = "float64") -> str:
+    blob = json.dumps(export_identity(weights_hash, size, views, batch, precision, warp, norm), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -465,11 +471,12 @@ class PredictorRunner:
             if self.warp_op is not None and self.warp_op.available
             else "grid_sample"
         )
-        key = export_key(weights_hash, size, views, batch, precision, self.warp)
+        self.norm = norm_statistics(model)
+        key = export_key(weights_hash, size, views, batch, precision, self.warp, self.norm)
         self.folder = cache_root(cache_dir) / key[:24]
         self.exported = False  # True when this construction wrote the graphs (False: reused from the cache)
         if not (self.folder / "meta.json").is_file():
-            meta = dict(export_identity(weights_hash, size, views, batch, precision, self.warp), key=key)
+            meta = dict(export_identity(weights_hash, size, views, batch, precision, self.warp, self.norm), key=key)
             _export(model, self.folder, size, views, batch, meta, self.warp_op, precision)
             self.exported = True
             return_freed_memory()

@@ -66,6 +66,13 @@ def set_norm_statistics(model: nn.Layer, statistics: str) -> int:
     return count
 
 
+def norm_statistics(model: nn.Layer) -> str:
+    """How the instance norms of `model` compute float32 statistics: one of NORM_STATISTICS, or "mixed"."""
+    kinds = {layer.statistics for layer in model.sublayers(include_self=True)
+             if isinstance(layer, AccurateInstanceNorm2D)}
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
 # Float32 convolutions whose output has fewer pixels per map than this run in float64. Why: Paddle 3.3.1's eager
 # CPU conv2d (im2col + MKL sgemm) loses precision when the output is small and its pixel count is not a multiple
 # of 16 (the GEMM's tail path): measured scaled error against float64, 3x3 conv of 2048 channels, output 2x2 /

@@ -1,14 +1,19 @@
 """Speed, memory and agreement of the CoNR inference paths on one machine, each in its own child process.
 
-    python -m parity_tests.bench [--size 256] [--views 4] [--frames N] [--batch N] [--no-custom-ops] [--json out.json]
+    python -m parity_tests.bench [--size 256] [--views 4] [--frames N] [--batch N] [--draw seeded]
+                                 [--no-custom-ops] [--no-truth] [--json out.json]
 
 Contenders: the PyTorch reference (eager), the eager Paddle port, Paddle Inference fp32 and bf16
-(`conr_paddle.fast.PredictorRunner`; bf16 is skipped with the reason on a CPU without bfloat16). All use the
-seeded weights (`conr_torch_ref.seeded`, seed 0) and the same procedural sample data (`conr_common.samples`:
-character sheet views and a UDP walk cycle). Sheet features are computed once (timed apart); the per-frame step
-is timed over `--frames` frames after one warm-up call. Peak RSS is the child's VmHWM. The machine's ceiling
-is a torch Conv2d 224->224 3x3 on 4x64x64 in the same run; GFLOP/s come from `conr_paddle.flops` (convs only).
-Outputs are compared element-wise with the eager Paddle output (max abs) and bf16 with fp32 (PSNR, range 1).
+(`conr_paddle.fast.PredictorRunner`; bf16 is skipped with the reason on a CPU without bfloat16), and the fp32
+predictor with Paddle's native float32 instance norm (`predictor_fp32_native_norm`: what the accurate norm costs,
+`conr_paddle.layers.AccurateInstanceNorm2D`). All use one weight draw (`conr_common.draws`, default the project's
+seeded weights) and the same procedural sample data (`conr_common.samples`: character sheet views and a UDP walk
+cycle). Sheet features are computed once (timed apart); the per-frame step is timed over `--frames` frames after
+one warm-up call. Peak RSS is the child's VmHWM. The machine's ceiling is a torch Conv2d 224->224 3x3 on 4x64x64
+in the same run; GFLOP/s come from `conr_paddle.flops` (convs only).
+Accuracy: every contender's frames against the float64 truth (the torch reference run in float64 on the same
+inputs, its own child; `--no-truth` skips it): max abs and PSNR (range 1); also max abs against the eager Paddle
+output and bf16's PSNR against fp32.
 """
 from __future__ import annotations
 
@@ -25,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from conr_common.compare import psnr_db
-from conr_common.draws import SEEDED
+from conr_common.draws import DRAWS, WeightDraw, draw_named
 
-CONTENDERS = ("torch", "paddle_eager", "predictor_fp32", "predictor_bf16")
+CONTENDERS = ("torch", "paddle_eager", "predictor_fp32", "predictor_fp32_native_norm", "predictor_bf16")
 CEILING_SHAPE = (4, 224, 64, 64)
 
 
@@ -64,12 +69,12 @@ def _peak_rss_mb() -> float:
     return float("nan")
 
 
-def _paddle_model():
+def _paddle_model(draw: WeightDraw):
     from conr_paddle.model import CoNR, load_networks
     from conr_torch_ref.seeded import seeded_state_dicts
     from convert.rename import torch_to_paddle_key
 
-    states = seeded_state_dicts(SEEDED)
+    states = seeded_state_dicts(draw)
     model = CoNR()
     load_networks(
         model,
@@ -80,7 +85,9 @@ def _paddle_model():
 
 
 class _TorchRunner:
-    def __init__(self) -> None:
+    """The torch reference; `float64=True` is the truth (weights and inputs widened to float64)."""
+
+    def __init__(self, draw: WeightDraw, float64: bool = False) -> None:
         import torch
 
         from conr_torch_ref.model import CoNR
@@ -88,15 +95,23 @@ class _TorchRunner:
 
         self.torch = torch
         self.model = CoNR()
-        for name, state in seeded_state_dicts(SEEDED).items():
+        for name, state in seeded_state_dicts(draw).items():
             getattr(self.model, name).load_state_dict(state, strict=True)
+        self.model.eval()
+        self.dtype = np.float64 if float64 else np.float32
+        if float64:
+            self.model.double()
+
+    def _t(self, a):
+        return self.torch.from_numpy(np.ascontiguousarray(a, dtype=self.dtype))
 
     def parse_sheet(self, sheet):
         with self.torch.no_grad():
-            return self.model.parse_sheet(self.torch.from_numpy(sheet))
+            return self.model.parse_sheet(self._t(sheet))
 
     def render(self, sheet, xyz, alpha):
-        return self.model.render(sheet, self.torch.from_numpy(xyz), self.torch.from_numpy(alpha)).numpy()
+        with self.torch.no_grad():
+            return self.model.render(sheet, self._t(xyz), self._t(alpha)).numpy()
 
 
 def _child_ceiling() -> dict:
@@ -122,29 +137,33 @@ def _child_flops(size: int, views: int) -> dict:
     return {"frame": c.frame, "sheet": c.sheet, "first_frame": c.first_frame, "pose_parse": c.pose_parse}
 
 
-def _child_contender(name: str, work: Path, size: int, views: int, batch: int, custom_ops: bool = True) -> dict:
+def _child_contender(name: str, work: Path, size: int, views: int, batch: int, draw: WeightDraw,
+                     custom_ops: bool = True) -> dict:
     data = np.load(work / "inputs.npz")
     sheet_in, xyz, alpha = data["sheet"], data["xyz"], data["alpha"]
     info: dict = {}
     t = time.perf_counter()
-    if name == "torch":
-        runner = _TorchRunner()
+    if name in ("torch", "truth"):
+        runner = _TorchRunner(draw, float64=name == "truth")
     elif name == "paddle_eager":
         from conr_paddle.runner import EagerRunner
 
-        runner = EagerRunner(_paddle_model())
+        runner = EagerRunner(_paddle_model(draw))
     else:
         from conr_paddle.fast import PredictorRunner, bf16_support
+        from conr_paddle.layers import set_norm_statistics
 
-        precision = name.rsplit("_", 1)[1]
+        precision = name.split("_")[1]
         if precision == "bf16":
             ok, why = bf16_support()
             if not ok:
                 return {"skipped": why, "peak_rss_mb": _peak_rss_mb()}
-        model = _paddle_model()
+        model = _paddle_model(draw)
+        if name.endswith("_native_norm"):
+            set_norm_statistics(model, "native")
         t_export = time.perf_counter()
         runner = PredictorRunner(
-            model, f"seeded-{SEEDED!r}", size=size, views=views, batch=batch, precision=precision,
+            model, f"bench-{draw!r}", size=size, views=views, batch=batch, precision=precision,
             custom_warp=custom_ops,
         )
         info.update(export_seconds=time.perf_counter() - t_export, exported=runner.exported,
@@ -165,7 +184,7 @@ def _child_contender(name: str, work: Path, size: int, views: int, batch: int, c
     for start in range(0, len(xyz), batch):
         outs.append(runner.render(sheet, xyz[start:start + batch], alpha[start:start + batch]))
     elapsed = time.perf_counter() - t
-    np.save(work / f"{name}.npy", np.concatenate(outs).astype(np.float32))
+    np.save(work / f"{name}.npy", np.concatenate(outs).astype(np.float64 if name == "truth" else np.float32))
     info.update(seconds_per_frame=elapsed / len(xyz), frames=len(xyz), peak_rss_mb=_peak_rss_mb())
     return info
 
@@ -173,7 +192,7 @@ def _child_contender(name: str, work: Path, size: int, views: int, batch: int, c
 def _run_child(kind: str, work: Path, args) -> dict:
     out = work / f"{kind}.json"
     cmd = [sys.executable, "-m", "parity_tests.bench", "--child", kind, "--work", str(work),
-           "--size", str(args.size), "--views", str(args.views), "--batch", str(args.batch)]
+           "--size", str(args.size), "--views", str(args.views), "--batch", str(args.batch), "--draw", args.draw]
     if args.no_custom_ops:
         cmd.append("--no-custom-ops")
     t = time.perf_counter()
@@ -194,6 +213,7 @@ def _run_child(kind: str, work: Path, args) -> dict:
 def summarise(results: dict, work: Path, flops: dict, ceiling: float) -> None:
     outputs = {n: np.load(work / f"{n}.npy") for n in CONTENDERS if (work / f"{n}.npy").is_file()}
     eager = outputs.get("paddle_eager")
+    truth = np.load(work / "truth.npy") if (work / "truth.npy").is_file() else None
     torch_fps = None
     if "seconds_per_frame" in results.get("torch", {}):
         torch_fps = 1.0 / results["torch"]["seconds_per_frame"]
@@ -209,6 +229,14 @@ def summarise(results: dict, work: Path, flops: dict, ceiling: float) -> None:
         r["speed_vs_torch"] = r["fps"] / torch_fps if torch_fps else None
         if eager is not None and name in outputs:
             r["max_abs_vs_paddle_eager"] = float(np.abs(outputs[name] - eager).max())
+        if truth is not None and name in outputs:
+            r["max_abs_vs_fp64"] = float(np.abs(outputs[name] - truth).max())
+            r["psnr_vs_fp64_db"] = psnr_db(truth, outputs[name])
+    native = results.get("predictor_fp32_native_norm", {})
+    if "seconds_per_frame" in native and "seconds_per_frame" in results.get("predictor_fp32", {}):
+        # what the accurate (float64-statistics) instance norm adds to the fp32 predictor's time per frame
+        results["predictor_fp32"]["accurate_norm_cost"] = (
+            results["predictor_fp32"]["seconds_per_frame"] / native["seconds_per_frame"] - 1.0)
     if "predictor_bf16" in outputs and "predictor_fp32" in outputs:
         results["predictor_bf16"]["psnr_vs_fp32_db"] = psnr_db(outputs["predictor_fp32"], outputs["predictor_bf16"])
 
@@ -218,13 +246,13 @@ def _fmt(v, spec: str) -> str:
 
 
 def table(report: dict) -> str:
-    head = ("contender", "s/frame", "fps", "GFLOP/s", "% ceil", "x torch", "peak RSS MB", "max|d| eager", "PSNR fp32",
-            "note")
+    head = ("contender", "s/frame", "fps", "GFLOP/s", "% ceil", "x torch", "peak RSS MB", "max|d| eager",
+            "max|d| fp64 truth", "PSNR fp64 truth", "PSNR fp32", "note")
     rows = [head]
     for name in CONTENDERS:
         r = report["results"][name]
         if "seconds_per_frame" not in r:
-            rows.append((name, "-", "-", "-", "-", "-", _fmt(r.get("peak_rss_mb"), ".0f"), "-", "-",
+            rows.append((name, "-", "-", "-", "-", "-", _fmt(r.get("peak_rss_mb"), ".0f"), "-", "-", "-", "-",
                          "skipped: " + r["skipped"] if "skipped" in r else "error: " + r.get("error", "?")))
             continue
         frac = r.get("fraction_of_ceiling")
@@ -232,10 +260,13 @@ def table(report: dict) -> str:
         if "exported" in r:
             note = f"export {r['export_seconds']:.0f} s" if r["exported"] else "export cached"
             note += f", {r['warp']}"
+        if "accurate_norm_cost" in r:
+            note += f", accurate norm {100 * r['accurate_norm_cost']:+.1f}% vs native"
         rows.append((
             name, f"{r['seconds_per_frame']:.2f}", f"{r['fps']:.3f}", _fmt(r.get("gflops_per_s"), ".1f"),
             _fmt(None if frac is None else 100 * frac, ".0f"), _fmt(r.get("speed_vs_torch"), ".2f"),
             f"{r['peak_rss_mb']:.0f}", _fmt(r.get("max_abs_vs_paddle_eager"), ".2e"),
+            _fmt(r.get("max_abs_vs_fp64"), ".2e"), _fmt(r.get("psnr_vs_fp64_db"), ".1f"),
             _fmt(r.get("psnr_vs_fp32_db"), ".1f"), note,
         ))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
@@ -243,7 +274,8 @@ def table(report: dict) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     cfg = report["config"]
     flops = report.get("flops") or {}
-    lines.insert(0, f"CoNR {cfg['size']} px, {cfg['views']} views, {cfg['frames']} frames, batch {cfg['batch']}; "
+    lines.insert(0, f"CoNR {cfg['size']} px, {cfg['views']} views, {cfg['frames']} frames, batch {cfg['batch']}, "
+                    f"weights draw {cfg.get('draw', 'seeded')}; "
                     f"{_fmt(flops.get('frame'), '.1f')} GFLOP/frame (sheet cached); ceiling "
                     f"{_fmt(report.get('ceiling_gflops'), '.1f')} GFLOP/s (torch conv 224->224 3x3, 4x64x64)")
     return "\n".join(lines)
@@ -258,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None,
                         help="where to write the results (default: bench-<size>px-<views>v.json in the cache dir)")
     parser.add_argument("--only", default=",".join(CONTENDERS), help="comma-separated subset of " + ",".join(CONTENDERS))
+    parser.add_argument("--draw", default="seeded", choices=sorted(DRAWS),
+                        help="weight draw (conr_common.draws; default the project's seeded weights)")
+    parser.add_argument("--no-truth", action="store_true",
+                        help="skip the float64 truth run (torch reference in float64; about 3x a torch fp32 run)")
     parser.add_argument("--no-custom-ops", action="store_true",
                         help="export the predictor graphs with Paddle's grid_sample/resizes (conr_paddle.ext not used)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -271,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             result = _child_flops(args.size, args.views)
         else:
             result = _child_contender(args.child, args.work, args.size, args.views, args.batch,
-                                      custom_ops=not args.no_custom_ops)
+                                      draw_named(args.draw), custom_ops=not args.no_custom_ops)
         (args.work / f"{args.child}.json").write_text(json.dumps(result, indent=1))
         return 0
 
@@ -294,10 +330,16 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"[bench] {name} ...", file=sys.stderr, flush=True)
             results[name] = _run_child(name, work, args)
+        if not args.no_truth:
+            print("[bench] float64 truth (torch reference in float64) ...", file=sys.stderr, flush=True)
+            results_truth = _run_child("truth", work, args)
+        else:
+            results_truth = {"skipped": "--no-truth"}
         flops_ok = flops if "frame" in flops else {}
         summarise(results, work, flops_ok, ceiling.get("gflops"))
     report = {
-        "config": {"size": args.size, "views": args.views, "frames": args.frames, "batch": args.batch,
+        "truth": results_truth,
+        "config": {"size": args.size, "views": args.views, "frames": args.frames, "batch": args.batch, "draw": args.draw,
                    "custom_ops": not args.no_custom_ops, "cpu_count": os.cpu_count()},
         "ceiling_gflops": ceiling.get("gflops"),
         "flops": flops_ok or None,

@@ -6,6 +6,7 @@ Small on purpose (128 px, one sheet view, one frame): about two minutes on 2 cor
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conr_common.tolerances import BF16_MIN_PSNR_DB, PREDICTOR_RGBA_ATOL
+from conr_common.tolerances import BF16_MIN_PSNR_DB, PREDICTOR_RGBA_ATOL, WORLD_RATIO_WORST
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,6 +54,20 @@ def test_bench_smoke(tmp_path):
     assert diff <= PREDICTOR_RGBA_ATOL, f"predictor fp32 vs eager Paddle: max abs {diff:.3e} > {PREDICTOR_RGBA_ATOL}"
     # the torch reference agrees too (parity of the port itself is tested elsewhere; this guards the bench inputs)
     assert results["torch"]["max_abs_vs_paddle_eager"] <= PREDICTOR_RGBA_ATOL
+    # every contender against the float64 truth (its own child process): columns filled, bf16 above its bar,
+    # and the fp32 contenders no further from the truth than torch fp32 is (the multi-world bound)
+    assert "seconds_per_frame" in report["truth"], report["truth"]
+    for name in CONTENDERS:
+        if "seconds_per_frame" in results[name]:
+            assert results[name]["max_abs_vs_fp64"] >= 0 and results[name]["psnr_vs_fp64_db"] > 0, results[name]
+    torch_err = results["torch"]["max_abs_vs_fp64"]
+    for name in ("paddle_eager", "predictor_fp32"):
+        assert results[name]["max_abs_vs_fp64"] <= WORLD_RATIO_WORST * torch_err, (name, results[name], torch_err)
+    if "seconds_per_frame" in bf16:
+        assert bf16["psnr_vs_fp64_db"] >= BF16_MIN_PSNR_DB, bf16
+    # the accurate norm's cost is measured in the same run (a figure, not a timed assertion)
+    assert "seconds_per_frame" in results["predictor_fp32_native_norm"]
+    assert math.isfinite(results["predictor_fp32"]["accurate_norm_cost"])
 
 
 def _mtimes(folder: Path) -> dict[str, int]:
