@@ -6,6 +6,7 @@ import numpy as np
 import paddle
 import torch
 
+from conr_common.draws import SEEDED, WeightDraw
 from conr_common.pipeline import PoseFrame, list_pose_files, load_character_sheet, load_pose_image, load_udp_pose
 
 
@@ -61,3 +62,24 @@ def end_to_end(tm, pm, sheet, xyz, alpha) -> tuple[np.ndarray, np.ndarray]:
         ref = tm.render(tm.parse_sheet(torch.from_numpy(sheet)), torch.from_numpy(xyz), torch.from_numpy(alpha))
         out = pm.render(pm.parse_sheet(paddle.to_tensor(sheet)), paddle.to_tensor(xyz), paddle.to_tensor(alpha))
     return _np(ref), _np(out)
+
+
+def models_for_draw(draw: WeightDraw, official_states: dict):
+    """(torch reference in eval mode, Paddle port) loaded with one weight draw; the seeded draw reuses the session's
+    official_states (numpy, torch names) instead of drawing 180 M parameters again."""
+    from conr_paddle.model import CoNR as PCoNR
+    from conr_paddle.model import load_networks
+    from conr_torch_ref.model import CoNR as TCoNR
+    from conr_torch_ref.seeded import seeded_state_dicts
+    from convert.rename import torch_to_paddle_key
+
+    if draw == SEEDED:
+        states = {n: {k: torch.from_numpy(v) for k, v in s.items()} for n, s in official_states.items()}
+    else:
+        states = seeded_state_dicts(draw)
+    tm = TCoNR()
+    for name, state in states.items():
+        getattr(tm, name).load_state_dict(state, strict=True)
+    pm = load_networks(PCoNR(), {n: {torch_to_paddle_key(k, tuple(v.shape)): v.numpy() for k, v in s.items()}
+                                 for n, s in states.items()})
+    return tm.eval(), pm

@@ -25,7 +25,7 @@ from conr_common.pipeline import load_udp_pose, paste_back, to_uint8
 from conr_common.compare import psnr_db
 from conr_common.tolerances import (BF16_MIN_PSNR_DB, MIN_RENDER_STD, PIXEL_MAX_LEVELS, PIXEL_MIN_IDENTICAL_WORLDS,
                                     WORLD_RATIO_MEDIAN, WORLD_RATIO_WORST)
-from parity_tests.harness import sheet_input
+from parity_tests.harness import models_for_draw, sheet_input
 
 pytestmark = pytest.mark.slow
 SIZE = 128
@@ -79,25 +79,6 @@ def _udp_frame(kind: str, hw: tuple[int, int], samples) -> np.ndarray:
     return out
 
 
-def _models(draw: WeightDraw, official_states):
-    from conr_paddle.model import CoNR as PCoNR
-    from conr_paddle.model import load_networks
-    from conr_torch_ref.model import CoNR as TCoNR
-    from conr_torch_ref.seeded import seeded_state_dicts
-    from convert.rename import torch_to_paddle_key
-
-    if draw == SEEDED:
-        states = {n: {k: torch.from_numpy(v) for k, v in s.items()} for n, s in official_states.items()}
-    else:
-        states = seeded_state_dicts(draw)
-    tm = TCoNR()
-    for name, state in states.items():
-        getattr(tm, name).load_state_dict(state, strict=True)
-    pm = load_networks(PCoNR(), {n: {torch_to_paddle_key(k, tuple(v.shape)): v.numpy() for k, v in s.items()}
-                                 for n, s in states.items()})
-    return tm.eval(), pm
-
-
 def _run_world(world: World, size: int, official_states, samples, folder: Path, cache: Path, *,
                truth: bool, bf16: bool) -> dict:
     """One world at one size: torch fp32, Paddle eager fp32, the fp32 predictor; the float64 truth (torch in
@@ -111,7 +92,7 @@ def _run_world(world: World, size: int, official_states, samples, folder: Path, 
     sheet = sheet_input(samples, size, world.views)
     xyz = pose.xyz.transpose(2, 0, 1)[None].astype(np.float32)
     alpha = (pose.alpha.astype(np.float64) / 255.0)[None, None].astype(np.float32)
-    tm, pm = _models(world.draw, official_states)
+    tm, pm = models_for_draw(world.draw, official_states)
     T, P = torch.from_numpy, paddle.to_tensor
     out: dict = {"pose": pose}
     with torch.no_grad(), paddle.no_grad():
