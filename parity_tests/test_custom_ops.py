@@ -137,3 +137,36 @@ def test_predictor_with_and_without_custom_ops_agree(tmp_path):
     a = custom.render(custom.parse_sheet(sheet), xyz, alpha)
     b = plain.render(plain.parse_sheet(sheet), xyz, alpha)
     assert np.abs(a - b).max() <= PREDICTOR_RGBA_ATOL
+
+
+def test_conr_warp_nan_flow_gives_nan_not_a_crash(tmp_path):
+    """A NaN in the flow (NaN weights upstream) used to become a wild index in the kernel: exit 139. Run in a child
+    process so a crash fails this test instead of killing the suite; NaN must come out where the flow is NaN (as
+    grid_sample's arithmetic propagates it) and every other pixel must be the eager warp's."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import numpy as np, paddle
+        from conr_paddle.ext import load_warp_op
+        from conr_paddle.warp import warp
+        op = load_warp_op({str(tmp_path)!r})
+        assert op.available, op.reason
+        rs = np.random.RandomState(0)
+        x = rs.standard_normal((1, 3, 16, 16)).astype(np.float32)
+        flow = (rs.standard_normal((1, 2, 16, 16)) * 3).astype(np.float32)
+        flow[0, 0, 5, 7] = np.nan
+        flow[0, 1, 9, 2] = np.nan
+        flow[0, 0, 12, 12] = np.inf
+        out = op.function(paddle.to_tensor(x), paddle.to_tensor(flow)).numpy()
+        bad = np.zeros((16, 16), bool); bad[5, 7] = bad[9, 2] = True
+        assert np.isnan(out[0][:, bad]).all(), "NaN flow must give NaN"
+        good = ~bad
+        ref = warp(paddle.to_tensor(x), paddle.to_tensor(np.nan_to_num(flow, nan=0.0))).numpy()
+        assert np.isfinite(out[0][:, good]).all()
+        assert np.abs(out[0][:, good] - ref[0][:, good]).max() < 1e-4
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "ok" in proc.stdout, (proc.returncode, proc.stderr[-2000:])

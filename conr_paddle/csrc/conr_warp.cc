@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "paddle/extension.h"
@@ -75,18 +76,24 @@ void RowTaps(const Grid& g, const float* fx, const float* fy, int64_t y, int64_t
     sy[i] = SourceCoord(g.ly[y], fy[p0 + i], g.hy, g.h);
   }
   const int32_t wi = static_cast<int32_t>(g.w), hi = static_cast<int32_t>(g.h);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
   for (int64_t i = 0; i < n; ++i) {
-    const int32_t xa = static_cast<int32_t>(sx[i]);  // clamped to >= 0: truncation is floor
-    const int32_t ya = static_cast<int32_t>(sy[i]);
-    const float ax = sx[i] - static_cast<float>(xa), ay = sy[i] - static_cast<float>(ya);
-    const float bx = static_cast<float>(xa + 1) - sx[i], by = static_cast<float>(ya + 1) - sy[i];
+    // A NaN flow (NaN weights upstream) survives the clamp in SourceCoord and would become a wild index when cast:
+    // sample pixel 0 instead and make the output NaN, so the NaN propagates as it does through grid_sample's
+    // arithmetic, without reading outside the plane. (No -ffast-math: the self-comparison is a real NaN test.)
+    const bool bad = !(sx[i] == sx[i]) || !(sy[i] == sy[i]);
+    const float px = bad ? 0.0f : sx[i], py = bad ? 0.0f : sy[i];
+    const int32_t xa = static_cast<int32_t>(px);  // clamped to >= 0: truncation is floor
+    const int32_t ya = static_cast<int32_t>(py);
+    const float ax = px - static_cast<float>(xa), ay = py - static_cast<float>(ya);
+    const float bx = static_cast<float>(xa + 1) - px, by = static_cast<float>(ya + 1) - py;
     const bool x1_in = xa + 1 < wi, y1_in = ya + 1 < hi;
     const int32_t xb = x1_in ? xa + 1 : xa, yb = y1_in ? ya + 1 : ya;
     t.i00[i] = ya * wi + xa;
     t.i01[i] = ya * wi + xb;
     t.i10[i] = yb * wi + xa;
     t.i11[i] = yb * wi + xb;
-    t.w00[i] = bx * by;
+    t.w00[i] = bad ? nan : bx * by;
     t.w01[i] = x1_in ? ax * by : 0.0f;
     t.w10[i] = y1_in ? bx * ay : 0.0f;
     t.w11[i] = (x1_in && y1_in) ? ax * ay : 0.0f;
