@@ -1,7 +1,10 @@
-"""Input checks run before any compute, shared by both frameworks (they look at shapes only)."""
+"""Input checks run before any compute, shared by both frameworks (shapes, and the values of weights)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
 
 from .errors import ConrInputError
 from .pipeline import check_size
@@ -33,3 +36,42 @@ def check_pose_shape(shape: Sequence[int], size: int, channels: int, what: str =
     if len(shape) != 4 or shape[1] != channels or shape[2:] != (size, size):
         raise ConrInputError(f"{what}: shape {list(shape)}, expected (B, {channels}, {size}, {size}) to match the sheet")
 
+
+
+def check_weight_values(state: Mapping[str, object], source: str, *, allow_nonfinite: bool = False) -> None:
+    """Refuse weights that cannot be the official ones: a non-float tensor, or NaN/Inf values. The error names the
+    file (`source`) and the first such tensor, and counts the others. Why: NaN weights used to give fully transparent
+    frames with exit 0 (eager) and a crash in the custom warp (predictor); int64 tensors loaded silently.
+    allow_nonfinite: accept NaN/Inf (the converter's --allow-nonfinite, for debugging a damaged checkpoint)."""
+    bad_dtype, non_finite = [], []
+    for key, value in state.items():
+        arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+        if arr.dtype.kind != "f":
+            bad_dtype.append(f"{key} ({arr.dtype.name})")
+        elif not allow_nonfinite and not np.isfinite(arr).all():
+            non_finite.append(f"{key} ({int(arr.size - np.isfinite(arr).sum())} of {arr.size} values NaN/Inf)")
+    if bad_dtype:
+        more = f" and {len(bad_dtype) - 1} more" if len(bad_dtype) > 1 else ""
+        raise ConrInputError(f"{source}: tensor {bad_dtype[0]}{more} is not floating point; CoNR weights are float")
+    if non_finite:
+        more = f" and {len(non_finite) - 1} more tensor(s)" if len(non_finite) > 1 else ""
+        raise ConrInputError(f"{source}: tensor {non_finite[0]}{more} has NaN or Inf values")
+
+
+def check_output_apart(out: Path, inputs: Mapping[str, Path], what: str = "--out") -> None:
+    """Refuse an output folder that is, contains or lies inside one of the input folders (`inputs`: option name ->
+    folder), before anything is written. Why: `render --poses P --out P` overwrote the pose files with the frames
+    (same stems, same .png), and a rerun then rendered garbage from them."""
+    target = Path(out).resolve()
+    for option, folder in inputs.items():
+        source = Path(folder).resolve()
+        if target == source:
+            relation = "is"
+        elif source in target.parents:
+            relation = "lies inside"
+        elif target in source.parents:
+            relation = "contains"
+        else:
+            continue
+        raise ConrInputError(f"{what} {out}: {relation} the {option} folder {folder}; "
+                             "write the output to a folder of its own")

@@ -149,4 +149,5 @@ def load_pdparams(model: CoNR, folder: str | Path) -> CoNR:
         if not path.is_file():
             raise ConrInputError(f"{path}: missing (weights folder needs all four networks)")
         states[name], _ = unwrap(load_paddle_file(path), source=str(path))
-    return load_networks(model, states)
+        strict_load(getattr(model, name), states.pop(name), what=str(path))  # errors name the file
+    return model

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 import numpy as np
 import paddle
 
+from conr_common.checks import check_weight_values
 from conr_common.errors import ConrInputError
 
 
@@ -31,10 +32,10 @@ def strict_load(layer: paddle.nn.Layer, state: Mapping[str, object], what: str =
         problems.append(f"{len(shapes)} shape mismatch(es): {'; '.join(shapes)}")
     if problems:
         raise ConrInputError(f"{what} does not fit {type(layer).__name__}: " + " | ".join(problems))
+    arrays = {k: (v.numpy() if isinstance(v, paddle.Tensor) else np.asarray(v)) for k, v in state.items()}
+    check_weight_values(arrays, what)  # NaN/Inf or integer tensors: refused before anything is assigned
     for k, p in own.items():
-        v = state[k]
-        arr = v.numpy() if isinstance(v, paddle.Tensor) else np.asarray(v)
-        p.set_value(arr.astype(_np_dtype(p), copy=False))  # a float16 file loads into a float32 model
+        p.set_value(arrays[k].astype(_np_dtype(p), copy=False))  # a float16 file loads into a float32 model
 
 
 def _np_dtype(p: paddle.Tensor) -> np.dtype:

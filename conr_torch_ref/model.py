@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from conr_common.config import INPUT_MEAN, INPUT_STD, NETWORK_NAMES, OFFICIAL, CoNRConfig
 from conr_common.manifest import official_manifest
-from conr_common.checks import check_pose_shape, check_sheet_shapes
+from conr_common.checks import check_pose_shape, check_sheet_shapes, check_weight_values
 from .backbone import ResEncUnet
 from .decoder import RGBADecoderNet
 from .shader import CINN
@@ -94,5 +94,7 @@ def load_official(model: CoNR, folder: str | Path) -> CoNR:
     for name in NETWORK_NAMES:
         path = folder / official_manifest()[name].file
         state = torch.load(path, map_location="cpu", weights_only=True)
+        check_weight_values({k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()},
+                            str(path))
         getattr(model, name).load_state_dict(state, strict=True)
     return model

@@ -21,14 +21,16 @@ __all__ = ["main", "build_parser", "add_torch2paddle_parser", "add_paddle2torch_
 def _run_torch2paddle(args: argparse.Namespace) -> int:
     from .run import convert_checkpoints
 
-    convert_checkpoints("torch2paddle", args.src, args.out, fmt=args.format, force=args.force, verbose=args.verbose)
+    convert_checkpoints("torch2paddle", args.src, args.out, fmt=args.format, force=args.force, verbose=args.verbose,
+                        allow_nonfinite=args.allow_nonfinite)
     return 0
 
 
 def _run_paddle2torch(args: argparse.Namespace) -> int:
     from .run import convert_checkpoints
 
-    convert_checkpoints("paddle2torch", args.src, args.out, force=args.force, verbose=args.verbose)
+    convert_checkpoints("paddle2torch", args.src, args.out, force=args.force, verbose=args.verbose,
+                        allow_nonfinite=args.allow_nonfinite)
     return 0
 
 
@@ -51,6 +53,9 @@ def add_torch2paddle_parser(subparsers) -> None:
     p.add_argument("--format", choices=("pdparams", "safetensors"), default="pdparams", help="output format")
     p.add_argument("--force", action="store_true", help="replace existing output files")
     p.add_argument("--verbose", action="store_true", help="print 'src -> dst [shape] dtype' for every tensor")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="convert tensors holding NaN/Inf instead of refusing them (debugging a damaged checkpoint; "
+                        "the renderer still refuses such weights)")
     p.set_defaults(func=_run_torch2paddle)
 
 
@@ -65,6 +70,9 @@ def add_paddle2torch_parser(subparsers) -> None:
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="replace existing output files")
     p.add_argument("--verbose", action="store_true", help="print 'src -> dst [shape] dtype' for every tensor")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="convert tensors holding NaN/Inf instead of refusing them (debugging a damaged checkpoint; "
+                        "the renderer still refuses such weights)")
     p.set_defaults(func=_run_paddle2torch)
 
 

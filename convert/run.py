@@ -24,6 +24,7 @@ from typing import TextIO
 import numpy as np
 
 from conr_common.atomic import atomic_path
+from conr_common.checks import check_weight_values
 from conr_common.config import NETWORK_NAMES
 from conr_common.errors import ConrInputError
 from conr_common.manifest import official_manifest
@@ -162,10 +163,12 @@ def convert_checkpoints(
     fmt: str = "pdparams",
     force: bool = False,
     verbose: bool = False,
+    allow_nonfinite: bool = False,
     stdout: TextIO | None = None,
 ) -> dict:
     """Convert the official checkpoints in folder/file `src` into folder `out`; returns the report (also written
-    to `out/conversion_report.json`). Raises ConrInputError, leaving no output file, on any bad input."""
+    to `out/conversion_report.json`). Raises ConrInputError, leaving no output file, on any bad input (NaN/Inf
+    weights included, unless `allow_nonfinite`)."""
     stdout = stdout or sys.stdout
     way = DIRECTIONS[direction]
     src = Path(src)
@@ -181,6 +184,12 @@ def convert_checkpoints(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConrInputError(f"{out}: exists and is not a folder")
+    source_folder = src if src.is_dir() else src.parent
+    if out.resolve() == source_folder.resolve():
+        # the outputs would sit beside their own inputs: a second format of the same network makes the folder
+        # unusable as a source ("two inputs hold the same network"), and a rerun could read its own output
+        raise ConrInputError(f"-o {out}: is the source folder {source_folder}; write to a folder of its own "
+                             f"(default: {source_folder / 'paddle'})")
 
     for job in jobs:
         _validate(job, way.in_naming)
@@ -207,7 +216,7 @@ def convert_checkpoints(
         with contextlib.ExitStack() as staged:  # every output is renamed into place only if all succeed
             for job in jobs:
                 tmp = staged.enter_context(atomic_path(job.dst))
-                _convert_one(job, way, tmp, verbose=verbose, stdout=stdout)
+                _convert_one(job, way, tmp, verbose=verbose, stdout=stdout, allow_nonfinite=allow_nonfinite)
                 if job.dst_sha256 is None:  # not hashed while being read back
                     job.dst_sha256 = hasher.submit(cio.sha256_file, tmp)
             report = _report(way, src, out, jobs, absent, fmt)
@@ -238,12 +247,14 @@ def convert_checkpoints(
     return report
 
 
-def _convert_one(job: _Job, way: Direction, tmp: Path, *, verbose: bool, stdout: TextIO) -> None:
+def _convert_one(job: _Job, way: Direction, tmp: Path, *, verbose: bool, stdout: TextIO,
+                 allow_nonfinite: bool = False) -> None:
     """Step 3 for one network: convert, write `tmp`, read it back, compare bit for bit, record."""
     load_notes: list[str] = []
     state, job.state = job.state, None  # from now on only this frame holds the network's tensors
     if state is None:
         state, _ = unwrap(_load(job.src, way.in_naming, lazy=False, notes=load_notes), source=str(job.src))
+    check_weight_values(state, str(job.src), allow_nonfinite=allow_nonfinite)
     convert = torch_to_paddle if way.in_naming == "torch" else paddle_to_torch
     converted = convert(job.network, state, source=str(job.src))
     if verbose:

@@ -1,0 +1,97 @@
+"""Weights that cannot be CoNR's (issue #13): NaN/Inf values and integer tensors are refused, naming the file and
+the tensor, by the converter (unless --allow-nonfinite), the Paddle loader used by `render` and the torch reference
+loader; nothing is written."""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conr_common.errors import ConrInputError
+
+NAN_TENSOR = "decoder_blocks.2.conv0.0.weight"  # shader, same name on both sides
+
+
+def _copy_with(weights_dir: Path, out: Path, mutate) -> Path:
+    """The official folder with shader.pth rewritten by `mutate(state)` (the other files linked)."""
+    out.mkdir()
+    for f in weights_dir.glob("*.pth"):
+        if f.name != "shader.pth":
+            os.symlink(f, out / f.name)
+    state = torch.load(weights_dir / "shader.pth", map_location="cpu", weights_only=True)
+    mutate(state)
+    torch.save(state, out / "shader.pth")
+    return out
+
+
+@pytest.fixture(scope="module")
+def nan_official(weights_dir, tmp_path_factory):
+    def put_nan(state):
+        state[NAN_TENSOR][0, 0, 0, 0] = float("nan")
+        state["decoder_blocks.3.conv0.0.weight"][0, 0, 0, 0] = float("inf")
+    return _copy_with(weights_dir, tmp_path_factory.mktemp("nan") / "official", put_nan)
+
+
+def test_converter_refuses_nan_weights_naming_file_and_tensor(nan_official, tmp_path, capsys):
+    from convert.cli import main
+
+    out = tmp_path / "paddle"
+    rc = main(["torch2paddle", str(nan_official), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    line = err.strip().splitlines()[-1]
+    assert "shader.pth" in line and NAN_TENSOR in line and "NaN or Inf" in line and "1 more" in line, err
+    assert not out.exists() or not any(out.iterdir())  # nothing written
+
+
+def test_converter_allow_nonfinite_converts_and_loaders_still_refuse(nan_official, tmp_path):
+    from conr_paddle.model import CoNR, load_pdparams
+    from conr_torch_ref.model import CoNR as TorchCoNR
+    from conr_torch_ref.model import load_official
+    from convert.run import convert_checkpoints
+
+    out = tmp_path / "paddle"
+    convert_checkpoints("torch2paddle", nan_official, out, allow_nonfinite=True, stdout=io.StringIO())
+    assert (out / "shader.pdparams").is_file()
+    with pytest.raises(ConrInputError, match=r"shader\.pdparams: tensor decoder_blocks\.2\.conv0\.0\.weight .*NaN"):
+        load_pdparams(CoNR(), out)
+    with pytest.raises(ConrInputError, match=r"shader\.pth: tensor decoder_blocks\.2\.conv0\.0\.weight .*NaN"):
+        load_official(TorchCoNR(), nan_official)
+
+
+def test_render_refuses_nan_weights_in_one_line(nan_official, samples, tmp_path):
+    import subprocess
+    import sys
+
+    from convert.run import convert_checkpoints
+
+    weights = tmp_path / "paddle"
+    convert_checkpoints("torch2paddle", nan_official, weights, allow_nonfinite=True, stdout=io.StringIO())
+    out = tmp_path / "frames"
+    proc = subprocess.run(
+        [sys.executable, "-m", "conr_paddle", "render", "--weights", str(weights), "--character-sheet",
+         str(samples.character_sheet), "--poses", str(samples.poses), "--out", str(out), "--size", "128",
+         "--engine", "eager"],
+        capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    assert "Traceback" not in proc.stderr and "NaN or Inf" in lines[-1] and "shader.pdparams" in lines[-1], proc.stderr
+    assert not out.exists() or not any(out.glob("*.png"))
+
+
+def test_paddle_loader_refuses_integer_weights():
+    from conr_paddle.model import CoNR
+    from conr_paddle.strict import strict_load
+
+    net = CoNR().rgbadecodernet
+    state = {k: v.numpy() for k, v in net.state_dict().items()}
+    key = next(iter(state))
+    state[key] = state[key].astype(np.int64)
+    with pytest.raises(ConrInputError, match=rf"{key} \(int64\).*not floating point"):
+        strict_load(net, state, what="rgbadecodernet.pdparams")
