@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from conr_common.checks import check_output_apart
 from conr_common.compare import psnr_db
 from conr_common.config import NETWORK_NAMES
 from conr_common.errors import ConrInputError
@@ -294,6 +295,7 @@ class Renderer:
         out = Path(out)
         if out.exists() and not out.is_dir():
             raise ConrInputError(f"{out}: output path exists and is not a folder")
+        check_output_apart(out, {"--character-sheet": Path(character_sheet), "--poses": Path(poses)})
         if video is not None:
             video = Path(video)
             if video.suffix.lower() != ".mp4":

@@ -452,3 +452,21 @@ def test_full_pdparams_load_into_paddle_networks(full_round_trip):
         for key in list(state)[:3] + [k for k in state if k.endswith(("._weight", ".norm.scale"))][:2]:
             assert np.array_equal(after[key].numpy(), state[key].numpy()), (name, key)
         del net, state, own, after
+
+
+def test_output_folder_equal_to_source_is_refused(weights_dir, tmp_path, capsys):
+    """`torch2paddle SRC -o SRC` used to write beside the inputs (with --format safetensors the folder then held two
+    files per network and was no longer a usable source)."""
+    import os
+
+    from convert.cli import main
+
+    src = tmp_path / "official"
+    src.mkdir()
+    for f in weights_dir.glob("*.pth"):
+        os.symlink(f, src / f.name)
+    before = sorted(p.name for p in src.iterdir())
+    assert main(["torch2paddle", str(src), "-o", str(src), "--format", "safetensors"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is the source folder" in err, err
+    assert sorted(p.name for p in src.iterdir()) == before

@@ -432,3 +432,22 @@ def test_bf16_render_prints_psnr_against_fp32(pdparams_dir, inputs, shared_model
     assert psnr >= BF16_MIN_PSNR_DB, line
     frame = _read(out / "0.png")
     assert frame.shape[2] == 4 and frame[..., 3].any(), "bf16 frame is empty"
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "contains", "sheet"])
+def test_bad_output_folder_overlapping_an_input_is_refused_and_inputs_unchanged(pdparams_dir, inputs, tmp_path,
+                                                                               capsys, where):
+    """`--out` equal to, inside or containing the poses (or sheet) folder: refused before anything is written; the
+    pose files stay byte-identical (the same folder used to be overwritten with the frames, exit 0)."""
+    root = tmp_path / "work"
+    poses = root / "poses"
+    shutil.copytree(inputs["poses"], poses)
+    before = {p.name: p.read_bytes() for p in poses.iterdir()}
+    out = {"same": poses, "inside": poses / "frames", "contains": root, "sheet": inputs["sheet"]}[where]
+    listing = sorted(p.name for p in out.rglob("*")) if out.exists() else None
+    args = _render_args(pdparams_dir, {**inputs, "poses": poses}, out)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: --out ") and "folder of its own" in err, err
+    assert {p.name: p.read_bytes() for p in poses.iterdir()} == before
+    assert (sorted(p.name for p in out.rglob("*")) if out.exists() else None) == listing
