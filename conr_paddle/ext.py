@@ -9,6 +9,9 @@ weights once per pixel and channel group, then a gather per channel, OpenMP acro
 It is compiled with `paddle.utils.cpp_extension.load` (g++ and Paddle's bundled headers; no CMake, no CUDA) into
 `<cache>/ops/<key>`, key = sha256 of the source, the compiler flags, the Paddle version and the machine type, under
 a file lock so that parallel processes build it once. The build's output is kept in `build.log` there, not shown.
+The library's sha256 is recorded (`library.sha256.json`) right after this process builds it and checked before
+every load: a library it did not build (planted, damaged, older) is rebuilt, saying so in one line. A cache the
+user cannot write is used read-only: a verified library is loaded from a private copy, an unverified one is not.
 `conr_resize` is the bilinear half-pixel resize (`interpolate(..., align_corners=False, align_mode=0)`), which
 the exporter otherwise has to write as matmuls with constant matrices (PIR bilinear_interp fails under oneDNN).
 `conr_fuse` is the shader's cross-view fusion (`conr_paddle.shader.fuse_views`) in one pass.
@@ -19,15 +22,24 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
+import logging
+import os
 import platform
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import paddle
 
+from conr_common.atomic import atomic_write_bytes
+from conr_common.integrity import artifact_hashes, artifact_problem
 from conr_common.quiet import output_to
+
+logger = logging.getLogger("conr_paddle")
 
 __all__ = ["WarpOp", "load_warp_op", "SOURCE"]
 
@@ -82,33 +94,91 @@ def _build_key() -> str:
 _LOADED: dict[str, WarpOp] = {}
 
 
+LIBRARY_RECORD = "library.sha256.json"  # {relative path: sha256} of the .so this process built
+
+
+LIBRARY_FILE = f"{MODULE_NAME}/{MODULE_NAME}.so"  # what Paddle's loader dlopens, relative to the build folder
+
+
+def _writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
 def _load(build_dir: Path) -> WarpOp:
     key = build_dir.name
     if key in _LOADED:
         return _LOADED[key]
-    from paddle.utils.cpp_extension import load
-
-    build_dir.mkdir(parents=True, exist_ok=True)
-    log = build_dir / "build.log"
+    try:
+        build_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return WarpOp(None, None, None, build_dir, f"conr_warp cache {build_dir} cannot be created ({e.strerror or e})")
+    if not _writable(build_dir):
+        return _load_read_only(build_dir)
     with open(build_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            with output_to(log):
-                module = load(
-                    name=MODULE_NAME,
-                    sources=[str(SOURCE)],
-                    extra_cxx_cflags=list(CXX_FLAGS),
-                    extra_ldflags=list(_ld_flags()),
-                    build_directory=str(build_dir),
-                    verbose=False,
-                )
-        except Exception as exc:  # compiler missing or failing: the caller falls back to grid_sample
-            tail = " ".join(log.read_text(errors="replace").split()[-12:]) if log.is_file() else ""
-            return WarpOp(None, None, None, build_dir, f"conr_warp could not be built ({type(exc).__name__}: {exc}) {tail}")
+            library = build_dir / LIBRARY_FILE
+            if library.exists():
+                problem = artifact_problem(build_dir, _read_record(build_dir))
+                if problem:  # not a library this toolkit built (planted, damaged, or from an old version): rebuild
+                    logger.warning("conr_paddle: compiled operators in %s not trusted (%s); rebuilding",
+                                   build_dir, problem)
+                    shutil.rmtree(build_dir / MODULE_NAME, ignore_errors=True)
+            op = _build_and_register(build_dir, build_dir)
+            if op.available:
+                atomic_write_bytes(build_dir / LIBRARY_RECORD, json.dumps(
+                    artifact_hashes(build_dir, [LIBRARY_FILE])).encode())
+            return op
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    _LOADED[key] = WarpOp(module.conr_warp, module.conr_resize, module.conr_fuse, build_dir, "built")
-    return _LOADED[key]
+
+
+def _read_record(build_dir: Path) -> object:
+    try:
+        return json.loads((build_dir / LIBRARY_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _load_read_only(build_dir: Path) -> WarpOp:
+    """A cache the user cannot write (shared, read-only mount): use a verified library from a private copy (Paddle's
+    loader writes its Python wrapper next to the library), or fall back without building."""
+    problem = artifact_problem(build_dir, _read_record(build_dir))
+    if problem:
+        return WarpOp(None, None, None, build_dir,
+                      f"conr_warp not built in the read-only cache {build_dir} ({problem}); using grid_sample")
+    private = Path(tempfile.mkdtemp(prefix="conr-ops-"))
+    shutil.copytree(build_dir / MODULE_NAME, private / MODULE_NAME, symlinks=False)
+    shutil.copy2(build_dir / LIBRARY_RECORD, private / LIBRARY_RECORD)
+    try:
+        problem = artifact_problem(private, _read_record(private))  # the copy, which is what gets loaded
+        if problem:
+            return WarpOp(None, None, None, build_dir, f"conr_warp copy from {build_dir} failed its check ({problem})")
+        return _build_and_register(private, build_dir)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)  # once loaded, the mapped library no longer needs its file
+
+
+def _build_and_register(work_dir: Path, build_dir: Path) -> WarpOp:
+    """Paddle's cpp_extension.load in `work_dir` (builds when the library is absent, then registers the ops)."""
+    from paddle.utils.cpp_extension import load
+
+    log = work_dir / "build.log"
+    try:
+        with output_to(log):
+            module = load(
+                name=MODULE_NAME,
+                sources=[str(SOURCE)],
+                extra_cxx_cflags=list(CXX_FLAGS),
+                extra_ldflags=list(_ld_flags()),
+                build_directory=str(work_dir),
+                verbose=False,
+            )
+    except Exception as exc:  # compiler missing or failing: the caller falls back to grid_sample
+        tail = " ".join(log.read_text(errors="replace").split()[-12:]) if log.is_file() else ""
+        return WarpOp(None, None, None, build_dir, f"conr_warp could not be built ({type(exc).__name__}: {exc}) {tail}")
+    _LOADED[build_dir.name] = WarpOp(module.conr_warp, module.conr_resize, module.conr_fuse, build_dir, "built")
+    return _LOADED[build_dir.name]
 
 
 def load_warp_op(cache_root: Path) -> WarpOp:

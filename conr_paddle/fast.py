@@ -49,13 +49,17 @@ with it; that path is written to the documented Paddle Inference API but unteste
 
 Cache: `$CONR_PADDLE_CACHE` or `~/.cache/conr_paddle`, one folder per sha256 of (weights hash, size, views,
 batch, precision, warp kind with the operator library's build key, Paddle version, export format version); a
-folder is complete when its `meta.json` exists (written last, after an atomic rename of the whole folder).
+folder is complete when its `meta.json` exists (written last, after an atomic rename of the whole folder). meta.json
+records the sha256 of every graph file; they are checked before each load, and a folder that fails (a damaged or
+replaced file, a corrupt meta.json) is exported again, saying so in one line. A complete cache that cannot be
+written is used as it is.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -69,6 +73,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from conr_common.errors import ConrInputError
+from conr_common.integrity import artifact_hashes, artifact_problem
 from conr_common.quiet import output_to
 
 from . import bf16_marks
@@ -78,11 +84,13 @@ from .ext import WarpOp, load_warp_op
 from .layers import norm_statistics
 from .model import CoNR, Sheet, encode_sheet, sheet_parser
 
+logger = logging.getLogger("conr_paddle")
+
 __all__ = ["PredictorRunner", "PredictorSheet", "bf16_support", "cache_root", "export_key", "return_freed_memory",
            "EXPORT_FORMAT"]
 
 # Bump when the exported graphs change (wrapper code, input names, passes that shape the saved program).
-EXPORT_FORMAT = 7
+EXPORT_FORMAT = 8
 # bf16 exports keep the decoder blocks of the last shader levels in float32 (`_bf16_fp32_regions`)
 BF16_FP32_LEVELS = 3
 PRECISIONS = ("fp32", "bf16")
@@ -325,7 +333,9 @@ def _export(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: 
                     paddle.jit.save(static, str(tmp / name))
                 if keep and (tmp / (name + ".json")).is_file():
                     bf16_marks.apply_marks(tmp / (name + ".json"))  # the tags -> use_quantizer (stays fp32)
-        meta = dict(meta, export_seconds=round(time.perf_counter() - started, 2))
+        graph_files = sorted(p.name for p in tmp.iterdir() if p.suffix in (".json", ".pdiparams", ".pdmodel"))
+        meta = dict(meta, export_seconds=round(time.perf_counter() - started, 2),
+                    artifacts=artifact_hashes(tmp, graph_files))  # checked before every load
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
         try:
             os.replace(tmp, folder)
@@ -335,6 +345,38 @@ def _export(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: 
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _verified_meta(folder: Path) -> dict | None:
+    """The meta.json of a complete export whose graph files match their recorded sha256; None when there is no
+    export. A folder that fails the check (a damaged or replaced graph, a corrupt meta.json) is moved out of the way
+    and removed, saying so in one line, so that the caller exports anew; in a cache it cannot change, that is an
+    error naming the folder."""
+    meta_file = folder / "meta.json"
+    if not folder.exists() and not meta_file.is_file():
+        return None
+    if not meta_file.is_file():
+        problem = "meta.json is missing"
+    else:
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, ValueError) as e:
+            meta, problem = None, f"meta.json unreadable ({type(e).__name__})"
+        else:
+            problem = artifact_problem(folder, meta.get("artifacts") if isinstance(meta, dict) else None)
+        if problem is None:
+            return meta
+    if not os.access(folder.parent, os.W_OK | os.X_OK):
+        raise ConrInputError(f"{folder}: exported graphs not usable ({problem}) and the cache is read-only; "
+                             "pass --cache-dir to a writable folder")
+    logger.warning("conr_paddle: exported graphs in %s not trusted (%s); exporting again", folder, problem)
+    aside = folder.with_name(f"{folder.name}.stale-{os.getpid()}-{time.time_ns()}")
+    try:
+        os.replace(folder, aside)
+    except OSError:
+        pass  # another process moved it first
+    shutil.rmtree(aside, ignore_errors=True)
+    return None
 
 
 def return_freed_memory() -> None:
@@ -475,12 +517,13 @@ class PredictorRunner:
         key = export_key(weights_hash, size, views, batch, precision, self.warp, self.norm)
         self.folder = cache_root(cache_dir) / key[:24]
         self.exported = False  # True when this construction wrote the graphs (False: reused from the cache)
-        if not (self.folder / "meta.json").is_file():
+        self.meta = _verified_meta(self.folder)
+        if self.meta is None:
             meta = dict(export_identity(weights_hash, size, views, batch, precision, self.warp, self.norm), key=key)
             _export(model, self.folder, size, views, batch, meta, self.warp_op, precision)
             self.exported = True
             return_freed_memory()
-        self.meta = json.loads((self.folder / "meta.json").read_text())
+            self.meta = json.loads((self.folder / "meta.json").read_text())
         self._graphs: dict[str, _Graph] = {}
 
     @property

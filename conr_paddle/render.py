@@ -31,6 +31,7 @@ from conr_common.checks import check_output_apart
 from conr_common.compare import psnr_db
 from conr_common.config import NETWORK_NAMES
 from conr_common.errors import ConrInputError
+from conr_common.integrity import sha256_file
 from conr_common.pipeline import (
     PoseFrame,
     atomic_write_bytes,
@@ -118,19 +119,11 @@ def check_weights_dir(folder: str | os.PathLike) -> list[Path]:
     raise ConrInputError(f"{missing[0]}: missing (weights folder {folder} needs all four networks; missing: {names})")
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def weights_hash(folder: str | os.PathLike) -> str:
     """sha256 over the four networks' file hashes (in NETWORK_NAMES order): the key of compiled-model caches."""
     h = hashlib.sha256()
     for path in check_weights_dir(folder):
-        h.update(f"{path.name}:{_file_sha256(path)}\n".encode())
+        h.update(f"{path.name}:{sha256_file(path)}\n".encode())
     return h.hexdigest()
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from conr_common.errors import ConrInputError
+from conr_common.integrity import sha256_file as _sha256_file
 from conr_common.manifest import TensorSpec
 
 __all__ = [
@@ -358,9 +359,6 @@ def bitwise_equal(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(a, b))
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file (`conr_common.integrity.sha256_file`, the one implementation)."""
+    return _sha256_file(path)
