@@ -49,7 +49,9 @@ with it; that path is written to the documented Paddle Inference API but unteste
 
 Cache: `$CONR_PADDLE_CACHE` or `~/.cache/conr_paddle`, one folder per sha256 of (weights hash, size, views,
 batch, precision, warp kind with the operator library's build key, Paddle version, export format version); a
-folder is complete when its `meta.json` exists (written last, after an atomic rename of the whole folder).
+folder is complete when its `meta.json` exists (written last, after an atomic rename of the whole folder). Processes
+sharing the cache (the ranks of `conr_paddle.distributed`) export under a file lock `<folder>.lock`: one exports, the
+others wait and load.
 """
 from __future__ import annotations
 
@@ -69,6 +71,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from conr_common.filelock import exclusive_lock
 from conr_common.quiet import output_to
 
 from . import bf16_marks
@@ -476,10 +479,15 @@ class PredictorRunner:
         self.folder = cache_root(cache_dir) / key[:24]
         self.exported = False  # True when this construction wrote the graphs (False: reused from the cache)
         if not (self.folder / "meta.json").is_file():
-            meta = dict(export_identity(weights_hash, size, views, batch, precision, self.warp, self.norm), key=key)
-            _export(model, self.folder, size, views, batch, meta, self.warp_op, precision)
-            self.exported = True
-            return_freed_memory()
+            # Ranks of a distributed render (and any other processes) share the cache: the first one in exports
+            # under the lock, the others wait for it and then find meta.json and load the same graphs.
+            with exclusive_lock(self.folder.parent / f"{self.folder.name}.lock"):
+                if not (self.folder / "meta.json").is_file():
+                    meta = dict(export_identity(weights_hash, size, views, batch, precision, self.warp, self.norm),
+                                key=key)
+                    _export(model, self.folder, size, views, batch, meta, self.warp_op, precision)
+                    self.exported = True
+                    return_freed_memory()
         self.meta = json.loads((self.folder / "meta.json").read_text())
         self._graphs: dict[str, _Graph] = {}
 
