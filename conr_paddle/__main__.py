@@ -72,6 +72,12 @@ def _add_render_parser(subparsers) -> None:
     p.add_argument("--cache-dir", type=Path,
                    help="compiled-model cache of --engine predictor (default $CONR_PADDLE_CACHE or ~/.cache/conr_paddle)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="render with N processes on this machine, started through paddle.distributed.launch "
+                   "(default 1); under the launcher itself, each rank renders its shard without this option")
+    p.add_argument("--threads", type=_positive_int,
+                   help="CPU threads per process (default: every core for one process; under the launcher or "
+                   "--workers, this machine's cores divided among its ranks)")
     p.set_defaults(func=_run_render)
 
 
@@ -115,10 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_render(args: argparse.Namespace) -> int:
+    from .distributed import rank_info, threads_per_rank
     from .render import Renderer
 
+    info = rank_info()
+    threads = threads_per_rank(info, args.threads) if (info.distributed or args.threads) else None
     renderer = Renderer(args.weights, size=args.size, batch=args.batch, engine=args.engine,
-                        precision=args.precision, cache_dir=args.cache_dir)
+                        precision=args.precision, cache_dir=args.cache_dir, threads=threads)
+    if info.distributed:
+        return _run_render_rank(args, renderer, info)
     summary = renderer.render(args.character_sheet, args.poses, args.out, pose_images=args.pose_images,
                               resume=args.resume, video=args.video, fps=args.fps, background=args.background,
                               progress=not args.quiet)
@@ -129,6 +140,43 @@ def _run_render(args: argparse.Namespace) -> int:
     for video in summary.videos:
         print(f"video: {video}")
     return 0
+
+
+def _run_render_rank(args: argparse.Namespace, renderer, info) -> int:
+    """One rank of `paddle.distributed.launch` (conr_paddle.distributed): its shard; rank 0 also the video."""
+    from .distributed import PaddleCollective, render_sharded, stop_on_sigterm
+
+    stop_on_sigterm()
+    summary = render_sharded(renderer, args.character_sheet, args.poses, args.out, info=info,
+                             collective=PaddleCollective(), pose_images=args.pose_images, resume=args.resume,
+                             video=args.video, fps=args.fps, background=args.background, progress=not args.quiet)
+    if info.rank != 0:
+        print(f"{info.prefix} {summary.frames_written} frame(s) written, {summary.seconds:.1f} s, "
+              f"{summary.fps:.3f} frames/s ({summary.engine}, {renderer.threads} thread(s))")
+        return 0
+    print(f"{summary.frames_written} frame(s) written by {summary.ranks} ranks, {summary.frames_skipped} already "
+          f"complete, {summary.frames_total} in the sequence -> {args.out}")
+    if summary.frames_written:
+        print(f"{summary.seconds:.1f} s, {summary.fps:.3f} frames/s over all {summary.ranks} ranks "
+              f"({summary.engine}, {renderer.threads} thread(s) per rank)")
+    for video in summary.videos:
+        print(f"video: {video}")
+    return 0
+
+
+def _start_workers(args: argparse.Namespace, argv: list[str]) -> int:
+    """--workers N > 1: check what can be checked without the model, then run the ranks through the launcher."""
+    from .distributed import rank_info
+    from .launch import run_launcher
+    from .render import Renderer
+
+    if rank_info().distributed:
+        raise ConrInputError("--workers: already running under paddle.distributed.launch; drop --workers there")
+    renderer = Renderer(args.weights, size=args.size, batch=args.batch, engine=args.engine,
+                        precision=args.precision, cache_dir=args.cache_dir, threads=args.threads)
+    renderer.validate(args.character_sheet, args.poses, args.out, pose_images=args.pose_images, video=args.video,
+                      background=args.background, check_frames=False)
+    return run_launcher(args.workers, argv)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -146,6 +194,24 @@ def _run_serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if args.command == "render" and args.workers > 1:
+        try:
+            return _start_workers(args, words)
+        except ConrInputError as exc:
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+            return EXIT_INPUT
+    if args.command == "render":
+        from .distributed import rank_info, threads_per_rank
+
+        try:
+            info = rank_info()
+        except ConrInputError as exc:
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+            return EXIT_INPUT
+        if info.distributed or args.threads:
+            # the launcher hands every rank OMP_NUM_THREADS=1: this rank's share of the cores instead
+            os.environ["OMP_NUM_THREADS"] = str(threads_per_rank(info, args.threads))
     # Paddle's CPU kernels default to fewer threads than cores; must be set before paddle is imported.
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     from conr_common.quiet import import_paddle
@@ -160,10 +226,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_INPUT
     except RenderInterrupted as exc:
-        words = list(sys.argv[1:] if argv is None else argv)
         if "--resume" not in words:
             words.append("--resume")
         command = "python -m conr_paddle " + " ".join(shlex.quote(str(w)) for w in words)
+        if os.environ.get("PADDLE_TRAINERS_NUM", "1") not in ("", "1"):
+            command = "the same launch command (any number of ranks) with --resume"
         print(f"interrupted: {exc.skipped + exc.written} of {exc.total} frames are complete in {exc.out}; "
               f"to render the rest run: {command}", file=sys.stderr)
         return EXIT_INTERRUPTED

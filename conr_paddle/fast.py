@@ -52,7 +52,8 @@ batch, precision, warp kind with the operator library's build key, Paddle versio
 folder is complete when its `meta.json` exists (written last, after an atomic rename of the whole folder). meta.json
 records the sha256 of every graph file; they are checked before each load, and a folder that fails (a damaged or
 replaced file, a corrupt meta.json) is exported again, saying so in one line. A complete cache that cannot be
-written is used as it is.
+written is used as it is. Processes sharing the cache (the ranks of `conr_paddle.distributed`) export under a file
+lock `<folder>.lock`: one exports, the others wait and load.
 """
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from conr_common.errors import ConrInputError
+from conr_common.filelock import exclusive_lock
 from conr_common.integrity import artifact_hashes, artifact_problem
 from conr_common.quiet import output_to
 
@@ -517,13 +519,19 @@ class PredictorRunner:
         key = export_key(weights_hash, size, views, batch, precision, self.warp, self.norm)
         self.folder = cache_root(cache_dir) / key[:24]
         self.exported = False  # True when this construction wrote the graphs (False: reused from the cache)
-        self.meta = _verified_meta(self.folder)
+        self.meta = _verified_meta(self.folder)  # a complete, verified export needs no write (read-only caches)
         if self.meta is None:
-            meta = dict(export_identity(weights_hash, size, views, batch, precision, self.warp, self.norm), key=key)
-            _export(model, self.folder, size, views, batch, meta, self.warp_op, precision)
-            self.exported = True
-            return_freed_memory()
-            self.meta = json.loads((self.folder / "meta.json").read_text())
+            # Ranks of a distributed render (and any other processes) share the cache: the first one in exports
+            # under the lock, the others wait for it and then find a verified export and load the same graphs.
+            with exclusive_lock(self.folder.parent / f"{self.folder.name}.lock"):
+                self.meta = _verified_meta(self.folder)
+                if self.meta is None:
+                    meta = dict(export_identity(weights_hash, size, views, batch, precision, self.warp, self.norm),
+                                key=key)
+                    _export(model, self.folder, size, views, batch, meta, self.warp_op, precision)
+                    self.exported = True
+                    return_freed_memory()
+                    self.meta = json.loads((self.folder / "meta.json").read_text())
         self._graphs: dict[str, _Graph] = {}
 
     @property

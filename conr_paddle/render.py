@@ -75,6 +75,7 @@ class RenderSummary:
     videos: tuple[Path, ...] = ()  # MP4 (and WebM) if asked for
     engine: str = "eager"
     bf16_psnr_db: float | None = None  # --precision bf16: PSNR of the first rendered frame against fp32
+    ranks: int = 1  # processes that rendered the sequence (conr_paddle.distributed); counts and fps cover them all
 
 
 class RenderInterrupted(KeyboardInterrupt):
@@ -128,9 +129,10 @@ def weights_hash(folder: str | os.PathLike) -> str:
 
 
 def make_runner(model, weights_hash: str | None, size: int, views: int, batch: int, precision: str = "fp32",
-                engine: str = DEFAULT_ENGINE, cache_dir: str | os.PathLike | None = None):
+                engine: str = DEFAULT_ENGINE, cache_dir: str | os.PathLike | None = None, threads: int | None = None):
     """The Runner for `engine`: "eager" (dygraph, fp32 only) or "predictor" (Paddle Inference graphs exported
-    once per (weights, size, views, batch, precision) and cached on disk, see conr_paddle.fast)."""
+    once per (weights, size, views, batch, precision) and cached on disk, see conr_paddle.fast). threads: the
+    predictor's CPU threads (None: every core this process may use); eager Paddle takes OMP_NUM_THREADS."""
     if precision not in PRECISIONS:
         raise ConrInputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if engine == "eager":
@@ -146,7 +148,7 @@ def make_runner(model, weights_hash: str | None, size: int, views: int, batch: i
             raise ConrInputError(f"--engine predictor is not available ({e}); use --engine eager") from e
         try:
             return PredictorRunner(model, weights_hash, size=size, views=views, batch=batch, precision=precision,
-                                   cache_dir=cache_dir)
+                                   cache_dir=cache_dir, threads=threads)
         except (ValueError, RuntimeError) as e:  # e.g. bf16 on a CPU without bfloat16 support
             raise ConrInputError(f"--engine predictor --precision {precision}: {e}") from e
     raise ConrInputError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -171,6 +173,11 @@ def _npz_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, i=array)
     return buffer.getvalue()
+
+
+@dataclass
+class _Counter:
+    written: int = 0
 
 
 @dataclass(frozen=True)
@@ -223,6 +230,7 @@ class Renderer:
     engine: str = DEFAULT_ENGINE
     precision: str = "fp32"
     cache_dir: str | os.PathLike | None = None
+    threads: int | None = None  # predictor CPU threads (None: every core this process may use)
     _model: object = field(default=None, init=False, repr=False)
     _runners: dict = field(default_factory=dict, init=False, repr=False)
     _digest: str | None = field(default=None, init=False, repr=False)
@@ -238,6 +246,9 @@ class Renderer:
             raise ConrInputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.engine == "eager" and self.precision != "fp32":
             raise ConrInputError(f"--precision {self.precision} needs --engine predictor (eager Paddle runs fp32 only)")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise ConrInputError(f"--threads must be a positive integer, got {self.threads!r}")
         check_weights_dir(self.weights_dir)
 
     # ---- model
@@ -263,7 +274,7 @@ class Renderer:
             model = self._load_model()
             digest = self._weights_hash() if self.engine == "predictor" else None
             self._runners[key] = make_runner(model, digest, self.size, views, self.batch, self.precision,
-                                             self.engine, self.cache_dir)
+                                             self.engine, self.cache_dir, self.threads)
             if self.engine == "predictor":
                 # the predictors hold their own weights: the eager copy is reloaded only if another view count
                 # or the bf16 PSNR check needs an export
@@ -327,59 +338,29 @@ class Renderer:
             load(job.pose, self.size)
         skipped = len(jobs) - len(todo)
 
-        runner = self.runner(views=sheet_u8.shape[0]) if todo else None
+        if todo:
+            self.runner(views=sheet_u8.shape[0])  # load (a bad weights file stops here, before anything is written)
         out.mkdir(parents=True, exist_ok=True)
-        written = 0
-        psnr: float | None = None
-        t0 = time.perf_counter()
         bar = tqdm(total=len(jobs), initial=skipped, unit="frame", disable=not progress, dynamic_ncols=True,
                    desc="render")
+        counter = _Counter()
+
+        def done(job: _Job) -> None:
+            counter.written += 1
+            bar.update(1)
+            if on_frame is not None:
+                on_frame(job.frame)
+
+        t0 = time.perf_counter()
         try:
-            if todo:
-                sheet_f32 = np.ascontiguousarray(sheet_u8.transpose(0, 3, 1, 2), np.float32) / 255
-                sheet = runner.parse_sheet(sheet_f32)
-                pending: list[tuple[_Job, PoseFrame]] = []
-
-                def flush() -> None:
-                    nonlocal written, psnr
-                    if self.precision == "bf16" and psnr is None:
-                        psnr = self._bf16_psnr(runner, sheet, sheet_f32, pending[0][1], pose_images)
-                        bar.write(f"bf16: first frame PSNR {psnr:.1f} dB against fp32")
-                    for job in self._render_batch(runner, sheet, pending, pose_images):
-                        written += 1
-                        bar.update(1)
-                        if on_frame is not None:
-                            on_frame(job.frame)
-                    pending.clear()
-
-                for job in todo:
-                    frame = load(job.pose, self.size)
-                    if frame.crop is None:  # empty pose: transparent frame, no model call
-                        self._write_empty(job, frame)
-                        written += 1
-                        bar.update(1)
-                        if on_frame is not None:
-                            on_frame(job.frame)
-                        continue
-                    pending.append((job, frame))
-                    if len(pending) >= self.batch:
-                        flush()
-                if pending:
-                    flush()
+            psnr = self.render_jobs(sheet_u8, todo, pose_images, done, note=bar.write)
         except KeyboardInterrupt as e:
-            raise RenderInterrupted(written, skipped, len(jobs), out) from e
+            raise RenderInterrupted(counter.written, skipped, len(jobs), out) from e
         finally:
             bar.close()
         seconds = time.perf_counter() - t0
-
-        videos: tuple[Path, ...] = ()
-        if video is not None:
-            from .video import encode_videos
-
-            video = Path(video)
-            video.parent.mkdir(parents=True, exist_ok=True)
-            webm = video.with_suffix(".webm") if bg is None else None
-            videos = tuple(encode_videos([j.frame for j in jobs], video, fps=fps, background=bg, webm=webm))
+        written = counter.written
+        videos = self.encode_video(jobs, video, fps, bg)
 
         udp = tuple(p for j in jobs for p in (j.udp_png, j.udp_npz) if p is not None)
         return RenderSummary(
@@ -387,6 +368,54 @@ class Renderer:
             fps=written / seconds if seconds > 0 and written else 0.0, frames=tuple(j.frame for j in jobs),
             udp_previews=udp, videos=videos, engine=self._engine_label(), bf16_psnr_db=psnr,
         )
+
+    def render_jobs(self, sheet_u8: np.ndarray, todo: Sequence[_Job], pose_images: bool,
+                    done: Callable[[_Job], None], note: Callable[[str], None] = print) -> float | None:
+        """Render `todo` (validated jobs) in order, `self.batch` frames per call, calling `done(job)` once each
+        job's files are on disk. The sheet is parsed once per call. Returns the bf16 PSNR of the first frame (None
+        for fp32 or when there is nothing to render). KeyboardInterrupt propagates (finished frames stay)."""
+        if not todo:
+            return None
+        load = load_pose_image if pose_images else load_udp_pose
+        runner = self.runner(views=sheet_u8.shape[0])
+        sheet_f32 = np.ascontiguousarray(sheet_u8.transpose(0, 3, 1, 2), np.float32) / 255
+        sheet = runner.parse_sheet(sheet_f32)
+        pending: list[tuple[_Job, PoseFrame]] = []
+        psnr: float | None = None
+
+        def flush() -> None:
+            nonlocal psnr
+            if self.precision == "bf16" and psnr is None:
+                psnr = self._bf16_psnr(runner, sheet, sheet_f32, pending[0][1], pose_images)
+                note(f"bf16: first frame PSNR {psnr:.1f} dB against fp32")
+            for job in self._render_batch(runner, sheet, pending, pose_images):
+                done(job)
+            pending.clear()
+
+        for job in todo:
+            frame = load(job.pose, self.size)
+            if frame.crop is None:  # empty pose: transparent frame, no model call
+                self._write_empty(job, frame)
+                done(job)
+                continue
+            pending.append((job, frame))
+            if len(pending) >= self.batch:
+                flush()
+        if pending:
+            flush()
+        return psnr
+
+    @staticmethod
+    def encode_video(jobs: Sequence[_Job], video: str | os.PathLike | None, fps: float, bg) -> tuple[Path, ...]:
+        """The MP4 (and, without a background, the WebM) of every job's frame, in order; () without `video`."""
+        if video is None:
+            return ()
+        from .video import encode_videos
+
+        video = Path(video)
+        video.parent.mkdir(parents=True, exist_ok=True)
+        webm = video.with_suffix(".webm") if bg is None else None
+        return tuple(encode_videos([j.frame for j in jobs], video, fps=fps, background=bg, webm=webm))
 
     def _engine_label(self) -> str:
         """"eager", or "predictor, conr_warp" / "predictor, grid_sample" (grid_sample: the custom operators
