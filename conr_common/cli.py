@@ -16,3 +16,36 @@ class OneLineParser(argparse.ArgumentParser):
 def one_line(text: object) -> str:
     """A message folded onto one line (an exception text may carry newlines)."""
     return " ".join(str(text).split())
+
+
+# Bounds of the numeric options of `render` and `demo`, checked when the command line is parsed (before any file is
+# written or model loaded). --size is bounded by `conr_common.pipeline.check_size`.
+MAX_BATCH = 64  # frames per model call: 64 frames at 256 px hold ~13 GB of activations in the step graph
+MAX_FPS = 1000.0
+MAX_FRAMES = 100_000  # demo sequence length (the official sample sequences have 1,459 frames)
+
+
+def bounded_int(low: int, high: int):
+    """An argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {text!r}")
+        return value
+
+    return parse
+
+
+def frame_rate(text: str) -> float:
+    """An argparse type: a frame rate in (0, MAX_FPS]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (0 < value <= MAX_FPS):
+        raise argparse.ArgumentTypeError(f"expected a frame rate in (0, {MAX_FPS:g}], got {text!r}")
+    return value

@@ -31,6 +31,7 @@ import numpy as np
 from conr_common.atomic import atomic_path, atomic_write_bytes, write_png_atomic
 from conr_common.config import SIZE_MULTIPLE
 from conr_common.errors import ConrInputError
+from conr_common.headers import check_frame_bounds
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -67,11 +68,19 @@ UDP_NPZ_KEY = "i"
 # --------------------------------------------------------------------------------------------------- helpers
 
 
+# Largest working size S: the fp32 step at 256 px / 4 views peaks at 3.0 GB (1.5 GB of it activations, which grow
+# with S^2: about 24 GB at 1024 px); `--size 1280000` used to end in a MemoryError traceback.
+MAX_SIZE = 1024
+
+
 def check_size(size: int) -> None:
     """Reject a working size S that is not a positive multiple of 128 (the first shader level sees S/32 and its
     block downsamples by another 4)."""
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
         raise ConrInputError(f"--size must be an integer multiple of {SIZE_MULTIPLE}, got {size!r}")
+    if size > MAX_SIZE:
+        raise ConrInputError(f"--size must be at most {MAX_SIZE}, got {size} (memory grows with its square: about "
+                             "1.5 GB of activations per frame at 256 px, 16x that at 1024 px)")
     if size < SIZE_MULTIPLE or size % SIZE_MULTIPLE != 0:
         raise ConrInputError(
             f"--size must be a positive multiple of {SIZE_MULTIPLE} ({SIZE_MULTIPLE}, {2 * SIZE_MULTIPLE}, "
@@ -127,7 +136,9 @@ def read_rgba(path: str | os.PathLike) -> np.ndarray:
     channels with alpha 255, so its "transparent background is preferred" warning never fires.)
     """
     path = Path(path)
-    image = _decode(path, _read_bytes(path, "image"), cv2.IMREAD_UNCHANGED, "image")
+    data = _read_bytes(path, "image")
+    check_frame_bounds(path, "image")
+    image = _decode(path, data, cv2.IMREAD_UNCHANGED, "image")
     if image.dtype != np.uint8:
         raise ConrInputError(f"{path}: image is {image.dtype}, need an 8-bit image")
     if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
@@ -187,13 +198,16 @@ def read_udp(path: str | os.PathLike) -> np.ndarray:
     if path.suffix.lower() == ".npz":
         if not path.is_file():
             raise ConrInputError(f"{path}: UDP frame not found" if not path.exists() else f"{path}: not a file")
+        check_frame_bounds(path, "UDP frame", UDP_NPZ_KEY)
         label = _read_udp_npz(path)
     else:
         # OpenCV refuses EXR unless this is set before its first EXR decode (the official sets it at import).
         os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+        data = _read_bytes(path, "UDP frame")
+        check_frame_bounds(path, "UDP frame")
         image = _decode(
             path,
-            _read_bytes(path, "UDP frame"),
+            data,
             cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_UNCHANGED,
             "UDP frame",
         )

@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from conr_common.cli import EXIT_INPUT, OneLineParser, one_line
+from conr_common.cli import EXIT_INPUT, MAX_BATCH, OneLineParser, bounded_int, frame_rate, one_line
 from conr_common.errors import ConrInputError
 
 EXIT_INTERRUPTED = 130
@@ -27,16 +27,6 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _fps(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (0 < value <= 1000):
-        raise argparse.ArgumentTypeError(f"expected a frame rate in (0, 1000], got {text!r}")
     return value
 
 
@@ -62,10 +52,11 @@ def _add_render_parser(subparsers) -> None:
     p.add_argument("--video", type=Path,
                    help="also write an H.264 MP4 (and, without --background, a VP9 WebM with alpha beside it); "
                    "frames of another size than the first are resized to it")
-    p.add_argument("--fps", type=_fps, default=30.0, help="video frame rate (default 30)")
+    p.add_argument("--fps", type=frame_rate, default=30.0, help="video frame rate (default 30)")
     p.add_argument("--background", help="video background: #RRGGBB or an image file (default white)")
     p.add_argument("--resume", action="store_true", help="skip frames whose output PNG is already complete")
-    p.add_argument("--batch", type=_positive_int, default=1, help="frames per model call (default 1)")
+    p.add_argument("--batch", type=bounded_int(1, MAX_BATCH), default=1,
+                   help=f"frames per model call, 1 to {MAX_BATCH} (default 1)")
     p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
                    help=f"predictor: Paddle Inference (fast); eager: dygraph (reference) (default {DEFAULT_ENGINE})")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default) or bf16 (predictor only)")

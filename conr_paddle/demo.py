@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from conr_common.cli import MAX_BATCH, MAX_FPS, MAX_FRAMES, bounded_int, frame_rate
 from conr_common.config import NETWORK_NAMES
 from conr_common.draws import SEEDED, WeightDraw
 from conr_common.errors import ConrInputError
@@ -95,13 +96,15 @@ def _older(paddle_dir: Path, official: Path) -> bool:
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
     p.add_argument("--size", type=int, default=128, help="working size, a multiple of 128 (default 128)")
-    p.add_argument("--frames", type=int, default=24, help="frames of the sample sequence (default 24)")
-    p.add_argument("--reference-frames", type=int, default=None,
+    p.add_argument("--frames", type=bounded_int(1, MAX_FRAMES), default=24,
+                   help="frames of the sample sequence (default 24)")
+    p.add_argument("--reference-frames", type=bounded_int(0, MAX_FRAMES), default=None,
                    help="frames also rendered with the PyTorch reference (default all; 0 skips the comparison)")
-    p.add_argument("--fps", type=float, default=12.0, help="video frame rate (default 12)")
+    p.add_argument("--fps", type=frame_rate, default=12.0, help="video frame rate (default 12)")
     p.add_argument("--engine", choices=("predictor", "eager"), default=None,
                    help="predictor (Paddle Inference, default) or eager (dygraph, several times slower)")
-    p.add_argument("--batch", type=int, default=1, help="frames per model call (default 1)")
+    p.add_argument("--batch", type=bounded_int(1, MAX_BATCH), default=1,
+                   help=f"frames per model call, 1 to {MAX_BATCH} (default 1)")
 
 
 def run_demo(out: Path = Path("demo_out"), size: int = 128, frames: int = 24, reference_frames: int | None = None,
@@ -112,9 +115,13 @@ def run_demo(out: Path = Path("demo_out"), size: int = 128, frames: int = 24, re
     from .render import DEFAULT_ENGINE, Renderer
     from .video import encode_videos, parse_background
 
-    check_size(size)
-    if frames < 1:
-        raise ConrInputError(f"--frames must be a positive integer, got {frames}")
+    check_size(size)  # every argument is checked before anything is written (issue #13)
+    if not 1 <= frames <= MAX_FRAMES:
+        raise ConrInputError(f"--frames must be an integer in [1, {MAX_FRAMES}], got {frames}")
+    if not 1 <= batch <= MAX_BATCH:
+        raise ConrInputError(f"--batch must be an integer in [1, {MAX_BATCH}], got {batch}")
+    if not 0 < fps <= MAX_FPS:
+        raise ConrInputError(f"--fps must be in (0, {MAX_FPS:g}], got {fps}")
     out = Path(out)
     t_start = time.perf_counter()
     samples = ensure_samples(out / "samples", size=max(256, size), frames=frames, seed=0)

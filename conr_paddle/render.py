@@ -300,6 +300,8 @@ class Renderer:
         if out.exists() and not out.is_dir():
             raise ConrInputError(f"{out}: output path exists and is not a folder")
         check_output_apart(out, {"--character-sheet": Path(character_sheet), "--poses": Path(poses)})
+        if self.cache_dir is not None and Path(self.cache_dir).exists() and not Path(self.cache_dir).is_dir():
+            raise ConrInputError(f"--cache-dir {self.cache_dir}: exists and is not a folder")
         if video is not None:
             video = Path(video)
             if video.suffix.lower() != ".mp4":

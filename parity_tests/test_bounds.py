@@ -1,0 +1,113 @@
+"""Bounded inputs and early checks (issue #13): oversized images and UDP frames are refused from their headers
+before decoding, numeric options have documented bounds checked at parse time, and every check of `demo` and
+`render` runs before any file is written or a model loaded. Each case: exit 2, one line naming the file or option,
+nothing written."""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conr_common.errors import ConrInputError
+from conr_common.headers import MAX_FRAME_SIDE, header_shape
+
+
+def _main(args: list[str]) -> int:
+    """The CLI in-process; argparse's own errors exit through SystemExit."""
+    from conr_paddle.__main__ import main
+
+    try:
+        return main(args)
+    except SystemExit as e:
+        return int(e.code)
+
+
+def _one_line_error(capsys, rc: int, *needles: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err
+
+
+@pytest.fixture()
+def long_png(tmp_path) -> Path:
+    """A 10 x 20000 RGBA PNG: tiny on disk, a 20000^2 square crop once decoded (1.6 GB)."""
+    path = tmp_path / "long.png"
+    image = np.zeros((10, 20000, 4), np.uint8)
+    image[:, :100, 3] = 255
+    assert cv2.imwrite(str(path), image)
+    return path
+
+
+def test_headers_give_sizes_without_decoding(tmp_path, long_png):
+    assert header_shape(long_png) == (10, 20000)
+    npz = tmp_path / "0.npz"
+    np.savez_compressed(npz, i=np.zeros((7, 9, 4), np.float32))
+    assert header_shape(npz) == (7, 9, 4)
+    # an OpenEXR header written by hand (this OpenCV build writes no EXR): magic, version, then attributes
+    # (name\0 type\0 int32 size, value) ending with an empty name; dataWindow is box2i (xmin, ymin, xmax, ymax)
+    import struct
+
+    def attr(name: bytes, kind: bytes, value: bytes) -> bytes:
+        return name + b"\0" + kind + b"\0" + struct.pack("<i", len(value)) + value
+
+    exr = tmp_path / "0.exr"
+    exr.write_bytes(b"\x76\x2f\x31\x01" + struct.pack("<I", 2) + attr(b"compression", b"compression", b"\0")
+                    + attr(b"dataWindow", b"box2i", struct.pack("<4i", 2, 3, 12, 7)) + b"\0")
+    assert header_shape(exr) == (5, 11)
+
+
+def test_oversized_sheet_view_is_refused_before_decoding(long_png, monkeypatch):
+    from conr_common import pipeline
+
+    monkeypatch.setattr(pipeline.cv2, "imdecode", lambda *a: pytest.fail("decoded before the size check"))
+    with pytest.raises(ConrInputError, match=rf"long\.png: image is 10x20000 pixels; the largest side .* {MAX_FRAME_SIDE}"):
+        pipeline.read_rgba(long_png)
+
+
+def test_oversized_udp_npz_is_refused_from_its_header(tmp_path):
+    """(1, 100000, 4) used to request 37 GiB; the check must not even decompress the array."""
+    from conr_common.pipeline import read_udp
+
+    path = tmp_path / "0.npz"
+    np.savez_compressed(path, i=np.zeros((1, 100000, 4), np.float32))
+    with zipfile.ZipFile(path) as z:
+        assert z.getinfo("i.npy").compress_size < 100_000  # small file, huge array
+    with pytest.raises(ConrInputError, match=r"0\.npz: UDP frame is 1x100000 pixels"):
+        read_udp(path)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--size", "1280000"], "at most 1024"),
+    (["--batch", "0"], "--batch"),
+    (["--batch", "100000"], "--batch"),
+    (["--fps", "0"], "--fps"),
+    (["--frames", "0"], "--frames"),
+])
+def test_demo_arguments_checked_before_anything_is_written(tmp_path, capsys, args, needle):
+    out = tmp_path / "demo"
+    rc = _main(["demo", "--out", str(out), *args])
+    _one_line_error(capsys, rc, needle)
+    assert not out.exists(), "the demo wrote files before refusing its arguments"
+
+
+def test_render_cache_dir_that_is_a_file_is_refused_before_loading(tmp_path, capsys, samples, monkeypatch):
+    from conr_paddle import render as render_module
+
+    monkeypatch.setattr(render_module, "make_runner", lambda *a, **k: pytest.fail("model loaded before the check"))
+    cache = tmp_path / "cache.txt"
+    cache.write_text("not a folder")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for name in ("udpparsernet", "target_pose_encoder", "shader", "rgbadecodernet"):
+        (weights / f"{name}.pdparams").write_bytes(b"x")
+    out = tmp_path / "out"
+    rc = _main(["render", "--weights", str(weights), "--character-sheet", str(samples.character_sheet),
+               "--poses", str(samples.poses), "--out", str(out), "--size", "128", "--cache-dir", str(cache)])
+    _one_line_error(capsys, rc, "--cache-dir", "not a folder")
+    assert not out.exists()
