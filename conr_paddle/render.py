@@ -31,6 +31,7 @@ from conr_common.checks import check_output_apart
 from conr_common.compare import psnr_db
 from conr_common.config import NETWORK_NAMES
 from conr_common.errors import ConrInputError
+from conr_common.headers import header_shape
 from conr_common.integrity import sha256_file
 from conr_common.pipeline import (
     PoseFrame,
@@ -157,16 +158,20 @@ def make_runner(model, weights_hash: str | None, size: int, views: int, batch: i
 # --------------------------------------------------------------------------------------------------- frames
 
 
-def frame_is_complete(path: Path) -> bool:
-    """True if `path` is a PNG that decodes (a file renamed into place is complete; this also rejects files
-    damaged by other tools)."""
+def frame_is_complete(path: Path, frame_hw: tuple[int, int] | None = None) -> bool:
+    """True if `path` is a frame this renderer could have written: a PNG that decodes to 8-bit RGBA and, when
+    `frame_hw` is given, has the size of its pose frame. A file renamed into place is complete; this also rejects
+    damaged files and foreign ones (a 5x5 image or an RGB PNG dropped into the folder used to survive `--resume`
+    until the video encoder refused it)."""
     try:
         if not path.is_file() or path.stat().st_size == 0:
             return False
         image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except (OSError, cv2.error):
         return False
-    return image is not None
+    if image is None or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 4:
+        return False
+    return frame_hw is None or tuple(image.shape[:2]) == tuple(frame_hw)
 
 
 def _npz_bytes(array: np.ndarray) -> bytes:
@@ -191,8 +196,11 @@ class _Job:
         return [p for p in (self.udp_png, self.udp_npz, self.frame) if p is not None]
 
     def complete(self) -> bool:
-        # the frame is written last, so a complete frame PNG means its UDP files were written before it
-        return frame_is_complete(self.frame) and all(p.is_file() for p in self.outputs())
+        # the frame is written last, so a complete frame PNG means its UDP files were written before it; its size
+        # is the pose frame's, read from the pose file's header
+        shape = header_shape(self.pose)
+        frame_hw = tuple(shape[:2]) if shape is not None and len(shape) >= 2 else None
+        return frame_is_complete(self.frame, frame_hw) and all(p.is_file() for p in self.outputs())
 
 
 def _plan(poses: Sequence[Path], out: Path, pose_images: bool) -> list[_Job]:

@@ -201,6 +201,19 @@ def test_resume_rerenders_damaged_frame(pdparams_dir, inputs, full_run, shared_m
     _assert_close(_frames(full_run), _frames(out))
 
 
+def test_resume_rerenders_foreign_frames(pdparams_dir, inputs, full_run, shared_model, tmp_path, capsys):
+    """A PNG that decodes but is not a frame of this render (5x5, or RGB without alpha) is rendered again by
+    --resume instead of surviving until the video encoder refuses the sequence."""
+    out = tmp_path / "out"
+    shutil.copytree(full_run, out)
+    cv2.imwrite(str(out / "1.png"), np.zeros((5, 5, 4), np.uint8))
+    frame = cv2.imread(str(out / "0.png"), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(out / "0.png"), frame[:, :, :3])  # right size, no alpha
+    assert main(_render_args(pdparams_dir, inputs, out, "--resume")) == 0
+    assert "2 frame(s) written, 2 already complete" in capsys.readouterr().out
+    _assert_close(_frames(full_run), _frames(out))
+
+
 # --------------------------------------------------------------------------------------------------- video
 
 
