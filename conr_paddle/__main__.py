@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from conr_common.cli import EXIT_INPUT, MAX_BATCH, OneLineParser, bounded_int, frame_rate, one_line
-from conr_common.errors import ConrInputError
+from conr_common.errors import ConrInputError, internal_error_line
 
 EXIT_INTERRUPTED = 130
 
@@ -63,6 +63,7 @@ def _add_render_parser(subparsers) -> None:
     p.add_argument("--cache-dir", type=Path,
                    help="compiled-model cache of --engine predictor (default $CONR_PADDLE_CACHE or ~/.cache/conr_paddle)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--verbose", action="store_true", help="show the traceback of an internal error")
     p.add_argument("--workers", type=_positive_int, default=1,
                    help="render with N processes on this machine, started through paddle.distributed.launch "
                    "(default 1); under the launcher itself, each rank renders its shard without this option")
@@ -83,6 +84,7 @@ def _add_demo_parser(subparsers) -> None:
         "PyTorch reference and print how far apart they are.",
     )
     add_demo_arguments(p)
+    p.add_argument("--verbose", action="store_true", help="show the traceback of an internal error")
     p.set_defaults(func=_run_demo)
 
 
@@ -234,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as exc:  # disk full, permission denied: not the input's fault, still one line
         print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug or a library failure: one line and exit 1, the traceback with --verbose
+        if getattr(args, "verbose", False):
+            raise
+        print(internal_error_line(exc, f"{args.command}"), file=sys.stderr)
         return 1
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from conr_common.checks import check_output_apart
 from conr_common.compare import psnr_db
 from conr_common.config import NETWORK_NAMES
-from conr_common.errors import ConrInputError
+from conr_common.errors import ConrInputError, ConrInternalError
 from conr_common.headers import header_shape
 from conr_common.integrity import sha256_file
 from conr_common.pipeline import (
@@ -147,11 +147,19 @@ def make_runner(model, weights_hash: str | None, size: int, views: int, batch: i
             from .fast import PredictorRunner
         except ImportError as e:
             raise ConrInputError(f"--engine predictor is not available ({e}); use --engine eager") from e
+        if precision == "bf16":
+            from .fast import bf16_support
+
+            ok, why = bf16_support()
+            if not ok:
+                raise ConrInputError(f"--engine predictor --precision bf16: {why}")
         try:
             return PredictorRunner(model, weights_hash, size=size, views=views, batch=batch, precision=precision,
                                    cache_dir=cache_dir, threads=threads)
-        except (ValueError, RuntimeError) as e:  # e.g. bf16 on a CPU without bfloat16 support
-            raise ConrInputError(f"--engine predictor --precision {precision}: {e}") from e
+        except ConrInputError:
+            raise
+        except Exception as e:  # not the input's fault: the export or Paddle Inference itself
+            raise ConrInternalError("exporting or loading the predictor graphs", e) from e
     raise ConrInputError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
 
 

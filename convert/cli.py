@@ -12,7 +12,7 @@ import importlib.util
 import sys
 
 from conr_common.cli import OneLineParser, one_line
-from conr_common.errors import ConrInputError
+from conr_common.errors import ConrInputError, internal_error_line
 
 __all__ = ["main", "build_parser", "add_torch2paddle_parser", "add_paddle2torch_parser", "add_inspect_parser"]
 
@@ -112,4 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as exc:  # disk full, permission denied, ...: not the input's fault, still one line
         print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # the conversion stages every output and removes it on any interruption
+        print("interrupted: nothing was written (outputs are renamed into place only when every network is done)",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug or a library failure: one line and exit 1, the traceback with --verbose
+        if getattr(args, "verbose", False):
+            raise
+        print(internal_error_line(exc, args.command), file=sys.stderr)
         return 1

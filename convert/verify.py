@@ -769,6 +769,7 @@ def add_verify_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the built-in sample data (default 0)")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                    help="where both frameworks run (default cpu); on GPU, TF32 is pinned off on both sides")
+    p.add_argument("--verbose", action="store_true", help="show the traceback of an internal error")
     p.add_argument("--truth", choices=TRUTHS, default="auto",
                    help="float64 referee: also run the torch reference in float64 and judge each layer by Paddle's "
                         "error against it relative to torch's own float32 error (auto: at 128 px and below)")
