@@ -7,21 +7,63 @@ names start with '.' so globs such as `*.png` and natural-order listings never p
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 import secrets
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "atomic_path", "write_png_atomic"]
+__all__ = ["atomic_write_bytes", "atomic_path", "write_png_atomic", "sweep_stale_temporaries"]
+
+
+def _owner_tag() -> str:
+    """`<host>.<pid>` of this process: which process a temporary belongs to (host as 6 hex digits of its sha1, so
+    that dots in host names keep the temporary names parseable)."""
+    host = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+    return f"{host}.{os.getpid()}"
+
+
+# `.<name>.<host>.<pid>.<8 hex>.tmp[<suffix>]`: what _create_temp writes
+_TEMP_NAME = re.compile(r"^\..+\.(?P<host>[0-9a-f]{6})\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp(\.[A-Za-z0-9]+)?$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def sweep_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries that a killed writer left in `folder` (SIGKILL, power loss: no `finally` ran) and
+    return them. Only files named by this module, created on this host by a process that no longer exists, are
+    touched: a live writer's temporary (another rank of a distributed render) stays."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    host = _owner_tag().split(".")[0]
+    removed = []
+    for entry in folder.iterdir():
+        m = _TEMP_NAME.match(entry.name)
+        if m and m["host"] == host and not _alive(int(m["pid"])) and entry.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
 
 
 def _create_temp(directory: Path, prefix: str, suffix: str) -> Path:
     """Create (exclusively) an empty temporary file; `os.open` with 0o666 honours the umask like a plain open."""
     for _ in range(100):
-        candidate = directory / f"{prefix}.{secrets.token_hex(4)}{suffix}"
+        candidate = directory / f"{prefix}.{_owner_tag()}.{secrets.token_hex(4)}{suffix}"
         try:
             fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
@@ -32,7 +74,8 @@ def _create_temp(directory: Path, prefix: str, suffix: str) -> Path:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` atomically (temporary `.<name>.<random>.tmp` in the same directory, then rename).
+    """Write `data` to `path` atomically (temporary `.<name>.<host>.<pid>.<random>.tmp` in the same directory, then
+    rename).
 
     The parent directory must exist. On any error the temporary file is removed and `path` is left untouched.
     """
@@ -54,7 +97,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` when the block succeeds, delete it otherwise.
 
     For writers that insist on a file name (`np.savez`, `torch.save`, `paddle.save`, `cv2.imwrite`). The temporary
-    name is `.<stem>.<random>.tmp<suffix>`: it keeps the final suffix, because `np.savez` appends `.npz` to a name
+    name is `.<stem>.<host>.<pid>.<random>.tmp<suffix>`: it keeps the final suffix, because `np.savez` appends `.npz` to a name
     without it and `cv2.imwrite` picks the format from it. The yielded file already exists (empty); writers
     overwrite it. If the block leaves no file behind (the writer wrote elsewhere), FileNotFoundError is raised.
     """

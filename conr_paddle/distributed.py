@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO, TypeVar
 
+from conr_common.atomic import sweep_stale_temporaries
 from conr_common.errors import ConrInputError
 
 __all__ = ["RankInfo", "rank_info", "usable_cores", "threads_per_rank", "shard", "Collective", "SingleProcess",
@@ -243,6 +244,7 @@ def render_sharded(renderer, character_sheet: str | os.PathLike, poses: str | os
         renderer.runner(views=sheet_u8.shape[0])  # model + predictor (exported by one rank, loaded by the others)
     collective.all_gather(len(my_jobs))  # everyone has loaded: the frame clock starts together
     out.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temporaries(out)  # temporaries of killed processes only; the other ranks' stay
     lines = ProgressLines(info, len(jobs), skipped, stream, enabled=progress)
     written = 0
 

@@ -524,6 +524,9 @@ class PredictorRunner:
             # Ranks of a distributed render (and any other processes) share the cache: the first one in exports
             # under the lock, the others wait for it and then find a verified export and load the same graphs.
             with exclusive_lock(self.folder.parent / f"{self.folder.name}.lock"):
+                # exports only run under this lock: a temporary export folder seen here was left by a killed one
+                for stale in self.folder.parent.glob(f"{self.folder.name}.tmp-*"):
+                    shutil.rmtree(stale, ignore_errors=True)
                 self.meta = _verified_meta(self.folder)
                 if self.meta is None:
                     meta = dict(export_identity(weights_hash, size, views, batch, precision, self.warp, self.norm),

@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from conr_common.atomic import sweep_stale_temporaries
 from conr_common.checks import check_output_apart
 from conr_common.compare import psnr_db
 from conr_common.config import NETWORK_NAMES
@@ -359,6 +360,8 @@ class Renderer:
         if todo:
             self.runner(views=sheet_u8.shape[0])  # load (a bad weights file stops here, before anything is written)
         out.mkdir(parents=True, exist_ok=True)
+        for folder in {out, Path(video).parent} if video is not None else {out}:
+            sweep_stale_temporaries(folder)  # what a killed earlier run (SIGKILL: no cleanup ran) left behind
         bar = tqdm(total=len(jobs), initial=skipped, unit="frame", disable=not progress, dynamic_ncols=True,
                    desc="render")
         counter = _Counter()
