@@ -64,6 +64,11 @@ OPAQUE_LIMIT = 0.95
 MIN_OPAQUE_FRACTION = 0.001
 UDP_NPZ_KEY = "i"
 
+# OpenCV prints decoder warnings straight to the process's stderr ("[ WARN:0@8.8] global grfmt_png.cpp:793
+# readFromStreamOrBuffer PNG input buffer is incomplete"), which turned one-line errors into several lines; every
+# decode failure is reported here in one line instead (issue #13).
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
 
 # --------------------------------------------------------------------------------------------------- helpers
 

@@ -1,0 +1,349 @@
+"""The bad-input matrix (issue #13): hostile or careless inputs to `render`, `demo` and `convert`, each with the
+one line it gets. The README's table is generated from these probes and `test_bad_input_matrix.py` checks that it
+matches, so it cannot drift:
+
+    python -m parity_tests.bad_inputs --write-readme   # regenerate the README table (builds seeded weights once)
+
+Every probe runs the CLI in-process on a scene of its own (a copy of the sample character, poses and seeded
+weights under one folder) and must: exit with its status (2 for bad input), print exactly one line on stderr, no
+traceback, write nothing new (only what the probe itself created) and leave every input file unchanged.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import os
+import pickle
+import shutil
+import sys
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+START, END = "<!-- bad-input-table:start -->", "<!-- bad-input-table:end -->"
+NETWORKS = ("udpparsernet", "target_pose_encoder", "shader", "rgbadecodernet")
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One probe's world: sheet, poses, Paddle weights, official weights, all under `root`."""
+
+    root: Path
+    sheet: Path
+    poses: Path
+    weights: Path
+    official: Path
+
+    def render(self, *extra: str, weights: Path | None = None, sheet: Path | None = None,
+               poses: Path | None = None, out: Path | None = None) -> list[str]:
+        return ["render", "--weights", str(weights or self.weights), "--character-sheet", str(sheet or self.sheet),
+                "--poses", str(poses or self.poses), "--out", str(out or self.root / "out"), "--size", "128",
+                "--engine", "eager", "--quiet", *extra]
+
+
+class _RunsCode:
+    """A pickle payload that would create a file if unpickled by a permissive loader."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _image(path: Path, rgba: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), rgba)
+    return path
+
+
+def _folder(scene: Scene, name: str) -> Path:
+    folder = scene.root / name
+    folder.mkdir()
+    return folder
+
+
+def _poses_with(scene: Scene, name: str, data: bytes | None = None, array: np.ndarray | None = None) -> Path:
+    poses = _folder(scene, "bad_poses")
+    shutil.copy(next(iter(sorted(scene.poses.glob("*.npz")))), poses / "0.npz")
+    if array is not None:
+        np.savez_compressed(poses / name, **{"x" if name.startswith("nokey") else "i": array})
+    else:
+        (poses / name).write_bytes(data or b"")
+    return poses
+
+
+def _sheet_with(scene: Scene, name: str, rgba: np.ndarray | None = None, data: bytes | None = None) -> Path:
+    sheet = _folder(scene, "bad_sheet")
+    shutil.copy(next(iter(sorted(scene.sheet.glob("*.png")))), sheet / "0_front.png")
+    if rgba is not None:
+        _image(sheet / name, rgba)
+    else:
+        (sheet / name).write_bytes(data or b"")
+    return sheet
+
+
+def _weights_with(scene: Scene, network: str, mutate: Callable[[dict], dict] | None = None,
+                  data: bytes | None = None) -> Path:
+    from convert import io as cio
+
+    weights = _folder(scene, "bad_weights")
+    for name in NETWORKS:
+        if name != network:
+            os.symlink(scene.weights / f"{name}.pdparams", weights / f"{name}.pdparams")
+    if data is not None:
+        (weights / f"{network}.pdparams").write_bytes(data)
+    elif mutate is not None:
+        state = dict(cio.load_paddle_file(scene.weights / f"{network}.pdparams"))
+        cio.save_pdparams(mutate(state), weights / f"{network}.pdparams")
+    return weights
+
+
+def _official_with(scene: Scene, mutate: Callable[[dict], dict]) -> Path:
+    import torch
+
+    official = _folder(scene, "bad_official")
+    for f in scene.official.glob("*.pth"):
+        if f.name != "shader.pth":
+            os.symlink(f, official / f.name)
+    state = torch.load(scene.official / "shader.pth", map_location="cpu", weights_only=True)
+    torch.save(mutate(state), official / "shader.pth")
+    return official
+
+
+def _set(state: dict, key: str, value) -> dict:
+    state[key] = value
+    return state
+
+
+def _nan_first(state: dict) -> dict:
+    key = "decoder_blocks.2.conv0.0.weight"
+    state[key] = state[key].clone() if hasattr(state[key], "clone") else np.array(state[key])
+    state[key][0, 0, 0, 0] = float("nan")
+    return state
+
+
+def _opaque() -> np.ndarray:
+    image = np.full((64, 64, 4), 200, np.uint8)
+    image[:, :, 3] = 255
+    image[:1, :1, 3] = 0  # one transparent pixel: still 95% or more opaque
+    return image
+
+
+def _huge_npz() -> np.ndarray:
+    return np.zeros((1, 100000, 4), np.float32)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One bad input: `args(scene)` builds the command line (its first word picks the CLI: convert or render/
+    demo); `expect` must appear in the printed line."""
+
+    what: str
+    args: Callable[[Scene], list[str]]
+    expect: str
+    status: int = 2
+
+
+PROBES: list[Probe] = [
+    # ---- the character sheet
+    Probe("sheet folder missing", lambda s: s.render(sheet=s.root / "nope"), "not found"),
+    Probe("sheet folder empty", lambda s: s.render(sheet=_folder(s, "empty")), "no"),
+    Probe("sheet view 95% or more opaque", lambda s: s.render(sheet=_sheet_with(s, "1.png", _opaque())), "opaque"),
+    Probe("sheet view truncated", lambda s: s.render(sheet=_sheet_with(s, "1.png", data=(
+        s.sheet / "0_front.png").read_bytes()[:200])), "1.png"),
+    Probe("sheet view not an image", lambda s: s.render(sheet=_sheet_with(s, "1.png", data=b"hello")), "1.png"),
+    Probe("sheet view grayscale", lambda s: s.render(sheet=_sheet_with(s, "1.png", np.zeros((64, 64), np.uint8))),
+          "grayscale"),
+    Probe("sheet view 16-bit", lambda s: s.render(sheet=_sheet_with(s, "1.png", np.zeros((64, 64, 4), np.uint16))),
+          "8-bit"),
+    Probe("sheet view 10 x 20000 pixels", lambda s: s.render(sheet=_sheet_with(s, "1.png", np.zeros(
+        (10, 20000, 4), np.uint8))), "largest side"),
+    # ---- the poses
+    Probe("pose folder missing", lambda s: s.render(poses=s.root / "nope"), "not found"),
+    Probe("pose folder empty", lambda s: s.render(poses=_folder(s, "empty")), "no"),
+    Probe("UDP .npz without key i", lambda s: s.render(poses=_poses_with(s, "nokey.npz", array=np.zeros(
+        (8, 8, 4), np.float32))), "no array 'i'"),
+    Probe("UDP frame with 3 channels", lambda s: s.render(poses=_poses_with(s, "1.npz", array=np.zeros(
+        (8, 8, 3), np.float32))), "4"),
+    Probe("UDP .npz truncated", lambda s: s.render(poses=_poses_with(s, "1.npz", b"PK\x03\x04 truncated")),
+          "1.npz"),
+    Probe("UDP .npz holding a pickled object", lambda s: s.render(poses=_poses_with(s, "1.npz", array=np.array(
+        [{"a": 1}], dtype=object))), "1.npz"),
+    Probe("UDP frame 1 x 100000", lambda s: s.render(poses=_poses_with(s, "1.npz", array=_huge_npz())),
+          "largest side"),
+    # ---- the weights
+    Probe("weights folder missing", lambda s: s.render(weights=s.root / "nope"), "not found"),
+    Probe("weights folder missing a network", lambda s: s.render(weights=_weights_with(s, "shader")), "missing"),
+    Probe("weights folder holding the official .pth", lambda s: s.render(weights=s.official), "torch2paddle"),
+    Probe("weights file that is a code-carrying pickle", lambda s: s.render(weights=_weights_with(
+        s, "rgbadecodernet", data=pickle.dumps({"w": _RunsCode(s.root / "pwned")}, protocol=4))), "refused"),
+    Probe("weights with a NaN", lambda s: s.render(weights=_weights_with(s, "shader", _nan_first)), "NaN"),
+    Probe("weights with an int64 tensor", lambda s: s.render(weights=_weights_with(
+        s, "rgbadecodernet", lambda st: _set(st, "conv_rgba.0.bias", np.zeros(4, np.int64)))), "floating"),
+    # ---- render options
+    Probe("--size not a multiple of 128", lambda s: s.render("--size", "200"), "--size"),
+    Probe("--size 1280000", lambda s: s.render("--size", "1280000"), "at most"),
+    Probe("--batch 0", lambda s: s.render("--batch", "0"), "--batch"),
+    Probe("--fps 0", lambda s: s.render("--fps", "0"), "--fps"),
+    Probe("--out equal to --poses", lambda s: s.render(out=s.poses), "folder of its own"),
+    Probe("--out inside --poses", lambda s: s.render(out=s.poses / "frames"), "folder of its own"),
+    Probe("--out containing --poses", lambda s: s.render(out=s.root), "folder of its own"),
+    Probe("--out is a file", lambda s: s.render(out=_file(s, "out.txt")), "not a folder"),
+    Probe("--cache-dir is a file", lambda s: s.render("--cache-dir", str(_file(s, "cache.txt"))), "--cache-dir"),
+    Probe("--video not .mp4", lambda s: s.render("--video", str(s.root / "v.avi")), ".mp4"),
+    Probe("--video is a folder", lambda s: s.render("--video", str(_folder(s, "v.mp4"))), "folder"),
+    Probe("--background image missing", lambda s: s.render("--video", str(s.root / "v.mp4"), "--background",
+                                                          str(s.root / "nothing.png")), "nothing.png"),
+    Probe("--precision bf16 with --engine eager", lambda s: s.render("--precision", "bf16"), "bf16"),
+    Probe("--workers 0", lambda s: s.render("--workers", "0"), "--workers"),
+    # ---- demo
+    Probe("demo --batch 0", lambda s: ["demo", "--out", str(s.root / "demo"), "--batch", "0"], "--batch"),
+    Probe("demo --fps 0", lambda s: ["demo", "--out", str(s.root / "demo"), "--fps", "0"], "--fps"),
+    Probe("demo --frames 0", lambda s: ["demo", "--out", str(s.root / "demo"), "--frames", "0"], "--frames"),
+    # ---- convert
+    Probe("convert: source missing", lambda s: ["convert", "torch2paddle", str(s.root / "nope")], "nope"),
+    Probe("convert: -o equal to the source", lambda s: ["convert", "torch2paddle", str(s.official), "-o",
+                                                        str(s.official)], "source folder"),
+    Probe("convert: NaN in a checkpoint", lambda s: ["convert", "torch2paddle", str(_official_with(s, _nan_first)),
+                                                     "-o", str(s.root / "conv")], "NaN"),
+    Probe("convert: a tensor of the wrong shape", lambda s: ["convert", "torch2paddle", str(_official_with(
+        s, lambda st: _set(st, "decoder_blocks.2.conv0.0.weight", st["decoder_blocks.2.conv0.0.weight"][:1]))),
+        "-o", str(s.root / "conv")], "shape"),
+    Probe("convert: an unexpected key", lambda s: ["convert", "torch2paddle", str(_official_with(
+        s, lambda st: _set(st, "extra.weight", st["decoder_blocks.2.conv0.0.weight"][:1]))), "-o",
+        str(s.root / "conv")], "unexpected"),
+    Probe("convert verify: --size 100", lambda s: ["convert", "verify", "--torch", str(s.official), "--paddle",
+                                                   str(s.weights), "--report", str(s.root / "rep"), "--size", "100"],
+          "--size"),
+]
+
+
+def _file(scene: Scene, name: str) -> Path:
+    path = scene.root / name
+    path.write_text("not a folder")
+    return path
+
+
+def make_scene(root: Path, sample_root: Path, weights: Path, official: Path) -> Scene:
+    """A private copy of the inputs for one probe, every path under `root` (weight files as symlinks), so that the
+    printed lines do not depend on where the shared inputs live."""
+    root.mkdir(parents=True)
+    sheet, poses = root / "sheet", root / "poses"
+    shutil.copytree(sample_root / "character_sheet", sheet)
+    poses.mkdir()
+    for f in sorted((sample_root / "poses").glob("*.npz"))[:2]:
+        shutil.copy(f, poses / f.name)
+    links = {}
+    for name, source, pattern in (("weights", weights, "*.pdparams"), ("official", official, "*.pth")):
+        links[name] = root / name
+        links[name].mkdir()
+        for f in Path(source).glob(pattern):
+            os.symlink(f.resolve(), links[name] / f.name)
+    return Scene(root, sheet, poses, links["weights"], links["official"])
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Every file under `root` (not following links into the shared weights) with its sha256."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int
+    stderr: str
+    written: list[str]  # files that appeared or changed, besides what the probe's setup created
+
+    @property
+    def line(self) -> str:
+        return self.stderr.strip()
+
+
+def run_probe(probe: Probe, scene: Scene) -> Outcome:
+    args = probe.args(scene)  # setup: may create the probe's own bad files
+    before = _snapshot(scene.root)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            if args[0] == "convert":
+                from convert.cli import main as convert_main
+
+                status = convert_main(args[1:])
+            else:
+                from conr_paddle.__main__ import main as paddle_main
+
+                status = paddle_main(args)
+        except SystemExit as e:  # argparse's own errors
+            status = int(e.code)
+    after = _snapshot(scene.root)
+    written = sorted(k for k in after if before.get(k) != after[k])
+    return Outcome(int(status), err.getvalue(), written)
+
+
+def message(outcome: Outcome, scene: Scene) -> str:
+    """The printed line with the scene's folder replaced by `…`, so the table does not depend on where it ran."""
+    return outcome.line.replace(str(scene.root), "…").replace(sys.executable, "python")
+
+
+def markdown(rows: list[tuple[str, str, int]]) -> str:
+    lines = ["| bad input | what is printed (one line) | exit |", "| --- | --- | ---: |"]
+    for what, text, status in rows:
+        lines.append(f"| {what} | `{text.replace('|', '/').replace('`', chr(39))}` | {status} |")
+    return "\n".join(lines)
+
+
+def readme_table(readme: str) -> str | None:
+    if START not in readme or END not in readme:
+        return None
+    return readme.split(START, 1)[1].split(END, 1)[0].strip()
+
+
+def _build_inputs(root: Path) -> tuple[Path, Path, Path]:
+    from conr_common.samples import ensure_samples
+    from conr_torch_ref.seeded import write_seeded_weights
+    from convert.run import convert_checkpoints
+
+    samples = ensure_samples(root / "samples", size=256, frames=4, seed=0)
+    official = write_seeded_weights(root / "official")
+    paddle_dir = root / "paddle"
+    convert_checkpoints("torch2paddle", official, paddle_dir, fmt="pdparams", force=True, stdout=io.StringIO())
+    return samples.root, paddle_dir, official
+
+
+def main(argv: list[str] | None = None) -> int:
+    import tempfile
+
+    parser = argparse.ArgumentParser(prog="python -m parity_tests.bad_inputs", description=__doc__.splitlines()[0])
+    parser.add_argument("--write-readme", action="store_true", help="replace the README table with a fresh one")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="conr-bad-inputs-") as tmp:
+        sample_root, paddle_dir, official = _build_inputs(Path(tmp))
+        rows = []
+        for i, probe in enumerate(PROBES):
+            scene = make_scene(Path(tmp) / f"probe{i}", sample_root, paddle_dir, official)
+            outcome = run_probe(probe, scene)
+            rows.append((probe.what, message(outcome, scene), outcome.status))
+    table = markdown(rows)
+    if args.write_readme:
+        text = README.read_text()
+        if readme_table(text) is None:
+            raise SystemExit(f"{README}: markers {START} / {END} not found")
+        head, rest = text.split(START, 1)
+        README.write_text(head + START + "\n" + table + "\n" + END + rest.split(END, 1)[1])
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
