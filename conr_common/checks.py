@@ -75,3 +75,17 @@ def check_output_apart(out: Path, inputs: Mapping[str, Path], what: str = "--out
             continue
         raise ConrInputError(f"{what} {out}: {relation} the {option} folder {folder}; "
                              "write the output to a folder of its own")
+
+
+def check_writable_target(path: Path, what: str) -> None:
+    """Refuse an output path whose nearest existing folder cannot be written (a read-only mount, a folder of another
+    user) before anything is computed: such an output used to fail only after the model had loaded, with exit 1."""
+    import os
+
+    probe = Path(path).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        return  # "exists and is not a folder" is reported by the caller's own check
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConrInputError(f"{what} {path}: cannot write in {probe} (read-only or not yours)")

@@ -49,3 +49,14 @@ def frame_rate(text: str) -> float:
     if not (0 < value <= MAX_FPS):
         raise argparse.ArgumentTypeError(f"expected a frame rate in (0, {MAX_FPS:g}], got {text!r}")
     return value
+
+
+def one_line_warnings() -> None:
+    """Print Python warnings (numpy overflow, a view without alpha...) as one `warning: ...` line each instead of
+    the default two lines with the source line, so that a command's output stays one line per event."""
+    import warnings
+
+    def format_warning(message, category, filename, lineno, line=None) -> str:
+        return f"warning: {one_line(message)}\n"
+
+    warnings.formatwarning = format_warning

@@ -13,7 +13,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from conr_common.cli import EXIT_INPUT, MAX_BATCH, OneLineParser, bounded_int, frame_rate, one_line
+from conr_common.cli import (EXIT_INPUT, MAX_BATCH, OneLineParser, bounded_int, frame_rate, one_line,
+                             one_line_warnings)
 from conr_common.errors import ConrInputError, internal_error_line
 
 EXIT_INTERRUPTED = 130
@@ -187,6 +188,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    one_line_warnings()
     words = list(sys.argv[1:] if argv is None else argv)
     if args.command == "render" and args.workers > 1:
         try:

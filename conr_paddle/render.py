@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from conr_common.atomic import sweep_stale_temporaries
-from conr_common.checks import check_output_apart
+from conr_common.checks import check_output_apart, check_writable_target
 from conr_common.compare import psnr_db
 from conr_common.config import NETWORK_NAMES
 from conr_common.errors import ConrInputError, ConrInternalError
@@ -317,6 +317,9 @@ class Renderer:
         if out.exists() and not out.is_dir():
             raise ConrInputError(f"{out}: output path exists and is not a folder")
         check_output_apart(out, {"--character-sheet": Path(character_sheet), "--poses": Path(poses)})
+        check_writable_target(out, "--out")
+        if video is not None:
+            check_writable_target(Path(video).parent, "--video")
         if self.cache_dir is not None and Path(self.cache_dir).exists() and not Path(self.cache_dir).is_dir():
             raise ConrInputError(f"--cache-dir {self.cache_dir}: exists and is not a folder")
         if video is not None:

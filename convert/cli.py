@@ -11,7 +11,7 @@ import importlib
 import importlib.util
 import sys
 
-from conr_common.cli import OneLineParser, one_line
+from conr_common.cli import OneLineParser, one_line, one_line_warnings
 from conr_common.errors import ConrInputError, internal_error_line
 
 __all__ = ["main", "build_parser", "add_torch2paddle_parser", "add_paddle2torch_parser", "add_inspect_parser"]
@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    one_line_warnings()
     try:
         return int(args.func(args))
     except ConrInputError as exc:

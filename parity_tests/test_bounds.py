@@ -111,3 +111,37 @@ def test_render_cache_dir_that_is_a_file_is_refused_before_loading(tmp_path, cap
                "--poses", str(samples.poses), "--out", str(out), "--size", "128", "--cache-dir", str(cache)])
     _one_line_error(capsys, rc, "--cache-dir", "not a folder")
     assert not out.exists()
+
+
+def test_output_in_a_read_only_folder_is_refused_before_loading(tmp_path, capsys, samples, monkeypatch):
+    """Root may write anywhere, so the read-only folder is what os.access reports for it here (on a read-only mount
+    access(2) says the same to root)."""
+    import os
+
+    from conr_paddle import render as render_module
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == locked else real_access(p, mode))
+    monkeypatch.setattr(render_module, "make_runner", lambda *a, **k: pytest.fail("model loaded before the check"))
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for name in ("udpparsernet", "target_pose_encoder", "shader", "rgbadecodernet"):
+        (weights / f"{name}.pdparams").write_bytes(b"x")
+    rc = _main(["render", "--weights", str(weights), "--character-sheet", str(samples.character_sheet),
+                "--poses", str(samples.poses), "--out", str(locked / "frames"), "--size", "128"])
+    _one_line_error(capsys, rc, "--out", "cannot write in", str(locked))
+    assert not (locked / "frames").exists()
+
+
+def test_python_warnings_are_one_line():
+    """In a child process: pytest records warnings itself, which would hide the format the CLIs install."""
+    import subprocess
+    import sys
+
+    code = ("from conr_common.cli import one_line_warnings; one_line_warnings(); import warnings; "
+            "warnings.warn('overflow encountered\\nin cast', RuntimeWarning)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.stderr == "warning: overflow encountered in cast\n", proc.stderr
