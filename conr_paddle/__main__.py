@@ -67,10 +67,11 @@ def _add_render_parser(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="skip frames whose output PNG is already complete")
     p.add_argument("--batch", type=_positive_int, default=1, help="frames per model call (default 1)")
     p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
-                   help=f"predictor: Paddle Inference (fast); eager: dygraph (reference) (default {DEFAULT_ENGINE})")
+                   help=f"predictor: Paddle Inference (fast); eager: dygraph (reference); onnxruntime: the exported ONNX "
+                   f"graphs on onnxruntime (needs the [onnx] extra) (default {DEFAULT_ENGINE})")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default) or bf16 (predictor only)")
     p.add_argument("--cache-dir", type=Path,
-                   help="compiled-model cache of --engine predictor (default $CONR_PADDLE_CACHE or ~/.cache/conr_paddle)")
+                   help="exported-graph cache of --engine predictor/onnxruntime (default $CONR_PADDLE_CACHE or ~/.cache/conr_paddle)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_render)
 

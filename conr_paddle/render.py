@@ -56,7 +56,7 @@ __all__ = [
     "frame_is_complete",
 ]
 
-ENGINES = ("predictor", "eager")
+ENGINES = ("predictor", "eager", "onnxruntime")
 PRECISIONS = ("fp32", "bf16")
 DEFAULT_ENGINE = "predictor"  # Paddle Inference + oneDNN (conr_paddle.fast); "eager" is the slow reference
 
@@ -135,8 +135,9 @@ def weights_hash(folder: str | os.PathLike) -> str:
 
 def make_runner(model, weights_hash: str | None, size: int, views: int, batch: int, precision: str = "fp32",
                 engine: str = DEFAULT_ENGINE, cache_dir: str | os.PathLike | None = None):
-    """The Runner for `engine`: "eager" (dygraph, fp32 only) or "predictor" (Paddle Inference graphs exported
-    once per (weights, size, views, batch, precision) and cached on disk, see conr_paddle.fast)."""
+    """The Runner for `engine`: "eager" (dygraph, fp32 only), "predictor" (Paddle Inference graphs exported
+    once per (weights, size, views, batch, precision) and cached on disk, see conr_paddle.fast) or "onnxruntime"
+    (the same graphs as ONNX, fp32, cached likewise, see conr_paddle.onnx_runner)."""
     if precision not in PRECISIONS:
         raise ConrInputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if engine == "eager":
@@ -155,6 +156,17 @@ def make_runner(model, weights_hash: str | None, size: int, views: int, batch: i
                                    cache_dir=cache_dir)
         except (ValueError, RuntimeError) as e:  # e.g. bf16 on a CPU without bfloat16 support
             raise ConrInputError(f"--engine predictor --precision {precision}: {e}") from e
+    if engine == "onnxruntime":
+        if precision != "fp32":
+            raise ConrInputError(f"--precision {precision} needs --engine predictor (onnxruntime runs fp32 only)")
+        try:
+            from .onnx_runner import OnnxRunner
+
+            import onnxruntime  # noqa: F401
+            import paddle2onnx  # noqa: F401
+        except ImportError as e:
+            raise ConrInputError(f"--engine onnxruntime needs the [onnx] extra ({e}): pip install -e '.[onnx]'") from e
+        return OnnxRunner(model, weights_hash, size=size, views=views, batch=batch, cache_dir=cache_dir)
     raise ConrInputError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
 
 
@@ -242,8 +254,8 @@ class Renderer:
             raise ConrInputError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.precision not in PRECISIONS:
             raise ConrInputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.engine == "eager" and self.precision != "fp32":
-            raise ConrInputError(f"--precision {self.precision} needs --engine predictor (eager Paddle runs fp32 only)")
+        if self.engine != "predictor" and self.precision != "fp32":
+            raise ConrInputError(f"--precision {self.precision} needs --engine predictor ({self.engine} runs fp32 only)")
         check_weights_dir(self.weights_dir)
 
     # ---- model
@@ -267,11 +279,11 @@ class Renderer:
         key = views
         if key not in self._runners:
             model = self._load_model()
-            digest = self._weights_hash() if self.engine == "predictor" else None
+            digest = self._weights_hash() if self.engine != "eager" else None
             self._runners[key] = make_runner(model, digest, self.size, views, self.batch, self.precision,
                                              self.engine, self.cache_dir)
-            if self.engine == "predictor":
-                # the predictors hold their own weights: the eager copy is reloaded only if another view count
+            if self.engine != "eager":
+                # the predictors (sessions) hold their own weights: the eager copy is reloaded only if another view count
                 # or the bf16 PSNR check needs an export
                 del model
                 self._drop_model()

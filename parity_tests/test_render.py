@@ -29,30 +29,6 @@ POSE_ORDER = ["0", "1", "2", "10"]
 
 
 @pytest.fixture(scope="session")
-def pdparams_dir(weights_dir, tmp_path_factory):
-    """The seeded weights converted to `<network>.pdparams` by the converter CLI (or, if the converter fails
-    for reasons of its own, saved directly from the renamed state dicts so these tests still run)."""
-    out = tmp_path_factory.mktemp("pdparams")
-    try:
-        from convert.cli import main as convert_main
-
-        status = convert_main(["torch2paddle", str(weights_dir), "-o", str(out), "--force"])
-    except ImportError:
-        status = None
-    if status != 0 or not all((out / f"{n}.pdparams").is_file() for n in NETWORK_NAMES):
-        import paddle
-        import torch
-
-        from convert.rename import torch_to_paddle_key
-
-        for name in NETWORK_NAMES:
-            state = torch.load(weights_dir / f"{name}.pth", map_location="cpu", weights_only=True)
-            paddle.save({torch_to_paddle_key(k, v.shape): v.numpy() for k, v in state.items()},
-                        str(out / f"{name}.pdparams"))
-    return out
-
-
-@pytest.fixture(scope="session")
 def inputs(samples, tmp_path_factory):
     """One-view sheet and four UDP poses (see POSE_ORDER), plus one RGBA pose image."""
     root = tmp_path_factory.mktemp("render_inputs")
