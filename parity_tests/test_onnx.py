@@ -155,3 +155,27 @@ def test_render_engine_onnxruntime_matches_predictor(pdparams_dir, samples, tmp_
         assert same >= PIXEL_MIN_IDENTICAL and levels <= PIXEL_MAX_LEVELS, (name, same, levels)
     again = OnnxRunner(None, weights_hash(pdparams_dir), size=SIZE, views=VIEWS, cache_dir=tmp_path / "cache")
     assert not again.exported and (again.folder / "pose.onnx").is_file()
+
+
+def test_verify_onnx_column(paddle_onnx, torch_model, paddle_model, samples, tmp_path, weights_dir, pdparams_dir,
+                            capsys):
+    """verify's third column: every exported output against torch, eager Paddle and the float64 truth; a folder
+    that is not an export is a one-line input error."""
+    from convert.cli import main
+    from convert.onnx_verify import onnx_column, onnx_verdict_line
+    from parity_tests.harness import pose_input, sheet_input
+
+    assert main(["verify", "--torch", str(weights_dir), "--paddle", str(pdparams_dir), "--report",
+                 str(tmp_path / "r"), "--size", str(SIZE), "--views", str(VIEWS), "--onnx", str(tmp_path)]) == 2
+    assert "meta.json" in capsys.readouterr().err
+    folder, meta = paddle_onnx
+    sheet = sheet_input(samples, SIZE, VIEWS)
+    xyz, alpha, _ = pose_input(samples, SIZE, 1)
+    column = onnx_column(folder, meta, torch_model, paddle_model, sheet, xyz, alpha, use_truth=True)
+    rows = {r["name"]: r for r in column["rows"]}
+    assert set(rows) == {f"sheet.feat{i}" for i in range(5)} | {"sheet.reference", "step.rgba"} | {
+        f"step.message{k}" for k in range(6)}
+    for name, row in rows.items():
+        if name.startswith("sheet."):
+            assert row["vs_truth"]["scaled"] <= ONNX_SHEET_SCALED_FP32, (name, row["vs_truth"])
+    assert "onnxruntime (paddle ONNX)" in onnx_verdict_line(column)
