@@ -153,7 +153,8 @@ def test_render_engine_onnxruntime_matches_predictor(pdparams_dir, samples, tmp_
     for name, ref in frames["predictor"].items():
         same, levels = pixel_agreement(ref, frames["onnxruntime"][name])
         assert same >= PIXEL_MIN_IDENTICAL and levels <= PIXEL_MAX_LEVELS, (name, same, levels)
-    again = OnnxRunner(None, weights_hash(pdparams_dir), size=SIZE, views=VIEWS, cache_dir=tmp_path / "cache")
+    again = OnnxRunner(None, weights_hash(pdparams_dir), size=SIZE, views=VIEWS, cache_dir=tmp_path / "cache",
+                       sheet_parser="onnx")
     assert not again.exported and (again.folder / "pose.onnx").is_file()
 
 
