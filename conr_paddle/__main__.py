@@ -59,10 +59,11 @@ def _add_render_parser(subparsers) -> None:
     p.add_argument("--batch", type=bounded_int(1, MAX_BATCH), default=1,
                    help=f"frames per model call, 1 to {MAX_BATCH} (default 1)")
     p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
-                   help=f"predictor: Paddle Inference (fast); eager: dygraph (reference) (default {DEFAULT_ENGINE})")
+                   help=f"predictor: Paddle Inference (fast); eager: dygraph (reference); onnxruntime: the exported ONNX "
+                   f"graphs on onnxruntime (needs the [onnx] extra) (default {DEFAULT_ENGINE})")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default) or bf16 (predictor only)")
     p.add_argument("--cache-dir", type=Path,
-                   help="compiled-model cache of --engine predictor (default $CONR_PADDLE_CACHE or ~/.cache/conr_paddle)")
+                   help="exported-graph cache of --engine predictor/onnxruntime (default $CONR_PADDLE_CACHE or ~/.cache/conr_paddle)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--verbose", action="store_true", help="show the traceback of an internal error")
     p.add_argument("--workers", type=_positive_int, default=1,

@@ -60,7 +60,7 @@ __all__ = [
     "frame_is_complete",
 ]
 
-ENGINES = ("predictor", "eager")
+ENGINES = ("predictor", "eager", "onnxruntime")
 PRECISIONS = ("fp32", "bf16")
 DEFAULT_ENGINE = "predictor"  # Paddle Inference + oneDNN (conr_paddle.fast); "eager" is the slow reference
 
@@ -132,9 +132,10 @@ def weights_hash(folder: str | os.PathLike) -> str:
 
 def make_runner(model, weights_hash: str | None, size: int, views: int, batch: int, precision: str = "fp32",
                 engine: str = DEFAULT_ENGINE, cache_dir: str | os.PathLike | None = None, threads: int | None = None):
-    """The Runner for `engine`: "eager" (dygraph, fp32 only) or "predictor" (Paddle Inference graphs exported
-    once per (weights, size, views, batch, precision) and cached on disk, see conr_paddle.fast). threads: the
-    predictor's CPU threads (None: every core this process may use); eager Paddle takes OMP_NUM_THREADS."""
+    """The Runner for `engine`: "eager" (dygraph, fp32 only), "predictor" (Paddle Inference graphs exported
+    once per (weights, size, views, batch, precision) and cached on disk, see conr_paddle.fast) or "onnxruntime"
+    (the same graphs as ONNX, fp32, cached likewise, see conr_paddle.onnx_runner). threads: the predictor's CPU
+    threads (None: every core this process may use); eager Paddle takes OMP_NUM_THREADS."""
     if precision not in PRECISIONS:
         raise ConrInputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if engine == "eager":
@@ -161,6 +162,22 @@ def make_runner(model, weights_hash: str | None, size: int, views: int, batch: i
             raise
         except Exception as e:  # not the input's fault: the export or Paddle Inference itself
             raise ConrInternalError("exporting or loading the predictor graphs", e) from e
+    if engine == "onnxruntime":
+        if precision != "fp32":
+            raise ConrInputError(f"--precision {precision} needs --engine predictor (onnxruntime runs fp32 only)")
+        try:
+            from .onnx_runner import OnnxRunner
+
+            import onnxruntime  # noqa: F401
+            import paddle2onnx  # noqa: F401
+        except ImportError as e:
+            raise ConrInputError(f"--engine onnxruntime needs the [onnx] extra ({e}): pip install -e '.[onnx]'") from e
+        try:
+            return OnnxRunner(model, weights_hash, size=size, views=views, batch=batch, cache_dir=cache_dir)
+        except ConrInputError:
+            raise
+        except Exception as e:  # not the input's fault: the export or onnxruntime itself
+            raise ConrInternalError("exporting or loading the ONNX graphs", e) from e
     raise ConrInputError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
 
 
@@ -261,8 +278,8 @@ class Renderer:
             raise ConrInputError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.precision not in PRECISIONS:
             raise ConrInputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.engine == "eager" and self.precision != "fp32":
-            raise ConrInputError(f"--precision {self.precision} needs --engine predictor (eager Paddle runs fp32 only)")
+        if self.engine != "predictor" and self.precision != "fp32":
+            raise ConrInputError(f"--precision {self.precision} needs --engine predictor ({self.engine} runs fp32 only)")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise ConrInputError(f"--threads must be a positive integer, got {self.threads!r}")
@@ -289,11 +306,11 @@ class Renderer:
         key = views
         if key not in self._runners:
             model = self._load_model()
-            digest = self._weights_hash() if self.engine == "predictor" else None
+            digest = self._weights_hash() if self.engine != "eager" else None
             self._runners[key] = make_runner(model, digest, self.size, views, self.batch, self.precision,
                                              self.engine, self.cache_dir, self.threads)
-            if self.engine == "predictor":
-                # the predictors hold their own weights: the eager copy is reloaded only if another view count
+            if self.engine != "eager":
+                # the predictors (sessions) hold their own weights: the eager copy is reloaded only if another view count
                 # or the bf16 PSNR check needs an export
                 del model
                 self._drop_model()

@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     # `func=<callable(args) -> int>` with `set_defaults`. Errors inside it surface (no ImportError swallowing).
     if importlib.util.find_spec(f"{__package__}.verify") is not None:
         importlib.import_module(f"{__package__}.verify").add_verify_parser(subparsers)
+    # `export-onnx`: convert/onnx_export.py (its dependencies, the [onnx] extra, are imported only when it runs)
+    if importlib.util.find_spec(f"{__package__}.onnx_export") is not None:
+        importlib.import_module(f"{__package__}.onnx_export").add_export_onnx_parser(subparsers)
     return parser
 
 

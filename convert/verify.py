@@ -343,6 +343,7 @@ def verify(
     device: str = "cpu",
     truth: str = "auto",
     engine: str = "eager",
+    onnx_dir: str | Path | None = None,
     stdout: TextIO | None = None,
 ) -> dict:
     """Build the parity report, write it to `out`, return it. Raises ConrInputError on bad input."""
@@ -372,6 +373,12 @@ def verify(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConrInputError(f"{out}: --report must be a folder (it exists and is a file)")
+    onnx_meta = None
+    if onnx_dir is not None:
+        from .onnx_verify import read_onnx_dir
+
+        onnx_dir = _check_folder(Path(onnx_dir), "--onnx")
+        onnx_meta = read_onnx_dir(onnx_dir, size, views)
 
     torch, paddle = import_torch(), import_paddle()
     if device == "gpu" and not (torch.cuda.is_available() and paddle.device.is_compiled_with_cuda()
@@ -434,6 +441,15 @@ def verify(
             predictors = _predictor_accuracy(pm, sheet, xyz, alpha, truth_rgba)
             timings["predictor_s"] = time.perf_counter() - t0
 
+        onnx_column = None
+        if onnx_meta is not None:
+            from .onnx_verify import onnx_column as _onnx_column
+
+            say(f"onnxruntime pass ({onnx_meta['framework']} ONNX graphs in {onnx_dir})")
+            t0 = time.perf_counter()
+            onnx_column = _onnx_column(onnx_dir, onnx_meta, tm, pm, sheet, xyz, alpha, use_truth)
+            timings["onnxruntime_s"] = time.perf_counter() - t0
+
         if single_step:
             say("single-step pass: each Paddle leaf layer on the reference's own input")
             t0 = time.perf_counter()
@@ -467,6 +483,7 @@ def verify(
                      "seed": seed, "single_step": single_step, "device": device,
                      "truth": "fp64" if use_truth else "none", "truth_escalated": escalated, "engine": engine},
         "accuracy": accuracy,
+        "onnxruntime": onnx_column,
         "inputs": source,
         "weights": files,
         "tolerances": tol,
@@ -729,6 +746,10 @@ def verdict_lines(report: dict) -> list[str]:
                 line += (f", predictor {precision} {acc[f'predictor_{precision}_vs_fp64']:.3e} "
                          f"({acc[f'predictor_{precision}_psnr_db']:.1f} dB)")
         lines.append(line)
+    if report.get("onnxruntime"):
+        from .onnx_verify import onnx_verdict_line
+
+        lines.append(onnx_verdict_line(report["onnxruntime"]))
     if s["first_failing_local"]:
         lines.append(f"first leaf layer over tolerance when run alone: {s['first_failing_local']}")
     return lines
@@ -738,7 +759,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     report = verify(
         args.torch, args.paddle, args.report, size=args.size, views=args.views,
         character_sheet=args.character_sheet, poses=args.poses, fp64=args.fp64, single_step=args.single_step,
-        seed=args.seed, device=args.device, truth=args.truth, engine=args.engine,
+        seed=args.seed, device=args.device, truth=args.truth, engine=args.engine, onnx_dir=args.onnx,
     )
     for line in verdict_lines(report):
         print(line)
@@ -776,4 +797,8 @@ def add_verify_parser(subparsers) -> None:
     p.add_argument("--engine", choices=ENGINES, default="eager",
                    help="predictor: also report the Paddle Inference predictor's final RGBA (fp32, and bf16 where "
                         "the CPU has it) against the float64 truth")
+    p.add_argument("--onnx", metavar="DIR",
+                   help="also run the ONNX graphs in DIR (python -m convert export-onnx, same --size/--views, batch 1) "
+                        "on onnxruntime: a third column, every exported output (sheet features, each shader level's "
+                        "fused message, RGBA) against torch, eager Paddle and the float64 truth")
     p.set_defaults(func=_run_verify)

@@ -6,7 +6,9 @@
 Contenders: the PyTorch reference (eager), the eager Paddle port, Paddle Inference fp32 and bf16
 (`conr_paddle.fast.PredictorRunner`; bf16 is skipped with the reason on a CPU without bfloat16), and the fp32
 predictor with Paddle's native float32 instance norm (`predictor_fp32_native_norm`: what the accurate norm costs,
-`conr_paddle.layers.AccurateInstanceNorm2D`). All use one weight draw (`conr_common.draws`, default the project's
+`conr_paddle.layers.AccurateInstanceNorm2D`), and onnxruntime on the Paddle port's ONNX graphs
+(`conr_paddle.onnx_runner.OnnxRunner`, its own float32 sheet graph; skipped with the reason when the [onnx] extra
+is absent). All use one weight draw (`conr_common.draws`, default the project's
 seeded weights) and the same procedural sample data (`conr_common.samples`: character sheet views and a UDP walk
 cycle). Sheet features are computed once (timed apart); the per-frame step is timed over `--frames` frames after
 one warm-up call. Peak RSS is the child's VmHWM. The machine's ceiling is a torch Conv2d 224->224 3x3 on 4x64x64
@@ -32,7 +34,7 @@ import numpy as np
 from conr_common.compare import psnr_db
 from conr_common.draws import DRAWS, WeightDraw, draw_named
 
-CONTENDERS = ("torch", "paddle_eager", "predictor_fp32", "predictor_fp32_native_norm", "predictor_bf16")
+CONTENDERS = ("torch", "paddle_eager", "predictor_fp32", "predictor_fp32_native_norm", "predictor_bf16", "onnxruntime")
 CEILING_SHAPE = (4, 224, 64, 64)
 
 
@@ -149,6 +151,20 @@ def _child_contender(name: str, work: Path, size: int, views: int, batch: int, d
         from conr_paddle.runner import EagerRunner
 
         runner = EagerRunner(_paddle_model(draw))
+    elif name == "onnxruntime":
+        try:
+            import onnxruntime  # noqa: F401
+            import paddle2onnx  # noqa: F401
+
+            from conr_paddle.onnx_runner import OnnxRunner
+        except ImportError as e:
+            return {"skipped": f"[onnx] extra not installed ({e})", "peak_rss_mb": _peak_rss_mb()}
+        model = _paddle_model(draw)
+        t_export = time.perf_counter()
+        runner = OnnxRunner(model, f"bench-{draw!r}", size=size, views=views, batch=batch)
+        info.update(export_seconds=time.perf_counter() - t_export, exported=runner.exported,
+                    cache=str(runner.folder), warp=runner.warp_kind)
+        del model
     else:
         from conr_paddle.fast import PredictorRunner, bf16_support
         from conr_paddle.layers import set_norm_statistics

@@ -46,6 +46,10 @@ def test_bench_smoke(tmp_path):
     for name in ("torch", "paddle_eager", "predictor_fp32"):
         assert "seconds_per_frame" in results[name], f"{name}: {results[name]}"
         assert results[name]["peak_rss_mb"] > 0
+    ort = results["onnxruntime"]  # runs when the [onnx] extra is installed (make test installs it)
+    assert "seconds_per_frame" in ort or "[onnx] extra" in ort.get("skipped", ""), ort
+    if "seconds_per_frame" in ort:
+        assert ort["max_abs_vs_fp64"] >= 0 and ort["peak_rss_mb"] > 0, ort
     bf16 = results["predictor_bf16"]
     assert "seconds_per_frame" in bf16 or "skipped" in bf16, bf16
     if "seconds_per_frame" in bf16:  # a bf16 CPU: the bf16 graph must be finite and close to fp32

@@ -1,0 +1,191 @@
+"""The `Runner` interface (conr_paddle.runner) on onnxruntime: `render --engine onnxruntime`.
+
+The Paddle port's sheet, step and pose graphs are exported to ONNX once per (weights, size, views, batch, opset,
+export format, versions) by `convert.onnx_export` and cached like the predictor's graphs: under
+`$CONR_PADDLE_CACHE` or `~/.cache/conr_paddle`, folder `onnx-<key>`, complete when its meta.json exists (the folder
+is renamed into place whole). Sessions run on the CPU provider with one intra-op thread per available core, no
+spinning (threads sleep between calls instead of burning the cores other work needs), all graph optimisations.
+
+The sheet is parsed once per sequence and its features bound to the step session once (`OnnxSheet`: OrtValues
+reused by every frame's IOBinding), so a frame copies in only its own pose. Parsed by (`sheet_parser`):
+- "float64" (default): the eager Paddle parser in float64, as the predictor does (`PredictorRunner.parse_sheet`);
+- "onnx": the ONNX sheet graph, float32 all through (onnxruntime has no float64 InstanceNormalization and its
+  float32 convolutions lose precision on the parser's deep maps): measured at 128 px / 2 views, the deepest
+  feature 9.0e-4 scaled from the float64 truth (torch fp32 8.1e-5) and the RGBA 9.5e-5 (torch 9.5e-6); at 256 px /
+  4 views the RGBA 6.3e-4 from the truth (torch 2.1e-5). The step graph itself is as accurate as either framework
+  (RGBA 5.0e-6 from eager Paddle when fed the same features), so the float64 parse brings the engine to the
+  predictor's accuracy at the cost of keeping the parser (a quarter of the model) in memory.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["OnnxRunner", "OnnxSheet", "make_session", "onnx_key", "SHEET_PARSERS"]
+
+SHEET_PARSERS = ("float64", "onnx")
+
+
+def _threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def make_session(path: str | os.PathLike, threads: int | None = None):
+    """An onnxruntime CPU session: `threads` intra-op threads (default: the cores this process may use), one
+    inter-op thread, sequential execution, no spin-waiting, every graph optimisation, warnings only."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or _threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors only: the converter leaves harmless unused-initializer warnings
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def onnx_key(weights_hash: str, size: int, views: int, batch: int, opset: int) -> tuple[str, dict]:
+    """(cache key, identity): everything the exported ONNX graphs depend on."""
+    from importlib import metadata
+
+    from convert.onnx_export import ONNX_FORMAT
+
+    identity = {"engine": "onnxruntime", "weights": weights_hash, "size": size, "views": views, "batch": batch,
+                "opset": opset, "format": ONNX_FORMAT,
+                "paddle": metadata.version("paddlepaddle"), "paddle2onnx": metadata.version("paddle2onnx")}
+    blob = json.dumps(identity, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest(), identity
+
+
+@dataclass(frozen=True, eq=False)
+class OnnxSheet:
+    """Sheet features bound once per sequence: OrtValues named like the step graph's inputs, plus the arrays."""
+
+    values: dict
+    arrays: dict
+
+
+class OnnxRunner:
+    """`Runner` backed by onnxruntime sessions of the Paddle port's ONNX graphs.
+
+    model: a loaded eager `CoNR`, used only to export on a cache miss. weights_hash: identifies the weights (part
+    of the cache key). size, views, batch: the fixed shapes of the graphs; shorter batches are padded with their
+    last frame and the padding dropped. threads: intra-op threads (default the available cores). sheet_parser:
+    "float64" (the eager parser of `model`, kept) or "onnx" (the sheet graph; `model` may then be None on a cache
+    hit), see the module docstring."""
+
+    def __init__(self, model, weights_hash: str, *, size: int = 256, views: int = 4, batch: int = 1,
+                 cache_dir: str | os.PathLike | None = None, threads: int | None = None, opset: int | None = None,
+                 sheet_parser: str = "float64") -> None:
+        from convert.onnx_export import DEFAULT_OPSET, check_settings, export_paddle_graphs, io_contract, versions
+
+        from .fast import cache_root, return_freed_memory
+
+        opset = opset or DEFAULT_OPSET
+        check_settings(size, views, batch, opset)
+        if sheet_parser not in SHEET_PARSERS:
+            raise ValueError(f"sheet_parser must be one of {SHEET_PARSERS}, got {sheet_parser!r}")
+        self.sheet_parser = sheet_parser
+        self._parser = model.udpparsernet if sheet_parser == "float64" else None
+        self.size, self.views, self.batch = size, views, batch
+        self.threads = threads or _threads()
+        key, identity = onnx_key(weights_hash, size, views, batch, opset)
+        self.folder = cache_root(cache_dir) / f"onnx-{key[:24]}"
+        self.exported = False
+        if not (self.folder / "meta.json").is_file():
+            from convert.onnx_export import write_folder
+
+            def fill(tmp: Path) -> dict:
+                sizes = export_paddle_graphs(model, tmp, size, views, batch, opset, ["sheet", "step", "pose"],
+                                             tmp / "export.log")
+                return {**identity, "key": key, "bytes": sizes, "versions": versions()}
+
+            try:
+                write_folder(self.folder, True, fill)
+            except OSError:
+                if not (self.folder / "meta.json").is_file():  # a concurrent export won only if it completed
+                    raise
+            self.exported = True
+            return_freed_memory()
+        self.meta = json.loads((self.folder / "meta.json").read_text())
+        self.contract = io_contract(size, views, batch)
+        self._sessions: dict = {}
+
+    warp_kind = "GridSample"
+
+    def session(self, graph: str):
+        """The graph's session, created on first use (a render of UDP poses never loads the pose graph)."""
+        if graph not in self._sessions:
+            self._sessions[graph] = make_session(self.folder / f"{graph}.onnx", self.threads)
+        return self._sessions[graph]
+
+    def _check(self, array: np.ndarray, channels: int, what: str, count: int | None = None) -> None:
+        want = (count if count is not None else array.shape[0], channels, self.size, self.size)
+        if array.ndim != 4 or tuple(array.shape) != want:
+            raise ValueError(f"{what}: expected shape {want}, got {tuple(array.shape)}")
+
+    def parse_sheet(self, sheet: np.ndarray) -> OnnxSheet:
+        """sheet: (M, 4, S, S) premultiplied RGB + alpha in [0, 1], M == views."""
+        import onnxruntime as ort
+
+        self._check(sheet, 4, "sheet", self.views)
+        sheet = np.ascontiguousarray(sheet, dtype=np.float32)
+        if self._parser is not None:
+            import paddle
+
+            from .model import encode_sheet, sheet_parser
+
+            with paddle.no_grad():
+                parser = sheet_parser(self._parser, "float64", paddle.float32)
+                features = [f.numpy() for f in encode_sheet(parser, paddle.to_tensor(sheet[:, :3]))]
+            reference = np.concatenate([sheet[:, 3:4] * sheet[:, :3], sheet[:, 3:4]], axis=1)
+            arrays = {**{f"feat{i}": f for i, f in enumerate(features)}, "reference": reference}
+        else:
+            session = self.session("sheet")
+            names = [o.name for o in session.get_outputs()]
+            arrays = dict(zip(names, session.run(names, {"sheet": sheet})))
+        values = {n: ort.OrtValue.ortvalue_from_numpy(a) for n, a in arrays.items()}
+        return OnnxSheet(values=values, arrays=arrays)
+
+    def _batched(self, graph: str, bind_fixed, inputs: dict[str, np.ndarray], output: str) -> np.ndarray:
+        session = self.session(graph)
+        n = next(iter(inputs.values())).shape[0]
+        out = []
+        for start in range(0, n, self.batch):
+            chunk = {k: np.ascontiguousarray(a[start:start + self.batch], dtype=np.float32) for k, a in inputs.items()}
+            real = next(iter(chunk.values())).shape[0]
+            if real < self.batch:  # pad with copies of the last frame; dropped below
+                chunk = {k: np.concatenate([c, np.repeat(c[-1:], self.batch - real, axis=0)]) for k, c in chunk.items()}
+            binding = session.io_binding()
+            bind_fixed(binding)
+            for k, c in chunk.items():
+                binding.bind_cpu_input(k, c)
+            binding.bind_output(output, "cpu")
+            session.run_with_iobinding(binding)
+            out.append(binding.copy_outputs_to_cpu()[0][:real])
+        return np.concatenate(out, axis=0)
+
+    def render(self, sheet: OnnxSheet, xyz: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """xyz (B, 3, S, S), alpha (B, 1, S, S) -> premultiplied RGBA (B, 4, S, S)."""
+        self._check(xyz, 3, "xyz")
+        self._check(alpha, 1, "alpha", xyz.shape[0])
+
+        def bind_sheet(binding) -> None:
+            for name, value in sheet.values.items():
+                binding.bind_ortvalue_input(name, value)
+
+        return self._batched("step", bind_sheet, {"xyz": xyz, "alpha": alpha}, "rgba")
+
+    def parse_pose(self, rgb: np.ndarray) -> np.ndarray:
+        """Pose images (B, 3, S, S) -> UDP (B, 4, S, S) in [0, 1]."""
+        self._check(rgb, 3, "pose images")
+        return self._batched("pose", lambda binding: None, {"rgb": rgb}, "udp")
