@@ -190,6 +190,11 @@ def convert_checkpoints(
         # unusable as a source ("two inputs hold the same network"), and a rerun could read its own output
         raise ConrInputError(f"-o {out}: is the source folder {source_folder}; write to a folder of its own "
                              f"(default: {source_folder / 'paddle'})")
+    if out.resolve() in source_folder.resolve().parents:
+        # e.g. `paddle2torch weights/paddle -o weights --force` replaced the official .pth files next to the source
+        raise ConrInputError(f"-o {out}: contains the source folder {source_folder}; write to a folder of its own")
+    # An output folder inside the source is the documented layout (default <SRC>/paddle): the converter reads only
+    # the source folder's own files, never its subfolders, so it cannot read or replace its inputs there.
 
     for job in jobs:
         _validate(job, way.in_naming)

@@ -212,6 +212,8 @@ PROBES: list[Probe] = [
     Probe("convert: source missing", lambda s: ["convert", "torch2paddle", str(s.root / "nope")], "nope"),
     Probe("convert: -o equal to the source", lambda s: ["convert", "torch2paddle", str(s.official), "-o",
                                                         str(s.official)], "source folder"),
+    Probe("convert: -o containing the source", lambda s: ["convert", "paddle2torch", str(s.weights), "-o",
+                                                          str(s.root), "--force"], "contains the source"),
     Probe("convert: NaN in a checkpoint", lambda s: ["convert", "torch2paddle", str(_official_with(s, _nan_first)),
                                                      "-o", str(s.root / "conv")], "NaN"),
     Probe("convert: a tensor of the wrong shape", lambda s: ["convert", "torch2paddle", str(_official_with(

@@ -470,3 +470,22 @@ def test_output_folder_equal_to_source_is_refused(weights_dir, tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is the source folder" in err, err
     assert sorted(p.name for p in src.iterdir()) == before
+
+
+def test_output_folder_containing_the_source_is_refused(pdparams_dir, tmp_path, capsys):
+    """`paddle2torch weights/paddle -o weights --force` would replace the official .pth files that sit next to the
+    source folder: an -o that contains the source is refused, nothing written."""
+    import os
+
+    from convert.cli import main
+
+    parent = tmp_path / "weights"
+    src = parent / "paddle"
+    src.mkdir(parents=True)
+    for f in pdparams_dir.glob("*.pdparams"):
+        os.symlink(f, src / f.name)
+    (parent / "shader.pth").write_bytes(b"the user's official file")
+    assert main(["paddle2torch", str(src), "-o", str(parent), "--force"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "contains the source folder" in err, err
+    assert (parent / "shader.pth").read_bytes() == b"the user's official file"
