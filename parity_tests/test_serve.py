@@ -256,15 +256,18 @@ def test_stage_uploads_never_uses_the_browser_name_as_a_path(ctx, samples, tmp_p
 def test_one_job_at_a_time_and_cancel_while_waiting(ctx):
     """A second job waits for the first (the process-wide lock) and can be cancelled while it waits."""
     release = threading.Event()
+    first_running = threading.Event()
     started: list[str] = []
 
     def slow(request, ctx_, folder, report, stop):
         started.append(request)
+        first_running.set()
         assert folder.is_dir()
         release.wait(30)
         return "ok"
 
     first = Job("first", ctx, work=slow).start()
+    assert first_running.wait(30), "the first job never started"  # its thread runs on its own schedule
     second = Job("second", ctx, work=slow).start()
     events = second.events(poll=0.05)
     assert next(events).message == "waiting for the render in progress to finish"
@@ -361,6 +364,10 @@ def server(pdparams_dir, weights_dir, tmp_path_factory):
 def test_server_serves_the_page_on_loopback(server):
     status, html = server["page"]
     assert status == 200 and "CoNR in PaddlePaddle" in html
+    # the page can answer a moment before the server prints its ready line (it prints after launch() returns)
+    deadline = time.perf_counter() + 30
+    while "ready in" not in server["log"].read_text() and time.perf_counter() < deadline:
+        time.sleep(0.2)
     log = server["log"].read_text()
     assert "ready in" in log and server["url"].rstrip("/") in log
     print(f"\nserver: page answered {server['startup_s']:.1f} s after the process started")
