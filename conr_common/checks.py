@@ -58,23 +58,24 @@ def check_weight_values(state: Mapping[str, object], source: str, *, allow_nonfi
         raise ConrInputError(f"{source}: tensor {non_finite[0]}{more} has NaN or Inf values")
 
 
-def check_output_apart(out: Path, inputs: Mapping[str, Path], what: str = "--out") -> None:
+def check_output_apart(out: Path, inputs: Mapping[str, Path], what: str = "--out", *, allow_inside: bool = False,
+                       hint: str = "write the output to a folder of its own") -> None:
     """Refuse an output folder that is, contains or lies inside one of the input folders (`inputs`: option name ->
     folder), before anything is written. Why: `render --poses P --out P` overwrote the pose files with the frames
-    (same stems, same .png), and a rerun then rendered garbage from them."""
+    (same stems, same .png), and a rerun then rendered garbage from them. allow_inside: accept an output inside an
+    input folder (the converter's documented `<SRC>/paddle`: it never reads subfolders)."""
     target = Path(out).resolve()
     for option, folder in inputs.items():
         source = Path(folder).resolve()
         if target == source:
             relation = "is"
-        elif source in target.parents:
+        elif source in target.parents and not allow_inside:
             relation = "lies inside"
         elif target in source.parents:
             relation = "contains"
         else:
             continue
-        raise ConrInputError(f"{what} {out}: {relation} the {option} folder {folder}; "
-                             "write the output to a folder of its own")
+        raise ConrInputError(f"{what} {out}: {relation} the {option} folder {folder}; {hint}")
 
 
 def check_writable_target(path: Path, what: str) -> None:

@@ -20,7 +20,6 @@ build fails (no compiler), `load_warp_op` says why and the exporter keeps `grid_
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -36,6 +35,7 @@ from typing import Callable
 import paddle
 
 from conr_common.atomic import atomic_write_bytes
+from conr_common.filelock import exclusive_lock
 from conr_common.integrity import artifact_hashes, artifact_problem
 from conr_common.quiet import output_to
 
@@ -114,23 +114,19 @@ def _load(build_dir: Path) -> WarpOp:
         return WarpOp(None, None, None, build_dir, f"conr_warp cache {build_dir} cannot be created ({e.strerror or e})")
     if not _writable(build_dir):
         return _load_read_only(build_dir)
-    with open(build_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            library = build_dir / LIBRARY_FILE
-            if library.exists():
-                problem = artifact_problem(build_dir, _read_record(build_dir))
-                if problem:  # not a library this toolkit built (planted, damaged, or from an old version): rebuild
-                    logger.warning("conr_paddle: compiled operators in %s not trusted (%s); rebuilding",
-                                   build_dir, problem)
-                    shutil.rmtree(build_dir / MODULE_NAME, ignore_errors=True)
-            op = _build_and_register(build_dir, build_dir)
-            if op.available:
-                atomic_write_bytes(build_dir / LIBRARY_RECORD, json.dumps(
-                    artifact_hashes(build_dir, [LIBRARY_FILE])).encode())
-            return op
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive_lock(build_dir / ".lock"):  # parallel processes build the library once
+        library = build_dir / LIBRARY_FILE
+        if library.exists():
+            problem = artifact_problem(build_dir, _read_record(build_dir))
+            if problem:  # not a library this toolkit built (planted, damaged, or from an old version): rebuild
+                logger.warning("conr_paddle: compiled operators in %s not trusted (%s); rebuilding",
+                               build_dir, problem)
+                shutil.rmtree(build_dir / MODULE_NAME, ignore_errors=True)
+        op = _build_and_register(build_dir, build_dir)
+        if op.available:
+            atomic_write_bytes(build_dir / LIBRARY_RECORD, json.dumps(
+                artifact_hashes(build_dir, [LIBRARY_FILE])).encode())
+        return op
 
 
 def _read_record(build_dir: Path) -> object:

@@ -29,6 +29,7 @@ import numpy as np
 
 from conr_common.atomic import sweep_stale_temporaries
 from conr_common.checks import check_output_apart, check_writable_target
+from conr_common.cli import MAX_FPS
 from conr_common.compare import psnr_db
 from conr_common.config import NETWORK_NAMES
 from conr_common.errors import ConrInputError, ConrInternalError
@@ -366,8 +367,8 @@ class Renderer:
         """
         from tqdm import tqdm
 
-        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (0 < fps <= 1000):
-            raise ConrInputError(f"--fps must be a number in (0, 1000], got {fps!r}")
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (0 < fps <= MAX_FPS):
+            raise ConrInputError(f"--fps must be a number in (0, {MAX_FPS:g}], got {fps!r}")
         out = Path(out)
         sheet_u8, jobs, bg = self.validate(character_sheet, poses, out, pose_images=pose_images, video=video,
                                            background=background, check_frames=False)

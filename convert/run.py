@@ -24,7 +24,7 @@ from typing import TextIO
 import numpy as np
 
 from conr_common.atomic import atomic_path
-from conr_common.checks import check_weight_values
+from conr_common.checks import check_output_apart, check_weight_values
 from conr_common.config import NETWORK_NAMES
 from conr_common.errors import ConrInputError
 from conr_common.manifest import official_manifest
@@ -185,16 +185,11 @@ def convert_checkpoints(
     if out.exists() and not out.is_dir():
         raise ConrInputError(f"{out}: exists and is not a folder")
     source_folder = src if src.is_dir() else src.parent
-    if out.resolve() == source_folder.resolve():
-        # the outputs would sit beside their own inputs: a second format of the same network makes the folder
-        # unusable as a source ("two inputs hold the same network"), and a rerun could read its own output
-        raise ConrInputError(f"-o {out}: is the source folder {source_folder}; write to a folder of its own "
-                             f"(default: {source_folder / 'paddle'})")
-    if out.resolve() in source_folder.resolve().parents:
-        # e.g. `paddle2torch weights/paddle -o weights --force` replaced the official .pth files next to the source
-        raise ConrInputError(f"-o {out}: contains the source folder {source_folder}; write to a folder of its own")
-    # An output folder inside the source is the documented layout (default <SRC>/paddle): the converter reads only
-    # the source folder's own files, never its subfolders, so it cannot read or replace its inputs there.
+    # -o equal to the source: a second format of the same network makes the folder unusable as a source ("two
+    # inputs hold the same network"); -o containing it: `paddle2torch weights/paddle -o weights --force` replaced the
+    # official .pth files beside the source. Inside the source is the documented layout (default <SRC>/paddle).
+    check_output_apart(out, {"source": source_folder}, what="-o", allow_inside=True,
+                       hint=f"write to a folder of its own (default: {source_folder / 'paddle'})")
 
     for job in jobs:
         _validate(job, way.in_naming)
