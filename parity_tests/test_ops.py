@@ -66,14 +66,24 @@ def test_bilinear_resize_by_size(dtype, src, dst, rng):
     check(ref, out, DTYPES[dtype], f"resize {src} -> {dst}")
 
 
-def test_bilinear_resize_non_integer_ratio_is_float32_exact_only(rng):
-    """Outside CoNR's configurations: for a non-integer ratio Paddle's interpolate rounds its source coordinates
-    at float32 precision even on float64 data (measured 1.6e-6 on O(1) values), so this case is only
-    float32-exact. CoNR resizes by powers of two only, where both sides are exact."""
+@pytest.mark.xfail(
+    strict=False,
+    raises=AssertionError,  # only the float64 check below is the known finding; pytest.fail (worse) still fails
+    reason="Paddle 3.3 interpolate rounds its source coordinates at float32 precision even on float64 data for a "
+    "non-integer ratio (measured scaled error 1.6e-6 on O(1) values, above OP_SCALED_FP64); CoNR resizes by powers "
+    "of two only, where both frameworks are float64-exact. Passes (XPASS) the day Paddle computes it in float64.",
+)
+def test_bilinear_resize_non_integer_ratio_float64_exact(rng):
+    """Outside CoNR's configurations: a float64 resize by a non-integer ratio (8x8 -> 13x7) should be as exact as
+    the power-of-two cases. Measured finding (Paddle 3.3.1): it is only float32-exact, the expected failure above;
+    the float32 bound is checked first with pytest.fail, which the marker (raises=AssertionError) does not
+    excuse: a regression beyond float32 rounding fails the suite."""
     x = rng.standard_normal((2, 3, 8, 8))
     ref, out = both(lambda a: tw.resize(a, (13, 7)), lambda a: pw.resize(a, (13, 7)), x)
-    d = check(ref, out, OP_SCALED_FP32, "resize 8x8 -> 13x7 (float64)")
-    assert d.scaled > OP_SCALED_FP64  # documents the finding; fails if Paddle ever computes it in float64
+    d = diff(ref, out)
+    if d.scaled > OP_SCALED_FP32:  # beyond even float32 rounding: a real regression, not the known finding
+        pytest.fail(f"resize 8x8 -> 13x7 (float64): {d} is beyond the float32 bound {OP_SCALED_FP32}")
+    check(ref, out, OP_SCALED_FP64, "resize 8x8 -> 13x7 (float64)")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
