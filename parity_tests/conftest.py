@@ -40,22 +40,20 @@ def paddle_states(official_states):
 
 
 @pytest.fixture(scope="session")
-def torch_model(official_states):
-    import torch
+def torch_model(weights_dir):
+    """The torch reference, built once per session and loaded by the production loader (strict, weights_only)."""
+    from conr_torch_ref.model import CoNR, load_official
 
-    from conr_torch_ref.model import CoNR
-
-    model = CoNR()
-    for name, state in official_states.items():
-        getattr(model, name).load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
-    return model.eval()
+    return load_official(CoNR(), weights_dir).eval()
 
 
 @pytest.fixture(scope="session")
-def paddle_model(paddle_states):
-    from conr_paddle.model import CoNR, load_networks
+def paddle_model(pdparams_dir):
+    """The Paddle port, built once per session and loaded by the production loader (strict, restricted unpickler)
+    from the converter's output: every parity test runs on weights that went through the converter."""
+    from conr_paddle.model import CoNR, load_pdparams
 
-    return load_networks(CoNR(), paddle_states)
+    return load_pdparams(CoNR(), pdparams_dir)
 
 
 @pytest.fixture(scope="session")
@@ -73,25 +71,14 @@ def rng():
 
 @pytest.fixture(scope="session")
 def pdparams_dir(weights_dir, tmp_path_factory):
-    """The seeded weights converted to `<network>.pdparams` by the converter CLI (or, if the converter fails
-    for reasons of its own, saved directly from the renamed state dicts so these tests still run)."""
+    """The seeded weights converted to `<network>.pdparams` by the converter CLI. No fallback: a converter failure
+    fails every test that needs these files, loudly."""
     from conr_common.config import NETWORK_NAMES
+    from convert.cli import main as convert_main
 
     out = tmp_path_factory.mktemp("pdparams")
-    try:
-        from convert.cli import main as convert_main
-
-        status = convert_main(["torch2paddle", str(weights_dir), "-o", str(out), "--force"])
-    except ImportError:
-        status = None
-    if status != 0 or not all((out / f"{n}.pdparams").is_file() for n in NETWORK_NAMES):
-        import paddle
-        import torch
-
-        from convert.rename import torch_to_paddle_key
-
-        for name in NETWORK_NAMES:
-            state = torch.load(weights_dir / f"{name}.pth", map_location="cpu", weights_only=True)
-            paddle.save({torch_to_paddle_key(k, v.shape): v.numpy() for k, v in state.items()},
-                        str(out / f"{name}.pdparams"))
+    status = convert_main(["torch2paddle", str(weights_dir), "-o", str(out), "--force"])
+    assert status == 0, f"python -m convert torch2paddle {weights_dir} -o {out} exited {status}"
+    missing = [n for n in NETWORK_NAMES if not (out / f"{n}.pdparams").is_file()]
+    assert not missing, f"the converter exited 0 but wrote no .pdparams for {missing}"
     return out

@@ -47,15 +47,6 @@ BACKGROUND = "#3A6EA5"
 # --------------------------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def pdparams_dir(weights_dir, tmp_path_factory):
-    from convert.run import convert_checkpoints
-
-    out = tmp_path_factory.mktemp("serve_paddle")
-    convert_checkpoints("torch2paddle", weights_dir, out, fmt="pdparams", force=True, stdout=io.StringIO())
-    return out
-
-
 @pytest.fixture()
 def ctx(pdparams_dir, weights_dir, tmp_path, paddle_model, monkeypatch):
     """An AppContext in a fresh work folder; the Renderer gets the session model (same tensors as the files)."""

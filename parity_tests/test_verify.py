@@ -33,15 +33,6 @@ PERTURBED_INDEX = (0, 2, 1, 1)  # output channel 0, input channel 2 (first targe
 
 
 @pytest.fixture(scope="module")
-def pdparams_dir(weights_dir, tmp_path_factory):
-    from convert.run import convert_checkpoints
-
-    out = tmp_path_factory.mktemp("verify_paddle")
-    convert_checkpoints("torch2paddle", weights_dir, out, fmt="pdparams", force=True, stdout=io.StringIO())
-    return out
-
-
-@pytest.fixture(scope="module")
 def perturbed_dir(pdparams_dir, tmp_path_factory):
     """The converted folder with one element of one shader tensor moved by 1e-2 (other files linked)."""
     out = tmp_path_factory.mktemp("verify_paddle_perturbed")
