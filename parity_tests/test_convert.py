@@ -1,8 +1,10 @@
 """Checkpoint converter: rename table, strict mapping, safe readers, CLI behaviour and a full-size round trip.
 
 Official-format checkpoints are random arrays with the manifest's names and shapes (`convert.testing`); most CLI
-cases use the small rgbadecodernet (10 tensors) and the target pose encoder, one session fixture converts the full
-four-file folder (about 720 MB) once.
+cases use the small rgbadecodernet (10 tensors) and the target pose encoder. Converted weights are checked in the
+real networks through the production loaders: the single-file case in both frameworks' rgbadecodernet (strict),
+the full four-file folder through conftest's session fixtures (the seeded official-format files, their CLI
+conversion and the two 180 M parameter models loaded by `load_official` / `load_pdparams`, built once per session).
 """
 from __future__ import annotations
 
@@ -17,9 +19,12 @@ import numpy as np
 import pytest
 import torch
 
-from conr_common.config import NETWORK_NAMES
+from conr_common.compare import diff
+from conr_common.config import NETWORK_NAMES, OFFICIAL
 from conr_common.errors import ConrInputError
 from conr_common.manifest import official_manifest
+from conr_common.tolerances import DECODER_SCALED_FP32
+from conr_paddle.strict import strict_load
 from convert import io as cio
 from convert.cli import main
 from convert.mapping import (
@@ -159,40 +164,43 @@ def test_single_file_to_pdparams_and_back(tmp_path, small_file, capsys):
     assert net["output"]["sha256"] == cio.sha256_file(out / f"{SMALL}.pdparams")
     assert report["versions"]["torch"] and report["versions"]["paddlepaddle"] and report["tool"]["version"]
 
-    # paddle.load gives Paddle tensors with the same bytes, and set_state_dict takes them
+    # paddle.load gives Paddle tensors with the same bytes, and the production strict loader puts them into the
+    # real Paddle decoder; the torch decoder loaded with the original state computes the same function
     original = random_official_state(SMALL, seed=1)
     loaded = paddle.load(str(out / f"{SMALL}.pdparams"))
     assert sorted(loaded) == sorted(original)
     assert all(np.array_equal(loaded[k].numpy(), original[k]) for k in original)
-    layer = _toy_paddle_decoder()
-    missing, unexpected = layer.set_state_dict(loaded)
-    assert not missing and not unexpected
-    assert np.array_equal(layer.conv_rgba[0].weight.numpy(), original["conv_rgba.0.weight"])
+    pnet, tnet = _real_decoders(original)
+    strict_load(pnet, loaded, what=SMALL)
+    assert all(cio.bitwise_equal(v.numpy(), original[k]) for k, v in pnet.state_dict().items())
+    x = np.random.default_rng(0).standard_normal((2, OFFICIAL.decoder.channels, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        reference = tnet(torch.from_numpy(x)).numpy()
+    assert diff(reference, pnet(paddle.to_tensor(x)).numpy()).scaled <= DECODER_SCALED_FP32
 
     back = tmp_path / "back"
     assert main(["paddle2torch", str(out / f"{SMALL}.pdparams"), "-o", str(back)]) == 0
     restored = torch.load(back / official_manifest()[SMALL].file, weights_only=True)
     assert list(restored) == list(original)
     assert all(np.array_equal(restored[k].numpy(), original[k]) for k in original)
+    _, tnet_back = _real_decoders(None)
+    tnet_back.load_state_dict(restored, strict=True)
+    with torch.no_grad():
+        assert torch.equal(tnet_back(torch.from_numpy(x)), torch.from_numpy(reference))
 
 
-def _toy_paddle_decoder():
-    """A Paddle layer with rgbadecodernet's parameter names (the real one lives in conr_paddle)."""
-    pnn = cio.import_paddle().nn
+def _real_decoders(torch_state: dict | None):
+    """The real rgbadecodernet of each side (conr_paddle / conr_torch_ref, official config, eval mode); the torch
+    one strictly loaded with `torch_state` (numpy, torch names) when given."""
+    from conr_paddle.decoder import RGBADecoderNet as PaddleDecoder
+    from conr_torch_ref.decoder import RGBADecoderNet as TorchDecoder
 
-    class Res(pnn.Layer):
-        def __init__(self):
-            super().__init__()
-            self.conv1, self.conv2 = pnn.Conv2D(64, 64, 3), pnn.Conv2D(64, 64, 3)
-            self.norm1, self.norm2 = pnn.Conv2D(64, 64, 1), pnn.Conv2D(64, 64, 1)
-
-    class Dec(pnn.Layer):
-        def __init__(self):
-            super().__init__()
-            self.conv_rgba = pnn.Sequential(pnn.Conv2D(64, 4, 3))
-            self.bottleneck = pnn.Sequential(("r0", Res()))
-
-    return Dec()
+    pnet, tnet = PaddleDecoder(OFFICIAL.decoder), TorchDecoder(OFFICIAL.decoder)
+    pnet.eval()
+    tnet.eval()
+    if torch_state is not None:
+        tnet.load_state_dict({k: torch.from_numpy(v) for k, v in torch_state.items()}, strict=True)
+    return pnet, tnet
 
 
 def test_safetensors_output_and_back(tmp_path, small_file, capsys):
@@ -400,58 +408,64 @@ def test_module_entry_point_subprocess(tmp_path, small_file):
 
 
 # -------------------------------------------------------------------------------------- full-size round trip
-@pytest.fixture(scope="session")
-def full_round_trip(tmp_path_factory):
-    """The four official-size files -> Paddle -> torch, converted once for the session."""
-    root = tmp_path_factory.mktemp("full")
-    write_official_folder(root / "official", seed=100)
-    assert main(["torch2paddle", str(root / "official")]) == 0
-    assert main(["paddle2torch", str(root / "official" / "paddle"), "-o", str(root / "torch")]) == 0
-    return root
+@pytest.fixture(scope="module")
+def round_trip_dir(pdparams_dir, tmp_path_factory):
+    """The session's converted folder (conftest's pdparams_dir: the CLI's torch2paddle of the seeded official-format
+    files) converted back to torch, once for this module."""
+    out = tmp_path_factory.mktemp("round_trip") / "torch"
+    assert main(["paddle2torch", str(pdparams_dir), "-o", str(out)]) == 0
+    return out
 
 
-def test_full_folder_round_trip_bit_identical(full_round_trip):
-    root = full_round_trip
-    report = json.loads((root / "official" / "paddle" / "conversion_report.json").read_text())
+def test_full_folder_round_trip_bit_identical(weights_dir, pdparams_dir, round_trip_dir):
+    report = json.loads((pdparams_dir / "conversion_report.json").read_text())
     assert list(report["networks"]) == list(NETWORK_NAMES) and report["absent"] == []
     for name in NETWORK_NAMES:
         file = official_manifest()[name].file
         assert report["networks"][name]["parameters"] == official_manifest()[name].num_parameters
-        original = cio.load_torch_file(root / "official" / file, mmap=True)
-        restored = cio.load_torch_file(root / "torch" / file, mmap=True)
+        original = cio.load_torch_file(weights_dir / file, mmap=True)
+        restored = cio.load_torch_file(round_trip_dir / file, mmap=True)
         assert list(restored) == list(original)
         for key in original:
-            assert restored[key].dtype == original[key].dtype and np.array_equal(restored[key], original[key]), key
+            assert cio.bitwise_equal(restored[key], original[key]), (name, key)
         del original, restored
 
 
-def test_full_round_trip_loads_into_torch_reference_strictly(full_round_trip):
-    from conr_torch_ref.model import build_networks
+def test_production_loaders_hold_the_official_tensors_bitwise(official_states, torch_model, paddle_model):
+    """The session models are built by the production loaders (conftest: `load_official` of the official-format
+    files, `load_pdparams` of the converter's output). Every tensor of every network equals the file's, read
+    independently with torch.load: under the rename table on the Paddle side, bit for bit on both."""
+    for name, official in official_states.items():
+        tstate = getattr(torch_model, name).state_dict()
+        pstate = getattr(paddle_model, name).state_dict()
+        assert list(tstate) == list(official), name
+        assert sorted(pstate) == sorted(torch_to_paddle_key(k, v.shape) for k, v in official.items()), name
+        for key, value in official.items():
+            assert cio.bitwise_equal(tstate[key].numpy(), value), (name, key)
+            pvalue = pstate[torch_to_paddle_key(key, value.shape)].numpy()
+            assert cio.bitwise_equal(pvalue, to_paddle_tensor(key, value)), (name, key)
 
-    for name, net in build_networks().items():
-        state = torch.load(full_round_trip / "torch" / official_manifest()[name].file, weights_only=True, mmap=True)
-        net.load_state_dict(state, strict=True)
-        key = next(iter(state))
-        assert torch.equal(net.state_dict()[key], state[key])
-        del net, state
 
+def test_round_trip_folder_loads_with_load_official_and_renders_identically(round_trip_dir, torch_model, samples):
+    """torch -> Paddle -> torch weights, loaded by the torch reference's production loader (strict), hold the same
+    tensors as the session model and render the same frame bit for bit (128 px, 2 views)."""
+    from conr_torch_ref.model import CoNR as TorchCoNR
+    from conr_torch_ref.model import load_official
+    from parity_tests.harness import pose_input, sheet_input
 
-def test_full_pdparams_load_into_paddle_networks(full_round_trip):
-    """paddle.load of every written .pdparams fits the Paddle networks exactly (names and shapes) and the values
-    arrive unchanged. `set_state_dict` only warns on a mismatch, so the key sets are compared explicitly."""
-    from conr_paddle.model import build_networks
-
-    paddle = cio.import_paddle()
-    for name, net in build_networks().items():
-        state = paddle.load(str(full_round_trip / "official" / "paddle" / f"{name}.pdparams"))
-        own = net.state_dict()
-        assert sorted(own) == sorted(state), name
-        assert all(list(own[k].shape) == list(state[k].shape) for k in state), name
-        net.set_state_dict(state)
-        after = net.state_dict()
-        for key in list(state)[:3] + [k for k in state if k.endswith(("._weight", ".norm.scale"))][:2]:
-            assert np.array_equal(after[key].numpy(), state[key].numpy()), (name, key)
-        del net, state, own, after
+    again = load_official(TorchCoNR(), round_trip_dir).eval()
+    for name in NETWORK_NAMES:
+        mine, theirs = getattr(again, name).state_dict(), getattr(torch_model, name).state_dict()
+        assert list(mine) == list(theirs), name
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs), name
+    sheet = torch.from_numpy(sheet_input(samples, 128, 2))
+    xyz, alpha, _ = pose_input(samples, 128, 1)
+    with torch.no_grad():
+        frames = [m.render(m.parse_sheet(sheet), torch.from_numpy(xyz), torch.from_numpy(alpha))
+                  for m in (torch_model, again)]
+    del again
+    assert frames[0].shape == (1, 4, 128, 128) and frames[0].abs().max() > 0
+    assert torch.equal(frames[0], frames[1])
 
 
 def test_output_folder_equal_to_source_is_refused(weights_dir, tmp_path, capsys):
