@@ -25,8 +25,10 @@ import json
 import logging
 import os
 import platform
+import shlex
 import shutil
 import sys
+import sysconfig
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +43,7 @@ from conr_common.quiet import output_to
 
 logger = logging.getLogger("conr_paddle")
 
-__all__ = ["WarpOp", "load_warp_op", "SOURCE"]
+__all__ = ["WarpOp", "load_warp_op", "find_cxx_compiler", "SOURCE"]
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "conr_warp.cc"
 MODULE_NAME = "conr_warp_ops"
@@ -175,6 +177,15 @@ def _build_and_register(work_dir: Path, build_dir: Path) -> WarpOp:
         return WarpOp(None, None, None, build_dir, f"conr_warp could not be built ({type(exc).__name__}: {exc}) {tail}")
     _LOADED[build_dir.name] = WarpOp(module.conr_warp, module.conr_resize, module.conr_fuse, build_dir, "built")
     return _LOADED[build_dir.name]
+
+
+def find_cxx_compiler() -> str | None:
+    """Path of the C++ compiler the operators would be built with (setuptools' choice: $CXX, else Python's
+    configured CXX, else c++), or None where it is not installed: the documented fallback case, in which
+    `load_warp_op` reports why and the exporter keeps grid_sample. Tests use it to skip rather than fail there."""
+    command = os.environ.get("CXX") or sysconfig.get_config_var("CXX") or "c++"
+    words = shlex.split(command)
+    return shutil.which(words[0]) if words else None
 
 
 def load_warp_op(cache_root: Path) -> WarpOp:

@@ -38,7 +38,9 @@ LOAD_OPS = """
 
 
 @pytest.fixture(scope="module")
-def built_cache(tmp_path_factory) -> Path:
+def built_cache(custom_ops, tmp_path_factory) -> Path:
+    """A cache with the operator library built by a child process (skips with the reason where no C++ compiler
+    exists: conftest's `custom_ops`)."""
     cache = tmp_path_factory.mktemp("ops_cache")
     proc = _child(LOAD_OPS.format(setup="", cache=str(cache)))
     assert "AVAILABLE" in proc.stdout, proc.stderr[-2000:]

@@ -2,7 +2,9 @@
 
 `conr_warp` stands for conr_paddle.warp.warp / warp_grouped (grid_sample, bilinear, border, align_corners=True),
 `conr_resize` for conr_paddle.warp.resize (bilinear, align_corners=False, align_mode=0) and `conr_fuse` for
-conr_paddle.shader.fuse_views, inside exported graphs only. Compiling the library takes ~12 s once per test session (a session-wide cache folder).
+conr_paddle.shader.fuse_views, inside exported graphs only. Compiling the library takes ~12 s once per test session
+(conftest's `custom_ops`, a session-wide cache folder). Where no C++ compiler exists those tests skip with the
+reason, and the fallback (grid_sample, said by the predictor's warp label) is tested by simulating a failed build.
 """
 from __future__ import annotations
 
@@ -13,15 +15,6 @@ from conr_common.compare import diff
 from conr_common.tolerances import OP_SCALED_FP32, PREDICTOR_RGBA_ATOL
 
 paddle = pytest.importorskip("paddle")
-
-
-@pytest.fixture(scope="session")
-def ops(tmp_path_factory):
-    from conr_paddle.ext import load_warp_op
-
-    op = load_warp_op(tmp_path_factory.mktemp("conr_ops_cache"))
-    assert op.available, op.reason
-    return op
 
 
 def _scaled(reference, candidate) -> float:
@@ -41,19 +34,19 @@ WARP_CASES = [
 
 
 @pytest.mark.parametrize("n,c,h,w,groups,scale", WARP_CASES)
-def test_conr_warp_matches_eager_warp(ops, n, c, h, w, groups, scale):
+def test_conr_warp_matches_eager_warp(custom_ops, n, c, h, w, groups, scale):
     from conr_paddle.warp import warp, warp_grouped
 
     rs = np.random.RandomState(n * 1000 + c * 10 + groups)
     x = paddle.to_tensor(rs.standard_normal((n, c, h, w)).astype(np.float32))
     flow = paddle.to_tensor((rs.standard_normal((n, 2 * groups, h, w)) * scale).astype(np.float32))
     reference = warp(x, flow) if groups == 1 else warp_grouped(x, flow)
-    assert _scaled(reference, ops.function(x, flow)) <= OP_SCALED_FP32
+    assert _scaled(reference, custom_ops.function(x, flow)) <= OP_SCALED_FP32
 
 
-def test_conr_warp_zero_flow_is_identity(ops):
+def test_conr_warp_zero_flow_is_identity(custom_ops):
     x = paddle.to_tensor(np.random.RandomState(1).standard_normal((2, 5, 33, 17)).astype(np.float32))
-    out = ops.function(x, paddle.zeros([2, 2, 33, 17], dtype="float32"))
+    out = custom_ops.function(x, paddle.zeros([2, 2, 33, 17], dtype="float32"))
     # the identity grid lands within float32 rounding of every pixel centre
     assert _scaled(x, out) <= OP_SCALED_FP32
 
@@ -67,17 +60,17 @@ RESIZE_CASES = [
 
 
 @pytest.mark.parametrize("shape,size", RESIZE_CASES)
-def test_conr_resize_matches_eager_resize(ops, shape, size):
+def test_conr_resize_matches_eager_resize(custom_ops, shape, size):
     from conr_paddle.warp import resize
 
     x = paddle.to_tensor(np.random.RandomState(sum(shape)).standard_normal(shape).astype(np.float32))
-    out = ops.resize(x, size[0], size[1])
+    out = custom_ops.resize(x, size[0], size[1])
     assert list(out.shape) == list(shape[:2]) + list(size)
     assert _scaled(resize(x, size), out) <= OP_SCALED_FP32
 
 
 @pytest.mark.parametrize("b,m,k,h,w", [(1, 4, 6, 8, 8), (2, 3, 66, 16, 12), (1, 1, 2, 5, 5)])
-def test_conr_fuse_matches_eager_fusion(ops, b, m, k, h, w):
+def test_conr_fuse_matches_eager_fusion(custom_ops, b, m, k, h, w):
     from conr_paddle.shader import fuse_views, fusion_weights
 
     rs = np.random.RandomState(b * 100 + m * 10 + k)
@@ -88,38 +81,86 @@ def test_conr_fuse_matches_eager_fusion(ops, b, m, k, h, w):
     wref = paddle.to_tensor(rs.rand(b * m, 4, h, w).astype(np.float32))
     message = paddle.to_tensor(rs.standard_normal((b * m, k - 2, h, w)).astype(np.float32))
     expected = fuse_views(mask, flow, wref, message, m)
-    got = ops.fuse(fusion_weights(mask, m).reshape(mask.shape), flow, wref, message, m)
+    got = custom_ops.fuse(fusion_weights(mask, m).reshape(mask.shape), flow, wref, message, m)
     assert len(got) == 3
     for e, g in zip(expected, got):
         assert list(e.shape) == list(g.shape)
         assert _scaled(e, g) <= OP_SCALED_FP32
 
 
-def test_conr_warp_rejects_mismatched_flow(ops):
+def test_conr_warp_rejects_mismatched_flow(custom_ops):
     x = paddle.zeros([1, 6, 8, 8], dtype="float32")
     with pytest.raises(Exception, match="flow"):
-        ops.function(x, paddle.zeros([1, 3, 8, 8], dtype="float32"))  # odd channel count
+        custom_ops.function(x, paddle.zeros([1, 3, 8, 8], dtype="float32"))  # odd channel count
     with pytest.raises(Exception, match="groups"):
-        ops.function(x, paddle.zeros([1, 8, 8, 8], dtype="float32"))  # 6 channels in 4 groups
+        custom_ops.function(x, paddle.zeros([1, 8, 8, 8], dtype="float32"))  # 6 channels in 4 groups
 
 
 def test_failed_build_falls_back_to_grid_sample(tmp_path, monkeypatch):
     """No compiler: load_warp_op reports why instead of raising, and the exporter keeps grid_sample."""
-    import paddle.utils.cpp_extension as cpp_extension
-
     from conr_paddle import ext
 
-    def broken(**kwargs):
-        raise OSError("no C++ compiler")
-
-    monkeypatch.setattr(cpp_extension, "load", broken)
-    monkeypatch.setattr(ext, "_build_key", lambda: "broken-build-test")
+    _simulate_no_compiler(monkeypatch)
     op = ext.load_warp_op(tmp_path)
     assert not op.available and op.function is None and op.resize is None and op.fuse is None
     assert "no C++ compiler" in op.reason
 
 
-def test_predictor_with_and_without_custom_ops_agree(tmp_path):
+def _simulate_no_compiler(monkeypatch) -> None:
+    """What a machine without a C++ compiler looks like to conr_paddle.ext: $CXX names nothing installed and the
+    build raises; a fresh build key, so the library this process may already have registered is not reused."""
+    import paddle.utils.cpp_extension as cpp_extension
+
+    from conr_paddle import ext
+
+    def no_compiler(**kwargs):
+        raise OSError("no C++ compiler")
+
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    monkeypatch.setattr(ext, "_build_key", lambda: "no-compiler-test")
+
+
+def test_find_cxx_compiler_follows_cxx(monkeypatch):
+    """The skip decision of conftest's `custom_ops`: None exactly where the named compiler is not installed."""
+    import sys
+
+    from conr_paddle.ext import find_cxx_compiler
+
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    assert find_cxx_compiler() is None
+    monkeypatch.setenv("CXX", f"{sys.executable} -O")  # any installed program, with flags, as $CXX may carry
+    assert find_cxx_compiler() == sys.executable
+
+
+def test_predictor_without_compiler_renders_with_grid_sample(tmp_path, monkeypatch):
+    """The documented fallback: where the operators cannot be built, PredictorRunner (custom_warp left on) exports
+    with grid_sample, its warp label and meta.json say so, the reason is kept, and its frame is the eager model's."""
+    from conr_paddle.ext import find_cxx_compiler
+    from conr_paddle.fast import PredictorRunner
+    from conr_paddle.model import CoNR
+
+    _simulate_no_compiler(monkeypatch)
+    assert find_cxx_compiler() is None
+    paddle.seed(0)
+    model = CoNR()
+    runner = PredictorRunner(model, "no-compiler-test", size=128, views=1, batch=1, cache_dir=tmp_path)
+    assert runner.warp_op is not None and not runner.warp_op.available
+    assert "no C++ compiler" in runner.warp_op.reason
+    assert runner.warp == runner.warp_kind == "grid_sample" and runner.meta["warp"] == "grid_sample"
+    rs = np.random.RandomState(1)
+    sheet = rs.rand(1, 4, 128, 128).astype(np.float32)
+    xyz = rs.rand(1, 3, 128, 128).astype(np.float32)
+    alpha = (rs.rand(1, 1, 128, 128) > 0.3).astype(np.float32)
+    out = runner.render(runner.parse_sheet(sheet), xyz, alpha)
+    with paddle.no_grad():
+        eager = model.render(model.parse_sheet(paddle.to_tensor(sheet)), paddle.to_tensor(xyz),
+                             paddle.to_tensor(alpha)).numpy()
+    assert out.shape == (1, 4, 128, 128) and np.isfinite(out).all()
+    assert np.abs(out - eager).max() <= PREDICTOR_RGBA_ATOL
+
+
+def test_predictor_with_and_without_custom_ops_agree(custom_ops, tmp_path):
     """The step graph exported with conr_warp/conr_resize and with grid_sample/matmul resizes, side by side."""
     from conr_paddle.fast import PredictorRunner
     from conr_paddle.model import CoNR
@@ -139,7 +180,7 @@ def test_predictor_with_and_without_custom_ops_agree(tmp_path):
     assert np.abs(a - b).max() <= PREDICTOR_RGBA_ATOL
 
 
-def test_conr_warp_nan_flow_gives_nan_not_a_crash(tmp_path):
+def test_conr_warp_nan_flow_gives_nan_not_a_crash(custom_ops, tmp_path):
     """A NaN in the flow (NaN weights upstream) used to become a wild index in the kernel: exit 139. Run in a child
     process so a crash fails this test instead of killing the suite; NaN must come out where the flow is NaN (as
     grid_sample's arithmetic propagates it) and every other pixel must be the eager warp's."""
