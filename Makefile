@@ -1,11 +1,11 @@
 # Quick start: `make demo` (render the built-in sample in Paddle), `make serve` (the local web app on
-# http://127.0.0.1:7860) and `make test` (install + full suite).
+# http://127.0.0.1:7860), `make test` (install + full suite) and `make test-fast` (the tier without `slow` tests).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test demo serve bench clean
+.PHONY: install test test-fast demo serve bench clean
 
 # (Re)create the venv and install the project whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -18,6 +18,10 @@ install: $(STAMP)
 
 test: $(STAMP)
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q -ra parity_tests
+
+# Day-to-day tier: every test not marked `slow` (pyproject.toml's markers), under 3 minutes on 2 cores.
+test-fast: $(STAMP)
+	OMP_NUM_THREADS=2 $(PY) -m pytest -q -ra -m "not slow" parity_tests
 
 demo: $(STAMP)
 	$(PY) -m conr_paddle demo

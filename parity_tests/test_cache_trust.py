@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every case exports or builds in child processes
+
 ROOT = Path(__file__).resolve().parent.parent
 paddle = pytest.importorskip("paddle")
 

@@ -389,6 +389,7 @@ def test_inspect_table(tmp_path, capsys):
     assert "DIFFERS" in out and "1 missing (final_conv.bias)" in out
 
 
+@pytest.mark.slow  # three child processes importing torch and paddle
 def test_module_entry_point_subprocess(tmp_path, small_file):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     help_run = subprocess.run([sys.executable, "-m", "convert", "--help"], capture_output=True, text=True, env=env, cwd=REPO)

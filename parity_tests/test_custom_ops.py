@@ -133,6 +133,7 @@ def test_find_cxx_compiler_follows_cxx(monkeypatch):
     assert find_cxx_compiler() == sys.executable
 
 
+@pytest.mark.slow  # predictor exports
 def test_predictor_without_compiler_renders_with_grid_sample(tmp_path, monkeypatch):
     """The documented fallback: where the operators cannot be built, PredictorRunner (custom_warp left on) exports
     with grid_sample, its warp label and meta.json say so, the reason is kept, and its frame is the eager model's."""
@@ -160,6 +161,7 @@ def test_predictor_without_compiler_renders_with_grid_sample(tmp_path, monkeypat
     assert np.abs(out - eager).max() <= PREDICTOR_RGBA_ATOL
 
 
+@pytest.mark.slow  # predictor exports
 def test_predictor_with_and_without_custom_ops_agree(custom_ops, tmp_path):
     """The step graph exported with conr_warp/conr_resize and with grid_sample/matmul resizes, side by side."""
     from conr_paddle.fast import PredictorRunner
@@ -180,6 +182,7 @@ def test_predictor_with_and_without_custom_ops_agree(custom_ops, tmp_path):
     assert np.abs(a - b).max() <= PREDICTOR_RGBA_ATOL
 
 
+@pytest.mark.slow  # builds the library again in a child process
 def test_conr_warp_nan_flow_gives_nan_not_a_crash(custom_ops, tmp_path):
     """A NaN in the flow (NaN weights upstream) used to become a wild index in the kernel: exit 139. Run in a child
     process so a crash fails this test instead of killing the suite; NaN must come out where the flow is NaN (as

@@ -71,6 +71,7 @@ def single(pdparams_dir, dist_inputs, tmp_path_factory):
     return frames
 
 
+@pytest.mark.slow  # distributed renders in child processes
 def test_two_ranks_match_one_process_and_write_the_video_once(pdparams_dir, dist_inputs, single, tmp_path):
     out, logs, video = tmp_path / "frames", tmp_path / "log", tmp_path / "clip.mp4"
     proc = subprocess.run(_launch(_args(pdparams_dir, dist_inputs, out, "--video", str(video)), logs),
@@ -105,6 +106,7 @@ def _rank_pid(launcher: subprocess.Popen, rank: int, timeout: float = 120) -> in
     raise AssertionError(f"rank {rank} never started")
 
 
+@pytest.mark.slow  # distributed renders in child processes
 def test_killed_rank_then_resume_on_two_workers(pdparams_dir, dist_inputs, single, tmp_path, capsys):
     out, logs = tmp_path / "frames", tmp_path / "log"
     launcher = subprocess.Popen(_launch(_args(pdparams_dir, dist_inputs, out), logs), env=_env(),

@@ -17,6 +17,8 @@ import pytest
 
 from conr_common.tolerances import BF16_MIN_PSNR_DB, PREDICTOR_RGBA_ATOL, WORLD_RATIO_WORST
 
+pytestmark = pytest.mark.slow  # predictor exports at 128 and 256 px and the bench in a child process
+
 ROOT = Path(__file__).resolve().parents[1]
 
 def _env(cache: Path) -> dict:

@@ -82,6 +82,7 @@ def _temporaries(*folders: Path) -> list[Path]:
             if p.name.startswith(".") and ".tmp" in p.name or p.name.endswith(".stale") or ".tmp-" in p.name]
 
 
+@pytest.mark.slow  # subprocess renders killed and resumed
 def test_sigkill_at_export_frames_and_video_then_resume(pdparams_dir, scene, tmp_path):
     from imageio_ffmpeg import count_frames_and_secs
 

@@ -10,7 +10,8 @@ from parity_tests.harness import models_for_draw, network_stages, pose_image_inp
 from conr_common.tolerances import stage_tolerance
 
 
-@pytest.fixture(scope="module", params=["seeded", "narrow", "wide"])
+@pytest.fixture(scope="module", params=["seeded", pytest.param("narrow", marks=pytest.mark.slow),
+                                        pytest.param("wide", marks=pytest.mark.slow)])  # two more 180 M models each
 def stages(request, official_states, torch_model, paddle_model, samples):
     """Every stage on three weight draws (conr_common.draws): the project's seeded weights (session models) and two
     draws with other init scales, so each stage's bound holds on more than one world."""

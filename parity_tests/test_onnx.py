@@ -61,6 +61,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # ONNX exports
 @pytest.mark.parametrize("side", ["paddle", "torch"])
 def test_export_checked_named_and_measured(side, paddle_onnx, torch_onnx):
     """Standard ops only, checker passes, meaningful names, meta.json complete; measured figures within bounds."""
@@ -93,6 +94,7 @@ def test_export_checked_named_and_measured(side, paddle_onnx, torch_onnx):
     assert os.environ.get("POLYGRAPHY_AUTOINSTALL_DEPS") != "1"
 
 
+@pytest.mark.slow  # ONNX exports
 def test_paddle_and_torch_onnx_agree_on_one_runtime(paddle_onnx, torch_onnx, samples):
     """The two ONNX files of one checkpoint, op for op on onnxruntime, on identical inputs per graph."""
     from conr_paddle.onnx_runner import make_session
@@ -122,6 +124,7 @@ def test_paddle_and_torch_onnx_agree_on_one_runtime(paddle_onnx, torch_onnx, sam
     assert outs["paddle", "step"]["rgba"].std(axis=(0, 2, 3)).max() > 1e-2
 
 
+@pytest.mark.slow  # ONNX exports
 def test_render_engine_onnxruntime_matches_predictor(pdparams_dir, samples, tmp_path, capsys):
     """`render --engine onnxruntime` writes frames >= 99.9% identical (max 1 level) to the predictor's; its
     export is cached (a second construction reuses it)."""
@@ -158,6 +161,7 @@ def test_render_engine_onnxruntime_matches_predictor(pdparams_dir, samples, tmp_
     assert not again.exported and (again.folder / "pose.onnx").is_file()
 
 
+@pytest.mark.slow  # ONNX exports
 def test_verify_onnx_column(paddle_onnx, torch_model, paddle_model, samples, tmp_path, weights_dir, pdparams_dir,
                             capsys):
     """verify's third column: every exported output against torch, eager Paddle and the float64 truth; a folder

@@ -141,6 +141,7 @@ def test_pose_images_path(pdparams_dir, inputs, torch_model, shared_model, tmp_p
     _assert_close(reference, {"3": _read(out / "3.png")})
 
 
+@pytest.mark.slow  # predictor export
 def test_predictor_engine(pdparams_dir, inputs, full_run, shared_model, tmp_path, capsys):
     """The default engine (Paddle Inference graphs, exported into --cache-dir) gives the eager frames."""
     from conr_paddle.ext import find_cxx_compiler
@@ -403,6 +404,7 @@ def test_bf16_is_refused_with_one_line_where_the_cpu_lacks_it(pdparams_dir, inpu
     assert "AVX512-BF16" in err
 
 
+@pytest.mark.slow  # predictor export
 def test_bf16_render_prints_psnr_against_fp32(pdparams_dir, inputs, shared_model, tmp_path, capsys):
     """On a bf16 CPU: the bf16 graphs render, and the first frame's PSNR against fp32 meets the bar."""
     from conr_common.tolerances import BF16_MIN_PSNR_DB

@@ -39,6 +39,8 @@ from conr_paddle.webjobs import (
     stage_uploads,
 )
 
+pytestmark = pytest.mark.slow  # the web app: renders, a server process and a browser
+
 REPO = Path(__file__).resolve().parent.parent
 SIZE = 128
 BACKGROUND = "#3A6EA5"

@@ -56,6 +56,7 @@ def _report(out: Path) -> dict:
     return json.loads((out / "report.json").read_text())
 
 
+@pytest.mark.slow  # a full layer-by-layer verify run
 def test_clean_pair_passes_and_writes_readable_report(weights_dir, pdparams_dir, tmp_path, capsys):
     out = tmp_path / "report"
     rc = _verify(weights_dir, pdparams_dir, out)
@@ -117,6 +118,7 @@ def _warp_align_corners_false(self, x, flow):
     return F.grid_sample(x, grid.astype(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
 
 
+@pytest.mark.slow  # a full layer-by-layer verify run
 def test_flipped_align_corners_in_warp_is_found_at_the_warp(weights_dir, pdparams_dir, tmp_path, capsys, monkeypatch):
     import conr_paddle.warp
 
@@ -141,6 +143,7 @@ def test_flipped_align_corners_in_warp_is_found_at_the_warp(weights_dir, pdparam
     assert md.startswith("# CoNR parity report: FAIL") and f"`{s['first_failing_layer']}`" in md
 
 
+@pytest.mark.slow  # a full layer-by-layer verify run
 def test_perturbed_tensor_is_named_and_found_in_its_layer(weights_dir, perturbed_dir, tmp_path, capsys):
     out = tmp_path / "report"
     rc = _verify(weights_dir, perturbed_dir, out)
@@ -192,6 +195,7 @@ def _plant_in_paddle_model(monkeypatch, plant):
     monkeypatch.setattr(verify_module, "_build_models", build)
 
 
+@pytest.mark.slow  # a full layer-by-layer verify run
 def test_instance_norm_epsilon_1e_3_is_found(weights_dir, pdparams_dir, tmp_path, capsys, monkeypatch):
     from conr_paddle.layers import AccurateInstanceNorm2D
 
@@ -208,6 +212,7 @@ def test_instance_norm_epsilon_1e_3_is_found(weights_dir, pdparams_dir, tmp_path
     assert s["first_failing_layer"].startswith("udpparsernet.backbone."), s["first_failing_layer"]
 
 
+@pytest.mark.slow  # a full layer-by-layer verify run
 def test_native_float32_instance_norm_is_found(weights_dir, pdparams_dir, tmp_path, capsys, monkeypatch):
     """Paddle's own float32 instance-norm kernel (the loss this project works around): the pose encoder's norms
     run in float32 (the sheet parser runs in float64 anyway) and the referee sees Paddle drift from the truth."""
