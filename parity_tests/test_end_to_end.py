@@ -13,7 +13,7 @@ from conr_common.tolerances import PIXEL_MAX_LEVELS, PIXEL_MIN_IDENTICAL, RGBA_A
 CASES = [
     pytest.param(128, 1, 2, id="128px-1view-2frames"),
     pytest.param(128, 2, 1, id="128px-2views"),
-    pytest.param(128, 4, 2, id="128px-4views-2frames"),
+    pytest.param(128, 4, 2, id="128px-4views-2frames", marks=pytest.mark.slow),
     pytest.param(256, 4, 1, id="256px-4views", marks=pytest.mark.slow),
 ]
 

@@ -122,6 +122,7 @@ def test_render_matches_reference(full_run, inputs, torch_model):
     _assert_close(reference, frames)
 
 
+@pytest.mark.slow  # a render through the pose parser and the torch reference frames
 def test_pose_images_path(pdparams_dir, inputs, torch_model, shared_model, tmp_path, capsys):
     from conr_torch_ref.render import render_reference_frames
 

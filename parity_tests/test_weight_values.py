@@ -49,6 +49,7 @@ def test_converter_refuses_nan_weights_naming_file_and_tensor(nan_official, tmp_
     assert not out.exists() or not any(out.iterdir())  # nothing written
 
 
+@pytest.mark.slow  # a full-size conversion and two 180 M models
 def test_converter_allow_nonfinite_converts_and_loaders_still_refuse(nan_official, tmp_path):
     from conr_paddle.model import CoNR, load_pdparams
     from conr_torch_ref.model import CoNR as TorchCoNR
@@ -64,6 +65,7 @@ def test_converter_allow_nonfinite_converts_and_loaders_still_refuse(nan_officia
         load_official(TorchCoNR(), nan_official)
 
 
+@pytest.mark.slow  # a full-size conversion and a subprocess render
 def test_render_refuses_nan_weights_in_one_line(nan_official, samples, tmp_path):
     import subprocess
     import sys
