@@ -18,36 +18,28 @@ def weights_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def official_states(weights_dir):
-    """The seeded official checkpoints as numpy dicts (torch names), read back with weights_only=True."""
-    import torch
+    """The seeded official checkpoints as numpy dicts (torch names), read back by the production reader
+    (`conr_common.checkpoints`: torch.load with weights_only=True)."""
+    from conr_common.checkpoints import load_folder
 
-    from conr_common.config import NETWORK_NAMES
-    from conr_common.manifest import official_manifest
-
-    out = {}
-    for name in NETWORK_NAMES:
-        state = torch.load(weights_dir / official_manifest()[name].file, map_location="cpu", weights_only=True)
-        out[name] = {k: v.numpy() for k, v in state.items()}
-    return out
+    return load_folder(weights_dir, "torch")
 
 
 @pytest.fixture(scope="session")
 def paddle_states(official_states):
-    """The same tensors under Paddle names, through the converter's rename table."""
-    from convert.rename import torch_to_paddle_key
+    """The same tensors under Paddle names, through the converter's strict mapping (`conr_common.manifest`)."""
+    from conr_common.manifest import torch_to_paddle
 
-    return {n: {torch_to_paddle_key(k, v.shape): v for k, v in s.items()} for n, s in official_states.items()}
+    return {n: torch_to_paddle(n, s) for n, s in official_states.items()}
 
 
 @pytest.fixture(scope="session")
 def torch_model(official_states):
-    import torch
-
-    from conr_torch_ref.model import CoNR
+    from conr_torch_ref.model import CoNR, strict_load
 
     model = CoNR()
     for name, state in official_states.items():
-        getattr(model, name).load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+        strict_load(getattr(model, name), state, what=name)
     return model.eval()
 
 
@@ -73,25 +65,10 @@ def rng():
 
 @pytest.fixture(scope="session")
 def pdparams_dir(weights_dir, tmp_path_factory):
-    """The seeded weights converted to `<network>.pdparams` by the converter CLI (or, if the converter fails
-    for reasons of its own, saved directly from the renamed state dicts so these tests still run)."""
-    from conr_common.config import NETWORK_NAMES
+    """The seeded weights converted to `<network>.pdparams` by the converter's library function (what
+    `python -m convert torch2paddle` runs); a converter failure fails the tests that need it."""
+    from conr_common import conversion
 
     out = tmp_path_factory.mktemp("pdparams")
-    try:
-        from convert.cli import main as convert_main
-
-        status = convert_main(["torch2paddle", str(weights_dir), "-o", str(out), "--force"])
-    except ImportError:
-        status = None
-    if status != 0 or not all((out / f"{n}.pdparams").is_file() for n in NETWORK_NAMES):
-        import paddle
-        import torch
-
-        from convert.rename import torch_to_paddle_key
-
-        for name in NETWORK_NAMES:
-            state = torch.load(weights_dir / f"{name}.pth", map_location="cpu", weights_only=True)
-            paddle.save({torch_to_paddle_key(k, v.shape): v.numpy() for k, v in state.items()},
-                        str(out / f"{name}.pdparams"))
+    conversion.convert_checkpoints("torch2paddle", weights_dir, out, force=True)
     return out

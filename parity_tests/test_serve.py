@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from conr_paddle.__main__ import main as cli_main
-from conr_paddle.webjobs import (
+from conr_web.jobs import (
     POSE_SOURCES,
     SHEET_SOURCES,
     AppContext,
@@ -49,10 +49,10 @@ BACKGROUND = "#3A6EA5"
 
 @pytest.fixture(scope="module")
 def pdparams_dir(weights_dir, tmp_path_factory):
-    from convert.run import convert_checkpoints
+    from conr_common.conversion import convert_checkpoints
 
     out = tmp_path_factory.mktemp("serve_paddle")
-    convert_checkpoints("torch2paddle", weights_dir, out, fmt="pdparams", force=True, stdout=io.StringIO())
+    convert_checkpoints("torch2paddle", weights_dir, out, fmt="pdparams", force=True)
     return out
 
 
@@ -312,7 +312,7 @@ def test_page_says_when_weights_are_seeded(ctx, monkeypatch):
     # as the server does: Gradio (read at its import) keeps its files in the app's own folder, and sends nothing
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(ctx.upload_root))
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-    from conr_paddle.webapp import build_app
+    from conr_web.app import build_app
 
     ctx.seeded = True
     text = str(build_app(ctx).config)

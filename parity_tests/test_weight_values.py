@@ -3,7 +3,6 @@ the tensor, by the converter (unless --allow-nonfinite), the Paddle loader used 
 loader; nothing is written."""
 from __future__ import annotations
 
-import io
 import os
 import shutil
 from pathlib import Path
@@ -53,10 +52,10 @@ def test_converter_allow_nonfinite_converts_and_loaders_still_refuse(nan_officia
     from conr_paddle.model import CoNR, load_pdparams
     from conr_torch_ref.model import CoNR as TorchCoNR
     from conr_torch_ref.model import load_official
-    from convert.run import convert_checkpoints
+    from conr_common.conversion import convert_checkpoints
 
     out = tmp_path / "paddle"
-    convert_checkpoints("torch2paddle", nan_official, out, allow_nonfinite=True, stdout=io.StringIO())
+    convert_checkpoints("torch2paddle", nan_official, out, allow_nonfinite=True)
     assert (out / "shader.pdparams").is_file()
     with pytest.raises(ConrInputError, match=r"shader\.pdparams: tensor decoder_blocks\.2\.conv0\.0\.weight .*NaN"):
         load_pdparams(CoNR(), out)
@@ -68,10 +67,10 @@ def test_render_refuses_nan_weights_in_one_line(nan_official, samples, tmp_path)
     import subprocess
     import sys
 
-    from convert.run import convert_checkpoints
+    from conr_common.conversion import convert_checkpoints
 
     weights = tmp_path / "paddle"
-    convert_checkpoints("torch2paddle", nan_official, weights, allow_nonfinite=True, stdout=io.StringIO())
+    convert_checkpoints("torch2paddle", nan_official, weights, allow_nonfinite=True)
     out = tmp_path / "frames"
     proc = subprocess.run(
         [sys.executable, "-m", "conr_paddle", "render", "--weights", str(weights), "--character-sheet",
