@@ -1,4 +1,4 @@
-"""The web app (`python -m conr_paddle serve`, issue 16): its render function end to end, bad uploads, one job at a
+"""The web app (package conr_web: `python -m conr_web` = `python -m conr_paddle serve`, issue 16): its render function end to end, bad uploads, one job at a
 time, cancel, the parity tab, the server on a free local port, and a real browser (Debian's headless chromium
 through Selenium) uploading the sample and playing the rendered video.
 
@@ -320,6 +320,19 @@ def test_page_says_when_weights_are_seeded(ctx, monkeypatch):
 
 
 # --------------------------------------------------------------------------------------------------- server
+
+
+def test_both_front_doors_take_the_same_flags():
+    """`python -m conr_web` and `python -m conr_paddle serve` are one command: same flags in their help."""
+    helps = []
+    for args in (["-m", "conr_web", "--help"], ["-m", "conr_paddle", "serve", "--help"]):
+        proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120,
+                              cwd=Path(__file__).resolve().parent.parent)
+        assert proc.returncode == 0, proc.stderr
+        helps.append(proc.stdout)
+    for flag in ("--weights", "--torch-weights", "--host", "--port", "--cache-dir"):
+        assert all(flag in text for text in helps), flag
+    assert helps[0] == helps[1]
 
 
 def _free_port() -> int:
