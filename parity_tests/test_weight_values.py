@@ -4,6 +4,7 @@ loader; nothing is written."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -94,3 +95,29 @@ def test_paddle_loader_refuses_integer_weights():
     state[key] = state[key].astype(np.int64)
     with pytest.raises(ConrInputError, match=rf"{key} \(int64\).*not floating point"):
         strict_load(net, state, what="rgbadecodernet.pdparams")
+
+
+@pytest.mark.parametrize("side", ["paddle", "torch"])
+def test_both_loaders_name_a_missing_or_damaged_file_in_one_line(side, weights_dir, pdparams_dir, tmp_path):
+    """The torch reference's loader reports a missing or unreadable file as the Paddle loader does: one
+    ConrInputError line naming the file (both read through conr_common.checkpoints)."""
+    if side == "paddle":
+        from conr_paddle.model import CoNR, load_pdparams as load
+
+        source, first = pdparams_dir, "udpparsernet.pdparams"
+    else:
+        from conr_torch_ref.model import CoNR, load_official as load
+
+        source, first = weights_dir, "udpparsernet.pth"
+    model = CoNR()
+    missing = tmp_path / "missing"
+    missing.mkdir()
+    with pytest.raises(ConrInputError) as exc:
+        load(model, missing)
+    assert str(exc.value) == f"{missing / first}: missing (weights folder needs all four networks)"
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / first).write_bytes(b"PK\x03\x04 not a checkpoint")
+    with pytest.raises(ConrInputError, match=rf"^{re.escape(str(damaged / first))}: cannot read it as a") as exc:
+        load(model, damaged)
+    assert "\n" not in str(exc.value)
