@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(PY) -m conr_paddle demo
 
 serve: $(STAMP)
-	$(PY) -m conr_paddle serve
+	$(PY) -m conr_web
 
 bench: $(STAMP)
 	$(PY) -m parity_tests.bench

@@ -1,5 +1,5 @@
 """Command line: `python -m conr_paddle render ...` (a sequence in Paddle), `python -m conr_paddle demo` and
-`python -m conr_paddle serve` (the local web app).
+`python -m conr_paddle serve` (the local web app, package conr_web: also `python -m conr_web`).
 
 Bad input: one line `error: ...` on stderr, exit status 2, nothing written. Ctrl-C: exit status 130, every
 finished frame kept, no partial file; rerun with --resume. Nothing happens at import time; Paddle is imported
@@ -91,16 +91,11 @@ def _add_demo_parser(subparsers) -> None:
 
 
 def _add_serve_parser(subparsers) -> None:
-    from .serve import add_serve_arguments
+    # The web app is its own package (conr_web, which builds on conr_paddle); this front door is the one place in
+    # conr_paddle that reaches up to it, lazily, so that `python -m conr_paddle serve` keeps working.
+    from conr_web.serve import SERVE_DESCRIPTION, SERVE_HELP, add_serve_arguments
 
-    p = subparsers.add_parser(
-        "serve",
-        help="local web app: upload a character sheet and poses, watch the animation render, download it",
-        description="Start the web app (Gradio) on http://127.0.0.1:7860: character sheet and poses uploaded or "
-        "the built-in sample, a progress bar while frames render, MP4 + WebM with alpha + a zip of the frames, "
-        "and a parity tab running `python -m convert verify`. Without --weights it uses the demo's seeded random "
-        "weights. Ctrl-C stops it.",
-    )
+    p = subparsers.add_parser("serve", help=SERVE_HELP, description=SERVE_DESCRIPTION)
     add_serve_arguments(p)
     p.set_defaults(func=_run_serve)
 
@@ -181,7 +176,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from .serve import run_serve_from_args
+    from conr_web.serve import run_serve_from_args
 
     return run_serve_from_args(args)
 

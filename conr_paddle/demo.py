@@ -1,7 +1,7 @@
 """`python -m conr_paddle demo` (`make demo`): the whole path on this machine, no download.
 
-procedural sample (conr_common.samples) -> seeded random weights in the official .pth format -> `python -m convert
-torch2paddle` -> render the sequence in Paddle -> MP4 over a colour + WebM with alpha -> the same frames with the
+procedural sample (conr_common.samples) -> seeded random weights in the official .pth format -> converted by
+`conr_common.conversion` (what `python -m convert torch2paddle` runs) -> render the sequence in Paddle -> MP4 over a colour + WebM with alpha -> the same frames with the
 PyTorch reference (conr_torch_ref.render) -> element-wise comparison of the uint8 frames.
 
 The weights are random, so the frames are not a drawing of the character: the demo proves the plumbing and the
@@ -76,15 +76,13 @@ def read_frames(paths) -> dict[str, np.ndarray]:
 def prepare_weights(root: Path, draw: WeightDraw = SEEDED) -> tuple[Path, Path]:
     """Seeded official .pth files under root/official and their conversion under root/paddle (each step skipped
     when already done). Returns (official_dir, paddle_dir)."""
+    from conr_common import conversion
     from conr_torch_ref.seeded import write_seeded_weights
-    from convert.cli import main as convert_main
 
     official = write_seeded_weights(root / "official", draw)
     paddle_dir = root / "paddle"
     if not all((paddle_dir / f"{n}.pdparams").is_file() for n in NETWORK_NAMES) or _older(paddle_dir, official):
-        status = convert_main(["torch2paddle", str(official), "-o", str(paddle_dir), "--force"])
-        if status != 0:
-            raise RuntimeError(f"python -m convert torch2paddle {official} -o {paddle_dir} failed (status {status})")
+        conversion.convert_checkpoints("torch2paddle", official, paddle_dir, force=True)
     return official, paddle_dir
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import paddle
 import paddle.nn as nn
 
+from conr_common.checkpoints import network_path, read_network
 from conr_common.checks import check_pose_shape, check_sheet_shapes
-from conr_common.errors import ConrInputError
 from conr_common.config import INPUT_MEAN, INPUT_STD, NETWORK_NAMES, OFFICIAL, CoNRConfig
 from .backbone import ResEncUnet
 from .decoder import RGBADecoderNet
@@ -135,19 +135,11 @@ def load_networks(model: CoNR, states: dict[str, dict]) -> CoNR:
 
 
 def load_pdparams(model: CoNR, folder: str | Path) -> CoNR:
-    """Strictly load the four `<network>.pdparams` written by `python -m convert torch2paddle`.
+    """Strictly load the four `<network>.pdparams` written by `python -m convert torch2paddle`, one at a time.
 
-    Read with the converter's restricted unpickler (plain `paddle.load` would run any code a pickle carries):
-    a damaged, foreign or code-carrying file is a ConrInputError naming it."""
-    from convert.io import load_paddle_file
-    from convert.mapping import unwrap
-
-    folder = Path(folder)
-    states = {}
+    Read with the restricted unpickler of `conr_common.checkpoints` (plain `paddle.load` would run any code a
+    pickle carries): a missing, damaged, foreign or code-carrying file is a ConrInputError naming it."""
     for name in NETWORK_NAMES:
-        path = folder / f"{name}.pdparams"
-        if not path.is_file():
-            raise ConrInputError(f"{path}: missing (weights folder needs all four networks)")
-        states[name], _ = unwrap(load_paddle_file(path), source=str(path))
-        strict_load(getattr(model, name), states.pop(name), what=str(path))  # errors name the file
+        path = network_path(folder, name, "paddle")
+        strict_load(getattr(model, name), read_network(path, "paddle"), what=str(path))  # errors name the file
     return model

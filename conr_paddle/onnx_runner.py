@@ -1,7 +1,7 @@
 """The `Runner` interface (conr_paddle.runner) on onnxruntime: `render --engine onnxruntime`.
 
 The Paddle port's sheet, step and pose graphs are exported to ONNX once per (weights, size, views, batch, opset,
-export format, versions) by `convert.onnx_export` and cached like the predictor's graphs: under
+export format, versions) by `conr_paddle.onnx_export` and cached like the predictor's graphs: under
 `$CONR_PADDLE_CACHE` or `~/.cache/conr_paddle`, folder `onnx-<key>`, complete when its meta.json exists (the folder
 is renamed into place whole). Sessions run on the CPU provider with one intra-op thread per available core, no
 spinning (threads sleep between calls instead of burning the cores other work needs), all graph optimisations.
@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from conr_common.onnx_contract import DEFAULT_OPSET, ONNX_FORMAT, check_settings, export_versions, write_folder
 
 __all__ = ["OnnxRunner", "OnnxSheet", "make_session", "onnx_key", "SHEET_PARSERS"]
 
@@ -57,8 +59,6 @@ def onnx_key(weights_hash: str, size: int, views: int, batch: int, opset: int) -
     """(cache key, identity): everything the exported ONNX graphs depend on."""
     from importlib import metadata
 
-    from convert.onnx_export import ONNX_FORMAT
-
     identity = {"engine": "onnxruntime", "weights": weights_hash, "size": size, "views": views, "batch": batch,
                 "opset": opset, "format": ONNX_FORMAT,
                 "paddle": metadata.version("paddlepaddle"), "paddle2onnx": metadata.version("paddle2onnx")}
@@ -86,8 +86,7 @@ class OnnxRunner:
     def __init__(self, model, weights_hash: str, *, size: int = 256, views: int = 4, batch: int = 1,
                  cache_dir: str | os.PathLike | None = None, threads: int | None = None, opset: int | None = None,
                  sheet_parser: str = "float64") -> None:
-        from convert.onnx_export import DEFAULT_OPSET, check_settings, export_paddle_graphs, io_contract, versions
-
+        from .onnx_export import export_paddle_graphs, io_contract
         from .fast import cache_root, return_freed_memory
 
         opset = opset or DEFAULT_OPSET
@@ -102,12 +101,10 @@ class OnnxRunner:
         self.folder = cache_root(cache_dir) / f"onnx-{key[:24]}"
         self.exported = False
         if not (self.folder / "meta.json").is_file():
-            from convert.onnx_export import write_folder
-
             def fill(tmp: Path) -> dict:
                 sizes = export_paddle_graphs(model, tmp, size, views, batch, opset, ["sheet", "step", "pose"],
                                              tmp / "export.log")
-                return {**identity, "key": key, "bytes": sizes, "versions": versions()}
+                return {**identity, "key": key, "bytes": sizes, "versions": export_versions()}
 
             try:
                 write_folder(self.folder, True, fill)

@@ -16,7 +16,6 @@ An empty pose frame (no opaque pixel) gives a fully transparent frame of its siz
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import time
@@ -28,13 +27,12 @@ import cv2
 import numpy as np
 
 from conr_common.atomic import sweep_stale_temporaries
+from conr_common.checkpoints import check_weights_dir, weights_hash
 from conr_common.checks import check_output_apart, check_writable_target
 from conr_common.cli import MAX_FPS
 from conr_common.compare import psnr_db
-from conr_common.config import NETWORK_NAMES
 from conr_common.errors import ConrInputError, ConrInternalError
 from conr_common.headers import header_shape
-from conr_common.integrity import sha256_file
 from conr_common.pipeline import (
     PoseFrame,
     atomic_write_bytes,
@@ -55,8 +53,6 @@ __all__ = [
     "RenderSummary",
     "RenderInterrupted",
     "Renderer",
-    "check_weights_dir",
-    "weights_hash",
     "make_runner",
     "frame_is_complete",
 ]
@@ -87,48 +83,6 @@ class RenderInterrupted(KeyboardInterrupt):
     def __init__(self, written: int, skipped: int, total: int, out: Path) -> None:
         super().__init__(f"interrupted after {skipped + written} of {total} frames")
         self.written, self.skipped, self.total, self.out = written, skipped, total, out
-
-
-# --------------------------------------------------------------------------------------------------- weights
-
-
-def _pth_names() -> list[str]:
-    from conr_common.manifest import official_manifest
-
-    manifest = official_manifest()
-    return [manifest[name].file for name in NETWORK_NAMES]
-
-
-def check_weights_dir(folder: str | os.PathLike) -> list[Path]:
-    """The four `<network>.pdparams` files of `folder`, or ConrInputError naming what is missing (and, when the
-    folder holds the official `.pth` files instead, the conversion command)."""
-    folder = Path(folder)
-    if not folder.exists():
-        raise ConrInputError(f"{folder}: weights folder not found")
-    if not folder.is_dir():
-        raise ConrInputError(f"{folder}: --weights must be a folder")
-    paths = [folder / f"{name}.pdparams" for name in NETWORK_NAMES]
-    missing = [p for p in paths if not p.is_file()]
-    if not missing:
-        empty = [p for p in paths if p.stat().st_size == 0]
-        if empty:
-            raise ConrInputError(f"{empty[0]}: empty weights file")
-        return paths
-    if all((folder / name).is_file() for name in _pth_names()) and len(missing) == len(paths):
-        raise ConrInputError(
-            f"{folder}: holds the official PyTorch .pth files, not Paddle .pdparams; convert them with "
-            f"`python -m convert torch2paddle {folder}` and pass --weights {folder / 'paddle'}"
-        )
-    names = ", ".join(p.name for p in missing)
-    raise ConrInputError(f"{missing[0]}: missing (weights folder {folder} needs all four networks; missing: {names})")
-
-
-def weights_hash(folder: str | os.PathLike) -> str:
-    """sha256 over the four networks' file hashes (in NETWORK_NAMES order): the key of compiled-model caches."""
-    h = hashlib.sha256()
-    for path in check_weights_dir(folder):
-        h.update(f"{path.name}:{sha256_file(path)}\n".encode())
-    return h.hexdigest()
 
 
 def make_runner(model, weights_hash: str | None, size: int, views: int, batch: int, precision: str = "fp32",
@@ -269,6 +223,7 @@ class Renderer:
     _model: object = field(default=None, init=False, repr=False)
     _runners: dict = field(default_factory=dict, init=False, repr=False)
     _digest: str | None = field(default=None, init=False, repr=False)
+    _weight_files: list = field(default_factory=list, init=False, repr=False)  # checked once, in __post_init__
 
     def __post_init__(self) -> None:
         self.weights_dir = Path(self.weights_dir)
@@ -284,7 +239,7 @@ class Renderer:
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise ConrInputError(f"--threads must be a positive integer, got {self.threads!r}")
-        check_weights_dir(self.weights_dir)
+        self._weight_files = check_weights_dir(self.weights_dir)
 
     # ---- model
 
@@ -292,7 +247,6 @@ class Renderer:
         if self._model is None:
             from .model import CoNR, load_pdparams
 
-            check_weights_dir(self.weights_dir)
             # restricted unpickler, strict: ConrInputError naming the file, every missing/unexpected key, shape
             self._model = load_pdparams(CoNR(), self.weights_dir)
         return self._model
@@ -300,7 +254,7 @@ class Renderer:
     def _weights_hash(self) -> str:
         """sha256 of the four weight files, hashed once per Renderer (the key of the exported-graph cache)."""
         if self._digest is None:
-            self._digest = weights_hash(self.weights_dir)
+            self._digest = weights_hash(self._weight_files)
         return self._digest
 
     def runner(self, views: int):

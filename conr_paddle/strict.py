@@ -6,32 +6,15 @@ from collections.abc import Mapping
 import numpy as np
 import paddle
 
+from conr_common.checkpoints import check_state_fits
 from conr_common.checks import check_weight_values
-from conr_common.errors import ConrInputError
 
 
 def strict_load(layer: paddle.nn.Layer, state: Mapping[str, object], what: str = "state dict") -> None:
     """Load `state` (numpy arrays or paddle tensors, Paddle names) into `layer`; raise ConrInputError naming every
     missing key, unexpected key and shape or dtype mismatch before anything is assigned."""
     own = layer.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = []
-    for k, p in own.items():
-        if k in state:
-            v = state[k]
-            shape = tuple(v.shape)
-            if shape != tuple(p.shape):
-                shapes.append(f"{k}: file {list(shape)} vs model {list(p.shape)}")
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected)}")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatch(es): {'; '.join(shapes)}")
-    if problems:
-        raise ConrInputError(f"{what} does not fit {type(layer).__name__}: " + " | ".join(problems))
+    check_state_fits({k: tuple(v.shape) for k, v in own.items()}, state, what, type(layer).__name__)
     arrays = {k: (v.numpy() if isinstance(v, paddle.Tensor) else np.asarray(v)) for k, v in state.items()}
     check_weight_values(arrays, what)  # NaN/Inf or integer tensors: refused before anything is assigned
     for k, p in own.items():

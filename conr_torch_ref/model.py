@@ -6,29 +6,37 @@ Inputs are float tensors in [0, 1]; the data pipeline (conr_common.pipeline) pro
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from conr_common.config import INPUT_MEAN, INPUT_STD, NETWORK_NAMES, OFFICIAL, CoNRConfig
-from conr_common.manifest import official_manifest
+from conr_common.checkpoints import check_state_fits, network_path, read_network
 from conr_common.checks import check_pose_shape, check_sheet_shapes, check_weight_values
 from .backbone import ResEncUnet
 from .decoder import RGBADecoderNet
 from .shader import CINN
 
 
+def build_network(name: str, config: CoNRConfig = OFFICIAL) -> nn.Module:
+    """One official network by its checkpoint name (udpparsernet, target_pose_encoder, shader, rgbadecodernet),
+    in eval mode."""
+    builders = {
+        "udpparsernet": lambda: ResEncUnet(config.parser),
+        "target_pose_encoder": lambda: ResEncUnet(config.pose_encoder),
+        "shader": lambda: CINN(config.shader),
+        "rgbadecodernet": lambda: RGBADecoderNet(config.decoder),
+    }
+    return builders[name]().eval()
+
+
 def build_networks(config: CoNRConfig = OFFICIAL) -> dict[str, nn.Module]:
     """The four official networks, keyed by their checkpoint names, in eval mode."""
-    nets = {
-        "udpparsernet": ResEncUnet(config.parser),
-        "target_pose_encoder": ResEncUnet(config.pose_encoder),
-        "shader": CINN(config.shader),
-        "rgbadecodernet": RGBADecoderNet(config.decoder),
-    }
-    return {k: v.eval() for k, v in nets.items()}
+    return {name: build_network(name, config) for name in NETWORK_NAMES}
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -88,13 +96,23 @@ class CoNR(nn.Module):
         return self.shade(sheet, self.encode_target(xyz, alpha))
 
 
+def strict_load(net: nn.Module, state: dict, what: str) -> None:
+    """Load numpy arrays (official names) into `net`; ConrInputError naming `what` and every missing/unexpected key,
+    shape mismatch or NaN/Inf/integer tensor before anything is assigned (the same check as the Paddle side)."""
+    own = net.state_dict()
+    check_state_fits({k: tuple(v.shape) for k, v in own.items()}, state, what, type(net).__name__)
+    check_weight_values(state, what)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # from_numpy of a read-only array: load_state_dict copies it
+        tensors = {k: torch.from_numpy(np.asarray(v)).to(own[k].dtype) for k, v in state.items()}
+    net.load_state_dict(tensors, strict=True)
+
+
 def load_official(model: CoNR, folder: str | Path) -> CoNR:
-    """Strictly load the four official `.pth` files (weights_only: a checkpoint never runs code)."""
-    folder = Path(folder)
+    """Strictly load the four official `.pth` files, one at a time, through the safe reader of
+    `conr_common.checkpoints` (`torch.load(weights_only=True)`: a checkpoint never runs code). A missing, damaged or
+    mismatching file, or one holding NaN/Inf, is a ConrInputError naming it."""
     for name in NETWORK_NAMES:
-        path = folder / official_manifest()[name].file
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        check_weight_values({k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()},
-                            str(path))
-        getattr(model, name).load_state_dict(state, strict=True)
+        path = network_path(folder, name, "torch")
+        strict_load(getattr(model, name), read_network(path, "torch"), what=str(path))
     return model

@@ -1,4 +1,5 @@
-"""Seeded random weights in the official checkpoint format: a stand-in for the real downloads in tests and the demo.
+"""Seeded random weights in the official checkpoint format: a stand-in for the real downloads in tests, benchmarks
+and the demo (the project's one generator of random weights).
 
 `torch.save(net.state_dict())` under the official file names (udpparsernet.pth, ...), exactly what the official
 inference code loads. How the tensors are drawn is a `conr_common.draws.WeightDraw`: He-normal convolutions,
@@ -12,6 +13,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -19,7 +21,7 @@ from conr_common.atomic import atomic_path
 from conr_common.config import NETWORK_NAMES, OFFICIAL, CoNRConfig
 from conr_common.draws import DRAWS, SEEDED, WeightDraw, draw_named
 from conr_common.manifest import official_manifest
-from .model import build_networks
+from .model import build_network, build_networks
 
 COMPLETE_MARKER = ".seeded-complete"
 
@@ -54,6 +56,14 @@ def seeded_state_dicts(draw: WeightDraw = SEEDED, config: CoNRConfig = OFFICIAL)
         _draw_into(nets[name], draw, gen)
         states[name] = nets[name].state_dict()
     return states
+
+
+def seeded_network_state(name: str, draw: WeightDraw = SEEDED, config: CoNRConfig = OFFICIAL) -> dict[str, np.ndarray]:
+    """One network drawn alone, with its own generator seeded with draw.seed, as numpy arrays under the official
+    names (not the same values as that network in `seeded_state_dicts`, which draws the four from one generator)."""
+    net = build_network(name, config)
+    _draw_into(net, draw, torch.Generator().manual_seed(draw.seed))
+    return {key: value.numpy() for key, value in net.state_dict().items()}
 
 
 def write_seeded_weights(folder: str | Path, draw: WeightDraw = SEEDED, config: CoNRConfig = OFFICIAL) -> Path:

@@ -1,9 +1,12 @@
-"""Checkpoint converter between the official CoNR PyTorch files and PaddlePaddle (`python -m convert --help`).
+"""Developer tools over the CoNR port: the checkpoint converter's command line and the parity reports
+(`python -m convert --help`). The libraries they drive live in `conr_common` (framework-neutral) and the model
+packages; nothing there imports this package.
 
-- `convert.rename`: the declarative torch <-> Paddle rename table and per-tensor transforms.
-- `convert.mapping`: pure functions over `dict[str, numpy.ndarray]` (unwrap, identify, check, convert).
-- `convert.io`: safe readers and atomic-friendly writers of .pth / .pdparams / .safetensors, sha256.
-- `convert.run`: folder-level jobs used by the CLI (validate all, then convert one network at a time).
-- `convert.cli`: `main(argv=None) -> int`.
+- `convert.cli`: `main(argv=None) -> int`, subcommands torch2paddle / paddle2torch / inspect (+ verify, export-onnx);
+- `convert.run`: what those subcommands print (`conr_common.conversion` converts, `conr_common.checkpoints` reads
+  and writes files, `conr_common.manifest` and `conr_common.rename` check and rename state dicts);
+- `convert.verify`, `convert.report`, `convert.hooks`: the layer-by-layer parity report;
+- `convert.onnx_export`, `convert.onnx_verify`: `export-onnx` (the PyTorch export; the Paddle one is
+  `conr_paddle.onnx_export`) and the ONNX column of verify.
 Nothing is imported from torch or paddle until a file is read or written.
 """

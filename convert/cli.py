@@ -19,18 +19,18 @@ __all__ = ["main", "build_parser", "add_torch2paddle_parser", "add_paddle2torch_
 
 
 def _run_torch2paddle(args: argparse.Namespace) -> int:
-    from .run import convert_checkpoints
+    from .run import convert_and_print
 
-    convert_checkpoints("torch2paddle", args.src, args.out, fmt=args.format, force=args.force, verbose=args.verbose,
-                        allow_nonfinite=args.allow_nonfinite)
+    convert_and_print("torch2paddle", args.src, args.out, fmt=args.format, force=args.force, verbose=args.verbose,
+                      allow_nonfinite=args.allow_nonfinite)
     return 0
 
 
 def _run_paddle2torch(args: argparse.Namespace) -> int:
-    from .run import convert_checkpoints
+    from .run import convert_and_print
 
-    convert_checkpoints("paddle2torch", args.src, args.out, force=args.force, verbose=args.verbose,
-                        allow_nonfinite=args.allow_nonfinite)
+    convert_and_print("paddle2torch", args.src, args.out, force=args.force, verbose=args.verbose,
+                      allow_nonfinite=args.allow_nonfinite)
     return 0
 
 

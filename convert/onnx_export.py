@@ -4,8 +4,9 @@
                                   [--graphs sheet,step,pose] [--no-measure] [--force]
     python -m convert export-onnx --torch WEIGHTS -o DIR ...
 
-Graphs, names and shapes: `conr_paddle.onnx_graphs` (fixed shapes; one file per graph, DIR/<graph>.onnx).
-Paddle path: `paddle.jit.to_static` + `paddle.jit.save` (PIR `.json`) in a temporary folder, then paddle2onnx's
+Graphs, names and shapes: `conr_paddle.onnx_graphs` (fixed shapes; one file per graph, DIR/<graph>.onnx); the
+format and opset numbers, the checks and the atomic folder: `conr_common.onnx_contract`.
+Paddle path (`conr_paddle.onnx_export`): `paddle.jit.to_static` + `paddle.jit.save` (PIR `.json`) in a temporary folder, then paddle2onnx's
 converter called directly (its C++ entry point): paddle2onnx's Python `export` logs conversion errors instead of
 raising, and its default optimiser ("polygraphy") sets POLYGRAPHY_AUTOINSTALL_DEPS=1 and pip-installs packages
 during export. Here nothing is installed or downloaded, and any conversion error raises `OnnxExportError`.
@@ -28,224 +29,42 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import json
-import os
-import shutil
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from conr_common.checkpoints import check_weights_dir, network_path, weights_hash
 from conr_common.cli import one_line
 from conr_common.config import NETWORK_NAMES
 from conr_common.errors import ConrInputError
+from conr_common.onnx_contract import (
+    DEFAULT_OPSET,
+    ONNX_FORMAT,
+    OPSET_RANGE,
+    OnnxExportError,
+    check_onnx,
+    check_settings,
+    export_versions,
+    write_folder,
+)
 
-__all__ = ["OnnxExportError", "export_onnx", "export_paddle_graphs", "export_torch_graphs", "check_onnx",
-           "add_export_onnx_parser", "ONNX_FORMAT", "OPSET_RANGE", "DEFAULT_OPSET", "FRAMEWORKS"]
+__all__ = ["export_onnx", "export_torch_graphs", "add_export_onnx_parser", "FRAMEWORKS"]
 
-# Bump when the exported graphs change (wrapper code, names, op swaps): part of the onnxruntime engine's cache key.
-ONNX_FORMAT = 1
-# GridSample needs opset 16; at 20 and 21 paddle2onnx writes GridSample mode="bilinear" (the opset-20 name is
-# "linear"), which onnxruntime rejects. 16-19 were measured to load and agree.
-OPSET_RANGE = (16, 19)
-DEFAULT_OPSET = 17
 FRAMEWORKS = ("paddle", "torch")
-STANDARD_DOMAINS = ("", "ai.onnx")
-
-
-class OnnxExportError(RuntimeError):
-    """The converter failed or wrote a model that does not pass the checks (not the user's input)."""
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
 
 
-def versions() -> dict[str, str | None]:
-    out = {}
-    for dist in ("paddlepaddle", "paddle2onnx", "onnx", "onnxruntime", "torch", "numpy"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
-
-
-def _sha256_files(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for path in paths:
-        f_hash = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                f_hash.update(chunk)
-        h.update(f"{path.name}:{f_hash.hexdigest()}\n".encode())
-    return h.hexdigest()
-
-
 def _torch_files(folder: Path) -> list[Path]:
-    from conr_common.manifest import official_manifest
-
     if not folder.is_dir():
         raise ConrInputError(f"{folder}: --torch must be a folder with the four official .pth files")
-    paths = [folder / official_manifest()[name].file for name in NETWORK_NAMES]
-    for p in paths:
-        if not p.is_file():
-            raise ConrInputError(f"{p}: missing (--torch folder needs all four networks)")
-    return paths
-
-
-def feature_and_message_shapes(size: int, views: int) -> tuple[list[list[int]], list[list[int]]]:
-    """Parser feature shapes (M, C, h, w), deepest first, and the shader's per-level message shapes (C, h, w)."""
-    from conr_common.config import OFFICIAL
-
-    channels = list(reversed(OFFICIAL.parser.skip_channels))
-    strides = [32, 16, 8, 4, 2]
-    feats = [[views, c, size // s, size // s] for c, s in zip(channels, strides)]
-    shader = OFFICIAL.shader
-    sides = [size // s for s in strides[1:]] + [size, size]  # a level ends at the next feature's size, then at S
-    messages = [[shader.split(lv).messages, side, side] for lv, side in enumerate(sides)]
-    return feats, messages
-
-
-def io_contract(size: int, views: int, batch: int) -> dict:
-    from conr_paddle.onnx_graphs import graph_io
-
-    return graph_io(size, views, batch, *feature_and_message_shapes(size, views))
-
-
-def _drop_unused_initializers(model) -> None:
-    used = {name for node in model.graph.node for name in node.input}
-    used |= {o.name for o in model.graph.output}
-    keep = [init for init in model.graph.initializer if init.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
-
-
-def _rename_outputs(model, names: list[str]) -> None:
-    """Give the graph outputs (paddle2onnx: fetch_name_N, in return order) their meaningful names."""
-    outputs = list(model.graph.output)
-    if len(outputs) != len(names):
-        raise OnnxExportError(f"converter wrote {len(outputs)} outputs, expected {len(names)} ({', '.join(names)})")
-    mapping = {o.name: n for o, n in zip(outputs, names)}
-    for node in model.graph.node:
-        for i, name in enumerate(node.output):
-            if name in mapping:
-                node.output[i] = mapping[name]
-        for i, name in enumerate(node.input):
-            if name in mapping:
-                node.input[i] = mapping[name]
-    for o in outputs:
-        o.name = mapping[o.name]
-
-
-def _dims(value_info) -> list:
-    return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in value_info.type.tensor_type.shape.dim]
-
-
-def check_onnx(model, graph: str, contract: dict, opset: int) -> None:
-    """onnx.checker, standard operators only, the contract's names and shapes; OnnxExportError otherwise."""
-    import onnx
-
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as e:
-        raise OnnxExportError(f"{graph}: onnx.checker rejected the model: {one_line(e)}") from e
-    custom = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in STANDARD_DOMAINS})
-    if custom:
-        raise OnnxExportError(f"{graph}: non-standard operators {', '.join(custom)}")
-    imports = {o.domain: o.version for o in model.opset_import}
-    if imports.get("", imports.get("ai.onnx")) != opset:
-        raise OnnxExportError(f"{graph}: written at opset {imports}, asked for {opset}")
-    for kind in ("inputs", "outputs"):
-        want = contract[kind]
-        values = model.graph.input if kind == "inputs" else model.graph.output
-        initializers = {i.name for i in model.graph.initializer}
-        got = {v.name: _dims(v) for v in values if v.name not in initializers}
-        if list(got) != list(want):
-            raise OnnxExportError(f"{graph}: {kind} {list(got)}, expected {list(want)}")
-        for name, shape in want.items():
-            if got[name] != shape:
-                raise OnnxExportError(f"{graph}: {kind[:-1]} {name} has shape {got[name]}, expected {shape}")
-
-
-# -------------------------------------------------------------------------------------------------- Paddle side
-
-
-@contextlib.contextmanager
-def _native_norm(model) -> Iterator[None]:
-    """float32 instance-norm statistics while tracing (module docstring), restored on exit."""
-    from conr_paddle.layers import norm_statistics, set_norm_statistics
-
-    before = norm_statistics(model)
-    set_norm_statistics(model, "native")
-    try:
-        yield
-    finally:
-        if before in ("float64", "native"):
-            set_norm_statistics(model, before)
-
-
-def _paddle_to_onnx_bytes(json_path: Path, params_path: Path, opset: int) -> bytes:
-    """paddle2onnx's converter without its Python wrapper (which swallows errors and may pip-install)."""
-    from paddle2onnx import paddle2onnx_cpp2py_export as p2o
-
-    try:
-        data = p2o.export(
-            str(json_path), str(params_path), opset,
-            False,  # auto_upgrade_opset: the opset asked for, or an error
-            False,  # verbose
-            True,  # enable_onnx_checker
-            False,  # enable_experimental_op
-            True,  # enable_optimize (paddle2onnx's own C++ passes; installs nothing)
-            {},  # custom_op_info: none
-            "onnxruntime", "", "", False,  # deploy_backend, calibration_file, external_file, export_fp16_model
-        )
-    except Exception as e:  # the C++ side raises RuntimeError and friends
-        raise OnnxExportError(f"paddle2onnx failed on {json_path.name}: {one_line(e)}") from e
-    if not data:
-        raise OnnxExportError(f"paddle2onnx wrote nothing for {json_path.name} (see its log)")
-    return bytes(data)
-
-
-def export_paddle_graphs(model, folder: Path, size: int, views: int, batch: int, opset: int,
-                         graphs: list[str], log: Path) -> dict[str, int]:
-    """Trace, convert and check the Paddle port's graphs into `folder`/<graph>.onnx; returns their byte sizes."""
-    import onnx
-    import paddle
-
-    from conr_common.quiet import output_to
-    from conr_paddle.onnx_graphs import PoseGraph, SheetGraph, StepGraph, onnx_export_ops
-
-    contract = io_contract(size, views, batch)
-    layers = {"sheet": SheetGraph, "step": StepGraph, "pose": PoseGraph}
-    spec = paddle.static.InputSpec
-    sizes = {}
-    with tempfile.TemporaryDirectory(prefix="conr-onnx-pir-") as work, _native_norm(model):
-        for graph in graphs:
-            io = contract[graph]
-            specs = [spec(shape, "float32", name) for name, shape in io["inputs"].items()]
-            layer = layers[graph](model)
-            layer.eval()
-            base = Path(work) / graph
-            with output_to(log), onnx_export_ops():
-                static = paddle.jit.to_static(layer, input_spec=specs, full_graph=True)
-                with paddle.pir_utils.IrGuard():
-                    paddle.jit.save(static, str(base))
-                data = _paddle_to_onnx_bytes(base.with_suffix(".json"), base.with_suffix(".pdiparams"), opset)
-            proto = onnx.load_from_string(data)
-            del data
-            _rename_outputs(proto, list(io["outputs"]))
-            _drop_unused_initializers(proto)
-            check_onnx(proto, graph, io, opset)
-            path = folder / f"{graph}.onnx"
-            onnx.save(proto, str(path))
-            sizes[graph] = path.stat().st_size
-            del proto
-    return sizes
+    return [network_path(folder, name, "torch", needs="--torch folder needs all four networks")
+            for name in NETWORK_NAMES]
 
 
 # --------------------------------------------------------------------------------------------------- torch side
@@ -282,6 +101,7 @@ def export_torch_graphs(model, folder: Path, size: int, views: int, batch: int, 
     import torch
 
     from conr_common.quiet import output_to
+    from conr_paddle.onnx_export import io_contract
     from conr_torch_ref.onnx_graphs import PoseGraph, SheetGraph, StepGraph
 
     contract = io_contract(size, views, batch)
@@ -408,7 +228,7 @@ def _load_models(framework: str, weights: Path):
     from conr_torch_ref.model import CoNR as TorchCoNR
     from conr_torch_ref.model import load_official
 
-    from .mapping import paddle_to_torch, torch_to_paddle
+    from conr_common.manifest import paddle_to_torch, torch_to_paddle
 
     if framework == "paddle":
         pm = load_pdparams(PaddleCoNR(), weights)
@@ -437,42 +257,6 @@ def parse_graphs(text: str) -> list[str]:
     return list(dict.fromkeys(graphs))
 
 
-def check_settings(size: int, views: int, batch: int, opset: int) -> None:
-    from conr_common.pipeline import check_size
-
-    check_size(size)
-    for name, value in (("--views", views), ("--batch", batch)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConrInputError(f"{name} must be a positive integer, got {value!r}")
-    if not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
-        raise ConrInputError(f"--opset {opset}: supported {OPSET_RANGE[0]}-{OPSET_RANGE[1]} (GridSample needs 16; "
-                             "at 20-21 paddle2onnx writes a GridSample mode onnxruntime rejects)")
-
-
-def write_folder(out: Path, force: bool, fill) -> dict:
-    """Run fill(tmp_folder) -> meta and move the folder onto `out` atomically, meta.json written last."""
-    if out.exists() and not out.is_dir():
-        raise ConrInputError(f"{out}: -o must be a folder (it exists and is a file)")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise ConrInputError(f"{out}: exists and is not empty (use --force to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        meta = fill(tmp)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return meta
-
-
 def export_onnx(framework: str, weights: str | Path, out: str | Path, *, size: int = 256, views: int = 4,
                 batch: int = 1, opset: int = DEFAULT_OPSET, graphs: str | list[str] = "sheet,step,pose",
                 measure_sample: bool = True, force: bool = False, stdout=None) -> dict:
@@ -483,12 +267,7 @@ def export_onnx(framework: str, weights: str | Path, out: str | Path, *, size: i
     graphs = parse_graphs(graphs) if isinstance(graphs, str) else parse_graphs(",".join(graphs))
     check_settings(size, views, batch, opset)
     weights, out = Path(weights), Path(out)
-    if framework == "paddle":
-        from conr_paddle.render import check_weights_dir
-
-        files = check_weights_dir(weights)
-    else:
-        files = _torch_files(weights)
+    files = check_weights_dir(weights) if framework == "paddle" else _torch_files(weights)
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
@@ -505,6 +284,8 @@ def export_onnx(framework: str, weights: str | Path, out: str | Path, *, size: i
         say(f"reading {framework} weights from {weights}")
         pm, tm = _load_models(framework, weights)
         say(f"exporting {', '.join(graphs)} at {size} px, {views} views, batch {batch}, opset {opset}")
+        from conr_paddle.onnx_export import export_paddle_graphs, io_contract
+
         exporter = export_paddle_graphs if framework == "paddle" else export_torch_graphs
         model = pm if framework == "paddle" else tm
         sizes = exporter(model, tmp, size, views, batch, opset, graphs, tmp / "export.log")
@@ -512,11 +293,11 @@ def export_onnx(framework: str, weights: str | Path, out: str | Path, *, size: i
             "format": ONNX_FORMAT,
             "framework": framework,
             "weights": str(weights),
-            "weights_sha256": _sha256_files(files),
+            "weights_sha256": weights_hash(files),
             "size": size, "views": views, "batch": batch, "opset": opset,
             "graphs": {g: {**io_contract(size, views, batch)[g], "bytes": sizes[g]} for g in graphs},
             "norm_statistics": "float32" if framework == "paddle" else "torch",
-            "versions": versions(),
+            "versions": export_versions(),
             "export_seconds": round(time.perf_counter() - started, 2),
         }
         if measure_sample:

@@ -2,7 +2,7 @@
 PyTorch checkpoints, on one real inference step (character sheet + one target pose).
 
 What it proves, in order:
-1. the weights: every official tensor, renamed through the converter's table (`convert.rename`), is present in the
+1. the weights: every official tensor, renamed through the converter's table (`conr_common.rename`), is present in the
    Paddle files with the same shape and the same values (max abs difference per tensor; the converter is bit-exact,
    so the tolerance is 0). A perturbed tensor is named directly.
 2. the computation: both models run the same numpy input; forward hooks on every named layer of the four networks
@@ -25,7 +25,6 @@ import platform
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import TextIO
 
@@ -34,8 +33,8 @@ import numpy as np
 from conr_common.compare import diff
 from conr_common.config import NETWORK_NAMES
 from conr_common.errors import ConrInputError
-from conr_common.manifest import official_manifest
 from conr_common.tolerances import stage_of
+from conr_common.versions import dist_version
 
 __all__ = ["add_verify_parser", "verify", "verdict_lines", "tolerances_for", "environment", "REPORT_FILES"]
 
@@ -93,13 +92,6 @@ def accuracy_row(truth: np.ndarray, torch_out: np.ndarray, paddle_out: np.ndarra
 
 
 # ------------------------------------------------------------------------------------------------ environment
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -198,8 +190,8 @@ def environment(torch, paddle, device: str) -> dict:
             "torch": torch.__version__,
             "paddlepaddle": paddle.__version__,
             "numpy": np.__version__,
-            "opencv-python-headless": _version("opencv-python-headless") or _version("opencv-python"),
-            "conr-paddle": _version("conr-paddle"),
+            "opencv-python-headless": dist_version("opencv-python-headless") or dist_version("opencv-python"),
+            "conr-paddle": dist_version("conr-paddle"),
         },
         "cpu": {"model": _cpu_model(), "logical_cpus": os.cpu_count(), "simd": _cpu_flags()},
         "gpu": gpu,
@@ -231,21 +223,16 @@ def _check_folder(path: Path, what: str) -> Path:
 
 
 def load_weight_states(torch_dir: Path, paddle_dir: Path) -> tuple[dict, dict, dict]:
-    """(torch states, paddle states, file names) as numpy dicts, read with the converter's safe readers."""
-    from . import io as cio
-    from .mapping import unwrap
+    """(torch states, paddle states, file names) as numpy dicts, read with `conr_common.checkpoints`' safe readers."""
+    from conr_common.checkpoints import network_path, read_network
 
     torch_states, paddle_states, files = {}, {}, {}
     for name in NETWORK_NAMES:
-        tpath = torch_dir / official_manifest()[name].file
-        if not tpath.is_file():
-            raise ConrInputError(f"{tpath}: missing (--torch needs the four official .pth files)")
-        candidates = [paddle_dir / f"{name}.pdparams", paddle_dir / f"{name}.safetensors"]
-        ppath = next((p for p in candidates if p.is_file()), None)
-        if ppath is None:
-            raise ConrInputError(f"{candidates[0]}: missing (--paddle needs the four converted .pdparams files)")
-        torch_states[name], _ = unwrap(cio.load_torch_file(tpath), source=str(tpath))
-        paddle_states[name], _ = unwrap(cio.load_paddle_file(ppath), source=str(ppath))
+        tpath = network_path(torch_dir, name, "torch", needs="--torch needs the four official .pth files")
+        ppath = network_path(paddle_dir, name, "paddle", safetensors=True,
+                             needs="--paddle needs the four converted .pdparams files")
+        torch_states[name] = read_network(tpath, "torch")
+        paddle_states[name] = read_network(ppath, "paddle")
         files[name] = {"torch": str(tpath), "paddle": str(ppath)}
     return torch_states, paddle_states, files
 
@@ -255,7 +242,7 @@ def check_parameters(torch_states: dict, paddle_states: dict) -> list[dict]:
 
     Missing or unexpected names and shape mismatches are not a numerical finding but a wrong file: ConrInputError.
     """
-    from .rename import to_paddle_tensor, torch_to_paddle_key
+    from conr_common.rename import to_paddle_tensor, torch_to_paddle_key
 
     rows, problems = [], []
     for name in NETWORK_NAMES:
@@ -349,7 +336,7 @@ def verify(
     """Build the parity report, write it to `out`, return it. Raises ConrInputError on bad input."""
     from conr_common.pipeline import check_size
 
-    from .io import import_paddle, import_torch
+    from conr_common.checkpoints import import_paddle, import_torch
 
     stdout = stdout or sys.stdout
     started = time.perf_counter()

@@ -92,7 +92,7 @@ def _sheet_with(scene: Scene, name: str, rgba: np.ndarray | None = None, data: b
 
 def _weights_with(scene: Scene, network: str, mutate: Callable[[dict], dict] | None = None,
                   data: bytes | None = None) -> Path:
-    from convert import io as cio
+    from conr_common import checkpoints as cio
 
     weights = _folder(scene, "bad_weights")
     for name in NETWORKS:
@@ -314,12 +314,12 @@ def readme_table(readme: str) -> str | None:
 def _build_inputs(root: Path) -> tuple[Path, Path, Path]:
     from conr_common.samples import ensure_samples
     from conr_torch_ref.seeded import write_seeded_weights
-    from convert.run import convert_checkpoints
+    from conr_common.conversion import convert_checkpoints
 
     samples = ensure_samples(root / "samples", size=256, frames=4, seed=0)
     official = write_seeded_weights(root / "official")
     paddle_dir = root / "paddle"
-    convert_checkpoints("torch2paddle", official, paddle_dir, fmt="pdparams", force=True, stdout=io.StringIO())
+    convert_checkpoints("torch2paddle", official, paddle_dir, fmt="pdparams", force=True)
     return samples.root, paddle_dir, official
 
 

@@ -72,16 +72,13 @@ def _peak_rss_mb() -> float:
 
 
 def _paddle_model(draw: WeightDraw):
+    from conr_common.manifest import torch_to_paddle
     from conr_paddle.model import CoNR, load_networks
     from conr_torch_ref.seeded import seeded_state_dicts
-    from convert.rename import torch_to_paddle_key
 
     states = seeded_state_dicts(draw)
     model = CoNR()
-    load_networks(
-        model,
-        {n: {torch_to_paddle_key(k, tuple(v.shape)): v.numpy() for k, v in s.items()} for n, s in states.items()},
-    )
+    load_networks(model, {n: torch_to_paddle(n, {k: v.numpy() for k, v in s.items()}) for n, s in states.items()})
     del states
     return model
 

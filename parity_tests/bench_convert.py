@@ -6,8 +6,8 @@ Writes the four official-size random checkpoints (about 180 M parameters, 720 MB
 (or uses/creates them in DIR), then runs, each in its own child process:
   idle      import torch and paddle, nothing else (the framework import cost);
   baseline  torch.load(weights_only=True) of each file + paddle.save of the same tensors (as numpy arrays);
-  convert   the CLI's own function, convert.run.convert_checkpoints("torch2paddle", ...): validation, hashes,
-            renaming, writing, re-reading every written file and comparing every tensor bit for bit.
+  convert   the CLI's library function, conr_common.conversion.convert_checkpoints("torch2paddle", ...):
+            validation, hashes, renaming, writing, re-reading every written file and comparing every tensor bit for bit.
 Time is measured inside the child after its imports. Peak memory is the child's maximum resident set size as the
 parent sees it when it reaps that child (`os.wait4`, the per-child form of getrusage(RUSAGE_CHILDREN), which
 would otherwise report the largest of all children so far), minus the idle child's, so the framework import cost
@@ -53,11 +53,9 @@ def _child(mode: str, src: Path, out: Path, result: Path) -> None:
             paddle.save({k: v.numpy() for k, v in state.items()}, str(out / f"{name}.pdparams"), protocol=4)
             del state
     elif mode == "convert":
-        import io as pyio
+        from conr_common.conversion import convert_checkpoints
 
-        from convert.run import convert_checkpoints
-
-        convert_checkpoints("torch2paddle", src, out, force=True, stdout=pyio.StringIO())
+        convert_checkpoints("torch2paddle", src, out, force=True)
     seconds = time.perf_counter() - start
     result.write_text(json.dumps({"mode": mode, "seconds": seconds, "numpy": np.__version__}))
 
@@ -97,10 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(args.dir or tempfile.mkdtemp(prefix="conr-bench-convert-"))
     files = [folder / official_manifest()[n].file for n in NETWORK_NAMES]
     if not all(f.is_file() for f in files):
-        from convert.testing import write_official_folder
+        from conr_torch_ref.seeded import write_seeded_weights
 
         print(f"writing official-size random checkpoints to {folder} ...", flush=True)
-        write_official_folder(folder, seed=0)
+        write_seeded_weights(folder)
     checkpoint_bytes = sum(f.stat().st_size for f in files)
     work = Path(tempfile.mkdtemp(prefix="out-", dir=folder))
     samples: dict[str, list[dict]] = {m: [] for m in MODES}

@@ -29,13 +29,9 @@ def _prepare(root: Path, size: int, frames: int, weights: Path | None) -> tuple[
 
     samples = ensure_samples(root / "samples", size=max(size, 256), frames=frames, seed=0)
     if weights is None:
-        from conr_torch_ref.seeded import write_seeded_weights
-        from convert.cli import main as convert_main
+        from conr_paddle.demo import prepare_weights
 
-        official = write_seeded_weights(root / "official")
-        weights = root / "paddle"
-        if convert_main(["torch2paddle", str(official), "-o", str(weights), "--force"]) != 0:
-            raise SystemExit("weight conversion failed")
+        _, weights = prepare_weights(root)  # root/official (seeded .pth) converted into root/paddle
     return weights, samples.character_sheet, samples.poses
 
 

@@ -18,25 +18,19 @@ def weights_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def official_states(weights_dir):
-    """The seeded official checkpoints as numpy dicts (torch names), read back with weights_only=True."""
-    import torch
+    """The seeded official checkpoints as numpy dicts (torch names), read back by the production reader
+    (`conr_common.checkpoints`: torch.load with weights_only=True)."""
+    from conr_common.checkpoints import load_folder
 
-    from conr_common.config import NETWORK_NAMES
-    from conr_common.manifest import official_manifest
-
-    out = {}
-    for name in NETWORK_NAMES:
-        state = torch.load(weights_dir / official_manifest()[name].file, map_location="cpu", weights_only=True)
-        out[name] = {k: v.numpy() for k, v in state.items()}
-    return out
+    return load_folder(weights_dir, "torch")
 
 
 @pytest.fixture(scope="session")
 def paddle_states(official_states):
-    """The same tensors under Paddle names, through the converter's rename table."""
-    from convert.rename import torch_to_paddle_key
+    """The same tensors under Paddle names, through the converter's strict mapping (`conr_common.manifest`)."""
+    from conr_common.manifest import torch_to_paddle
 
-    return {n: {torch_to_paddle_key(k, v.shape): v for k, v in s.items()} for n, s in official_states.items()}
+    return {n: torch_to_paddle(n, s) for n, s in official_states.items()}
 
 
 @pytest.fixture(scope="session")
@@ -71,16 +65,16 @@ def rng():
 
 @pytest.fixture(scope="session")
 def pdparams_dir(weights_dir, tmp_path_factory):
-    """The seeded weights converted to `<network>.pdparams` by the converter CLI. No fallback: a converter failure
-    fails every test that needs these files, loudly."""
+    """The seeded weights converted to `<network>.pdparams` by the converter's library function (what
+    `python -m convert torch2paddle` runs). No fallback: a converter failure fails every test that needs these
+    files, loudly."""
+    from conr_common import conversion
     from conr_common.config import NETWORK_NAMES
-    from convert.cli import main as convert_main
 
     out = tmp_path_factory.mktemp("pdparams")
-    status = convert_main(["torch2paddle", str(weights_dir), "-o", str(out), "--force"])
-    assert status == 0, f"python -m convert torch2paddle {weights_dir} -o {out} exited {status}"
+    conversion.convert_checkpoints("torch2paddle", weights_dir, out, force=True)
     missing = [n for n in NETWORK_NAMES if not (out / f"{n}.pdparams").is_file()]
-    assert not missing, f"the converter exited 0 but wrote no .pdparams for {missing}"
+    assert not missing, f"the converter returned but wrote no .pdparams for {missing}"
     return out
 
 

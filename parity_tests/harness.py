@@ -67,11 +67,11 @@ def end_to_end(tm, pm, sheet, xyz, alpha) -> tuple[np.ndarray, np.ndarray]:
 def models_for_draw(draw: WeightDraw, official_states: dict):
     """(torch reference in eval mode, Paddle port) loaded with one weight draw; the seeded draw reuses the session's
     official_states (numpy, torch names) instead of drawing 180 M parameters again."""
+    from conr_common.manifest import torch_to_paddle
     from conr_paddle.model import CoNR as PCoNR
     from conr_paddle.model import load_networks
     from conr_torch_ref.model import CoNR as TCoNR
     from conr_torch_ref.seeded import seeded_state_dicts
-    from convert.rename import torch_to_paddle_key
 
     if draw == SEEDED:
         states = {n: {k: torch.from_numpy(v) for k, v in s.items()} for n, s in official_states.items()}
@@ -80,6 +80,6 @@ def models_for_draw(draw: WeightDraw, official_states: dict):
     tm = TCoNR()
     for name, state in states.items():
         getattr(tm, name).load_state_dict(state, strict=True)
-    pm = load_networks(PCoNR(), {n: {torch_to_paddle_key(k, tuple(v.shape)): v.numpy() for k, v in s.items()}
+    pm = load_networks(PCoNR(), {n: torch_to_paddle(n, {k: v.numpy() for k, v in s.items()})
                                  for n, s in states.items()})
     return tm.eval(), pm

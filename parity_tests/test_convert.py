@@ -1,13 +1,14 @@
 """Checkpoint converter: rename table, strict mapping, safe readers, CLI behaviour and a full-size round trip.
 
-Official-format checkpoints are random arrays with the manifest's names and shapes (`convert.testing`); most CLI
-cases use the small rgbadecodernet (10 tensors) and the target pose encoder. Converted weights are checked in the
+Official-format checkpoints are seeded random weights (`conr_torch_ref.seeded`, the project's one generator); most
+CLI cases use the small rgbadecodernet (10 tensors) and the target pose encoder. Converted weights are checked in the
 real networks through the production loaders: the single-file case in both frameworks' rgbadecodernet (strict),
-the full four-file folder through conftest's session fixtures (the seeded official-format files, their CLI
-conversion and the two 180 M parameter models loaded by `load_official` / `load_pdparams`, built once per session).
+the full four-file folder through conftest's session fixtures (the seeded official-format files, their conversion
+and the two 180 M parameter models loaded by `load_official` / `load_pdparams`, built once per session).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -19,33 +20,46 @@ import numpy as np
 import pytest
 import torch
 
+from conr_common import checkpoints as cio
 from conr_common.compare import diff
 from conr_common.config import NETWORK_NAMES, OFFICIAL
+from conr_common.draws import SEEDED
 from conr_common.errors import ConrInputError
-from conr_common.manifest import official_manifest
+from conr_common.integrity import sha256_file
 from conr_common.tolerances import DECODER_SCALED_FP32
 from conr_paddle.strict import strict_load
-from convert import io as cio
-from convert.cli import main
-from convert.mapping import (
+from conr_common.manifest import (
     check_against_manifest,
     expected_specs,
     identify_network,
+    official_manifest,
     paddle_to_torch,
     torch_to_paddle,
     unwrap,
 )
-from convert.rename import (
+from conr_common.rename import (
     layer_kind,
     paddle_to_torch_key,
     to_paddle_tensor,
     to_torch_tensor,
     torch_to_paddle_key,
 )
-from convert.testing import random_official_state, write_official_folder
+from conr_torch_ref.seeded import seeded_network_state
+from convert.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = "rgbadecodernet"
+
+
+def random_official_state(name: str, seed: int, dtype=np.float32) -> dict[str, np.ndarray]:
+    """Seeded weights of one network (official names, manifest order), drawn with `seed`, cast to `dtype`."""
+    state = seeded_network_state(name, dataclasses.replace(SEEDED, seed=seed))
+    return {k: v.astype(dtype, copy=False) for k, v in state.items()}
+
+
+def write_official_file(folder: Path, name: str, seed: int) -> Path:
+    """`<official file name>` of network `name` (e.g. rgbadecodernet.pth) in `folder`, with `torch.save`."""
+    return _save_pth(random_official_state(name, seed), folder / official_manifest()[name].file)
 
 
 def _save_pth(state: dict, path: Path) -> Path:
@@ -121,12 +135,12 @@ def test_check_against_manifest_reports_every_kind():
     state["extra.weight"] = np.zeros(3, np.float32)
     state["bottleneck.r0.conv1.bias"] = np.zeros(64, np.int64)
     state["bottleneck.r0.conv2.bias"] = np.zeros(64, np.float16)
-    diff = check_against_manifest(SMALL, state)
-    assert not diff.ok
-    assert diff.missing == ["conv_rgba.0.bias"] and diff.unexpected == ["extra.weight"]
-    assert diff.shape_mismatches == [("conv_rgba.0.weight", (4, 64, 3, 3), (4, 64, 1, 1))]
-    assert diff.dtype_errors == [("bottleneck.r0.conv1.bias", "int64")]
-    assert diff.dtype_notes == [("bottleneck.r0.conv2.bias", "float16")]
+    mismatch = check_against_manifest(SMALL, state)
+    assert not mismatch.ok
+    assert mismatch.missing == ["conv_rgba.0.bias"] and mismatch.unexpected == ["extra.weight"]
+    assert mismatch.shape_mismatches == [("conv_rgba.0.weight", (4, 64, 3, 3), (4, 64, 1, 1))]
+    assert mismatch.dtype_errors == [("bottleneck.r0.conv1.bias", "int64")]
+    assert mismatch.dtype_notes == [("bottleneck.r0.conv2.bias", "float16")]
     with pytest.raises(ConrInputError, match=r"1 missing \(conv_rgba.0.bias\).*1 unexpected \(extra.weight\)"):
         torch_to_paddle(SMALL, state, source="x.pth")
 
@@ -160,8 +174,8 @@ def test_single_file_to_pdparams_and_back(tmp_path, small_file, capsys):
     net = report["networks"][SMALL]
     assert report["reloaded_bit_identical"] is True and net["reloaded_bit_identical"] is True
     assert net["tensors"] == 10 and net["parameters"] == official_manifest()[SMALL].num_parameters
-    assert net["input"]["sha256"] == cio.sha256_file(small_file)
-    assert net["output"]["sha256"] == cio.sha256_file(out / f"{SMALL}.pdparams")
+    assert net["input"]["sha256"] == sha256_file(small_file)
+    assert net["output"]["sha256"] == sha256_file(out / f"{SMALL}.pdparams")
     assert report["versions"]["torch"] and report["versions"]["paddlepaddle"] and report["tool"]["version"]
 
     # paddle.load gives Paddle tensors with the same bytes, and the production strict loader puts them into the
@@ -261,7 +275,7 @@ def test_existing_output_needs_force(tmp_path, small_file, capsys):
 
 
 def test_partial_folder_converts_what_is_there(tmp_path, capsys):
-    write_official_folder(tmp_path, seed=5, networks=[SMALL])
+    write_official_file(tmp_path, SMALL, seed=5)
     assert main(["torch2paddle", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "absent" in out and "shader.pth" in out
@@ -377,10 +391,10 @@ def main_exit(argv) -> int:
 
 
 def test_inspect_table(tmp_path, capsys):
-    write_official_folder(tmp_path, seed=7, networks=[SMALL])
+    write_official_file(tmp_path, SMALL, seed=7)
     assert main(["inspect", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert SMALL in out and "84,484" in out and "ok" in out and cio.sha256_file(tmp_path / "rgbadecodernet.pth") in out
+    assert SMALL in out and "84,484" in out and "ok" in out and sha256_file(tmp_path / "rgbadecodernet.pth") in out
     bad = random_official_state("target_pose_encoder", seed=8)
     del bad["final_conv.bias"]
     _save_pth(bad, tmp_path / "target_pose_encoder.pth")

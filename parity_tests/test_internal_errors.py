@@ -40,11 +40,11 @@ def test_verbose_shows_the_traceback(pdparams_dir, samples, tmp_path, monkeypatc
 
 
 def test_convert_ctrl_c_is_one_line_and_writes_nothing(weights_dir, tmp_path, capsys, monkeypatch):
-    from convert import run
+    from conr_common import conversion
     from convert.cli import main
 
     calls = {"n": 0}
-    original = run._convert_one
+    original = conversion.convert_network
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
@@ -52,7 +52,7 @@ def test_convert_ctrl_c_is_one_line_and_writes_nothing(weights_dir, tmp_path, ca
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(run, "_convert_one", interrupted)
+    monkeypatch.setattr(conversion, "convert_network", interrupted)
     out = tmp_path / "paddle"
     rc = main(["torch2paddle", str(weights_dir), "-o", str(out)])
     err = capsys.readouterr().err.strip()

@@ -43,7 +43,7 @@ def test_torch_reference_state_dict_equals_manifest(torch_nets, name):
 
 @pytest.mark.parametrize("name", NETWORK_NAMES)
 def test_paddle_names_are_official_after_rename(paddle_nets, name):
-    from convert.rename import paddle_to_torch_key
+    from conr_common.rename import paddle_to_torch_key
 
     spec = official_manifest()[name]
     state = paddle_nets[name].state_dict()

@@ -133,7 +133,7 @@ def test_render_engine_onnxruntime_matches_predictor(pdparams_dir, samples, tmp_
     from conr_common.compare import pixel_agreement
     from conr_paddle.__main__ import main
     from conr_paddle.onnx_runner import OnnxRunner
-    from conr_paddle.render import weights_hash
+    from conr_common.checkpoints import check_weights_dir, weights_hash
 
     sheet = tmp_path / "sheet"
     sheet.mkdir()
@@ -156,7 +156,7 @@ def test_render_engine_onnxruntime_matches_predictor(pdparams_dir, samples, tmp_
     for name, ref in frames["predictor"].items():
         same, levels = pixel_agreement(ref, frames["onnxruntime"][name])
         assert same >= PIXEL_MIN_IDENTICAL and levels <= PIXEL_MAX_LEVELS, (name, same, levels)
-    again = OnnxRunner(None, weights_hash(pdparams_dir), size=SIZE, views=VIEWS, cache_dir=tmp_path / "cache",
+    again = OnnxRunner(None, weights_hash(check_weights_dir(pdparams_dir)), size=SIZE, views=VIEWS, cache_dir=tmp_path / "cache",
                        sheet_parser="onnx")
     assert not again.exported and (again.folder / "pose.onnx").is_file()
 

@@ -1,4 +1,4 @@
-"""The web app (`python -m conr_paddle serve`, issue 16): its render function end to end, bad uploads, one job at a
+"""The web app (package conr_web: `python -m conr_web` = `python -m conr_paddle serve`, issue 16): its render function end to end, bad uploads, one job at a
 time, cancel, the parity tab, the server on a free local port, and a real browser (Debian's headless chromium
 through Selenium) uploading the sample and playing the rendered video.
 
@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from conr_paddle.__main__ import main as cli_main
-from conr_paddle.webjobs import (
+from conr_web.jobs import (
     POSE_SOURCES,
     SHEET_SOURCES,
     AppContext,
@@ -305,7 +305,7 @@ def test_page_says_when_weights_are_seeded(ctx, monkeypatch):
     # as the server does: Gradio (read at its import) keeps its files in the app's own folder, and sends nothing
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(ctx.upload_root))
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-    from conr_paddle.webapp import build_app
+    from conr_web.app import build_app
 
     ctx.seeded = True
     text = str(build_app(ctx).config)
@@ -313,6 +313,19 @@ def test_page_says_when_weights_are_seeded(ctx, monkeypatch):
 
 
 # --------------------------------------------------------------------------------------------------- server
+
+
+def test_both_front_doors_take_the_same_flags():
+    """`python -m conr_web` and `python -m conr_paddle serve` are one command: same flags in their help."""
+    helps = []
+    for args in (["-m", "conr_web", "--help"], ["-m", "conr_paddle", "serve", "--help"]):
+        proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120,
+                              cwd=Path(__file__).resolve().parent.parent)
+        assert proc.returncode == 0, proc.stderr
+        helps.append(proc.stdout)
+    for flag in ("--weights", "--torch-weights", "--host", "--port", "--cache-dir"):
+        assert all(flag in text for text in helps), flag
+    assert helps[0] == helps[1]
 
 
 def _free_port() -> int:

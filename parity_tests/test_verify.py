@@ -12,7 +12,6 @@ runs in-process through `convert.cli.main`, so a fault can be planted with monke
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -23,7 +22,7 @@ import cv2
 import numpy as np
 import pytest
 
-from convert import io as cio
+from conr_common import checkpoints as cio
 from convert.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -235,11 +234,11 @@ def test_badly_conditioned_world_calls_in_the_referee_above_128px(tmp_path_facto
     `--truth auto` then calls in the float64 referee, which finds Paddle closer to the truth than torch and passes."""
     from conr_common.draws import DRAWS
     from conr_torch_ref.seeded import write_seeded_weights
-    from convert.run import convert_checkpoints
+    from conr_common.conversion import convert_checkpoints
 
     torch_dir = write_seeded_weights(tmp_path_factory.mktemp("wide_official"), draw=DRAWS["wide"])
     paddle_dir = tmp_path_factory.mktemp("wide_paddle")
-    convert_checkpoints("torch2paddle", torch_dir, paddle_dir, fmt="pdparams", force=True, stdout=io.StringIO())
+    convert_checkpoints("torch2paddle", torch_dir, paddle_dir, fmt="pdparams", force=True)
     out = tmp_path_factory.mktemp("wide_report")
     rc = main(["verify", "--torch", str(torch_dir), "--paddle", str(paddle_dir), "--size", "256", "--views", "1",
                "--report", str(out)])

@@ -3,8 +3,8 @@ the tensor, by the converter (unless --allow-nonfinite), the Paddle loader used 
 loader; nothing is written."""
 from __future__ import annotations
 
-import io
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -54,10 +54,10 @@ def test_converter_allow_nonfinite_converts_and_loaders_still_refuse(nan_officia
     from conr_paddle.model import CoNR, load_pdparams
     from conr_torch_ref.model import CoNR as TorchCoNR
     from conr_torch_ref.model import load_official
-    from convert.run import convert_checkpoints
+    from conr_common.conversion import convert_checkpoints
 
     out = tmp_path / "paddle"
-    convert_checkpoints("torch2paddle", nan_official, out, allow_nonfinite=True, stdout=io.StringIO())
+    convert_checkpoints("torch2paddle", nan_official, out, allow_nonfinite=True)
     assert (out / "shader.pdparams").is_file()
     with pytest.raises(ConrInputError, match=r"shader\.pdparams: tensor decoder_blocks\.2\.conv0\.0\.weight .*NaN"):
         load_pdparams(CoNR(), out)
@@ -70,10 +70,10 @@ def test_render_refuses_nan_weights_in_one_line(nan_official, samples, tmp_path)
     import subprocess
     import sys
 
-    from convert.run import convert_checkpoints
+    from conr_common.conversion import convert_checkpoints
 
     weights = tmp_path / "paddle"
-    convert_checkpoints("torch2paddle", nan_official, weights, allow_nonfinite=True, stdout=io.StringIO())
+    convert_checkpoints("torch2paddle", nan_official, weights, allow_nonfinite=True)
     out = tmp_path / "frames"
     proc = subprocess.run(
         [sys.executable, "-m", "conr_paddle", "render", "--weights", str(weights), "--character-sheet",
@@ -97,3 +97,29 @@ def test_paddle_loader_refuses_integer_weights():
     state[key] = state[key].astype(np.int64)
     with pytest.raises(ConrInputError, match=rf"{key} \(int64\).*not floating point"):
         strict_load(net, state, what="rgbadecodernet.pdparams")
+
+
+@pytest.mark.parametrize("side", ["paddle", "torch"])
+def test_both_loaders_name_a_missing_or_damaged_file_in_one_line(side, weights_dir, pdparams_dir, tmp_path):
+    """The torch reference's loader reports a missing or unreadable file as the Paddle loader does: one
+    ConrInputError line naming the file (both read through conr_common.checkpoints)."""
+    if side == "paddle":
+        from conr_paddle.model import CoNR, load_pdparams as load
+
+        source, first = pdparams_dir, "udpparsernet.pdparams"
+    else:
+        from conr_torch_ref.model import CoNR, load_official as load
+
+        source, first = weights_dir, "udpparsernet.pth"
+    model = CoNR()
+    missing = tmp_path / "missing"
+    missing.mkdir()
+    with pytest.raises(ConrInputError) as exc:
+        load(model, missing)
+    assert str(exc.value) == f"{missing / first}: missing (weights folder needs all four networks)"
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / first).write_bytes(b"PK\x03\x04 not a checkpoint")
+    with pytest.raises(ConrInputError, match=rf"^{re.escape(str(damaged / first))}: cannot read it as a") as exc:
+        load(model, damaged)
+    assert "\n" not in str(exc.value)

@@ -6,7 +6,7 @@ background; a progress bar while frames render, each frame shown as it finishes;
 frames and a zip of them. "Parity": `python -m convert verify` on the loaded weights at 128 px, its picture and
 verdict.
 
-All work is done by `conr_paddle.webjobs` (one job at a time per process, cancellable, a temporary folder per job);
+All work is done by `conr_web.jobs` (one job at a time per process, cancellable, a temporary folder per job);
 this module only turns page values into `RenderRequest`s and job events into page updates. Gradio is imported
 here and nowhere else.
 """
@@ -19,8 +19,8 @@ import gradio as gr
 
 from conr_common.pipeline import IMAGE_EXTENSIONS, UDP_EXTENSIONS
 
-from .render import DEFAULT_ENGINE, ENGINES, PRECISIONS
-from .webjobs import (
+from conr_paddle.render import DEFAULT_ENGINE, ENGINES, PRECISIONS
+from .jobs import (
     POSE_SOURCES,
     PARITY_SIZE,
     SAMPLE_FRAMES,
@@ -70,7 +70,7 @@ def _weights_note(ctx: AppContext) -> str:
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
-    """The page for `ctx` (call `.queue()` and `.launch()` on it, see conr_paddle.serve)."""
+    """The page for `ctx` (call `.queue()` and `.launch()` on it, see conr_web.serve)."""
     jobs: dict[str, Job] = {}  # the running job of each browser session, for its Cancel button
 
     # ---- handlers

@@ -1,4 +1,4 @@
-"""Reading and writing checkpoint files as `dict[str, numpy.ndarray]`, safely.
+"""Reading and writing checkpoint files as `dict[str, numpy.ndarray]`, safely, and the weights folders made of them.
 
 Nothing here executes code from a file: PyTorch files are read with `torch.load(weights_only=True)`, `.pdparams`
 with a restricted unpickler that only rebuilds numpy arrays (what `paddle.save` writes for a state dict: a pickle,
@@ -9,7 +9,12 @@ bfloat16: numpy has no bfloat16 dtype and `ml_dtypes` is not a dependency of thi
 widened to float32 when read (exact: every bfloat16 value is a float32 value) and a note says so. The converted
 file then holds float32; float16 and float64 are kept as they are.
 
-torch and paddle are imported inside the functions that need them, so `convert.mapping` and `--help` stay light.
+Folders: `read_network` / `load_folder` read the four networks of a folder (official `.pth` files for the torch
+naming, `<network>.pdparams` for Paddle's) as numpy state dicts; `check_weights_dir` is the renderer's check of a
+Paddle weights folder and `weights_hash` the identity of its files (the key of compiled-graph caches).
+
+torch and paddle are imported inside the functions that need them: this module is framework-neutral and both model
+packages, the converter and the tests read weights through it.
 """
 from __future__ import annotations
 
@@ -24,9 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from conr_common.errors import ConrInputError
-from conr_common.integrity import sha256_file as _sha256_file
-from conr_common.manifest import TensorSpec
+from .config import NETWORK_NAMES
+from .errors import ConrInputError
+from .integrity import sha256_file
+from .manifest import TensorSpec, official_manifest, unwrap
 
 __all__ = [
     "TORCH_SUFFIXES",
@@ -43,7 +49,12 @@ __all__ = [
     "save_torch_file",
     "save_state",
     "bitwise_equal",
-    "sha256_file",
+    "network_path",
+    "read_network",
+    "load_folder",
+    "check_weights_dir",
+    "weights_hash",
+    "check_state_fits",
     "import_paddle",
     "import_torch",
 ]
@@ -359,6 +370,94 @@ def bitwise_equal(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(a, b))
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file (`conr_common.integrity.sha256_file`, the one implementation)."""
-    return _sha256_file(path)
+
+# ------------------------------------------------------------------------------------------------------- folders
+def _folder_file(name: str, naming: str) -> str:
+    """File name of network `name` in a weights folder of `naming` ("torch": the official name, or "paddle")."""
+    if naming == "torch":
+        return official_manifest()[name].file
+    if naming == "paddle":
+        return f"{name}.pdparams"
+    raise ValueError(f"naming must be 'torch' or 'paddle', not {naming!r}")
+
+
+def network_path(folder: str | os.PathLike, name: str, naming: str, *, safetensors: bool = False,
+                 needs: str = "weights folder needs all four networks") -> Path:
+    """The file of network `name` in `folder` (with `safetensors`, `<network>.safetensors` is accepted too, after
+    the usual name); ConrInputError `<file>: missing (<needs>)` when there is none."""
+    folder = Path(folder)
+    candidates = [folder / _folder_file(name, naming)]
+    if safetensors:
+        candidates.append(folder / f"{name}.safetensors")
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise ConrInputError(f"{candidates[0]}: missing ({needs})")
+    return found
+
+
+def read_network(path: str | os.PathLike, naming: str) -> dict[str, np.ndarray]:
+    """The flat state dict of one checkpoint file, read with the safe reader of its `naming` ("torch" or
+    "paddle") and unwrapped (containers, `module.` prefix). Errors are one line naming the file."""
+    path = Path(path)
+    raw = load_torch_file(path) if naming == "torch" else load_paddle_file(path)
+    state, _ = unwrap(raw, source=str(path))
+    return state
+
+
+def load_folder(folder: str | os.PathLike, naming: str) -> dict[str, dict[str, np.ndarray]]:
+    """{network: state dict} of the four networks of `folder` (official `.pth` files for "torch", `<network>
+    .pdparams` for "paddle"), in NETWORK_NAMES order; a missing or unreadable file is a ConrInputError naming it."""
+    return {name: read_network(network_path(folder, name, naming), naming) for name in NETWORK_NAMES}
+
+
+def check_weights_dir(folder: str | os.PathLike) -> list[Path]:
+    """The four `<network>.pdparams` files of `folder`, or ConrInputError naming what is missing (and, when the
+    folder holds the official `.pth` files instead, the conversion command)."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise ConrInputError(f"{folder}: weights folder not found")
+    if not folder.is_dir():
+        raise ConrInputError(f"{folder}: --weights must be a folder")
+    paths = [folder / _folder_file(name, "paddle") for name in NETWORK_NAMES]
+    missing = [p for p in paths if not p.is_file()]
+    if not missing:
+        empty = [p for p in paths if p.stat().st_size == 0]
+        if empty:
+            raise ConrInputError(f"{empty[0]}: empty weights file")
+        return paths
+    official = [folder / _folder_file(name, "torch") for name in NETWORK_NAMES]
+    if all(p.is_file() for p in official) and len(missing) == len(paths):
+        raise ConrInputError(
+            f"{folder}: holds the official PyTorch .pth files, not Paddle .pdparams; convert them with "
+            f"`python -m convert torch2paddle {folder}` and pass --weights {folder / 'paddle'}"
+        )
+    names = ", ".join(p.name for p in missing)
+    raise ConrInputError(f"{missing[0]}: missing (weights folder {folder} needs all four networks; missing: {names})")
+
+
+def weights_hash(paths: list[Path]) -> str:
+    """sha256 over the files' hashes (`<name>:<sha256>` lines, in the given order): the identity of a weight set,
+    the key of compiled-graph caches. Pass `check_weights_dir(folder)` for a Paddle weights folder."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(f"{Path(path).name}:{sha256_file(path)}\n".encode())
+    return h.hexdigest()
+
+
+def check_state_fits(own: Mapping[str, tuple[int, ...]], state: Mapping[str, object], what: str, owner: str) -> None:
+    """ConrInputError `<what> does not fit <owner>: ...` naming every missing key, unexpected key and shape
+    mismatch of `state` against a network's own `{key: shape}`: the strict check both frameworks' loaders share
+    (Paddle's `set_state_dict` only warns, torch's `load_state_dict` raises a multi-line RuntimeError)."""
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: file {list(state[k].shape)} vs model {list(shape)}"
+              for k, shape in own.items() if k in state and tuple(state[k].shape) != tuple(shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected)}")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es): {'; '.join(shapes)}")
+    if problems:
+        raise ConrInputError(f"{what} does not fit {owner}: " + " | ".join(problems))

@@ -1,6 +1,6 @@
 """The work behind the web app (`python -m conr_paddle serve`): uploads, render jobs and parity reports.
 
-No web framework in here: `conr_paddle.webapp` draws the page and calls these functions, and the tests call them
+No web framework in here: `conr_web.app` draws the page and calls these functions, and the tests call them
 directly. What this module guarantees:
 
 * Uploads: only files that the web framework itself stored under the server's upload folder are read (a path
@@ -119,7 +119,7 @@ class AppContext:
     _samples_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        from .render import check_weights_dir
+        from conr_common.checkpoints import check_weights_dir
 
         self.weights_dir = Path(self.weights_dir)
         check_weights_dir(self.weights_dir)
@@ -139,7 +139,7 @@ class AppContext:
     def renderer(self, size: int, engine: str, precision: str):
         """The Renderer for these settings. One is kept (its model is 720 MB at official size): other settings
         replace it. Call only while holding `work_lock`."""
-        from .render import Renderer
+        from conr_paddle.render import Renderer
 
         key = (size, engine, precision)
         if self._renderer_key != key:
@@ -221,7 +221,7 @@ def _checkerboard(h: int, w: int, cell: int = 8) -> np.ndarray:
 def check_sheet_view(upload: Upload, ctx: AppContext, thumb: int = 160) -> tuple[np.ndarray | None, str]:
     """Check one uploaded sheet view exactly as `render` will (conr_common.pipeline.load_character_sheet at 128
     px) and make its thumbnail over a checkerboard. Returns (RGB uint8 thumbnail or None, caption)."""
-    from .video import composite
+    from conr_paddle.video import composite
 
     with tempfile.TemporaryDirectory(prefix="check-", dir=ctx.work_root) as tmp:
         folder = Path(tmp)
@@ -350,7 +350,7 @@ def _stage_inputs(request: RenderRequest, ctx: AppContext, folder: Path) -> tupl
 
 def _preview(frame: Path, background, dest: Path) -> Path:
     """The frame over the background as an RGB PNG (what the gallery and the MP4 show)."""
-    from .video import composite
+    from conr_paddle.video import composite
 
     image = cv2.imdecode(np.fromfile(frame, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     rgba = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
@@ -379,7 +379,7 @@ def run_render(request: RenderRequest, ctx: AppContext, folder: Path,
     "frame" event per finished frame; `stop()` returning True raises JobCancelled after the frame in flight.
     Raises ConrInputError for bad input (message still holding server paths: see `_user_message`).
     Call while holding `ctx.work_lock`; the caller removes `folder`."""
-    from .video import encode_videos, parse_background
+    from conr_paddle.video import encode_videos, parse_background
 
     started = time.perf_counter()
     if not (isinstance(request.background, str) and request.background.strip().startswith("#")):
@@ -511,13 +511,13 @@ def run_parity(ctx: AppContext, folder: Path, size: int = PARITY_SIZE, views: in
     returns (report, report.png, the CLI's verdict line). Without official .pth files for these weights the
     reference side is the loaded weights converted back with paddle2torch (then the weight check is a round
     trip, the layer-by-layer comparison still tests the port). Call while holding `ctx.work_lock`."""
-    from convert.run import convert_checkpoints
+    from conr_common.conversion import convert_checkpoints
     from convert.verify import verdict_lines, verify
 
     torch_dir = ctx.torch_dir
     if torch_dir is None:
         torch_dir = folder / "torch"
-        convert_checkpoints("paddle2torch", ctx.weights_dir, torch_dir, force=True, stdout=io.StringIO())
+        convert_checkpoints("paddle2torch", ctx.weights_dir, torch_dir, force=True)
     t0 = time.perf_counter()
     report = verify(torch_dir, ctx.weights_dir, folder / "report", size=size, views=views, stdout=io.StringIO())
     verdict = "\n".join(verdict_lines(report)) + f"\n({time.perf_counter() - t0:.0f} s)"

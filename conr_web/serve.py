@@ -1,4 +1,5 @@
-"""`python -m conr_paddle serve` (`make serve`): the local web app (conr_paddle.webapp) on 127.0.0.1:7860.
+"""`python -m conr_web` = `python -m conr_paddle serve` (`make serve`): the local web app (conr_web.app) on
+127.0.0.1:7860.
 
 Without --weights the server builds (once, cached) the demo's seeded official-format weights and their Paddle
 conversion, and the page says so. Everything the server writes while it runs (uploads, job folders, the sample,
@@ -17,11 +18,18 @@ from pathlib import Path
 
 from conr_common.errors import ConrInputError
 
-__all__ = ["add_serve_arguments", "serve", "make_context", "DEFAULT_PORT"]
+__all__ = ["add_serve_arguments", "serve", "make_context", "run_serve_from_args", "DEFAULT_PORT", "SERVE_HELP",
+           "SERVE_DESCRIPTION"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 SEEDED_FOLDER = "serve_seeded_weights"  # under the cache root: official/ and paddle/
+SERVE_HELP = "local web app: upload a character sheet and poses, watch the animation render, download it"
+SERVE_DESCRIPTION = (
+    "Start the web app (Gradio) on http://127.0.0.1:7860: character sheet and poses uploaded or the built-in sample, "
+    "a progress bar while frames render, MP4 + WebM with alpha + a zip of the frames, and a parity tab running "
+    "`python -m convert verify`. Without --weights it uses the demo's seeded random weights. Ctrl-C stops it."
+)
 
 
 def _port(text: str) -> int:
@@ -63,12 +71,12 @@ def _official_next_to(weights: Path) -> Path | None:
 def make_context(weights: Path | None, torch_weights: Path | None, cache_dir: Path | None, work_root: Path,
                  upload_root: Path):
     """The server's AppContext: the given weights, or the seeded ones built (once) under the cache."""
-    from .fast import cache_root
-    from .webjobs import AppContext
+    from conr_paddle.fast import cache_root
+    from .jobs import AppContext
 
     seeded = weights is None
     if seeded:
-        from .demo import prepare_weights
+        from conr_paddle.demo import prepare_weights
 
         root = cache_root(cache_dir) / SEEDED_FOLDER
         print(f"no --weights: using the demo's seeded random weights ({root}; built on first use)", flush=True)
@@ -92,7 +100,7 @@ def serve(weights: Path | None = None, host: str = DEFAULT_HOST, port: int = DEF
         os.environ["GRADIO_TEMP_DIR"] = str(upload_root)
         os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
         ctx = make_context(weights, torch_weights, cache_dir, work_root, upload_root)
-        from .webapp import build_app
+        from .app import build_app
 
         app = build_app(ctx)
         app.queue(default_concurrency_limit=1, max_size=32)
@@ -129,7 +137,7 @@ def _stop_on_sigterm(signum: int, frame) -> None:
 
 
 def _css() -> str:
-    from .webapp import CSS
+    from .app import CSS
 
     return CSS
 
