@@ -33,6 +33,7 @@ import numpy as np
 
 from conr_common.compare import diff
 from conr_common.config import NETWORK_NAMES
+from conr_common.cpu import cpu_model, simd_flags
 from conr_common.errors import ConrInputError
 from conr_common.manifest import official_manifest
 from conr_common.tolerances import stage_of
@@ -98,31 +99,6 @@ def _version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def _cpu_flags() -> list[str]:
-    """The SIMD features that decide which kernels both frameworks pick (AVX2/AVX-512/AMX/bf16)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
-                    return [w for w in wanted if w in flags]
-    except OSError:
-        pass
-    return []
 
 
 def _paddle_flag(paddle, name: str):
@@ -201,7 +177,7 @@ def environment(torch, paddle, device: str) -> dict:
             "opencv-python-headless": _version("opencv-python-headless") or _version("opencv-python"),
             "conr-paddle": _version("conr-paddle"),
         },
-        "cpu": {"model": _cpu_model(), "logical_cpus": os.cpu_count(), "simd": _cpu_flags()},
+        "cpu": {"model": cpu_model(), "logical_cpus": os.cpu_count(), "simd": simd_flags()},
         "gpu": gpu,
         "threads": {
             "torch.get_num_threads": torch.get_num_threads(),
