@@ -88,7 +88,8 @@ class OnnxRunner:
                  sheet_parser: str = "float64") -> None:
         from convert.onnx_export import DEFAULT_OPSET, check_settings, export_paddle_graphs, io_contract, versions
 
-        from .fast import cache_root, return_freed_memory
+        from .cache import cache_root
+        from .predictor import return_freed_memory
 
         opset = opset or DEFAULT_OPSET
         check_settings(size, views, batch, opset)

@@ -147,11 +147,11 @@ def make_runner(model, weights_hash: str | None, size: int, views: int, batch: i
         return EagerRunner(model)
     if engine == "predictor":
         try:
-            from .fast import PredictorRunner
+            from .predictor import PredictorRunner
         except ImportError as e:
             raise ConrInputError(f"--engine predictor is not available ({e}); use --engine eager") from e
         if precision == "bf16":
-            from .fast import bf16_support
+            from .predictor import bf16_support
 
             ok, why = bf16_support()
             if not ok:
@@ -319,7 +319,7 @@ class Renderer:
 
     def _drop_model(self) -> None:
         """Release the eager model (720 MB at official size) and hand the freed heap back to the OS."""
-        from .fast import return_freed_memory
+        from .predictor import return_freed_memory
 
         self._model = None
         return_freed_memory()

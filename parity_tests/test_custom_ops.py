@@ -121,7 +121,7 @@ def test_failed_build_falls_back_to_grid_sample(tmp_path, monkeypatch):
 
 def test_predictor_with_and_without_custom_ops_agree(tmp_path):
     """The step graph exported with conr_warp/conr_resize and with grid_sample/matmul resizes, side by side."""
-    from conr_paddle.fast import PredictorRunner
+    from conr_paddle.predictor import PredictorRunner
     from conr_paddle.model import CoNR
 
     paddle.seed(0)
