@@ -107,9 +107,13 @@ def add_as_subtract(x: paddle.Tensor, y: paddle.Tensor) -> paddle.Tensor:
     return x - (-y)
 
 
-def prelu_without_prelu_op(x: paddle.Tensor, weight: paddle.Tensor, add: Callable = operator.add) -> paddle.Tensor:
-    """PReLU as relu(x) * (1 - w) + x * w: the same function with no oneDNN prelu op (broken in bf16)."""
+def prelu_without_prelu_op(x: paddle.Tensor, weight: paddle.Tensor, add: Callable | None = None) -> paddle.Tensor:
+    """PReLU as relu(x) * (1 - w) + x * w: the same function with no oneDNN prelu op (broken in bf16). add: how
+    the two terms are summed (`add_as_subtract` in float32 regions), by default `+` (no module global as a default
+    value: see `conr_paddle.warp.resize`)."""
     w = weight.reshape([1, -1, 1, 1]) if weight.shape[0] > 1 else weight
+    if add is None:
+        return F.relu(x) * (1.0 - w) + x * w
     return add(F.relu(x) * (1.0 - w), x * w)
 
 

@@ -62,12 +62,12 @@ def fusion_weights(mask: paddle.Tensor, m: int) -> paddle.Tensor:
 
 
 def fuse_views(mask: paddle.Tensor, flow: paddle.Tensor, wref: paddle.Tensor, message: paddle.Tensor, m: int,
-               weights=fusion_weights):
+               weights=None):
     """Cross-view fusion: weights softmax(mask over the M views) * mask; mask channel 0 weighs the flow and the
     warped reference, channels 2.. the message channels (channel 1 is unused). Inputs are (B*M, ...), outputs
-    (B, ...): fused flow, fused reference, fused message. weights: `fusion_weights` or a function computing the
-    same (B, M, K, h, w) weights otherwise."""
-    weight = weights(mask, m)
+    (B, ...): fused flow, fused reference, fused message. weights: a function computing the (B, M, K, h, w) weights
+    another way, by default `fusion_weights` (no module global as a default value: see `warp.resize`)."""
+    weight = (weights if weights is not None else fusion_weights)(mask, m)
     fused_flow = paddle.sum(weight[:, :, 0:1] * _views(flow, m), axis=1)
     fused_wref = paddle.sum(weight[:, :, 0:1] * _views(wref, m), axis=1)
     fused_msg = paddle.sum(weight[:, :, 2:] * _views(message, m), axis=1)

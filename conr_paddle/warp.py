@@ -41,14 +41,21 @@ def warp_grouped(x: paddle.Tensor, flow: paddle.Tensor) -> paddle.Tensor:
     return out.reshape([n, c, h, w])
 
 
-def resize(x: paddle.Tensor, size: tuple[int, int], interpolate=F.interpolate) -> paddle.Tensor:
+def resize(x: paddle.Tensor, size: tuple[int, int], interpolate=None) -> paddle.Tensor:
     """Bilinear resize to `size`, the same sampling as torch's align_corners=False (align_mode=0).
-    interpolate: `F.interpolate` or a function of its signature (`Ops.interpolate`)."""
+    interpolate: a function of `F.interpolate`'s signature (`Ops.interpolate`), by default F.interpolate itself.
+    (No module global as a default value: the static-graph tracer re-runs the def where the module's names are
+    missing.)"""
+    if interpolate is None:
+        interpolate = F.interpolate
     return interpolate(x, size=list(size), mode="bilinear", align_corners=False, align_mode=0, data_format="NCHW")
 
 
-def rescale_flow(flow: paddle.Tensor, width: int, interpolate=F.interpolate) -> paddle.Tensor:
-    """Resize a flow to `width` by a scale factor and scale its vectors alike (official CINN.flow_rescale)."""
+def rescale_flow(flow: paddle.Tensor, width: int, interpolate=None) -> paddle.Tensor:
+    """Resize a flow to `width` by a scale factor and scale its vectors alike (official CINN.flow_rescale).
+    interpolate: as in `resize`."""
+    if interpolate is None:
+        interpolate = F.interpolate
     factor = width / flow.shape[-1]
     if factor == 1:
         return flow
