@@ -4,11 +4,12 @@ Paddle's bf16 placement pass (cpu_bfloat16_placement_pass) turns every op with a
 ignores `Config.set_bfloat16_op`; it skips an op whose `use_quantizer` attribute is true. A trace-time
 `use_quantizer` is not serialized, but `struct_name` is, so:
 
-1. while tracing (`fp32_regions`), forward hooks on the kept layers record which ops each layer created and tag
-   their `struct_name` with TAG; inside a kept layer, `x + y` is traced as `x - (-y)` (subtract is not on the bf16
-   list; bit-identical) and a conv with bias as a bias-free conv plus a subtracted bias (conv_bias_fuse_pass would
-   otherwise build an unmarked fused conv);
-2. after `paddle.jit.save`, `apply_marks(json)` turns each tag into `use_quantizer=true`.
+1. the kept layers are built with the float32-region ops of `conr_paddle.ops.export_ops`: their `x + y` is
+   `x - (-y)` (subtract is not on the bf16 list; bit-identical) and a conv with bias is a bias-free conv plus a
+   subtracted bias (conv_bias_fuse_pass would otherwise build an unmarked fused conv);
+2. while tracing (`fp32_regions`), forward hooks on the kept layers record which ops each layer created and tag
+   their `struct_name` with TAG;
+3. after `paddle.jit.save`, `apply_marks(json)` turns each tag into `use_quantizer=true`.
 
 Marks hold on conv2d / conv2d_transpose (bias-free), prelu, relu, sigmoid, softmax, multiply, matmul, slice; they are
 reset on add, concat and reshape (their oneDNN ops declare use_quantizer), so a kept region still has its concats in
@@ -25,7 +26,6 @@ from typing import Iterable, Iterator
 
 import paddle
 import paddle.nn as nn
-import paddle.nn.functional as F
 
 TAG = "#keep_fp32"
 
@@ -34,82 +34,48 @@ def _ops_of_program():
     return paddle.static.default_main_program().global_block().ops
 
 
-def _conv_fp32(self, x, transpose: bool):
-    """The layer's convolution without bias (so no fused conv+bias op), then the bias by subtract (fp32)."""
-    if transpose:
-        out = F.conv2d_transpose(x, self.weight, None, padding=self._padding, output_padding=self.output_padding,
-                                 stride=self._stride, dilation=self._dilation, groups=self._groups,
-                                 data_format=self._data_format)
-    else:
-        out = F.conv2d(x, self.weight, None, stride=self._stride, padding=self._padding, dilation=self._dilation,
-                       groups=self._groups, data_format=self._data_format)
-    if self.bias is None:
-        return out
-    return out - (-self.bias.unsqueeze([0, 2, 3]))  # unsqueeze: no bf16 kernel (reshape has one)
+class _Tagger:
+    """Forward hooks that tag the ops each kept layer creates while tracing (innermost layer first)."""
 
+    def __init__(self, keep: list[nn.Layer], skip: list[nn.Layer]) -> None:
+        self.decisions = {id(layer): True for layer in keep}
+        self.decisions.update({id(layer): False for layer in skip})
+        self.stack: list[tuple[bool, int]] = []
+        self.claimed: set[int] = set()
 
-@contextlib.contextmanager
-def fp32_regions(keep: Iterable[nn.Layer], skip: Iterable[nn.Layer] = ()) -> Iterator[None]:
-    """While tracing: every op created inside a layer of `keep` (and not inside a nested layer of `skip`) is tagged
-    to stay float32 (see `apply_marks`). No effect in eager mode; with nothing to keep, nothing is patched."""
-    keep, skip = list(keep), list(skip)
-    if not keep:
-        yield
-        return
-    decisions = {id(layer): True for layer in keep}
-    decisions.update({id(layer): False for layer in skip})
-    stack: list[tuple[bool, int]] = []
-    claimed: set[int] = set()
-
-    def fp32_now() -> bool:
-        return bool(stack) and stack[-1][0] and not paddle.in_dynamic_mode()
-
-    def pre(layer, inputs):
+    def pre(self, layer, inputs):
         if not paddle.in_dynamic_mode():
-            stack.append((decisions[id(layer)], len(_ops_of_program())))
+            self.stack.append((self.decisions[id(layer)], len(_ops_of_program())))
 
-    def post(layer, inputs, outputs):
+    def post(self, layer, inputs, outputs):
         if paddle.in_dynamic_mode():
             return
-        decision, start = stack.pop()
+        decision, start = self.stack.pop()
         ops = _ops_of_program()
         for i in range(start, len(ops)):  # innermost region first: an op belongs to the layer that created it
-            if i in claimed:
+            if i in self.claimed:
                 continue
-            claimed.add(i)
+            self.claimed.add(i)
             if decision:
                 op = ops[i]
                 old = op.attrs().get("struct_name", "") if op.has_attr("struct_name") else ""
                 op.set_str_attr("struct_name", f"{old}{TAG}")
 
-    value_cls = paddle.pir.Value
-    saved = (value_cls.__add__, nn.Conv2D.forward, nn.Conv2DTranspose.forward)
-    add, conv_fwd, deconv_fwd = saved
 
-    def patched_add(x, y):
-        if fp32_now() and isinstance(y, value_cls):
-            return x - (-y)  # subtract is not on the bf16 list; bit-identical to x + y
-        return add(x, y)
-
-    def conv_forward(self, x):
-        return _conv_fp32(self, x, False) if fp32_now() else conv_fwd(self, x)
-
-    def deconv_forward(self, x, output_size=None):
-        if fp32_now() and output_size is None:
-            return _conv_fp32(self, x, True)
-        return deconv_fwd(self, x, output_size)
-
+@contextlib.contextmanager
+def fp32_regions(keep: Iterable[nn.Layer], skip: Iterable[nn.Layer] = ()) -> Iterator[None]:
+    """While tracing: every op created inside a layer of `keep` (and not inside a nested layer of `skip`) is tagged
+    to stay float32 (see `apply_marks`). The kept layers must be built with the float32-region ops
+    (`conr_paddle.ops.export_ops`: no add, no fused conv+bias). No effect in eager mode; hooks are removed on exit."""
+    keep, skip = list(keep), list(skip)
+    tagger = _Tagger(keep, skip)
     handles = []
     for layer in keep + skip:
-        handles.append(layer.register_forward_pre_hook(pre))
-        handles.append(layer.register_forward_post_hook(post))
-    value_cls.__add__ = patched_add
-    nn.Conv2D.forward = conv_forward
-    nn.Conv2DTranspose.forward = deconv_forward
+        handles.append(layer.register_forward_pre_hook(tagger.pre))
+        handles.append(layer.register_forward_post_hook(tagger.post))
     try:
         yield
     finally:
-        value_cls.__add__, nn.Conv2D.forward, nn.Conv2DTranspose.forward = saved
         for h in handles:
             h.remove()
 

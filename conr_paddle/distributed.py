@@ -7,7 +7,7 @@ slice of the sequence (complete frames when resuming, and every pose frame still
 one `all_gather_object` over Paddle's collective (gloo on CPU, NCCL on GPU) merges the slices. The missing frames,
 in sequence order, are dealt round-robin (`missing[rank::world]`), so any number of ranks resumes any partial
 set evenly. Each rank loads its own model and predictor (the export cache is shared under a file lock, see
-`conr_paddle.fast`), parses the sheet once and writes its frames atomically. A frame's bytes do not depend on the
+`conr_paddle.predictor`), parses the sheet once and writes its frames atomically. A frame's bytes do not depend on the
 number of ranks: each frame is computed from its own pose and the same sheet features, with the default `--batch 1`
 (measured: 1 and 2 ranks, 1 and 2 threads per rank, byte-identical frames at 128 px; with `--batch N` the frames
 grouped into one call differ with the sharding, and eager Paddle may then differ in the last bit). When rank 0 has finished its own shard it waits, polling the output folder, until every frame of the

@@ -14,16 +14,17 @@ from conr_common.config import INPUT_MEAN, INPUT_STD, NETWORK_NAMES, OFFICIAL, C
 from .backbone import ResEncUnet
 from .decoder import RGBADecoderNet
 from .layers import AccurateInstanceNorm2D
+from .ops import EAGER_OPS, Ops
 from .shader import CINN
 from .strict import strict_load
 
 
-def build_networks(config: CoNRConfig = OFFICIAL) -> dict[str, nn.Layer]:
-    """The four official networks, keyed by their checkpoint names, in eval mode."""
+def build_networks(config: CoNRConfig = OFFICIAL, ops: Ops = EAGER_OPS) -> dict[str, nn.Layer]:
+    """The four official networks, keyed by their checkpoint names, in eval mode; the shader computes with `ops`."""
     nets = {
         "udpparsernet": ResEncUnet(config.parser),
         "target_pose_encoder": ResEncUnet(config.pose_encoder),
-        "shader": CINN(config.shader),
+        "shader": CINN(config.shader, ops),
         "rgbadecodernet": RGBADecoderNet(config.decoder),
     }
     for net in nets.values():
@@ -77,11 +78,31 @@ class Sheet:
 
 
 class CoNR(nn.Layer):
-    def __init__(self, config: CoNRConfig = OFFICIAL) -> None:
+    """The four networks; `ops` says which operators the shader calls (`conr_paddle.ops`, eager by default)."""
+
+    def __init__(self, config: CoNRConfig = OFFICIAL, ops: Ops = EAGER_OPS) -> None:
         super().__init__()
-        for name, net in build_networks(config).items():
+        self.config = config
+        self.ops = ops
+        for name, net in build_networks(config, ops).items():
             self.add_sublayer(name, net)
         self.eval()
+
+    def with_ops(self, ops: Ops) -> CoNR:
+        """This model computing with `ops`: a new CoNR holding the same parameter tensors (nothing is copied; built
+        under `paddle.LazyGuard`, its own parameters are never allocated), its instance norms set like these."""
+        with paddle.LazyGuard():
+            twin = CoNR(self.config, ops)
+        mine = dict(self.named_sublayers(include_self=True))
+        for name, layer in twin.named_sublayers(include_self=True):
+            source = mine[name]
+            for pname, _ in list(layer.named_parameters(include_sublayers=False)):
+                layer.add_parameter(pname, getattr(source, pname))
+            if isinstance(source, AccurateInstanceNorm2D):  # epsilon and statistics follow this model
+                layer._epsilon, layer.statistics = source._epsilon, source.statistics
+        if self.training:
+            twin.train()
+        return twin
 
     def parse_sheet(self, sheet: paddle.Tensor, precision: str = "float64", parser: ResEncUnet | None = None) -> Sheet:
         """sheet: (M, 4, S, S) premultiplied RGB + alpha in [0, 1] (or a list of M (4, S, S) views).

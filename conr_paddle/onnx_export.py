@@ -97,7 +97,7 @@ def export_paddle_graphs(model, folder: Path, size: int, views: int, batch: int,
     import paddle
 
     from conr_common.quiet import output_to
-    from .onnx_graphs import PoseGraph, SheetGraph, StepGraph, onnx_export_ops
+    from .onnx_graphs import PoseGraph, SheetGraph, StepGraph
 
     contract = io_contract(size, views, batch)
     layers = {"sheet": SheetGraph, "step": StepGraph, "pose": PoseGraph}
@@ -110,7 +110,7 @@ def export_paddle_graphs(model, folder: Path, size: int, views: int, batch: int,
             layer = layers[graph](model)
             layer.eval()
             base = Path(work) / graph
-            with output_to(log), onnx_export_ops():
+            with output_to(log):
                 static = paddle.jit.to_static(layer, input_spec=specs, full_graph=True)
                 with paddle.pir_utils.IrGuard():
                     paddle.jit.save(static, str(base))

@@ -1,5 +1,5 @@
-"""The Paddle graphs exported to ONNX (`convert.onnx_export`): thin layers over the eager model, plus the op swaps
-the ONNX path needs while tracing.
+"""The Paddle graphs exported to ONNX (`convert.onnx_export`): thin layers over the eager model, the step traced with
+the operators the ONNX path needs (`ONNX_OPS`).
 
 Graphs (fixed shapes: Paddle 3.3.1 cannot export a dynamic view count):
 - `sheet`: sheet (M, 4, S, S) -> feat0..feat4 (the parser's encoder features, deepest first) and reference
@@ -8,7 +8,8 @@ Graphs (fixed shapes: Paddle 3.3.1 cannot export a dynamic view count):
   message of every level, message0..message5 (B, C_k, h_k, w_k); message5 is what the RGBA decoder reads;
 - `pose`: rgb (B, 3, S, S) -> udp (B, 4, S, S).
 
-While tracing (`onnx_export_ops`), measured with paddle2onnx 2.1.0 and onnxruntime 1.32 on CPU:
+`StepGraph` traces `model.with_ops(ONNX_OPS)` (the same parameters), measured with paddle2onnx 2.1.0 and
+onnxruntime 1.32 on CPU:
 - a bilinear resize given by `scale_factor` becomes one given by its explicit output size: paddle2onnx rejects the
   former; CoNR only scales by powers of two, where both give the same sampling;
 - softmax(mask over the views) is written out as exp(x - max) / sum: onnxruntime's Softmax over a non-last axis
@@ -19,16 +20,18 @@ standard ONNX op as the eager model calls it.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
+from dataclasses import replace
+from functools import partial
 
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
-from . import shader as shader_module
 from .model import CoNR, Sheet, encode_sheet
+from .ops import EAGER_OPS
+from .shader import _views, fuse_views
 
-__all__ = ["SheetGraph", "StepGraph", "PoseGraph", "onnx_export_ops", "graph_io", "GRAPHS", "LEVELS"]
+__all__ = ["SheetGraph", "StepGraph", "PoseGraph", "ONNX_OPS", "graph_io", "GRAPHS", "LEVELS"]
 
 GRAPHS = ("sheet", "step", "pose")
 FEATURE_COUNT = 5
@@ -63,10 +66,12 @@ class SheetGraph(nn.Layer):
 
 
 class StepGraph(nn.Layer):
-    """CoNR.render without the eager checks, returning the fused message of every shader level too."""
+    """CoNR.render without the eager checks, returning the fused message of every shader level too; computed by
+    `model.with_ops(ONNX_OPS)`."""
 
     def __init__(self, model: CoNR) -> None:
         super().__init__()
+        model = model.with_ops(ONNX_OPS)
         self.target_pose_encoder = model.target_pose_encoder
         self.shader = model.shader
         self.rgbadecodernet = model.rgbadecodernet
@@ -99,12 +104,12 @@ def _softmax_written_out(x: paddle.Tensor, axis: int) -> paddle.Tensor:
 
 def _fusion_weights_written_out(mask: paddle.Tensor, m: int) -> paddle.Tensor:
     """shader.fusion_weights with the softmax as exp / max / sum (module docstring)."""
-    vm = shader_module._views(mask, m)  # (B, M, K, h, w)
+    vm = _views(mask, m)  # (B, M, K, h, w)
     return _softmax_written_out(vm, 1) * vm
 
 
-def _interpolate_by_size(original):
-    """F.interpolate whose bilinear `scale_factor` calls pass the explicit output size instead."""
+def interpolate_by_size(original):
+    """`original` (F.interpolate) whose bilinear `scale_factor` calls pass the explicit output size instead."""
 
     def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=False, align_mode=0,
                     data_format="NCHW", **kwargs):
@@ -118,14 +123,6 @@ def _interpolate_by_size(original):
     return interpolate
 
 
-@contextlib.contextmanager
-def onnx_export_ops() -> Iterator[None]:
-    """Swap in the ONNX-friendly resize and fusion while tracing; everything is restored on exit."""
-    functional = paddle.nn.functional
-    saved = (functional.interpolate, shader_module.fusion_weights)
-    functional.interpolate = _interpolate_by_size(saved[0])
-    shader_module.fusion_weights = _fusion_weights_written_out
-    try:
-        yield
-    finally:
-        functional.interpolate, shader_module.fusion_weights = saved
+# The ONNX-friendly resize and fusion (module docstring); everything else as the eager model computes it.
+ONNX_OPS = replace(EAGER_OPS, interpolate=interpolate_by_size(F.interpolate),
+                   fuse_views=partial(fuse_views, weights=_fusion_weights_written_out))

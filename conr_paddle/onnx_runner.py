@@ -86,8 +86,9 @@ class OnnxRunner:
     def __init__(self, model, weights_hash: str, *, size: int = 256, views: int = 4, batch: int = 1,
                  cache_dir: str | os.PathLike | None = None, threads: int | None = None, opset: int | None = None,
                  sheet_parser: str = "float64") -> None:
+        from .cache import cache_root
         from .onnx_export import export_paddle_graphs, io_contract
-        from .fast import cache_root, return_freed_memory
+        from .predictor import return_freed_memory
 
         opset = opset or DEFAULT_OPSET
         check_settings(size, views, batch, opset)

@@ -2,7 +2,7 @@
 
 The user-facing loop of the official `train.py:infer` / `save_output` (megvii-research/CoNR @ 660c4f7), for long
 jobs: the sheet is parsed once, every input is validated before the first output file is written, frames are
-batched through a `Runner` (eager Paddle, or the Paddle Inference predictor of `conr_paddle.fast`), every file is
+batched through a `Runner` (eager Paddle, or the Paddle Inference predictor of `conr_paddle.predictor`), every file is
 written under a temporary name and renamed, and `resume=True` skips frames whose PNG is already complete.
 
 Data path (exactly the official one):
@@ -59,7 +59,7 @@ __all__ = [
 
 ENGINES = ("predictor", "eager", "onnxruntime")
 PRECISIONS = ("fp32", "bf16")
-DEFAULT_ENGINE = "predictor"  # Paddle Inference + oneDNN (conr_paddle.fast); "eager" is the slow reference
+DEFAULT_ENGINE = "predictor"  # Paddle Inference + oneDNN (conr_paddle.predictor); "eager" is the slow reference
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class RenderInterrupted(KeyboardInterrupt):
 def make_runner(model, weights_hash: str | None, size: int, views: int, batch: int, precision: str = "fp32",
                 engine: str = DEFAULT_ENGINE, cache_dir: str | os.PathLike | None = None, threads: int | None = None):
     """The Runner for `engine`: "eager" (dygraph, fp32 only), "predictor" (Paddle Inference graphs exported
-    once per (weights, size, views, batch, precision) and cached on disk, see conr_paddle.fast) or "onnxruntime"
+    once per (weights, size, views, batch, precision) and cached on disk, see conr_paddle.export and conr_paddle.cache) or "onnxruntime"
     (the same graphs as ONNX, fp32, cached likewise, see conr_paddle.onnx_runner). threads: the predictor's CPU
     threads (None: every core this process may use); eager Paddle takes OMP_NUM_THREADS."""
     if precision not in PRECISIONS:
@@ -101,11 +101,11 @@ def make_runner(model, weights_hash: str | None, size: int, views: int, batch: i
         return EagerRunner(model)
     if engine == "predictor":
         try:
-            from .fast import PredictorRunner
+            from .predictor import PredictorRunner
         except ImportError as e:
             raise ConrInputError(f"--engine predictor is not available ({e}); use --engine eager") from e
         if precision == "bf16":
-            from .fast import bf16_support
+            from .predictor import bf16_support
 
             ok, why = bf16_support()
             if not ok:
@@ -273,7 +273,7 @@ class Renderer:
 
     def _drop_model(self) -> None:
         """Release the eager model (720 MB at official size) and hand the freed heap back to the OS."""
-        from .fast import return_freed_memory
+        from .predictor import return_freed_memory
 
         self._model = None
         return_freed_memory()

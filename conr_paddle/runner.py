@@ -1,6 +1,6 @@
 """Numpy in, numpy out: the interface the renderer drives, here backed by the eager Paddle model.
 
-The fast path (`conr_paddle.fast.PredictorRunner`, Paddle Inference) offers the same three methods, so the
+The fast path (`conr_paddle.predictor.PredictorRunner`, Paddle Inference) offers the same three methods, so the
 renderer, the benchmark and the parity report can swap one for the other.
 Arrays are NCHW float in [0, 1]: sheet (M, 4, S, S) premultiplied RGB + alpha; pose xyz (B, 3, S, S) and
 alpha (B, 1, S, S); pose images (B, 3, S, S).

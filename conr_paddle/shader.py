@@ -5,27 +5,42 @@ softmax(mask over the view axis) * mask; see the torch side for the data flow.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
 from conr_common.config import ShaderConfig
-from .layers import conv, deconv
+from .layers import PReLU, conv, deconv
 from .warp import FlowRescale, GroupedWarp, Resize, Warp
 
+if TYPE_CHECKING:
+    from .ops import Ops
+
+
 class DecoderBlock(nn.Layer):
-    def __init__(self, cin: int, c: int, block_nums: int, out_channels: int) -> None:
+    """ops: its PReLU, its residual sum and whether its convolutions add their bias apart (`Ops`)."""
+
+    def __init__(self, cin: int, c: int, block_nums: int, out_channels: int, ops: Ops) -> None:
         super().__init__()
-        self.conv0 = nn.Sequential(conv(cin, c, 3, 2, 1), nn.PReLU(c), conv(c, c, 3, 2, 1), nn.PReLU(c))
+        self.ops = ops
+        apart = ops.conv_bias_apart
+
+        def conv_prelu(cin_: int, stride: int) -> list[nn.Layer]:
+            return [conv(cin_, c, 3, stride, 1, bias_apart=apart), PReLU(c, ops)]
+
+        self.conv0 = nn.Sequential(*conv_prelu(cin, 2), *conv_prelu(c, 2))
         self.convblocks = nn.LayerList(
-            [nn.Sequential(*[m for _ in range(6) for m in (conv(c, c, 3, 1, 1), nn.PReLU(c))]) for _ in range(block_nums)]
+            [nn.Sequential(*[m for _ in range(6) for m in conv_prelu(c, 1)]) for _ in range(block_nums)]
         )
-        self.conv_last = nn.Sequential(deconv(c, c, 4, 2, 1), nn.PReLU(c), deconv(c, out_channels, 4, 2, 1))
+        self.conv_last = nn.Sequential(deconv(c, c, 4, 2, 1, bias_apart=apart), PReLU(c, ops),
+                                       deconv(c, out_channels, 4, 2, 1, bias_apart=apart))
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         feat = self.conv0(x)
         for block in self.convblocks:
-            feat = block(feat) + feat
+            feat = self.ops.add(block(feat), feat)
         return self.conv_last(feat)
 
 
@@ -34,7 +49,7 @@ def _views(x: paddle.Tensor, m: int) -> paddle.Tensor:
     return x.reshape([-1, m] + list(x.shape[1:]))
 
 
-def _repeat_views(x: paddle.Tensor, m: int) -> paddle.Tensor:
+def repeat_views(x: paddle.Tensor, m: int) -> paddle.Tensor:
     """(B, ...) -> (B*M, ...), each sample repeated for its M views."""
     tail = list(x.shape[1:])
     return x.unsqueeze(1).expand([x.shape[0], m] + tail).reshape([-1] + tail)
@@ -46,32 +61,51 @@ def fusion_weights(mask: paddle.Tensor, m: int) -> paddle.Tensor:
     return F.softmax(vm, axis=1) * vm
 
 
-def fuse_views(mask: paddle.Tensor, flow: paddle.Tensor, wref: paddle.Tensor, message: paddle.Tensor, m: int):
+def fuse_views(mask: paddle.Tensor, flow: paddle.Tensor, wref: paddle.Tensor, message: paddle.Tensor, m: int,
+               weights=None):
     """Cross-view fusion: weights softmax(mask over the M views) * mask; mask channel 0 weighs the flow and the
     warped reference, channels 2.. the message channels (channel 1 is unused). Inputs are (B*M, ...), outputs
-    (B, ...): fused flow, fused reference, fused message."""
-    weight = fusion_weights(mask, m)
+    (B, ...): fused flow, fused reference, fused message. weights: a function computing the (B, M, K, h, w) weights
+    another way, by default `fusion_weights` (no module global as a default value: see `warp.resize`)."""
+    weight = (weights if weights is not None else fusion_weights)(mask, m)
     fused_flow = paddle.sum(weight[:, :, 0:1] * _views(flow, m), axis=1)
     fused_wref = paddle.sum(weight[:, :, 0:1] * _views(wref, m), axis=1)
     fused_msg = paddle.sum(weight[:, :, 2:] * _views(message, m), axis=1)
     return fused_flow, fused_wref, fused_msg
 
 
-class CINN(nn.Layer):
-    """forward(target_features, reference, reference_features) -> fused 64-channel features at full size."""
+def _split_outputs(y: paddle.Tensor, split) -> tuple:
+    """A decoder block's output channels (`ShaderConfig.split`), in order: flow residual (2), messages, message
+    flows, local messages and local flows (None where the level has none) and the sigmoid masks."""
+    sizes = (2, split.messages, split.message_flows, split.locals, split.local_flows, split.masks)
+    optional = (False, False, False, True, True, False)
+    parts, o = [], 0
+    for n, may_be_empty in zip(sizes, optional):
+        parts.append(None if may_be_empty and not n else y[:, o:o + n])
+        o += n
+    residual, message, message_flow, local, local_flow, mask = parts
+    return residual, message, message_flow, local, local_flow, F.sigmoid(mask)
 
-    def __init__(self, cfg: ShaderConfig) -> None:
+
+class CINN(nn.Layer):
+    """forward(target_features, reference, reference_features) -> fused 64-channel features at full size.
+
+    ops: the warps, resizes, cross-view fusion and view repeat it calls, and its decoder blocks' ops (`Ops`)."""
+
+    def __init__(self, cfg: ShaderConfig, ops: Ops) -> None:
         super().__init__()
         self.cfg = cfg
+        self.ops = ops
         self.splits = [cfg.split(lv) for lv in range(cfg.levels)]
         # parameter-free resampling layers (no state_dict entries): hooks see each call by name
-        self.resize = Resize()
-        self.rescale_flow = FlowRescale()
-        self.warp = Warp()
-        self.warp_grouped = GroupedWarp()
+        self.resize = Resize(ops)
+        self.rescale_flow = FlowRescale(ops)
+        self.warp = Warp(ops)
+        self.warp_grouped = GroupedWarp(ops)
         self.decoder_blocks = nn.LayerList(
             [
-                DecoderBlock(cfg.in_channels(lv), cfg.block_width[lv], cfg.block_nums[lv], self.splits[lv].total)
+                DecoderBlock(cfg.in_channels(lv), cfg.block_width[lv], cfg.block_nums[lv], self.splits[lv].total,
+                             ops.for_level(lv, cfg.levels))
                 for lv in range(cfg.levels)
             ]
         )
@@ -95,7 +129,7 @@ class CINN(nn.Layer):
             split = self.splits[level]
             parts = [flow]
             if level < len(target_features):
-                parts.append(_repeat_views(target_features[level], m))
+                parts.append(self.ops.repeat_views(target_features[level], m))
             parts.append(wref)
             if feat is not None:
                 parts.append(feat)
@@ -106,18 +140,8 @@ class CINN(nn.Layer):
                 parts.append(local)
             y = block(paddle.concat(parts, axis=1))
 
-            o = 0
-            flow = flow + y[:, o:o + 2]
-            o += 2
-            message = y[:, o:o + split.messages]
-            o += split.messages
-            message_flow = y[:, o:o + split.message_flows]
-            o += split.message_flows
-            local = y[:, o:o + split.locals] if split.locals else None
-            o += split.locals
-            local_flow = y[:, o:o + split.local_flows] if split.local_flows else None
-            o += split.local_flows
-            mask = F.sigmoid(y[:, o:o + split.masks])
+            residual, message, message_flow, local, local_flow, mask = _split_outputs(y, split)
+            flow = flow + residual
 
             nxt = feats[level + 1] if level + 1 < len(feats) else None
             size = (nxt.shape[-2], nxt.shape[-1]) if nxt is not None else (ref.shape[-2], ref.shape[-1])
@@ -129,9 +153,9 @@ class CINN(nn.Layer):
             wref = self.warp(self.resize(ref, size), flow)
             feat = self.warp(nxt, flow) if nxt is not None else None
 
-            fused_flow_b, fused_wref_b, fused_msg_b = fuse_views(mask, flow, wref, message, m)
+            fused_flow_b, fused_wref_b, fused_msg_b = self.ops.fuse_views(mask, flow, wref, message, m)
             out.append({"flow": fused_flow_b, "reference": fused_wref_b, "message": fused_msg_b})
-            fused_flow = _repeat_views(fused_flow_b, m)
-            fused_wref = _repeat_views(fused_wref_b, m)
-            fused_msg = _repeat_views(fused_msg_b, m)
+            fused_flow = self.ops.repeat_views(fused_flow_b, m)
+            fused_wref = self.ops.repeat_views(fused_wref_b, m)
+            fused_msg = self.ops.repeat_views(fused_msg_b, m)
         return out

@@ -5,9 +5,14 @@ interpolate needs align_mode=0 to match torch's align_corners=False bilinear.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
+
+if TYPE_CHECKING:
+    from .ops import Ops
 
 
 def base_grid(n: int, h: int, w: int, like: paddle.Tensor) -> paddle.Tensor:
@@ -17,12 +22,13 @@ def base_grid(n: int, h: int, w: int, like: paddle.Tensor) -> paddle.Tensor:
     return paddle.concat([xs, ys], axis=1)
 
 
-def warp(x: paddle.Tensor, flow: paddle.Tensor) -> paddle.Tensor:
-    """Sample `x` (N, C, H, W) at pixel + `flow` (N, 2, H, W)."""
+def warp(x: paddle.Tensor, flow: paddle.Tensor, align_corners: bool = True) -> paddle.Tensor:
+    """Sample `x` (N, C, H, W) at pixel + `flow` (N, 2, H, W). align_corners: the grid geometry CoNR is trained
+    with (True); parity tests plant the other one as a port fault."""
     n, _, h, w = x.shape
     scaled = paddle.concat([flow[:, 0:1] / ((w - 1.0) / 2.0), flow[:, 1:2] / ((h - 1.0) / 2.0)], axis=1)
     grid = (base_grid(n, h, w, flow) + scaled).transpose([0, 2, 3, 1])  # (N, H, W, 2)
-    return F.grid_sample(x, grid.astype(x.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+    return F.grid_sample(x, grid.astype(x.dtype), mode="bilinear", padding_mode="border", align_corners=align_corners)
 
 
 def warp_grouped(x: paddle.Tensor, flow: paddle.Tensor) -> paddle.Tensor:
@@ -35,39 +41,63 @@ def warp_grouped(x: paddle.Tensor, flow: paddle.Tensor) -> paddle.Tensor:
     return out.reshape([n, c, h, w])
 
 
-def resize(x: paddle.Tensor, size: tuple[int, int]) -> paddle.Tensor:
-    """Bilinear resize to `size`, the same sampling as torch's align_corners=False (align_mode=0)."""
-    return F.interpolate(x, size=list(size), mode="bilinear", align_corners=False, align_mode=0, data_format="NCHW")
+def resize(x: paddle.Tensor, size: tuple[int, int], interpolate=None) -> paddle.Tensor:
+    """Bilinear resize to `size`, the same sampling as torch's align_corners=False (align_mode=0).
+    interpolate: a function of `F.interpolate`'s signature (`Ops.interpolate`), by default F.interpolate itself.
+    (No module global as a default value: the static-graph tracer re-runs the def where the module's names are
+    missing.)"""
+    if interpolate is None:
+        interpolate = F.interpolate
+    return interpolate(x, size=list(size), mode="bilinear", align_corners=False, align_mode=0, data_format="NCHW")
 
 
-def rescale_flow(flow: paddle.Tensor, width: int) -> paddle.Tensor:
-    """Resize a flow to `width` by a scale factor and scale its vectors alike (official CINN.flow_rescale)."""
+def rescale_flow(flow: paddle.Tensor, width: int, interpolate=None) -> paddle.Tensor:
+    """Resize a flow to `width` by a scale factor and scale its vectors alike (official CINN.flow_rescale).
+    interpolate: as in `resize`."""
+    if interpolate is None:
+        interpolate = F.interpolate
     factor = width / flow.shape[-1]
     if factor == 1:
         return flow
-    up = F.interpolate(
+    up = interpolate(
         flow, scale_factor=factor, mode="bilinear", align_corners=False, align_mode=0, data_format="NCHW"
     )
     return up * factor
 
 
 class Warp(nn.Layer):
-    """Parameter-free layer around `warp`, so that layer hooks (parity reports) see every warp by name."""
+    """Parameter-free layer around `ops.warp`, so that layer hooks (parity reports) see every warp by name."""
+
+    def __init__(self, ops: Ops) -> None:
+        super().__init__()
+        self.ops = ops
 
     def forward(self, x, flow):
-        return warp(x, flow)
+        return self.ops.warp(x, flow)
 
 
 class GroupedWarp(nn.Layer):
+    def __init__(self, ops: Ops) -> None:
+        super().__init__()
+        self.ops = ops
+
     def forward(self, x, flow):
-        return warp_grouped(x, flow)
+        return self.ops.warp_grouped(x, flow)
 
 
 class Resize(nn.Layer):
+    def __init__(self, ops: Ops) -> None:
+        super().__init__()
+        self.ops = ops
+
     def forward(self, x, size: tuple[int, int]):
-        return resize(x, size)
+        return resize(x, size, self.ops.interpolate)
 
 
 class FlowRescale(nn.Layer):
+    def __init__(self, ops: Ops) -> None:
+        super().__init__()
+        self.ops = ops
+
     def forward(self, flow, width: int):
-        return rescale_flow(flow, width)
+        return rescale_flow(flow, width, self.ops.interpolate)

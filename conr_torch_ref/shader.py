@@ -42,7 +42,7 @@ def _views(x: torch.Tensor, m: int) -> torch.Tensor:
     return x.reshape((x.shape[0] // m, m) + tuple(x.shape[1:]))
 
 
-def _repeat_views(x: torch.Tensor, m: int) -> torch.Tensor:
+def repeat_views(x: torch.Tensor, m: int) -> torch.Tensor:
     """(B, ...) -> (B*M, ...), each sample repeated for its M views."""
     return x.unsqueeze(1).expand((x.shape[0], m) + tuple(x.shape[1:])).reshape((-1,) + tuple(x.shape[1:]))
 
@@ -62,6 +62,19 @@ def fuse_views(mask: torch.Tensor, flow: torch.Tensor, wref: torch.Tensor, messa
     fused_wref = torch.sum(weight[:, :, 0:1] * _views(wref, m), dim=1)
     fused_msg = torch.sum(weight[:, :, 2:] * _views(message, m), dim=1)
     return fused_flow, fused_wref, fused_msg
+
+
+def _split_outputs(y: torch.Tensor, split) -> tuple:
+    """A decoder block's output channels (`ShaderConfig.split`), in order: flow residual (2), messages, message
+    flows, local messages and local flows (None where the level has none) and the sigmoid masks."""
+    sizes = (2, split.messages, split.message_flows, split.locals, split.local_flows, split.masks)
+    optional = (False, False, False, True, True, False)
+    parts, o = [], 0
+    for n, may_be_empty in zip(sizes, optional):
+        parts.append(None if may_be_empty and not n else y[:, o:o + n])
+        o += n
+    residual, message, message_flow, local, local_flow, mask = parts
+    return residual, message, message_flow, local, local_flow, torch.sigmoid(mask)
 
 
 class CINN(nn.Module):
@@ -104,7 +117,7 @@ class CINN(nn.Module):
             split = self.splits[level]
             parts = [flow]
             if level < len(target_features):
-                parts.append(_repeat_views(target_features[level], m))
+                parts.append(repeat_views(target_features[level], m))
             parts.append(wref)
             if feat is not None:
                 parts.append(feat)
@@ -115,18 +128,8 @@ class CINN(nn.Module):
                 parts.append(local)
             y = block(torch.cat(parts, dim=1))
 
-            o = 0
-            flow = flow + y[:, o:o + 2]
-            o += 2
-            message = y[:, o:o + split.messages]
-            o += split.messages
-            message_flow = y[:, o:o + split.message_flows]
-            o += split.message_flows
-            local = y[:, o:o + split.locals] if split.locals else None
-            o += split.locals
-            local_flow = y[:, o:o + split.local_flows] if split.local_flows else None
-            o += split.local_flows
-            mask = torch.sigmoid(y[:, o:o + split.masks])
+            residual, message, message_flow, local, local_flow, mask = _split_outputs(y, split)
+            flow = flow + residual
 
             # move everything to the next level's size: next sheet features, or the full image after the last
             nxt = feats[level + 1] if level + 1 < len(feats) else None
@@ -141,7 +144,7 @@ class CINN(nn.Module):
 
             fused_flow_b, fused_wref_b, fused_msg_b = fuse_views(mask, flow, wref, message, m)
             out.append({"flow": fused_flow_b, "reference": fused_wref_b, "message": fused_msg_b})
-            fused_flow = _repeat_views(fused_flow_b, m)
-            fused_wref = _repeat_views(fused_wref_b, m)
-            fused_msg = _repeat_views(fused_msg_b, m)
+            fused_flow = repeat_views(fused_flow_b, m)
+            fused_wref = repeat_views(fused_wref_b, m)
+            fused_msg = repeat_views(fused_msg_b, m)
         return out

@@ -71,7 +71,8 @@ def _official_next_to(weights: Path) -> Path | None:
 def make_context(weights: Path | None, torch_weights: Path | None, cache_dir: Path | None, work_root: Path,
                  upload_root: Path):
     """The server's AppContext: the given weights, or the seeded ones built (once) under the cache."""
-    from conr_paddle.fast import cache_root
+    from conr_paddle.cache import cache_root
+
     from .jobs import AppContext
 
     seeded = weights is None

@@ -32,6 +32,7 @@ import numpy as np
 
 from conr_common.compare import diff
 from conr_common.config import NETWORK_NAMES
+from conr_common.cpu import cpu_model, simd_flags
 from conr_common.errors import ConrInputError
 from conr_common.tolerances import stage_of
 from conr_common.versions import dist_version
@@ -92,29 +93,6 @@ def accuracy_row(truth: np.ndarray, torch_out: np.ndarray, paddle_out: np.ndarra
 
 
 # ------------------------------------------------------------------------------------------------ environment
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def _cpu_flags() -> list[str]:
-    """The SIMD features that decide which kernels both frameworks pick (AVX2/AVX-512/AMX/bf16)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
-                    return [w for w in wanted if w in flags]
-    except OSError:
-        pass
-    return []
 
 
 def _paddle_flag(paddle, name: str):
@@ -193,7 +171,7 @@ def environment(torch, paddle, device: str) -> dict:
             "opencv-python-headless": dist_version("opencv-python-headless") or dist_version("opencv-python"),
             "conr-paddle": dist_version("conr-paddle"),
         },
-        "cpu": {"model": _cpu_model(), "logical_cpus": os.cpu_count(), "simd": _cpu_flags()},
+        "cpu": {"model": cpu_model(), "logical_cpus": os.cpu_count(), "simd": simd_flags()},
         "gpu": gpu,
         "threads": {
             "torch.get_num_threads": torch.get_num_threads(),
@@ -665,7 +643,7 @@ def _paddle_pass(paddle, pm, calls, sheet, xyz, alpha, truth_calls=None):
 def _predictor_accuracy(pm, sheet, xyz, alpha, truth_rgba) -> dict:
     """Final RGBA of the Paddle Inference predictor against the float64 truth: fp32, and bf16 where supported."""
     from conr_common.compare import psnr_db
-    from conr_paddle.fast import PredictorRunner, bf16_support
+    from conr_paddle.predictor import PredictorRunner, bf16_support
 
     out = {}
     precisions = ["fp32"] + (["bf16"] if bf16_support()[0] else [])

@@ -4,7 +4,7 @@
                                  [--no-custom-ops] [--no-truth] [--json out.json]
 
 Contenders: the PyTorch reference (eager), the eager Paddle port, Paddle Inference fp32 and bf16
-(`conr_paddle.fast.PredictorRunner`; bf16 is skipped with the reason on a CPU without bfloat16), and the fp32
+(`conr_paddle.predictor.PredictorRunner`; bf16 is skipped with the reason on a CPU without bfloat16), and the fp32
 predictor with Paddle's native float32 instance norm (`predictor_fp32_native_norm`: what the accurate norm costs,
 `conr_paddle.layers.AccurateInstanceNorm2D`), and onnxruntime on the Paddle port's ONNX graphs
 (`conr_paddle.onnx_runner.OnnxRunner`, its own float32 sheet graph; skipped with the reason when the [onnx] extra
@@ -163,7 +163,7 @@ def _child_contender(name: str, work: Path, size: int, views: int, batch: int, d
                     cache=str(runner.folder), warp=runner.warp_kind)
         del model
     else:
-        from conr_paddle.fast import PredictorRunner, bf16_support
+        from conr_paddle.predictor import PredictorRunner, bf16_support
         from conr_paddle.layers import set_norm_statistics
 
         precision = name.split("_")[1]
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown contenders {unknown}")
     if args.json is None:
-        cache = os.environ.get("CONR_PADDLE_CACHE") or Path.home() / ".cache" / "conr_paddle"  # as conr_paddle.fast
+        cache = os.environ.get("CONR_PADDLE_CACHE") or Path.home() / ".cache" / "conr_paddle"  # as conr_paddle.cache.cache_root
         args.json = Path(cache) / f"bench-{args.size}px-{args.views}v.json"
     with tempfile.TemporaryDirectory(prefix="conr-bench-") as tmp:
         work = Path(tmp)

@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from conr_common.cpu import cpu_model
 from conr_paddle.distributed import RankInfo, threads_per_rank
 
 
@@ -71,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         warm_base[warm_base.index("--poses") + 1] = str(warm)
         _render(1, warm_base, root / "warmup")  # exports the graphs once, outside every measurement
 
-        cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-        print(f"CPU: {cpu}, {os.cpu_count()} cores; size {args.size}, {args.frames} frames, engine {args.engine}")
+        print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; size {args.size}, {args.frames} frames, engine {args.engine}")
         print(f"{'workers':>7} {'threads/worker':>14} {'frames/s':>9} {'s/frame':>8} {'wall s':>7}  bytes")
         reference = None
         for workers in args.workers:

@@ -98,7 +98,7 @@ def test_read_only_complete_cache_is_used_as_is(built_cache, tmp_path):
 EXPORT = """
     import json
     import paddle
-    from conr_paddle.fast import PredictorRunner
+    from conr_paddle.predictor import PredictorRunner
     from conr_paddle.model import CoNR
     paddle.seed(0)
     runner = PredictorRunner(CoNR(), "trust-test", size=128, views=1, cache_dir={cache!r}, custom_warp=False)

@@ -138,7 +138,7 @@ def test_predictor_without_compiler_renders_with_grid_sample(tmp_path, monkeypat
     """The documented fallback: where the operators cannot be built, PredictorRunner (custom_warp left on) exports
     with grid_sample, its warp label and meta.json say so, the reason is kept, and its frame is the eager model's."""
     from conr_paddle.ext import find_cxx_compiler
-    from conr_paddle.fast import PredictorRunner
+    from conr_paddle.predictor import PredictorRunner
     from conr_paddle.model import CoNR
 
     _simulate_no_compiler(monkeypatch)
@@ -164,7 +164,7 @@ def test_predictor_without_compiler_renders_with_grid_sample(tmp_path, monkeypat
 @pytest.mark.slow  # predictor exports
 def test_predictor_with_and_without_custom_ops_agree(custom_ops, tmp_path):
     """The step graph exported with conr_warp/conr_resize and with grid_sample/matmul resizes, side by side."""
-    from conr_paddle.fast import PredictorRunner
+    from conr_paddle.predictor import PredictorRunner
     from conr_paddle.model import CoNR
 
     paddle.seed(0)

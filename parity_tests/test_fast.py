@@ -1,4 +1,4 @@
-"""Smoke tests of the fast Paddle Inference path (conr_paddle.fast) and its benchmark (parity_tests.bench).
+"""Smoke tests of the fast Paddle Inference path (conr_paddle.predictor, conr_paddle.export) and its benchmark (parity_tests.bench).
 
 Small on purpose (128 px, one sheet view, one frame): about two minutes on 2 cores. The full figures come from
 `python -m parity_tests.bench` at 256 px / 4 views.
@@ -82,7 +82,7 @@ def _mtimes(folder: Path) -> dict[str, int]:
 
 def test_export_cache_reused_and_rebuilt(tmp_path):
     paddle = pytest.importorskip("paddle")
-    from conr_paddle.fast import PredictorRunner
+    from conr_paddle.predictor import PredictorRunner
     from conr_paddle.model import CoNR
 
     paddle.seed(0)
@@ -115,7 +115,7 @@ def test_bf16_psnr_vs_float64_truth(tmp_path, torch_model, paddle_model, samples
     """The bf16 predictor against the float64 truth (the torch reference in float64), not only against fp32:
     >= 40 dB at 128 px on the He-normal seeded weights (docs/bf16_bisect.md: 61.5 dB measured with 3 views)."""
     pytest.importorskip("paddle")
-    from conr_paddle.fast import PredictorRunner, bf16_support
+    from conr_paddle.predictor import PredictorRunner, bf16_support
 
     ok, why = bf16_support()
     if not ok:

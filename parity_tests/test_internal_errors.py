@@ -12,13 +12,13 @@ def _render_args(pdparams_dir, samples, out, *extra: str) -> list[str]:
 
 
 def test_export_failure_is_internal_exit_1_naming_the_step(pdparams_dir, samples, tmp_path, capsys, monkeypatch):
-    from conr_paddle import fast
+    from conr_paddle import export
     from conr_paddle.__main__ import main
 
     def broken_export(*args, **kwargs):
         raise RuntimeError("simulated PIR failure")
 
-    monkeypatch.setattr(fast, "_export", broken_export)
+    monkeypatch.setattr(export, "export_graphs", broken_export)
     rc = main(_render_args(pdparams_dir, samples, tmp_path / "out", "--cache-dir", str(tmp_path / "cache")))
     err = capsys.readouterr().err.strip()
     assert rc == 1, err

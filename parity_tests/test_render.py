@@ -394,10 +394,10 @@ def test_psnr_db_is_exact_on_known_arrays():
 
 
 def test_bf16_is_refused_with_one_line_where_the_cpu_lacks_it(pdparams_dir, inputs, tmp_path, capsys, monkeypatch):
-    import conr_paddle.fast as fast
+    import conr_paddle.predictor as predictor
 
     # a CPU without bfloat16, whatever this one has: the answer bf16_support() gives there
-    monkeypatch.setattr(fast, "bf16_support", lambda: (False, "CPU lacks AVX512-BF16 and AMX"))
+    monkeypatch.setattr(predictor, "bf16_support", lambda: (False, "CPU lacks AVX512-BF16 and AMX"))
     out = tmp_path / "out"
     args = _render_args(pdparams_dir, inputs, out, "--precision", "bf16", "--cache-dir", str(tmp_path / "cache"))
     args[args.index("eager")] = "predictor"
@@ -409,7 +409,7 @@ def test_bf16_is_refused_with_one_line_where_the_cpu_lacks_it(pdparams_dir, inpu
 def test_bf16_render_prints_psnr_against_fp32(pdparams_dir, inputs, shared_model, tmp_path, capsys):
     """On a bf16 CPU: the bf16 graphs render, and the first frame's PSNR against fp32 meets the bar."""
     from conr_common.tolerances import BF16_MIN_PSNR_DB
-    from conr_paddle.fast import bf16_support
+    from conr_paddle.predictor import bf16_support
 
     supported, reason = bf16_support()
     if not supported:

@@ -104,24 +104,20 @@ def test_clean_pair_passes_and_writes_readable_report(weights_dir, pdparams_dir,
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
-def _warp_align_corners_false(self, x, flow):
-    """conr_paddle.warp.warp with the one planted bug: grid_sample(align_corners=False)."""
-    import paddle
-    import paddle.nn.functional as F
+def _plant_warp_align_corners_false(pm) -> None:
+    """The one planted bug, built from the real code: the shader's Warp layer computes with an `Ops` whose warp is
+    `conr_paddle.warp.warp(..., align_corners=False)` (the grouped warps keep the right one)."""
+    from dataclasses import replace
+    from functools import partial
 
-    from conr_paddle.warp import base_grid
+    from conr_paddle.warp import Warp, warp
 
-    n, _, h, w = x.shape
-    scaled = paddle.concat([flow[:, 0:1] / ((w - 1.0) / 2.0), flow[:, 1:2] / ((h - 1.0) / 2.0)], axis=1)
-    grid = (base_grid(n, h, w, flow) + scaled).transpose([0, 2, 3, 1])
-    return F.grid_sample(x, grid.astype(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+    pm.shader.warp = Warp(replace(pm.shader.ops, warp=partial(warp, align_corners=False)))
 
 
 @pytest.mark.slow  # a full layer-by-layer verify run
 def test_flipped_align_corners_in_warp_is_found_at_the_warp(weights_dir, pdparams_dir, tmp_path, capsys, monkeypatch):
-    import conr_paddle.warp
-
-    monkeypatch.setattr(conr_paddle.warp.Warp, "forward", _warp_align_corners_false)
+    _plant_in_paddle_model(monkeypatch, _plant_warp_align_corners_false)
     out = tmp_path / "report"
     rc = _verify(weights_dir, pdparams_dir, out, "--single-step")
     stdout = capsys.readouterr().out

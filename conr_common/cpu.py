@@ -1,0 +1,39 @@
+"""What this machine's CPU is and can do, read from /proc/cpuinfo (Linux; elsewhere the answers are empty)."""
+from __future__ import annotations
+
+import platform
+
+__all__ = ["cpu_model", "cpu_flags", "simd_flags", "SIMD_FLAGS", "BF16_FLAGS"]
+
+# The SIMD features that decide which kernels both frameworks pick (AVX2/AVX-512/AMX/bf16).
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+# Either one gives oneDNN bfloat16 kernels.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def _cpuinfo_value(key: str) -> str | None:
+    """The value of the first `key : value` line of /proc/cpuinfo (key compared case-insensitively), or None."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(key):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name, else what `platform` knows."""
+    return _cpuinfo_value("model name") or platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_flags() -> frozenset[str]:
+    """Every feature flag of the first CPU (empty where /proc/cpuinfo is not readable)."""
+    return frozenset((_cpuinfo_value("flags") or "").split())
+
+
+def simd_flags() -> list[str]:
+    """The SIMD_FLAGS this CPU has, in SIMD_FLAGS order."""
+    flags = cpu_flags()
+    return [f for f in SIMD_FLAGS if f in flags]

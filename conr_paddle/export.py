@@ -1,0 +1,159 @@
+"""Export of the CoNR step as static graphs for Paddle Inference: the graph wrappers, their input specs, and the
+export itself into the cache (`conr_paddle.cache`), once per identity, under a lock shared by processes.
+
+Two graphs, traced with `paddle.jit.to_static` + `paddle.jit.save` (PIR format) at fixed shapes:
+- `step`: xyz (B, 3, S, S), alpha (B, 1, S, S), the five sheet features (M, C, h, w) and the reference
+  (M, 4, S, S) -> premultiplied RGBA (B, 4, S, S);
+- `pose`: pose image (B, 3, S, S) -> UDP (B, 4, S, S).
+They are traced from `CoNR.with_ops(export_ops(...))`: the same parameters, computed with the export operators
+(`conr_paddle.ops`). Why each choice was made, with measurements: docs/predictor.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import paddle
+import paddle.nn as nn
+
+from conr_common.filelock import exclusive_lock
+from conr_common.integrity import artifact_hashes
+from conr_common.quiet import output_to
+
+from . import bf16_marks
+from .cache import verified_meta
+from .ext import WarpOp
+from .model import CoNR, Sheet
+from .ops import export_ops
+
+__all__ = ["cached_export", "export_graphs", "BF16_FP32_LEVELS", "FEATURE_COUNT"]
+
+# bf16 exports keep the decoder blocks of the last shader levels in float32 (`_bf16_fp32_regions`)
+BF16_FP32_LEVELS = 3
+FEATURE_COUNT = 5
+
+
+class _PoseGraph(nn.Layer):
+    """The parser path of `CoNR.parse_pose`, over the model's own sub-network."""
+
+    def __init__(self, model: CoNR) -> None:
+        super().__init__()
+        self.udpparsernet = model.udpparsernet
+
+    def forward(self, rgb):
+        return CoNR.parse_pose(self, rgb)
+
+
+class _StepGraph(nn.Layer):
+    """Target pose encoder + shader + RGBA decoder (`CoNR.encode_target`, `CoNR.shade`), the sheet inputs broadcast
+    to the B frames inside the graph exactly as `CoNR.shade` does."""
+
+    def __init__(self, model: CoNR) -> None:
+        super().__init__()
+        self.target_pose_encoder = model.target_pose_encoder
+        self.shader = model.shader
+        self.rgbadecodernet = model.rgbadecodernet
+
+    def forward(self, xyz, alpha, feat0, feat1, feat2, feat3, feat4, reference):
+        target = CoNR.encode_target(self, xyz, alpha)
+        return CoNR.shade(self, Sheet(features=[feat0, feat1, feat2, feat3, feat4], reference=reference), target)
+
+
+def _feature_shapes(model: CoNR, views: int, size: int) -> list[list[int]]:
+    """Shapes of the parser encoder features for `views` sheet images of `size` (from the architecture config)."""
+    cfg = model.udpparsernet.cfg
+    channels = list(reversed(cfg.skip_channels))  # deepest first, as ResEncUnet.encode returns them
+    strides = [32, 16, 8, 4, 2]
+    if len(channels) != FEATURE_COUNT:
+        raise ValueError(f"expected {FEATURE_COUNT} parser feature levels, config has {cfg.skip_channels}")
+    return [[views, c, size // s, size // s] for c, s in zip(channels, strides)]
+
+
+def _specs(model: CoNR, size: int, views: int, batch: int) -> dict[str, list]:
+    spec = paddle.static.InputSpec
+    feats = [spec(shape, "float32", f"feat{i}") for i, shape in enumerate(_feature_shapes(model, views, size))]
+    return {
+        "pose": [spec([batch, 3, size, size], "float32", "rgb")],
+        "step": [spec([batch, 3, size, size], "float32", "xyz"), spec([batch, 1, size, size], "float32", "alpha")]
+        + feats
+        + [spec([views, 4, size, size], "float32", "reference")],
+    }
+
+
+def _bf16_fp32_regions(model: CoNR) -> list[nn.Layer]:
+    """Sub-networks a bf16 export keeps in float32 (`bf16_marks.fp32_regions`): the decoder blocks of the last
+    BF16_FP32_LEVELS shader levels, the ones `export_ops(..., fp32_levels=BF16_FP32_LEVELS)` builds for it. The pose
+    graph contains none of these layers and stays fully bf16. Measurements: docs/bf16_bisect.md."""
+    blocks = list(model.shader.decoder_blocks)
+    return blocks[len(blocks) - BF16_FP32_LEVELS:]
+
+
+def _trace(model: CoNR, tmp: Path, size: int, views: int, batch: int, bf16: bool) -> None:
+    """Trace and save the pose and step graphs of `model` (built with the export ops) into `tmp`."""
+    layers = {"pose": _PoseGraph(model), "step": _StepGraph(model)}
+    specs = _specs(model, size, views, batch)
+    guard = getattr(paddle.pir_utils, "IrGuard", None)
+    keep = _bf16_fp32_regions(model) if bf16 else []
+    # tracing chatter (glog lines from the custom ops' static-graph API, PIR UserWarnings) goes to a log kept in the
+    # export folder, not to the user's terminal; errors still raise
+    with output_to(tmp / "export.log"), bf16_marks.fp32_regions(keep):
+        for name, layer in layers.items():
+            layer.eval()
+            static = paddle.jit.to_static(layer, input_spec=specs[name], full_graph=True)
+            if guard is not None:
+                with guard():
+                    paddle.jit.save(static, str(tmp / name))
+            else:
+                paddle.jit.save(static, str(tmp / name))
+            if keep and (tmp / (name + ".json")).is_file():
+                bf16_marks.apply_marks(tmp / (name + ".json"))  # the tags -> use_quantizer (stays fp32)
+
+
+def export_graphs(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: dict,
+                  warp_op: WarpOp | None, precision: str) -> None:
+    """Write the graphs of `model` (eager; traced through `model.with_ops(export_ops(...))`) and their meta.json into
+    `folder`, created atomically: a temporary sibling renamed at the end."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
+    try:
+        bf16 = precision == "bf16"
+        started = time.perf_counter()
+        ops = export_ops(warp_op, bf16=bf16, fp32_levels=BF16_FP32_LEVELS if bf16 else 0)
+        _trace(model.with_ops(ops), tmp, size, views, batch, bf16)
+        graph_files = sorted(p.name for p in tmp.iterdir() if p.suffix in (".json", ".pdiparams", ".pdmodel"))
+        meta = dict(meta, export_seconds=round(time.perf_counter() - started, 2),
+                    artifacts=artifact_hashes(tmp, graph_files))  # checked before every load
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not (folder / "meta.json").is_file():  # a concurrent export won only if it completed
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cached_export(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: dict,
+                  warp_op: WarpOp | None, precision: str) -> tuple[dict, bool]:
+    """(meta.json, exported): the verified export in `folder`, exported first when there is none (exported True).
+
+    A complete, verified export needs no write (read-only caches). Processes sharing the cache (the ranks of a
+    distributed render) export under the lock `<folder>.lock`: the first one in exports, the others wait for it and
+    then find a verified export and load the same graphs."""
+    found = verified_meta(folder)
+    if found is not None:
+        return found, False
+    with exclusive_lock(folder.parent / f"{folder.name}.lock"):
+        # exports only run under this lock: a temporary export folder seen here was left by a killed one
+        for stale in folder.parent.glob(f"{folder.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        found = verified_meta(folder)
+        if found is not None:
+            return found, False
+        export_graphs(model, folder, size, views, batch, meta, warp_op, precision)
+        return json.loads((folder / "meta.json").read_text()), True

@@ -1,0 +1,250 @@
+"""Fast inference: the exported CoNR graphs (`conr_paddle.export`) run by Paddle Inference (oneDNN on CPU;
+GPU 0 and TensorRT on a CUDA build, untested here).
+
+`PredictorRunner` offers the three methods of `conr_paddle.runner.EagerRunner` (numpy in, numpy out) and is built
+from a loaded eager `CoNR`. The sheet is parsed by the eager parser in float64 (`CoNR.parse_sheet`'s default), the
+pose and step by predictors of the cached graphs. Precision "fp32", or "bf16" (`enable_onednn_bfloat16()`, on a CPU
+with AVX512-BF16 or AMX; fp16 on TensorRT). Measurements behind these choices: docs/predictor.md.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import paddle
+
+from conr_common.cpu import BF16_FLAGS, cpu_flags
+
+from .cache import cache_root, export_identity, export_key
+from .export import cached_export
+from .ext import load_warp_op
+from .layers import norm_statistics
+from .model import CoNR, encode_sheet, sheet_parser
+
+__all__ = ["PredictorRunner", "PredictorSheet", "bf16_support", "return_freed_memory", "PRECISIONS"]
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def bf16_support() -> tuple[bool, str]:
+    """(supported, reason): oneDNN bfloat16 needs AVX512-BF16 or AMX-BF16 on CPU."""
+    if paddle.is_compiled_with_cuda():
+        return True, "CUDA build: bf16 requests run as TensorRT fp16"
+    if paddle.core.supports_bfloat16():
+        return True, "CPU supports bfloat16"
+    if cpu_flags() & set(BF16_FLAGS):
+        return True, "CPU has avx512_bf16/amx_bf16"
+    return False, "CPU lacks AVX512-BF16 and AMX (paddle.core.supports_bfloat16() is False)"
+
+
+def return_freed_memory() -> None:
+    """Hand the heap that tracing and saving freed back to the OS (glibc keeps it otherwise; docs/predictor.md)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
+def _threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _model_files(folder: Path, name: str) -> tuple[str, str]:
+    for ext in (".json", ".pdmodel"):
+        if (folder / (name + ext)).is_file():
+            return str(folder / (name + ext)), str(folder / (name + ".pdiparams"))
+    raise FileNotFoundError(f"{folder}: no exported graph '{name}' (.json or .pdmodel)")
+
+
+def _tensorrt_available() -> bool:
+    """Paddle was built against TensorRT (the compile-time version is (0, 0, 0) otherwise)."""
+    from paddle import inference
+
+    try:
+        return tuple(inference.get_trt_compile_version()) > (0, 0, 0)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _gpu_config(cfg, precision: str, batch: int) -> None:
+    """GPU 0, TensorRT on the supported subgraphs when Paddle has it; fp16 for a "bf16" request. Untested here
+    (CPU-only machine), written to the documented Paddle Inference API."""
+    from paddle import inference
+
+    cfg.enable_use_gpu(512, 0)
+    if _tensorrt_available():
+        trt_precision = inference.PrecisionType.Half if precision == "bf16" else inference.PrecisionType.Float32
+        cfg.enable_tensorrt_engine(
+            workspace_size=1 << 30,
+            max_batch_size=batch,
+            min_subgraph_size=3,
+            precision_mode=trt_precision,
+            use_static=True,
+            use_calib_mode=False,
+        )
+
+
+def _config(model_file: str, params_file: str, precision: str, threads: int, batch: int):
+    from paddle import inference
+
+    cfg = inference.Config(model_file, params_file)
+    cfg.disable_glog_info()
+    cfg.switch_ir_optim(True)
+    # no enable_memory_optim(): with PIR programs it fails at predictor creation (docs/predictor.md)
+    if paddle.is_compiled_with_cuda():
+        _gpu_config(cfg, precision, batch)
+        return cfg
+    cfg.set_cpu_math_library_num_threads(threads)
+    (getattr(cfg, "enable_onednn", None) or cfg.enable_mkldnn)()
+    if precision == "bf16":
+        # no set_bfloat16_op(): PIR's placement pass ignores it (conr_paddle.bf16_marks)
+        (getattr(cfg, "enable_onednn_bfloat16", None) or cfg.enable_mkldnn_bfloat16)()
+    return cfg
+
+
+class _Graph:
+    """One predictor with its input names in export order."""
+
+    def __init__(self, folder: Path, name: str, precision: str, threads: int, batch: int) -> None:
+        from paddle import inference
+
+        self.predictor = inference.create_predictor(_config(*_model_files(folder, name), precision, threads, batch))
+        self.inputs = [self.predictor.get_input_handle(n) for n in self.predictor.get_input_names()]
+        self.input_names = list(self.predictor.get_input_names())
+        self.outputs = [self.predictor.get_output_handle(n) for n in self.predictor.get_output_names()]
+
+    def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        if len(arrays) != len(self.inputs):
+            raise ValueError(f"graph takes {self.input_names}, got {len(arrays)} arrays")
+        for handle, array in zip(self.inputs, arrays):
+            handle.reshape(list(array.shape))
+            handle.copy_from_cpu(np.ascontiguousarray(array, dtype=np.float32))
+        self.predictor.run()
+        return [h.copy_to_cpu() for h in self.outputs]
+
+
+@dataclass(frozen=True, eq=False)
+class PredictorSheet:
+    """Sheet features as the step graph takes them: five (M, C, h, w) arrays and the reference (M, 4, S, S)."""
+
+    features: list
+    reference: np.ndarray
+
+
+def _check_settings(size: int, views: int, batch: int, precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if size % 128 or size <= 0:
+        raise ValueError(f"size must be a positive multiple of 128, got {size}")
+    if views < 1 or batch < 1:
+        raise ValueError(f"views and batch must be >= 1, got views={views} batch={batch}")
+    if precision == "bf16":
+        ok, why = bf16_support()
+        if not ok:
+            raise RuntimeError(f"precision 'bf16' unavailable: {why}")
+
+
+class PredictorRunner:
+    """The `Runner` interface backed by Paddle Inference predictors of the exported graphs.
+
+    model: a loaded eager `CoNR` (used to export; only its parser is kept, for the sheet). weights_hash: any string
+    identifying the weights (e.g. a sha256 of the checkpoint files), part of the cache key. size, views: S and M of
+    every call. batch: frames per predictor call; shorter calls are padded by repeating their last frame and the
+    padding is dropped from the output. precision: "fp32" or "bf16". custom_warp: export the shader's warps as the
+    `conr_warp` operator (`conr_paddle.ext`; compiled on first use) instead of `grid_sample`; where it cannot be
+    built, `grid_sample` is used and `warp_op.reason` says why. `self.warp` names the warp the graphs use.
+    """
+
+    def __init__(
+        self,
+        model: CoNR,
+        weights_hash: str,
+        *,
+        size: int = 256,
+        views: int = 4,
+        batch: int = 1,
+        precision: str = "fp32",
+        cache_dir: str | os.PathLike | None = None,
+        threads: int | None = None,
+        custom_warp: bool = True,
+    ) -> None:
+        _check_settings(size, views, batch, precision)
+        self.size, self.views, self.batch, self.precision = size, views, batch, precision
+        self.threads = threads or _threads()
+        # The custom warp op must be registered in this process before a predictor loads a graph that uses it.
+        self.warp_op = load_warp_op(cache_root(cache_dir)) if custom_warp else None
+        self._parser = model.udpparsernet  # sheet features in float64, eager (module docstring)
+        # "conr_warp-<library build key>": a change to the operators' source re-exports the graphs
+        self.warp = (
+            f"conr_warp-{self.warp_op.build_dir.name}"
+            if self.warp_op is not None and self.warp_op.available
+            else "grid_sample"
+        )
+        self.norm = norm_statistics(model)
+        key = export_key(weights_hash, size, views, batch, precision, self.warp, self.norm)
+        self.folder = cache_root(cache_dir) / key[:24]
+        meta = dict(export_identity(weights_hash, size, views, batch, precision, self.warp, self.norm), key=key)
+        # exported: True when this construction wrote the graphs (False: reused from the cache)
+        self.meta, self.exported = cached_export(model, self.folder, size, views, batch, meta, self.warp_op,
+                                                 precision)
+        if self.exported:
+            return_freed_memory()
+        self._graphs: dict[str, _Graph] = {}
+
+    @property
+    def warp_kind(self) -> str:
+        """"conr_warp" or "grid_sample": `warp` without the library build key."""
+        return self.warp.split("-")[0]
+
+    def _graph(self, name: str) -> _Graph:
+        # Created on first use: a render-only session never pays for the pose parser predictor.
+        if name not in self._graphs:
+            self._graphs[name] = _Graph(self.folder, name, self.precision, self.threads, self.batch)
+        return self._graphs[name]
+
+    def _check(self, array: np.ndarray, channels: int, what: str, count: int | None = None) -> None:
+        want = (count if count is not None else array.shape[0], channels, self.size, self.size)
+        if array.ndim != 4 or tuple(array.shape) != want:
+            raise ValueError(f"{what}: expected shape {want}, got {tuple(array.shape)}")
+
+    def parse_sheet(self, sheet: np.ndarray) -> PredictorSheet:
+        """sheet: (M, 4, S, S) premultiplied RGB + alpha in [0, 1], M == views."""
+        self._check(sheet, 4, "sheet", self.views)
+        sheet = np.ascontiguousarray(sheet, dtype=np.float32)
+        rgb, alpha = sheet[:, :3], sheet[:, 3:4]
+        with paddle.no_grad():
+            parser = sheet_parser(self._parser, "float64", paddle.float32)
+            features = [f.numpy() for f in encode_sheet(parser, paddle.to_tensor(rgb))]
+        return PredictorSheet(features=features, reference=np.concatenate([alpha * rgb, alpha], axis=1))
+
+    def _batched(self, name: str, fixed: tuple, *per_frame: np.ndarray) -> np.ndarray:
+        n = per_frame[0].shape[0]
+        graph = self._graph(name)
+        out = []
+        for start in range(0, n, self.batch):
+            chunk = [np.ascontiguousarray(a[start:start + self.batch], dtype=np.float32) for a in per_frame]
+            real = chunk[0].shape[0]
+            if real < self.batch:  # pad with copies of the last frame; dropped below
+                chunk = [np.concatenate([c, np.repeat(c[-1:], self.batch - real, axis=0)]) for c in chunk]
+            out.append(graph(*chunk, *fixed)[0][:real])
+        return np.concatenate(out, axis=0)
+
+    def parse_pose(self, rgb: np.ndarray) -> np.ndarray:
+        """Pose images (B, 3, S, S) -> UDP (B, 4, S, S) in [0, 1]."""
+        self._check(rgb, 3, "pose images")
+        return self._batched("pose", (), rgb)
+
+    def render(self, sheet: PredictorSheet, xyz: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """xyz (B, 3, S, S), alpha (B, 1, S, S) -> premultiplied RGBA (B, 4, S, S)."""
+        self._check(xyz, 3, "xyz")
+        self._check(alpha, 1, "alpha", xyz.shape[0])
+        return self._batched("step", (*sheet.features, sheet.reference), xyz, alpha)
