@@ -77,6 +77,7 @@ import paddle.nn.functional as F
 from conr_common.errors import ConrInputError
 from conr_common.filelock import exclusive_lock
 from conr_common.integrity import artifact_hashes, artifact_problem
+from conr_common.options import PRECISIONS
 from conr_common.quiet import output_to
 
 from . import bf16_marks
@@ -95,7 +96,6 @@ __all__ = ["PredictorRunner", "PredictorSheet", "bf16_support", "cache_root", "e
 EXPORT_FORMAT = 8
 # bf16 exports keep the decoder blocks of the last shader levels in float32 (`_bf16_fp32_regions`)
 BF16_FP32_LEVELS = 3
-PRECISIONS = ("fp32", "bf16")
 FEATURE_COUNT = 5
 
 

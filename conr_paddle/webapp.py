@@ -17,9 +17,9 @@ from collections.abc import Iterator, Sequence
 
 import gradio as gr
 
+from conr_common.options import DEFAULT_ENGINE, ENGINES, PRECISIONS
 from conr_common.pipeline import IMAGE_EXTENSIONS, UDP_EXTENSIONS
 
-from .render import DEFAULT_ENGINE, ENGINES, PRECISIONS
 from .webjobs import (
     POSE_SOURCES,
     PARITY_SIZE,
