@@ -5,6 +5,12 @@ jobs: the sheet is parsed once, every input is validated before the first output
 batched through a `Runner` (eager Paddle, or the Paddle Inference predictor of `conr_paddle.fast`), every file is
 written under a temporary name and renamed, and `resume=True` skips frames whose PNG is already complete.
 
+Steps of `Renderer.render`, one job each: `plan` (every check that needs neither the model nor the poses' pixels,
+the sheet parsed, one FrameJob per pose), `decode_poses` (every pose still to render decoded once: the validation
+before anything is written, the arrays kept for the render within POSE_MEMORY_BUDGET), `render_jobs` (the runner
+of `make_runner`, `options.batch` frames per call) and the writers (`write_frame`, `write_empty`, `encode_video`).
+How to render comes from one validated `conr_common.options.RenderOptions`.
+
 Data path (exactly the official one):
 * sheet: uint8 premultiplied RGB + alpha / 255 -> (M, 4, S, S) float32;
 * UDP pose: xyz from the (nearest-resized) label, alpha = mask / 255; the model builds concat(xyz * a, a);
