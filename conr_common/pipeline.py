@@ -22,11 +22,13 @@ import os
 import re
 import warnings
 import zipfile
+from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
 import cv2
 import numpy as np
+from numpy.typing import DTypeLike
 
 from conr_common.atomic import atomic_path, atomic_write_bytes, write_png_atomic
 from conr_common.config import SIZE_MULTIPLE
@@ -49,6 +51,9 @@ __all__ = [
     "load_udp_pose",
     "load_pose_image",
     "list_pose_files",
+    "sheet_array",
+    "udp_arrays",
+    "pose_image_array",
     "to_uint8",
     "paste_back",
     "write_png_atomic",
@@ -385,6 +390,11 @@ class PoseFrame:
     crop: Crop | None
     frame_hw: tuple[int, int]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the frame's arrays."""
+        return sum(a.nbytes for a in (self.xyz, self.alpha, self.rgb) if a is not None)
+
 
 def load_udp_pose(path: str | os.PathLike, size: int) -> PoseFrame:
     """A UDP pose frame, official path (@660c4f7): the crop and the mask come from a fake image
@@ -424,6 +434,34 @@ def list_pose_files(folder: str | os.PathLike, images: bool) -> list[Path]:
     if images:
         return _list_files(Path(folder), IMAGE_EXTENSIONS, "pose image")
     return _list_files(Path(folder), UDP_EXTENSIONS, "UDP pose")
+
+
+# --------------------------------------------------------------------------------------------------- model arrays
+# The one place where decoded uint8/float32 HWC arrays become the model's NCHW inputs in [0, 1]. uint8 / 255 is
+# computed in float64 and then cast: in float32 this gives the same values as a float32 division (checked for all
+# 256 levels), and the float64 parity runs get the exact quotient.
+
+
+def _unit(u8: np.ndarray, dtype: DTypeLike) -> np.ndarray:
+    return np.ascontiguousarray((u8.astype(np.float64) / 255.0).astype(dtype))
+
+
+def sheet_array(sheet_u8: np.ndarray, dtype: DTypeLike = "float32") -> np.ndarray:
+    """Character sheet uint8 (M, S, S, 4) -> (M, 4, S, S) premultiplied RGB + alpha in [0, 1]."""
+    return _unit(np.asarray(sheet_u8).transpose(0, 3, 1, 2), dtype)
+
+
+def udp_arrays(frames: Sequence[PoseFrame], dtype: DTypeLike = "float32") -> tuple[np.ndarray, np.ndarray]:
+    """UDP pose frames -> xyz (B, 3, S, S) and alpha (B, 1, S, S), as the official loader builds them (the model
+    makes concat(xyz * alpha, alpha) itself)."""
+    xyz = np.ascontiguousarray(np.stack([f.xyz for f in frames]).transpose(0, 3, 1, 2).astype(dtype))
+    alpha = _unit(np.stack([f.alpha for f in frames])[:, None], dtype)
+    return xyz, alpha
+
+
+def pose_image_array(frames: Sequence[PoseFrame], dtype: DTypeLike = "float32") -> np.ndarray:
+    """Pose images -> premultiplied RGB (B, 3, S, S) in [0, 1], the UDP parser's input."""
+    return _unit(np.stack([f.rgb for f in frames]).transpose(0, 3, 1, 2), dtype)
 
 
 # --------------------------------------------------------------------------------------------------- output

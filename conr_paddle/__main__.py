@@ -12,10 +12,14 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from conr_common.cli import (EXIT_INPUT, MAX_BATCH, OneLineParser, bounded_int, frame_rate, one_line,
                              one_line_warnings)
 from conr_common.errors import ConrInputError, internal_error_line
+
+if TYPE_CHECKING:
+    from conr_common.options import RenderOptions
 
 EXIT_INTERRUPTED = 130
 
@@ -32,7 +36,7 @@ def _positive_int(text: str) -> int:
 
 
 def _add_render_parser(subparsers) -> None:
-    from .render import DEFAULT_ENGINE, ENGINES, PRECISIONS
+    from conr_common.options import DEFAULT_ENGINE, ENGINES, PRECISIONS
 
     p = subparsers.add_parser(
         "render",
@@ -110,18 +114,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def render_options(args: argparse.Namespace, threads: int | None) -> RenderOptions:
+    """The validated RenderOptions of a parsed `render` command line (ConrInputError on a bad value)."""
+    from conr_common.options import RenderOptions
+
+    return RenderOptions(size=args.size, batch=args.batch, engine=args.engine, precision=args.precision,
+                         fps=args.fps, workers=args.workers, threads=threads, cache_dir=args.cache_dir)
+
+
 def _run_render(args: argparse.Namespace) -> int:
     from .distributed import rank_info, threads_per_rank
     from .render import Renderer
 
     info = rank_info()
     threads = threads_per_rank(info, args.threads) if (info.distributed or args.threads) else None
-    renderer = Renderer(args.weights, size=args.size, batch=args.batch, engine=args.engine,
-                        precision=args.precision, cache_dir=args.cache_dir, threads=threads)
+    renderer = Renderer(args.weights, render_options(args, threads))
     if info.distributed:
         return _run_render_rank(args, renderer, info)
     summary = renderer.render(args.character_sheet, args.poses, args.out, pose_images=args.pose_images,
-                              resume=args.resume, video=args.video, fps=args.fps, background=args.background,
+                              resume=args.resume, video=args.video, background=args.background,
                               progress=not args.quiet)
     print(f"{summary.frames_written} frame(s) written, {summary.frames_skipped} already complete, "
           f"{summary.frames_total} in the sequence -> {args.out}")
@@ -139,16 +150,16 @@ def _run_render_rank(args: argparse.Namespace, renderer, info) -> int:
     stop_on_sigterm()
     summary = render_sharded(renderer, args.character_sheet, args.poses, args.out, info=info,
                              collective=PaddleCollective(), pose_images=args.pose_images, resume=args.resume,
-                             video=args.video, fps=args.fps, background=args.background, progress=not args.quiet)
+                             video=args.video, background=args.background, progress=not args.quiet)
     if info.rank != 0:
         print(f"{info.prefix} {summary.frames_written} frame(s) written, {summary.seconds:.1f} s, "
-              f"{summary.fps:.3f} frames/s ({summary.engine}, {renderer.threads} thread(s))")
+              f"{summary.fps:.3f} frames/s ({summary.engine}, {renderer.options.threads} thread(s))")
         return 0
     print(f"{summary.frames_written} frame(s) written by {summary.ranks} ranks, {summary.frames_skipped} already "
           f"complete, {summary.frames_total} in the sequence -> {args.out}")
     if summary.frames_written:
         print(f"{summary.seconds:.1f} s, {summary.fps:.3f} frames/s over all {summary.ranks} ranks "
-              f"({summary.engine}, {renderer.threads} thread(s) per rank)")
+              f"({summary.engine}, {renderer.options.threads} thread(s) per rank)")
     for video in summary.videos:
         print(f"video: {video}")
     return 0
@@ -162,10 +173,9 @@ def _start_workers(args: argparse.Namespace, argv: list[str]) -> int:
 
     if rank_info().distributed:
         raise ConrInputError("--workers: already running under paddle.distributed.launch; drop --workers there")
-    renderer = Renderer(args.weights, size=args.size, batch=args.batch, engine=args.engine,
-                        precision=args.precision, cache_dir=args.cache_dir, threads=args.threads)
-    renderer.validate(args.character_sheet, args.poses, args.out, pose_images=args.pose_images, video=args.video,
-                      background=args.background, check_frames=False)
+    renderer = Renderer(args.weights, render_options(args, args.threads))
+    renderer.plan(args.character_sheet, args.poses, args.out, pose_images=args.pose_images, video=args.video,
+                  background=args.background)
     return run_launcher(args.workers, argv)
 
 

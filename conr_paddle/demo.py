@@ -110,7 +110,9 @@ def run_demo(out: Path = Path("demo_out"), size: int = 128, frames: int = 24, re
     from conr_common.pipeline import check_size
     from conr_common.samples import ensure_samples
 
-    from .render import DEFAULT_ENGINE, Renderer
+    from conr_common.options import DEFAULT_ENGINE, RenderOptions
+
+    from .render import Renderer
     from .video import encode_videos, parse_background
 
     check_size(size)  # every argument is checked before anything is written (issue #13)
@@ -128,8 +130,8 @@ def run_demo(out: Path = Path("demo_out"), size: int = 128, frames: int = 24, re
     t_weights = time.perf_counter() - t
 
     # the predictor's exported graphs are cached inside the demo folder (make clean removes them)
-    renderer = Renderer(paddle_dir, size=size, batch=batch, engine=engine or DEFAULT_ENGINE,
-                        cache_dir=out / "predictor_cache")
+    renderer = Renderer(paddle_dir, RenderOptions(size=size, batch=batch, engine=engine or DEFAULT_ENGINE,
+                                                  cache_dir=out / "predictor_cache"))
     t = time.perf_counter()
     summary = renderer.render(samples.character_sheet, samples.poses, out / "frames", progress=progress)
     t_paddle = time.perf_counter() - t  # includes model load, graph export (first run only) and sheet parse

@@ -186,21 +186,14 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _scan(renderer, jobs: Sequence, indices: Sequence[int], resume: bool, pose_images: bool) -> tuple[list[int], str | None]:
-    """(indices still to render, first input error or None) for this rank's slice of the sequence."""
-    from conr_common.pipeline import load_pose_image, load_udp_pose
-
-    load = load_pose_image if pose_images else load_udp_pose
-    missing: list[int] = []
-    for i in indices:
-        if resume and jobs[i].complete():
-            continue
-        try:
-            load(jobs[i].pose, renderer.size)
-        except ConrInputError as exc:
-            return missing, str(exc)
-        missing.append(i)
-    return missing, None
+def _scan(renderer, plan, indices: Sequence[int], resume: bool) -> tuple[list[int], str | None, dict]:
+    """(indices still to render, first input error or None, their decoded pose frames) for this rank's slice."""
+    missing = [i for i in indices if not (resume and plan.jobs[i].complete())]
+    try:
+        decoded = renderer.decode_poses(plan, [plan.jobs[i] for i in missing])
+    except ConrInputError as exc:
+        return missing, str(exc), {}
+    return missing, None, decoded
 
 
 def _wait_for_frames(jobs: Sequence, on_count: Callable[[int], None], poll: float = 0.5) -> None:
@@ -212,70 +205,82 @@ def _wait_for_frames(jobs: Sequence, on_count: Callable[[int], None], poll: floa
         on_count(len(jobs) - len(pending))
 
 
-def render_sharded(renderer, character_sheet: str | os.PathLike, poses: str | os.PathLike, out: str | os.PathLike,
-                   *, info: RankInfo, collective: Collective, pose_images: bool = False, resume: bool = False,
-                   video: str | os.PathLike | None = None, fps: float = 30.0,
-                   background: str | os.PathLike | None = None, progress: bool = True,
-                   stream: TextIO | None = None):
-    """This rank's part of a sequence rendered by `info.world` ranks (module docstring); returns a RenderSummary.
+@dataclass(frozen=True)
+class _Share:
+    """What the ranks agreed on: every frame still to render (sequence order) and this rank's part of them."""
 
-    Rank 0's summary covers every rank (frames written by all, frames/s over all, the videos); another rank's
-    covers its own frames. Raises ConrInputError on every rank (nothing written) if any rank found bad input,
-    RenderInterrupted after Ctrl-C or SIGTERM."""
-    from .render import RenderInterrupted, RenderSummary
+    todo: list
+    mine: list
+    skipped: int
 
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (0 < fps <= 1000):
-        raise ConrInputError(f"--fps must be a number in (0, 1000], got {fps!r}")
-    out = Path(out)
-    sheet_u8, jobs, bg = renderer.validate(character_sheet, poses, out, pose_images=pose_images, video=video,
-                                           background=background, check_frames=False)
-    mine = shard(range(len(jobs)), info)
-    missing, error = _scan(renderer, jobs, mine, resume, pose_images)
+
+def _agree(renderer, plan, info: RankInfo, collective: Collective, resume: bool) -> tuple[_Share, dict]:
+    """Check this rank's slice, merge every rank's (ConrInputError on every rank if any found bad input) and deal
+    the missing frames round-robin; the pose frames this rank decoded and will render itself are kept."""
+    missing, error, decoded = _scan(renderer, plan, shard(range(len(plan.jobs)), info), resume)
     gathered = collective.all_gather((missing, error))
     errors = [e for _, e in gathered if e is not None]
     if errors:
         raise ConrInputError(errors[0])
-    todo_indices = sorted(i for m, _ in gathered for i in m)
-    todo = [jobs[i] for i in todo_indices]
-    my_jobs = shard(todo, info)
-    skipped = len(jobs) - len(todo)
+    todo = [plan.jobs[i] for i in sorted(i for m, _ in gathered for i in m)]
+    mine = shard(todo, info)
+    decoded = {job.pose: decoded[job.pose] for job in mine if job.pose in decoded}
+    return _Share(todo, mine, len(plan.jobs) - len(todo)), decoded
 
-    if my_jobs:
-        renderer.runner(views=sheet_u8.shape[0])  # model + predictor (exported by one rank, loaded by the others)
-    collective.all_gather(len(my_jobs))  # everyone has loaded: the frame clock starts together
-    out.mkdir(parents=True, exist_ok=True)
-    sweep_stale_temporaries(out)  # temporaries of killed processes only; the other ranks' stay
-    lines = ProgressLines(info, len(jobs), skipped, stream, enabled=progress)
+
+def _render_share(renderer, plan, share: _Share, decoded: dict, info: RankInfo, lines: ProgressLines,
+                  stream: TextIO | None) -> tuple[int, float | None]:
+    """Render this rank's frames (rank 0 then waits for everyone's); (frames this rank wrote, bf16 PSNR)."""
     written = 0
+
+    def all_complete() -> int:
+        return share.skipped + sum(1 for j in share.todo if j.frame.is_file())
 
     def done(job) -> None:
         nonlocal written
         written += 1
         if info.rank == 0:
-            complete = skipped + sum(1 for j in todo if j.frame.is_file())
-            lines.update(complete, "frames complete (all ranks)")
+            lines.update(all_complete(), "frames complete (all ranks)")
         else:
-            lines.update(skipped + written, f"frames complete ({written}/{len(my_jobs)} of this rank's)")
+            lines.update(share.skipped + written, f"frames complete ({written}/{len(share.mine)} of this rank's)")
 
-    t0 = time.perf_counter()
     try:
-        psnr = renderer.render_jobs(sheet_u8, my_jobs, pose_images, done,
+        psnr = renderer.render_jobs(plan, share.mine, decoded, done,
                                     note=lambda text: print(f"{info.prefix} {text}", file=stream or sys.stdout))
         if info.rank == 0:
-            lines.update(skipped + sum(1 for j in todo if j.frame.is_file()), "frames complete (all ranks)",
-                         force=True)
-            _wait_for_frames(todo, lambda n: lines.update(skipped + n, "frames complete (all ranks)"))
+            lines.update(all_complete(), "frames complete (all ranks)", force=True)
+            _wait_for_frames(share.todo, lambda n: lines.update(share.skipped + n, "frames complete (all ranks)"))
     except KeyboardInterrupt as e:
-        raise RenderInterrupted(written, skipped, len(jobs), out) from e
-    seconds = time.perf_counter() - t0
-    lines.update(skipped + (len(todo) if info.rank == 0 else written), "frames complete", force=True)
+        from .render import RenderInterrupted
 
-    total_written = len(todo) if info.rank == 0 else written
-    videos = renderer.encode_video(jobs, video, fps, bg) if info.rank == 0 else ()
-    udp = tuple(p for j in jobs for p in (j.udp_png, j.udp_npz) if p is not None)
-    return RenderSummary(
-        frames_total=len(jobs), frames_written=total_written, frames_skipped=skipped, seconds=seconds,
-        fps=total_written / seconds if seconds > 0 and total_written else 0.0, frames=tuple(j.frame for j in jobs),
-        udp_previews=udp, videos=videos, engine=renderer._engine_label(), bf16_psnr_db=psnr,
-        ranks=info.world if info.rank == 0 else 1,
-    )
+        raise RenderInterrupted(written, share.skipped, len(plan.jobs), plan.out) from e
+    return written, psnr
+
+
+def render_sharded(renderer, character_sheet: str | os.PathLike, poses: str | os.PathLike, out: str | os.PathLike,
+                   *, info: RankInfo, collective: Collective, pose_images: bool = False, resume: bool = False,
+                   video: str | os.PathLike | None = None, background: str | os.PathLike | None = None,
+                   progress: bool = True, stream: TextIO | None = None):
+    """This rank's part of a sequence rendered by `info.world` ranks (module docstring); returns a RenderSummary.
+
+    Rank 0's summary covers every rank (frames written by all, frames/s over all, the videos); another rank's
+    covers its own frames. Raises ConrInputError on every rank (nothing written) if any rank found bad input,
+    RenderInterrupted after Ctrl-C or SIGTERM."""
+    from .render import render_summary
+
+    plan = renderer.plan(character_sheet, poses, out, pose_images=pose_images, video=video, background=background)
+    share, decoded = _agree(renderer, plan, info, collective, resume)
+    if share.mine:
+        renderer.runner(views=plan.sheet.shape[0])  # model + predictor (exported by one rank, loaded by the others)
+    collective.all_gather(len(share.mine))  # everyone has loaded: the frame clock starts together
+    plan.out.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temporaries(plan.out)  # temporaries of killed processes only; the other ranks' stay
+    lines = ProgressLines(info, len(plan.jobs), share.skipped, stream, enabled=progress)
+    t0 = time.perf_counter()
+    written, psnr = _render_share(renderer, plan, share, decoded, info, lines, stream)
+    seconds = time.perf_counter() - t0
+    total_written = len(share.todo) if info.rank == 0 else written
+    lines.update(share.skipped + total_written, "frames complete", force=True)
+    videos = renderer.encode_video(plan.jobs, plan.video, plan.background) if info.rank == 0 else ()
+    return render_summary(plan, total_written, share.skipped, seconds, videos, renderer.engine_label(), psnr,
+                          ranks=info.world if info.rank == 0 else 1)

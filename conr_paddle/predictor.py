@@ -17,15 +17,15 @@ import paddle
 
 from conr_common.cpu import BF16_FLAGS, cpu_flags
 
+from conr_common.options import PRECISIONS
+
 from .cache import cache_root, export_identity, export_key
 from .export import cached_export
 from .ext import load_warp_op
 from .layers import norm_statistics
 from .model import CoNR, encode_sheet, sheet_parser
 
-__all__ = ["PredictorRunner", "PredictorSheet", "bf16_support", "return_freed_memory", "PRECISIONS"]
-
-PRECISIONS = ("fp32", "bf16")
+__all__ = ["PredictorRunner", "PredictorSheet", "bf16_support", "return_freed_memory"]
 
 
 def bf16_support() -> tuple[bool, str]:

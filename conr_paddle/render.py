@@ -5,6 +5,12 @@ jobs: the sheet is parsed once, every input is validated before the first output
 batched through a `Runner` (eager Paddle, or the Paddle Inference predictor of `conr_paddle.predictor`), every file is
 written under a temporary name and renamed, and `resume=True` skips frames whose PNG is already complete.
 
+Steps of `Renderer.render`, one job each: `plan` (every check that needs neither the model nor the poses' pixels,
+the sheet parsed, one FrameJob per pose), `decode_poses` (every pose still to render decoded once: the validation
+before anything is written, the arrays kept for the render within POSE_MEMORY_BUDGET), `render_jobs` (the runner
+of `make_runner`, `options.batch` frames per call) and the writers (`write_frame`, `write_empty`, `encode_video`).
+How to render comes from one validated `conr_common.options.RenderOptions`.
+
 Data path (exactly the official one):
 * sheet: uint8 premultiplied RGB + alpha / 255 -> (M, 4, S, S) float32;
 * UDP pose: xyz from the (nearest-resized) label, alpha = mask / 255; the model builds concat(xyz * a, a);
@@ -29,37 +35,41 @@ import numpy as np
 from conr_common.atomic import sweep_stale_temporaries
 from conr_common.checkpoints import check_weights_dir, weights_hash
 from conr_common.checks import check_output_apart, check_writable_target
-from conr_common.cli import MAX_FPS
 from conr_common.compare import psnr_db
 from conr_common.errors import ConrInputError, ConrInternalError
 from conr_common.headers import header_shape
+from conr_common.options import RenderOptions
 from conr_common.pipeline import (
     PoseFrame,
     atomic_write_bytes,
-    check_size,
     list_pose_files,
     load_character_sheet,
     load_pose_image,
     load_udp_pose,
     paste_back,
+    pose_image_array,
+    sheet_array,
     to_uint8,
+    udp_arrays,
     write_png_atomic,
 )
 
 __all__ = [
-    "ENGINES",
-    "PRECISIONS",
-    "DEFAULT_ENGINE",
     "RenderSummary",
     "RenderInterrupted",
+    "FrameJob",
+    "RenderPlan",
     "Renderer",
     "make_runner",
     "frame_is_complete",
+    "plan_jobs",
+    "decode_poses",
+    "render_summary",
 ]
 
-ENGINES = ("predictor", "eager", "onnxruntime")
-PRECISIONS = ("fp32", "bf16")
-DEFAULT_ENGINE = "predictor"  # Paddle Inference + oneDNN (conr_paddle.predictor); "eager" is the slow reference
+# Bytes of decoded pose frames kept between validation and rendering (decode_poses): about 600 frames at 256 px,
+# 2,400 at 128 px; frames past it are decoded a second time when rendered.
+POSE_MEMORY_BUDGET = 512 << 20
 
 
 @dataclass(frozen=True)
@@ -85,55 +95,56 @@ class RenderInterrupted(KeyboardInterrupt):
         self.written, self.skipped, self.total, self.out = written, skipped, total, out
 
 
-def make_runner(model, weights_hash: str | None, size: int, views: int, batch: int, precision: str = "fp32",
-                engine: str = DEFAULT_ENGINE, cache_dir: str | os.PathLike | None = None, threads: int | None = None):
-    """The Runner for `engine`: "eager" (dygraph, fp32 only), "predictor" (Paddle Inference graphs exported
-    once per (weights, size, views, batch, precision) and cached on disk, see conr_paddle.export and conr_paddle.cache) or "onnxruntime"
-    (the same graphs as ONNX, fp32, cached likewise, see conr_paddle.onnx_runner). threads: the predictor's CPU
-    threads (None: every core this process may use); eager Paddle takes OMP_NUM_THREADS."""
-    if precision not in PRECISIONS:
-        raise ConrInputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if engine == "eager":
-        if precision != "fp32":
-            raise ConrInputError(f"--precision {precision} needs --engine predictor (eager Paddle runs fp32 only)")
+def make_runner(model, weights_hash: str | None, views: int, options: RenderOptions):
+    """The Runner of `options.engine` for sheets of `views` views: "eager" (dygraph, fp32 only), "predictor"
+    (Paddle Inference graphs exported once per (weights, size, views, batch, precision) and cached on disk, see
+    conr_paddle.export and conr_paddle.cache) or "onnxruntime" (the same graphs as ONNX, fp32, cached likewise, see
+    conr_paddle.onnx_runner). The options were validated when they were built; eager Paddle takes OMP_NUM_THREADS,
+    the predictor `options.threads`."""
+    if options.engine == "eager":
         from .runner import EagerRunner
 
         return EagerRunner(model)
-    if engine == "predictor":
-        try:
-            from .predictor import PredictorRunner
-        except ImportError as e:
-            raise ConrInputError(f"--engine predictor is not available ({e}); use --engine eager") from e
-        if precision == "bf16":
-            from .predictor import bf16_support
+    if options.engine == "predictor":
+        return _predictor_runner(model, weights_hash, views, options)
+    return _onnx_runner(model, weights_hash, views, options)
 
-            ok, why = bf16_support()
-            if not ok:
-                raise ConrInputError(f"--engine predictor --precision bf16: {why}")
-        try:
-            return PredictorRunner(model, weights_hash, size=size, views=views, batch=batch, precision=precision,
-                                   cache_dir=cache_dir, threads=threads)
-        except ConrInputError:
-            raise
-        except Exception as e:  # not the input's fault: the export or Paddle Inference itself
-            raise ConrInternalError("exporting or loading the predictor graphs", e) from e
-    if engine == "onnxruntime":
-        if precision != "fp32":
-            raise ConrInputError(f"--precision {precision} needs --engine predictor (onnxruntime runs fp32 only)")
-        try:
-            from .onnx_runner import OnnxRunner
 
-            import onnxruntime  # noqa: F401
-            import paddle2onnx  # noqa: F401
-        except ImportError as e:
-            raise ConrInputError(f"--engine onnxruntime needs the [onnx] extra ({e}): pip install -e '.[onnx]'") from e
-        try:
-            return OnnxRunner(model, weights_hash, size=size, views=views, batch=batch, cache_dir=cache_dir)
-        except ConrInputError:
-            raise
-        except Exception as e:  # not the input's fault: the export or onnxruntime itself
-            raise ConrInternalError("exporting or loading the ONNX graphs", e) from e
-    raise ConrInputError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+def _predictor_runner(model, weights_hash: str | None, views: int, options: RenderOptions):
+    try:
+        from .predictor import PredictorRunner
+    except ImportError as e:
+        raise ConrInputError(f"--engine predictor is not available ({e}); use --engine eager") from e
+    if options.precision == "bf16":
+        from .predictor import bf16_support
+
+        ok, why = bf16_support()
+        if not ok:
+            raise ConrInputError(f"--engine predictor --precision bf16: {why}")
+    try:
+        return PredictorRunner(model, weights_hash, size=options.size, views=views, batch=options.batch,
+                               precision=options.precision, cache_dir=options.cache_dir, threads=options.threads)
+    except ConrInputError:
+        raise
+    except Exception as e:  # not the input's fault: the export or Paddle Inference itself
+        raise ConrInternalError("exporting or loading the predictor graphs", e) from e
+
+
+def _onnx_runner(model, weights_hash: str | None, views: int, options: RenderOptions):
+    try:
+        from .onnx_runner import OnnxRunner
+
+        import onnxruntime  # noqa: F401
+        import paddle2onnx  # noqa: F401
+    except ImportError as e:
+        raise ConrInputError(f"--engine onnxruntime needs the [onnx] extra ({e}): pip install -e '.[onnx]'") from e
+    try:
+        return OnnxRunner(model, weights_hash, size=options.size, views=views, batch=options.batch,
+                          cache_dir=options.cache_dir)
+    except ConrInputError:
+        raise
+    except Exception as e:  # not the input's fault: the export or onnxruntime itself
+        raise ConrInternalError("exporting or loading the ONNX graphs", e) from e
 
 
 # --------------------------------------------------------------------------------------------------- frames
@@ -161,13 +172,10 @@ def _npz_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-@dataclass
-class _Counter:
-    written: int = 0
-
-
 @dataclass(frozen=True)
-class _Job:
+class FrameJob:
+    """One output frame of a sequence: its pose file and the files it writes (frame last)."""
+
     pose: Path
     frame: Path
     udp_png: Path | None
@@ -184,7 +192,8 @@ class _Job:
         return frame_is_complete(self.frame, frame_hw) and all(p.is_file() for p in self.outputs())
 
 
-def _plan(poses: Sequence[Path], out: Path, pose_images: bool) -> list[_Job]:
+def plan_jobs(poses: Sequence[Path], out: Path, pose_images: bool) -> list[FrameJob]:
+    """One FrameJob per pose file, in order; ConrInputError when two outputs would share a name."""
     jobs, seen = [], {}
     for pose in poses:
         stem = pose.stem
@@ -192,15 +201,94 @@ def _plan(poses: Sequence[Path], out: Path, pose_images: bool) -> list[_Job]:
         if key in seen:
             raise ConrInputError(f"{pose}: same output name '{stem}.png' as {seen[key]}; rename one of them")
         seen[key] = pose
-        jobs.append(_Job(pose, out / f"{stem}.png",
-                         out / f"{stem}_udp.png" if pose_images else None,
-                         out / f"{stem}_udp.npz" if pose_images else None))
+        jobs.append(FrameJob(pose, out / f"{stem}.png",
+                             out / f"{stem}_udp.png" if pose_images else None,
+                             out / f"{stem}_udp.npz" if pose_images else None))
     names = {j.frame.name.casefold() for j in jobs}
     for job in jobs:
         for extra in job.outputs()[:-1]:
             if extra.name.casefold() in names:
                 raise ConrInputError(f"{job.pose}: its UDP preview {extra.name} would overwrite an output frame")
     return jobs
+
+
+@dataclass(frozen=True, eq=False)
+class RenderPlan:
+    """What a render will do, checked without the model: the parsed sheet and every frame's job."""
+
+    sheet: np.ndarray  # uint8 (M, S, S, 4)
+    jobs: tuple[FrameJob, ...]
+    out: Path
+    pose_images: bool
+    video: Path | None
+    background: object | None  # conr_paddle.video.Background
+
+    @property
+    def udp_previews(self) -> tuple[Path, ...]:
+        return tuple(p for j in self.jobs for p in (j.udp_png, j.udp_npz) if p is not None)
+
+    def todo(self, resume: bool) -> list[FrameJob]:
+        """The jobs still to render: all, or with `resume` those whose outputs are not complete."""
+        return [job for job in self.jobs if not (resume and job.complete())]
+
+
+def decode_poses(jobs: Sequence[FrameJob], size: int, pose_images: bool,
+                 budget: int = POSE_MEMORY_BUDGET) -> dict[Path, PoseFrame]:
+    """Decode every job's pose frame (ConrInputError naming the first bad file): the check that refuses bad input
+    before anything is written. The frames are kept for rendering while their arrays fit in `budget` bytes (the
+    first ones, rendered first); a frame past it is decoded again when its turn comes, so that a long sequence at a
+    large size does not hold gigabytes of poses."""
+    load = load_pose_image if pose_images else load_udp_pose
+    kept: dict[Path, PoseFrame] = {}
+    used = 0
+    for job in jobs:
+        frame = load(job.pose, size)
+        if used + frame.nbytes <= budget:
+            kept[job.pose] = frame
+            used += frame.nbytes
+    return kept
+
+
+def model_inputs(runner, frames: Sequence[PoseFrame],
+                 pose_images: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(xyz (B, 3, S, S), alpha (B, 1, S, S), the parser's UDP prediction (B, 4, S, S) or None) of `frames`: the
+    pose images' UDP is predicted by `runner`'s parser (xyz = pred[:, :3], alpha = pred[:, 3:4])."""
+    if not pose_images:
+        xyz, alpha = udp_arrays(frames)
+        return xyz, alpha, None
+    pred = np.asarray(runner.parse_pose(pose_image_array(frames)), np.float32)  # (B, 4, S, S)
+    return np.ascontiguousarray(pred[:, :3]), np.ascontiguousarray(pred[:, 3:4]), pred
+
+
+def write_empty(job: FrameJob, frame: PoseFrame) -> None:
+    """The files of an empty pose frame: a transparent frame of its size (and zero UDP previews)."""
+    size = frame.alpha.shape[0]
+    if job.udp_png is not None:
+        zeros = np.zeros((size, size, 4), np.float32)
+        atomic_write_bytes(job.udp_npz, _npz_bytes(zeros))
+        write_png_atomic(job.udp_png, np.zeros((size, size, 4), np.uint8))
+    write_png_atomic(job.frame, paste_back(np.zeros((size, size, 4), np.uint8), None, frame.frame_hw))
+
+
+def write_frame(job: FrameJob, frame: PoseFrame, rgba: np.ndarray, xyz: np.ndarray, alpha: np.ndarray,
+                pred: np.ndarray | None) -> None:
+    """One rendered frame's files: the UDP previews of a pose image (when `pred` is given), then the frame."""
+    if pred is not None:
+        udp = np.concatenate([xyz * alpha, alpha], axis=0).transpose(1, 2, 0)  # (S, S, 4)
+        atomic_write_bytes(job.udp_npz, _npz_bytes(np.ascontiguousarray(pred.transpose(1, 2, 0))))
+        write_png_atomic(job.udp_png, to_uint8(udp))
+    image = to_uint8(rgba.transpose(1, 2, 0))  # (S, S, 4)
+    write_png_atomic(job.frame, paste_back(image, frame.crop, frame.frame_hw))
+
+
+def render_summary(plan: RenderPlan, written: int, skipped: int, seconds: float, videos: tuple[Path, ...],
+                   engine: str, psnr: float | None, ranks: int = 1) -> RenderSummary:
+    """The RenderSummary of `plan` after `written` frames in `seconds`."""
+    return RenderSummary(
+        frames_total=len(plan.jobs), frames_written=written, frames_skipped=skipped, seconds=seconds,
+        fps=written / seconds if seconds > 0 and written else 0.0, frames=tuple(j.frame for j in plan.jobs),
+        udp_previews=plan.udp_previews, videos=videos, engine=engine, bf16_psnr_db=psnr, ranks=ranks,
+    )
 
 
 # --------------------------------------------------------------------------------------------------- renderer
@@ -211,37 +299,25 @@ class Renderer:
     """Paddle CoNR renderer. The model is loaded on the first `render` call, after the inputs are validated.
 
     weights_dir: folder with the four `<network>.pdparams` written by `python -m convert torch2paddle`.
+    One runner (the predictors of one view count: gigabytes at official size) is kept at a time; `close()`
+    releases it and the model.
     """
 
     weights_dir: str | os.PathLike
-    size: int = 256
-    batch: int = 1
-    engine: str = DEFAULT_ENGINE
-    precision: str = "fp32"
-    cache_dir: str | os.PathLike | None = None
-    threads: int | None = None  # predictor CPU threads (None: every core this process may use)
+    options: RenderOptions = field(default_factory=RenderOptions)
     _model: object = field(default=None, init=False, repr=False)
-    _runners: dict = field(default_factory=dict, init=False, repr=False)
+    _runner: object = field(default=None, init=False, repr=False)
+    _runner_views: int | None = field(default=None, init=False, repr=False)
     _digest: str | None = field(default=None, init=False, repr=False)
     _weight_files: list = field(default_factory=list, init=False, repr=False)  # checked once, in __post_init__
 
     def __post_init__(self) -> None:
         self.weights_dir = Path(self.weights_dir)
-        check_size(self.size)
-        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
-            raise ConrInputError(f"--batch must be a positive integer, got {self.batch!r}")
-        if self.engine not in ENGINES:
-            raise ConrInputError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        if self.precision not in PRECISIONS:
-            raise ConrInputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.engine != "predictor" and self.precision != "fp32":
-            raise ConrInputError(f"--precision {self.precision} needs --engine predictor ({self.engine} runs fp32 only)")
-        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
-                                         or self.threads < 1):
-            raise ConrInputError(f"--threads must be a positive integer, got {self.threads!r}")
+        if not isinstance(self.options, RenderOptions):
+            raise TypeError(f"options must be a RenderOptions, got {type(self.options).__name__}")
         self._weight_files = check_weights_dir(self.weights_dir)
 
-    # ---- model
+    # ---- model and runner
 
     def _load_model(self):
         if self._model is None:
@@ -258,31 +334,42 @@ class Renderer:
         return self._digest
 
     def runner(self, views: int):
-        key = views
-        if key not in self._runners:
-            model = self._load_model()
-            digest = self._weights_hash() if self.engine != "eager" else None
-            self._runners[key] = make_runner(model, digest, self.size, views, self.batch, self.precision,
-                                             self.engine, self.cache_dir, self.threads)
-            if self.engine != "eager":
-                # the predictors (sessions) hold their own weights: the eager copy is reloaded only if another view count
-                # or the bf16 PSNR check needs an export
-                del model
-                self._drop_model()
-        return self._runners[key]
+        """The runner for sheets of `views` views; one of another view count is released first."""
+        if self._runner is not None and self._runner_views == views:
+            return self._runner
+        self._release(model=False)
+        model = self._load_model()
+        digest = self._weights_hash() if self.options.engine != "eager" else None
+        self._runner = make_runner(model, digest, views, self.options)
+        self._runner_views = views
+        del model
+        if self.options.engine != "eager" and self.options.precision != "bf16":
+            # the predictors (sessions) hold their own weights; bf16 keeps the eager model until its PSNR check
+            self._release(runner=False)
+        return self._runner
 
-    def _drop_model(self) -> None:
-        """Release the eager model (720 MB at official size) and hand the freed heap back to the OS."""
+    def _release(self, runner: bool = True, model: bool = True) -> None:
+        """Drop the runner and/or the eager model (720 MB at official size) and hand the heap back to the OS."""
         from .predictor import return_freed_memory
 
-        self._model = None
-        return_freed_memory()
+        held = (runner and self._runner is not None) or (model and self._model is not None)
+        if runner:
+            self._runner, self._runner_views = None, None
+        if model:
+            self._model = None
+        if held:
+            return_freed_memory()
 
-    # ---- rendering
+    def close(self) -> None:
+        """Release the runner and the model (a later render loads them again)."""
+        self._release()
 
-    def validate(self, character_sheet, poses, out, *, pose_images: bool = False, video=None,
-                 background=None, check_frames: bool = True):
-        """Every check that needs no model: returns (sheet uint8 (M, S, S, 4), jobs, background or None)."""
+    # ---- plan and validate (no model)
+
+    def plan(self, character_sheet: str | os.PathLike, poses: str | os.PathLike, out: str | os.PathLike, *,
+             pose_images: bool = False, video: str | os.PathLike | None = None,
+             background: str | os.PathLike | None = None) -> RenderPlan:
+        """Every check that needs neither the model nor the pose frames' pixels; the parsed sheet and the jobs."""
         from .video import parse_background
 
         out = Path(out)
@@ -292,8 +379,9 @@ class Renderer:
         check_writable_target(out, "--out")
         if video is not None:
             check_writable_target(Path(video).parent, "--video")
-        if self.cache_dir is not None and Path(self.cache_dir).exists() and not Path(self.cache_dir).is_dir():
-            raise ConrInputError(f"--cache-dir {self.cache_dir}: exists and is not a folder")
+        cache_dir = self.options.cache_dir
+        if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
+            raise ConrInputError(f"--cache-dir {cache_dir}: exists and is not a folder")
         if video is not None:
             video = Path(video)
             if video.suffix.lower() != ".mp4":
@@ -301,109 +389,105 @@ class Renderer:
             if video.exists() and video.is_dir():
                 raise ConrInputError(f"--video {video}: is a folder")
         bg = parse_background(background) if background is not None else None
-        sheet = load_character_sheet(character_sheet, self.size)
-        jobs = _plan(list_pose_files(poses, images=pose_images), out, pose_images)
-        if check_frames:
-            load = load_pose_image if pose_images else load_udp_pose
-            for job in jobs:
-                load(job.pose, self.size)  # raises ConrInputError naming the file
-        return sheet, jobs, bg
+        sheet = load_character_sheet(character_sheet, self.options.size)
+        jobs = plan_jobs(list_pose_files(poses, images=pose_images), out, pose_images)
+        return RenderPlan(sheet, tuple(jobs), out, pose_images, video, bg)
+
+    def decode_poses(self, plan: RenderPlan, jobs: Sequence[FrameJob]) -> dict[Path, PoseFrame]:
+        """`decode_poses` of `jobs` at this renderer's size: bad pose input is refused here."""
+        return decode_poses(jobs, self.options.size, plan.pose_images)
+
+    # ---- render
 
     def render(self, character_sheet: str | os.PathLike, poses: str | os.PathLike, out: str | os.PathLike, *,
                pose_images: bool = False, resume: bool = False, video: str | os.PathLike | None = None,
-               fps: float = 30.0, background: str | os.PathLike | None = None, progress: bool = True,
+               background: str | os.PathLike | None = None, progress: bool = True,
                on_frame: Callable[[Path], None] | None = None) -> RenderSummary:
         """Render every pose of `poses` (natural order) with the character of `character_sheet` into `out`.
 
-        resume: skip frames whose output PNG is already complete. video: also encode an MP4 (over `background`,
-        a #RRGGBB colour or image; white if None) and, without a background, a WebM with alpha beside it.
+        resume: skip frames whose output PNG is already complete. video: also encode an MP4 at `options.fps` (over
+        `background`, a #RRGGBB colour or image; white if None) and, without a background, a WebM with alpha.
         Raises ConrInputError (nothing written if the input is bad), RenderInterrupted on Ctrl-C.
         """
+        plan = self.plan(character_sheet, poses, out, pose_images=pose_images, video=video, background=background)
+        todo = plan.todo(resume)
+        decoded = self.decode_poses(plan, todo)  # every frame still to render, before anything is written
+        if todo:
+            self.runner(views=plan.sheet.shape[0])  # load (a bad weights file stops here, before any write)
+        prepare_output(plan)
+        skipped = len(plan.jobs) - len(todo)
+        written, seconds, psnr = self._run_with_progress(plan, todo, decoded, skipped, progress, on_frame)
+        videos = self.encode_video(plan.jobs, plan.video, plan.background)
+        return render_summary(plan, written, skipped, seconds, videos, self.engine_label(), psnr)
+
+    def _run_with_progress(self, plan: RenderPlan, todo: Sequence[FrameJob], decoded: dict[Path, PoseFrame],
+                           skipped: int, progress: bool,
+                           on_frame: Callable[[Path], None] | None) -> tuple[int, float, float | None]:
+        """render_jobs under a progress bar: (frames written, seconds, bf16 PSNR or None)."""
         from tqdm import tqdm
 
-        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (0 < fps <= MAX_FPS):
-            raise ConrInputError(f"--fps must be a number in (0, {MAX_FPS:g}], got {fps!r}")
-        out = Path(out)
-        sheet_u8, jobs, bg = self.validate(character_sheet, poses, out, pose_images=pose_images, video=video,
-                                           background=background, check_frames=False)
-        todo = [job for job in jobs if not (resume and job.complete())]
-        load = load_pose_image if pose_images else load_udp_pose
-        for job in todo:  # validate every frame still to render before writing anything
-            load(job.pose, self.size)
-        skipped = len(jobs) - len(todo)
-
-        if todo:
-            self.runner(views=sheet_u8.shape[0])  # load (a bad weights file stops here, before anything is written)
-        out.mkdir(parents=True, exist_ok=True)
-        for folder in {out, Path(video).parent} if video is not None else {out}:
-            sweep_stale_temporaries(folder)  # what a killed earlier run (SIGKILL: no cleanup ran) left behind
-        bar = tqdm(total=len(jobs), initial=skipped, unit="frame", disable=not progress, dynamic_ncols=True,
+        bar = tqdm(total=len(plan.jobs), initial=skipped, unit="frame", disable=not progress, dynamic_ncols=True,
                    desc="render")
-        counter = _Counter()
+        written = 0
 
-        def done(job: _Job) -> None:
-            counter.written += 1
+        def done(job: FrameJob) -> None:
+            nonlocal written
+            written += 1
             bar.update(1)
             if on_frame is not None:
                 on_frame(job.frame)
 
         t0 = time.perf_counter()
         try:
-            psnr = self.render_jobs(sheet_u8, todo, pose_images, done, note=bar.write)
+            psnr = self.render_jobs(plan, todo, decoded, done, note=bar.write)
         except KeyboardInterrupt as e:
-            raise RenderInterrupted(counter.written, skipped, len(jobs), out) from e
+            raise RenderInterrupted(written, skipped, len(plan.jobs), plan.out) from e
         finally:
             bar.close()
-        seconds = time.perf_counter() - t0
-        written = counter.written
-        videos = self.encode_video(jobs, video, fps, bg)
+        return written, time.perf_counter() - t0, psnr
 
-        udp = tuple(p for j in jobs for p in (j.udp_png, j.udp_npz) if p is not None)
-        return RenderSummary(
-            frames_total=len(jobs), frames_written=written, frames_skipped=skipped, seconds=seconds,
-            fps=written / seconds if seconds > 0 and written else 0.0, frames=tuple(j.frame for j in jobs),
-            udp_previews=udp, videos=videos, engine=self._engine_label(), bf16_psnr_db=psnr,
-        )
-
-    def render_jobs(self, sheet_u8: np.ndarray, todo: Sequence[_Job], pose_images: bool,
-                    done: Callable[[_Job], None], note: Callable[[str], None] = print) -> float | None:
-        """Render `todo` (validated jobs) in order, `self.batch` frames per call, calling `done(job)` once each
-        job's files are on disk. The sheet is parsed once per call. Returns the bf16 PSNR of the first frame (None
-        for fp32 or when there is nothing to render). KeyboardInterrupt propagates (finished frames stay)."""
+    def render_jobs(self, plan: RenderPlan, todo: Sequence[FrameJob], decoded: dict[Path, PoseFrame],
+                    done: Callable[[FrameJob], None], note: Callable[[str], None] = print) -> float | None:
+        """Render `todo` (validated jobs of `plan`) in order, `options.batch` frames per call, calling `done(job)`
+        once each job's files are on disk. Frames are taken out of `decoded` (decoded again when absent). The sheet
+        is parsed once per call. Returns the bf16 PSNR of the first frame (None for fp32 or when there is nothing
+        to render). KeyboardInterrupt propagates (finished frames stay)."""
         if not todo:
             return None
-        load = load_pose_image if pose_images else load_udp_pose
-        runner = self.runner(views=sheet_u8.shape[0])
-        sheet_f32 = np.ascontiguousarray(sheet_u8.transpose(0, 3, 1, 2), np.float32) / 255
+        load = load_pose_image if plan.pose_images else load_udp_pose
+        runner = self.runner(views=plan.sheet.shape[0])
+        sheet_f32 = sheet_array(plan.sheet)
         sheet = runner.parse_sheet(sheet_f32)
-        pending: list[tuple[_Job, PoseFrame]] = []
+        pending: list[tuple[FrameJob, PoseFrame]] = []
         psnr: float | None = None
 
         def flush() -> None:
             nonlocal psnr
-            if self.precision == "bf16" and psnr is None:
-                psnr = self._bf16_psnr(runner, sheet, sheet_f32, pending[0][1], pose_images)
+            if self.options.precision == "bf16" and psnr is None:
+                psnr = self._bf16_psnr(runner, sheet, sheet_f32, pending[0][1], plan.pose_images)
                 note(f"bf16: first frame PSNR {psnr:.1f} dB against fp32")
-            for job in self._render_batch(runner, sheet, pending, pose_images):
+            for job in self._render_batch(runner, sheet, pending, plan.pose_images):
                 done(job)
             pending.clear()
 
         for job in todo:
-            frame = load(job.pose, self.size)
+            frame = decoded.pop(job.pose, None) or load(job.pose, self.options.size)
             if frame.crop is None:  # empty pose: transparent frame, no model call
-                self._write_empty(job, frame)
+                write_empty(job, frame)
                 done(job)
                 continue
             pending.append((job, frame))
-            if len(pending) >= self.batch:
+            if len(pending) >= self.options.batch:
                 flush()
         if pending:
             flush()
+        if self.options.engine != "eager":
+            self._release(runner=False)  # bf16 kept the eager model for a check that had no frame to run on
         return psnr
 
-    @staticmethod
-    def encode_video(jobs: Sequence[_Job], video: str | os.PathLike | None, fps: float, bg) -> tuple[Path, ...]:
-        """The MP4 (and, without a background, the WebM) of every job's frame, in order; () without `video`."""
+    def encode_video(self, jobs: Sequence[FrameJob], video: Path | None, bg) -> tuple[Path, ...]:
+        """The MP4 (and, without a background, the WebM) of every job's frame at `options.fps`, in order; () without
+        `video`."""
         if video is None:
             return ()
         from .video import encode_videos
@@ -411,63 +495,41 @@ class Renderer:
         video = Path(video)
         video.parent.mkdir(parents=True, exist_ok=True)
         webm = video.with_suffix(".webm") if bg is None else None
-        return tuple(encode_videos([j.frame for j in jobs], video, fps=fps, background=bg, webm=webm))
+        return tuple(encode_videos([j.frame for j in jobs], video, fps=self.options.fps, background=bg, webm=webm))
 
-    def _engine_label(self) -> str:
+    def engine_label(self) -> str:
         """"eager", or "predictor, conr_warp" / "predictor, grid_sample" (grid_sample: the custom operators
         could not be built here, see conr_paddle.ext)."""
-        warps = sorted({r.warp_kind for r in self._runners.values() if hasattr(r, "warp_kind")})
-        return ", ".join([self.engine, *warps])
-
-    # ---- helpers
+        warp = getattr(self._runner, "warp_kind", None)
+        return ", ".join([self.options.engine, *([warp] if warp else [])])
 
     def _bf16_psnr(self, runner, sheet, sheet_f32: np.ndarray, frame: PoseFrame, pose_images: bool) -> float:
-        """PSNR (peak 1) of one frame's RGBA rendered in bf16 against the same frame in fp32."""
-        fp32 = make_runner(self._load_model(), self._weights_hash(), self.size, sheet_f32.shape[0],
-                           self.batch, "fp32", self.engine, self.cache_dir)
+        """PSNR (peak 1) of one frame rendered by the bf16 predictor against the same frame rendered in fp32 by the
+        eager model the predictor was exported from (kept loaded for this check, released after it)."""
+        from .runner import EagerRunner
+
+        eager = EagerRunner(self._load_model())
         outputs = []
-        for r, s in ((runner, sheet), (fp32, fp32.parse_sheet(sheet_f32))):
-            if pose_images:
-                rgb = frame.rgb.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255)
-                pred = np.asarray(r.parse_pose(np.ascontiguousarray(rgb)), np.float32)
-                xyz, alpha = np.ascontiguousarray(pred[:, :3]), np.ascontiguousarray(pred[:, 3:4])
-            else:
-                xyz = np.ascontiguousarray(frame.xyz.transpose(2, 0, 1)[None], np.float32)
-                alpha = frame.alpha[None, None].astype(np.float32) / np.float32(255)
+        for r, s in ((runner, sheet), (eager, eager.parse_sheet(sheet_f32))):
+            xyz, alpha, _ = model_inputs(r, [frame], pose_images)
             outputs.append(np.asarray(r.render(s, xyz, alpha), np.float64))
-        del fp32  # a one-off: its predictors and the reloaded eager model are not needed for the sequence
-        self._drop_model()
+        del eager
+        self._release(runner=False)
         return psnr_db(outputs[1], outputs[0])
 
     @staticmethod
-    def _write_empty(job: _Job, frame: PoseFrame) -> None:
-        size = frame.alpha.shape[0]
-        if job.udp_png is not None:
-            zeros = np.zeros((size, size, 4), np.float32)
-            atomic_write_bytes(job.udp_npz, _npz_bytes(zeros))
-            write_png_atomic(job.udp_png, np.zeros((size, size, 4), np.uint8))
-        write_png_atomic(job.frame, paste_back(np.zeros((size, size, 4), np.uint8), None, frame.frame_hw))
-
-    @staticmethod
-    def _render_batch(runner, sheet, batch: list, pose_images: bool):
+    def _render_batch(runner, sheet, batch: list[tuple[FrameJob, PoseFrame]], pose_images: bool):
         """Run one batch through the runner and write its frames; yields each job once its frame is on disk."""
-        jobs = [job for job, _ in batch]
         frames = [frame for _, frame in batch]
-        alpha_u8 = np.stack([f.alpha for f in frames])[:, None]  # (B, 1, S, S)
-        if pose_images:
-            rgb = np.stack([f.rgb for f in frames]).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
-            pred = np.asarray(runner.parse_pose(np.ascontiguousarray(rgb)), np.float32)  # (B, 4, S, S)
-            xyz, alpha = np.ascontiguousarray(pred[:, :3]), np.ascontiguousarray(pred[:, 3:4])
-        else:
-            xyz = np.ascontiguousarray(np.stack([f.xyz for f in frames]).transpose(0, 3, 1, 2), np.float32)
-            alpha = alpha_u8.astype(np.float32) / np.float32(255)
-            pred = None
+        xyz, alpha, pred = model_inputs(runner, frames, pose_images)
         rgba = np.asarray(runner.render(sheet, xyz, alpha))  # (B, 4, S, S) premultiplied
-        for i, (job, frame) in enumerate(zip(jobs, frames)):
-            if pred is not None:
-                udp = np.concatenate([xyz[i] * alpha[i], alpha[i]], axis=0).transpose(1, 2, 0)  # (S, S, 4)
-                atomic_write_bytes(job.udp_npz, _npz_bytes(np.ascontiguousarray(pred[i].transpose(1, 2, 0))))
-                write_png_atomic(job.udp_png, to_uint8(udp))
-            image = to_uint8(rgba[i].transpose(1, 2, 0))  # (S, S, 4)
-            write_png_atomic(job.frame, paste_back(image, frame.crop, frame.frame_hw))
+        for i, (job, frame) in enumerate(batch):
+            write_frame(job, frame, rgba[i], xyz[i], alpha[i], None if pred is None else pred[i])
             yield job
+
+
+def prepare_output(plan: RenderPlan) -> None:
+    """Create the output folder and sweep what a killed earlier run (SIGKILL: no cleanup ran) left behind."""
+    plan.out.mkdir(parents=True, exist_ok=True)
+    for folder in {plan.out, plan.video.parent} if plan.video is not None else {plan.out}:
+        sweep_stale_temporaries(folder)

@@ -19,7 +19,10 @@ from conr_common.pipeline import (
     load_pose_image,
     load_udp_pose,
     paste_back,
+    pose_image_array,
+    sheet_array,
     to_uint8,
+    udp_arrays,
 )
 from .model import CoNR, load_official
 
@@ -38,7 +41,7 @@ def render_reference_frames(model: CoNR, character_sheet: str | os.PathLike, pos
     """Render the poses of folder `poses` (natural order; only the stems in `names` if given) -> {stem: uint8
     (H, W, 4) premultiplied RGBA pasted back into the pose frame}, exactly as the official loop would save them."""
     sheet_u8 = load_character_sheet(character_sheet, size)  # (M, S, S, 4)
-    sheet_t = torch.from_numpy(np.ascontiguousarray(sheet_u8.transpose(0, 3, 1, 2))).float() / 255
+    sheet_t = torch.from_numpy(sheet_array(sheet_u8))
     sheet = model.parse_sheet(sheet_t)
     wanted = set(names) if names is not None else None
     out: dict[str, np.ndarray] = {}
@@ -50,12 +53,10 @@ def render_reference_frames(model: CoNR, character_sheet: str | os.PathLike, pos
             out[frame.name] = paste_back(np.zeros((size, size, 4), np.uint8), None, frame.frame_hw)
             continue
         if pose_images:
-            rgb = torch.from_numpy(np.ascontiguousarray(frame.rgb.transpose(2, 0, 1)))[None].float() / 255
-            pred = model.parse_pose(rgb)  # (1, 4, S, S)
+            pred = model.parse_pose(torch.from_numpy(pose_image_array([frame])))  # (1, 4, S, S)
             xyz, alpha = pred[:, :3], pred[:, 3:4]
         else:
-            xyz = torch.from_numpy(np.ascontiguousarray(frame.xyz.transpose(2, 0, 1)))[None]
-            alpha = torch.from_numpy(frame.alpha)[None, None].float() / 255
+            xyz, alpha = (torch.from_numpy(a) for a in udp_arrays([frame]))
         rgba = model.render(sheet, xyz, alpha)[0].permute(1, 2, 0).numpy()  # (S, S, 4)
         out[frame.name] = paste_back(to_uint8(rgba), frame.crop, frame.frame_hw)
     return out

@@ -17,9 +17,11 @@ from collections.abc import Iterator, Sequence
 
 import gradio as gr
 
+from conr_common.options import DEFAULT_ENGINE, ENGINES, PRECISIONS
 from conr_common.pipeline import IMAGE_EXTENSIONS, UDP_EXTENSIONS
 
-from conr_paddle.render import DEFAULT_ENGINE, ENGINES, PRECISIONS
+from conr_common.options import DEFAULT_ENGINE, ENGINES, PRECISIONS
+
 from .jobs import (
     POSE_SOURCES,
     PARITY_SIZE,

@@ -139,13 +139,16 @@ class AppContext:
     def renderer(self, size: int, engine: str, precision: str):
         """The Renderer for these settings. One is kept (its model is 720 MB at official size): other settings
         replace it. Call only while holding `work_lock`."""
+        from conr_common.options import RenderOptions
         from conr_paddle.render import Renderer
 
         key = (size, engine, precision)
         if self._renderer_key != key:
-            self._renderer = None  # release the old model first
-            self._renderer = Renderer(self.weights_dir, size=size, engine=engine, precision=precision,
-                                      cache_dir=self.cache_dir)
+            if self._renderer is not None:
+                self._renderer.close()  # release the old model and predictors first
+            self._renderer = None
+            self._renderer = Renderer(self.weights_dir, RenderOptions(size=size, engine=engine, precision=precision,
+                                                                     cache_dir=self.cache_dir))
             self._renderer_key = key
         return self._renderer
 

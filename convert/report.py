@@ -92,40 +92,65 @@ def _stage_bounds(bounds: dict[str, float]) -> str:
     return ", ".join(f"{stage} {_e(value)}" for stage, value in bounds.items())
 
 
-def render_markdown(report: dict) -> str:
-    s, st, tol, env = report["summary"], report["settings"], report["tolerances"], report["environment"]
-    verdict = "PASS" if report["passed"] else "FAIL"
-    rows = report["layers"]
-    by_key = {r["key"]: r for r in rows}
-    render = report["render"]
-    lines = [f"# CoNR parity report: {verdict}", ""]
-    lines.append(
-        f"PyTorch reference vs Paddle port, {st['dtype']}, {st['size']} px, {st['views']} sheet view(s), "
-        f"device {st['device']}, seed {st['seed']}" + (", single-step" if st["single_step"] else "") + "."
-    )
-    lines.append("")
+def _first_failing_line(s: dict, by_key: dict, tol: dict) -> str:
     first = s["first_failing_layer"]
-    if first:
-        r = by_key[first]
-        if "truth" in r and "error" not in r["truth"] and "error" not in r:
-            t = r["truth"]
-            detail = (f"against the float64 truth Paddle {_e(t['paddle'])}, torch {_e(t['torch'])} scaled "
-                      f"(ratio {t['ratio']:.2f})")
-        else:
-            detail = r.get("error") or f"scaled error {_e(r['scaled'])} > tolerance {_e(r['tolerance'])}"
-        lines.append(f"- **First failing layer** (execution order): `{first}` ({r['type']}, {detail})")
+    if not first:
+        return (f"- Every layer output within tolerance: {s['layers']} outputs, worst scaled error "
+                f"{_e(s['worst_scaled'])} (tolerances per stage: {_stage_bounds(tol['layer'])})")
+    r = by_key[first]
+    if "truth" in r and "error" not in r["truth"] and "error" not in r:
+        t = r["truth"]
+        detail = (f"against the float64 truth Paddle {_e(t['paddle'])}, torch {_e(t['torch'])} scaled "
+                  f"(ratio {t['ratio']:.2f})")
     else:
-        lines.append(f"- Every layer output within tolerance: {s['layers']} outputs, worst scaled error "
-                     f"{_e(s['worst_scaled'])} (tolerances per stage: {_stage_bounds(tol['layer'])})")
+        detail = r.get("error") or f"scaled error {_e(r['scaled'])} > tolerance {_e(r['tolerance'])}"
+    return f"- **First failing layer** (execution order): `{first}` ({r['type']}, {detail})"
+
+
+def _local_line(s: dict, by_key: dict, tol: dict) -> str:
+    fl = s["first_failing_local"]
+    if fl:
+        return (f"- **First leaf layer over tolerance when run alone**: `{fl}` "
+                f"(local scaled error {_e(by_key[fl]['local'].get('scaled'))} > {_e(by_key[fl]['local']['tolerance'])})")
+    return (f"- Every leaf layer run alone on the reference's input is within its stage's bound "
+            f"({_stage_bounds(tol['local'])}, scaled); "
+            f"worst local error {_e(s['worst_local_scaled'])}")
+
+
+def _accuracy_lines(report: dict) -> list[str]:
+    """The float64 referee's bullets (none without a referee)."""
+    acc, st, tol, s = report.get("accuracy"), report["settings"], report["tolerances"], report["summary"]
+    if not acc:
+        return []
+    lines = []
+    if st.get("truth_escalated"):
+        lines.append("- The fixed per-stage bounds failed, so the float64 referee was called in; the verdicts "
+                     "below are its own.")
+    lines.append(f"- **Against the float64 truth** (torch reference run in float64): final RGBA max abs error "
+                 f"torch fp32 {_e(acc['torch_fp32_vs_fp64'])}, Paddle fp32 {_e(acc['paddle_fp32_vs_fp64'])}, "
+                 f"ratio {acc['ratio']:.2f} (Paddle's excess error; a layer fails above "
+                 f"{tol['truth_ratio']:g} x torch's error + {_e(tol['truth_floor'])} scaled)")
+    for precision in ("fp32", "bf16"):
+        if f"predictor_{precision}_vs_fp64" in acc:
+            lines.append(f"- Predictor {precision} against the truth: max abs "
+                         f"{_e(acc[f'predictor_{precision}_vs_fp64'])}, PSNR "
+                         f"{acc[f'predictor_{precision}_psnr_db']:.1f} dB")
+    if "predictor_bf16" in acc:
+        lines.append(f"- Predictor bf16: {acc['predictor_bf16']}")
+    if s.get("worst_truth_ratio") is not None:
+        lines.append(f"- Worst per-layer ratio (Paddle's error / torch's, against the truth): "
+                     f"{s['worst_truth_ratio']:.2f}")
+    return lines
+
+
+def _summary_lines(report: dict) -> list[str]:
+    """The bullets under the title: first failing layer, local errors, parameters, final RGBA, referee."""
+    s, st, tol = report["summary"], report["settings"], report["tolerances"]
+    by_key = {r["key"]: r for r in report["layers"]}
+    render = report["render"]
+    lines = [_first_failing_line(s, by_key, tol)]
     if st["single_step"]:
-        fl = s["first_failing_local"]
-        if fl:
-            lines.append(f"- **First leaf layer over tolerance when run alone**: `{fl}` "
-                         f"(local scaled error {_e(by_key[fl]['local'].get('scaled'))} > {_e(by_key[fl]['local']['tolerance'])})")
-        else:
-            lines.append(f"- Every leaf layer run alone on the reference's input is within its stage's bound "
-                         f"({_stage_bounds(tol['local'])}, scaled); "
-                         f"worst local error {_e(s['worst_local_scaled'])}")
+        lines.append(_local_line(s, by_key, tol))
     n_bad = len(s["parameters_differing"])
     if n_bad:
         lines.append(f"- **Parameters differing after rename**: {n_bad} of {s['parameters']}: "
@@ -138,50 +163,26 @@ def render_markdown(report: dict) -> str:
     if s["unpaired_paddle_keys"]:
         lines.append("- **Paddle layer calls without a torch counterpart**: "
                      + ", ".join(f"`{k}`" for k in s["unpaired_paddle_keys"][:10]))
-    acc = report.get("accuracy")
-    if acc:
-        if st.get("truth_escalated"):
-            lines.append("- The fixed per-stage bounds failed, so the float64 referee was called in; the verdicts "
-                         "below are its own.")
-        lines.append(f"- **Against the float64 truth** (torch reference run in float64): final RGBA max abs error "
-                     f"torch fp32 {_e(acc['torch_fp32_vs_fp64'])}, Paddle fp32 {_e(acc['paddle_fp32_vs_fp64'])}, "
-                     f"ratio {acc['ratio']:.2f} (Paddle's excess error; a layer fails above "
-                     f"{tol['truth_ratio']:g} x torch's error + {_e(tol['truth_floor'])} scaled)")
-        for precision in ("fp32", "bf16"):
-            if f"predictor_{precision}_vs_fp64" in acc:
-                lines.append(f"- Predictor {precision} against the truth: max abs "
-                             f"{_e(acc[f'predictor_{precision}_vs_fp64'])}, PSNR "
-                             f"{acc[f'predictor_{precision}_psnr_db']:.1f} dB")
-        if "predictor_bf16" in acc:
-            lines.append(f"- Predictor bf16: {acc['predictor_bf16']}")
-        if s.get("worst_truth_ratio") is not None:
-            lines.append(f"- Worst per-layer ratio (Paddle's error / torch's, against the truth): "
-                         f"{s['worst_truth_ratio']:.2f}")
+    lines += _accuracy_lines(report)
     lines.append(f"- Runtime: {report['timings']['total_s']:.1f} s")
-    lines += ["", "![renders, difference and per-layer error](report.png)", ""]
-    lines.append("Scaled error = max abs error / max |reference| of that output. Tolerances (`convert.verify."
-                 f"tolerances_for`, reasons in `conr_common/tolerances.py`): layer outputs and leaf layers run alone, "
-                 f"scaled, per stage: {_stage_bounds(tol['layer'])}; final RGBA {_e(tol['rgba'])} absolute "
-                 "(RGBA_ATOL); weights bit-exact. With the float64 referee a layer passes when Paddle's error against "
-                 "the truth is within the ratio stated above.")
-    lines.append("")
+    return lines
 
+
+def _parameter_section(report: dict) -> list[str]:
     bad_params = [p for p in report["parameters"] if not p["ok"]]
-    if bad_params:
-        lines += ["## Parameters that differ", "", "| tensor (Paddle name) | torch name | shape | max abs | elements differing |",
-                  "|---|---|---|---:|---:|"]
-        for p in bad_params:
-            lines.append(f"| `{p['network']}.{p['paddle_key']}` | `{p['torch_key']}` | {'x'.join(map(str, p['shape']))} "
-                         f"| {_e(p['max_abs'])} | {p['differing']} |")
-        lines.append("")
-
-    worst = sorted(rows, key=_ratio, reverse=True)[:WORST_ROWS]
-    worst.sort(key=lambda r: r["index"])
-    lines += [f"## Worst {len(worst)} layer outputs (relative to tolerance, in execution order)", ""]
-    lines += _layer_table(worst, st["single_step"])
+    if not bad_params:
+        return []
+    lines = ["## Parameters that differ", "", "| tensor (Paddle name) | torch name | shape | max abs | elements differing |",
+             "|---|---|---|---:|---:|"]
+    for p in bad_params:
+        lines.append(f"| `{p['network']}.{p['paddle_key']}` | `{p['torch_key']}` | {'x'.join(map(str, p['shape']))} "
+                     f"| {_e(p['max_abs'])} | {p['differing']} |")
     lines.append("")
+    return lines
 
-    lines += ["## Environment", "", "| item | value |", "|---|---|"]
+
+def _environment_section(env: dict) -> list[str]:
+    lines = ["## Environment", "", "| item | value |", "|---|---|"]
     lines.append(f"| python | {env['python']} ({env['platform']}) |")
     for name, version in env["packages"].items():
         lines.append(f"| {name} | {version or '-'} |")
@@ -196,7 +197,35 @@ def render_markdown(report: dict) -> str:
     for k, v in env["numerics_pinned"].items():
         lines.append(f"| {k} | {v if v is not None else 'unset'} |")
     lines.append("")
+    return lines
 
+
+def render_markdown(report: dict) -> str:
+    """report.md: verdict, summary bullets, the worst layer outputs, the environment and every layer output."""
+    st, tol = report["settings"], report["tolerances"]
+    verdict = "PASS" if report["passed"] else "FAIL"
+    rows = report["layers"]
+    lines = [f"# CoNR parity report: {verdict}", ""]
+    lines.append(
+        f"PyTorch reference vs Paddle port, {st['dtype']}, {st['size']} px, {st['views']} sheet view(s), "
+        f"device {st['device']}, seed {st['seed']}" + (", single-step" if st["single_step"] else "") + "."
+    )
+    lines.append("")
+    lines += _summary_lines(report)
+    lines += ["", "![renders, difference and per-layer error](report.png)", ""]
+    lines.append("Scaled error = max abs error / max |reference| of that output. Tolerances (`convert.verify."
+                 f"tolerances_for`, reasons in `conr_common/tolerances.py`): layer outputs and leaf layers run alone, "
+                 f"scaled, per stage: {_stage_bounds(tol['layer'])}; final RGBA {_e(tol['rgba'])} absolute "
+                 "(RGBA_ATOL); weights bit-exact. With the float64 referee a layer passes when Paddle's error against "
+                 "the truth is within the ratio stated above.")
+    lines.append("")
+    lines += _parameter_section(report)
+    worst = sorted(rows, key=_ratio, reverse=True)[:WORST_ROWS]
+    worst.sort(key=lambda r: r["index"])
+    lines += [f"## Worst {len(worst)} layer outputs (relative to tolerance, in execution order)", ""]
+    lines += _layer_table(worst, st["single_step"])
+    lines.append("")
+    lines += _environment_section(report["environment"])
     lines += [f"## Every layer output ({len(rows)}, execution order: a container follows its children)", ""]
     lines += _layer_table(rows, st["single_step"])
     lines.append("")
@@ -241,13 +270,9 @@ def _stretched_rgb(rgba: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarr
     return np.clip(x, 0.0, 1.0).transpose(1, 2, 0)
 
 
-def plot_report(path: Path, report: dict, ref_rgba: np.ndarray, paddle_rgba: np.ndarray) -> None:
-    # no pyplot: no global figure state and no display needed; the Agg canvas draws the PNG
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    st, tol, s = report["settings"], report["tolerances"], report["summary"]
-    rows = report["layers"]
+def _draw_renders(fig, grid, report: dict, ref_rgba: np.ndarray, paddle_rgba: np.ndarray) -> None:
+    """Top row: both renders and their amplified difference."""
+    tol = report["tolerances"]
     d = np.abs(np.asarray(ref_rgba, np.float64) - np.asarray(paddle_rgba, np.float64)).max(axis=0)
     max_abs = float(d.max()) if d.size else 0.0
     exponent = amplification(max_abs)
@@ -259,23 +284,11 @@ def plot_report(path: Path, report: dict, ref_rgba: np.ndarray, paddle_rgba: np.
         note = "\n(nearly flat: RGB contrast-stretched per channel)"
     else:
         show, note = _over_checkerboard, ""
-
-    fig = Figure(figsize=(15, 10.5), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(2, 3, height_ratios=[1.0, 0.9])
-    verdict = "PASS" if report["passed"] else "FAIL"
-    fig.suptitle(f"CoNR parity: {verdict}   ({st['dtype']}, {st['size']} px, {st['views']} views, "
-                 f"device {st['device']})", fontsize=15, fontweight="bold",
-                 color="tab:green" if report["passed"] else "tab:red")
-
-    ax = fig.add_subplot(grid[0, 0])
-    ax.imshow(show(ref_rgba), interpolation="nearest")
-    ax.set_title("PyTorch reference render" + note)
-    ax.axis("off")
-    ax = fig.add_subplot(grid[0, 1])
-    ax.imshow(show(paddle_rgba), interpolation="nearest")
-    ax.set_title("Paddle render" + note)
-    ax.axis("off")
+    for column, (rgba, title) in enumerate(((ref_rgba, "PyTorch reference render"), (paddle_rgba, "Paddle render"))):
+        ax = fig.add_subplot(grid[0, column])
+        ax.imshow(show(rgba), interpolation="nearest")
+        ax.set_title(title + note)
+        ax.axis("off")
     ax = fig.add_subplot(grid[0, 2])
     im = ax.imshow(d * factor, cmap="inferno", vmin=0.0, vmax=max(max_abs * factor, 1e-30), interpolation="nearest")
     ax.set_title(f"|reference - Paddle| (max over RGBA), amplified x 1e{exponent}\n"
@@ -283,20 +296,19 @@ def plot_report(path: Path, report: dict, ref_rgba: np.ndarray, paddle_rgba: np.
     ax.axis("off")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=f"difference x 1e{exponent}")
 
-    ax = fig.add_subplot(grid[1, :])
-    values = np.array([r["scaled"] if "error" not in r else np.nan for r in rows], dtype=np.float64)
-    finite = values[np.isfinite(values) & (values > 0)]
-    row_tol = np.array([r["tolerance"] for r in rows], dtype=np.float64)
-    lowest = float(row_tol.min()) if row_tol.size else 1e-4
-    floor = min(lowest * 1e-6, finite.min() / 3 if finite.size else lowest * 1e-6)
-    shown = np.where(np.isfinite(values), np.maximum(values, floor), np.nan)
-    idx = np.arange(len(rows))
+
+def _scatter_networks(ax, rows: list[dict], idx: np.ndarray, shown: np.ndarray) -> None:
     for net, color in NETWORK_COLORS.items():
         for leaf, marker, size in ((True, "o", 9), (False, "s", 14)):
             sel = np.array([r["network"] == net and r["leaf"] == leaf for r in rows], dtype=bool)
             if sel.any():
                 ax.scatter(idx[sel], shown[sel], s=size, marker=marker, color=color, alpha=0.75 if leaf else 0.35,
                            linewidths=0, label=f"{net} ({'leaf' if leaf else 'container'})")
+
+
+def _draw_local_and_bounds(ax, report: dict, idx: np.ndarray, row_tol: np.ndarray, floor: float) -> None:
+    """The single-step errors, and either the referee's per-layer errors or the fixed per-stage tolerance."""
+    rows, st, tol = report["layers"], report["settings"], report["tolerances"]
     if st["single_step"]:
         local = np.array([r["local"]["scaled"] if "local" in r and "error" not in r["local"] else np.nan
                           for r in rows], dtype=np.float64)
@@ -315,6 +327,20 @@ def plot_report(path: Path, report: dict, ref_rgba: np.ndarray, paddle_rgba: np.
     else:
         ax.step(idx, row_tol, where="mid", color="tab:red", linestyle="--", linewidth=1.5,
                 label="layer tolerance (per stage)")
+
+
+def _draw_layer_errors(ax, report: dict) -> None:
+    """Bottom row: every layer output's scaled error along the network, log scale."""
+    rows, s = report["layers"], report["summary"]
+    values = np.array([r["scaled"] if "error" not in r else np.nan for r in rows], dtype=np.float64)
+    finite = values[np.isfinite(values) & (values > 0)]
+    row_tol = np.array([r["tolerance"] for r in rows], dtype=np.float64)
+    lowest = float(row_tol.min()) if row_tol.size else 1e-4
+    floor = min(lowest * 1e-6, finite.min() / 3 if finite.size else lowest * 1e-6)
+    shown = np.where(np.isfinite(values), np.maximum(values, floor), np.nan)
+    idx = np.arange(len(rows))
+    _scatter_networks(ax, rows, idx, shown)
+    _draw_local_and_bounds(ax, report, idx, row_tol, floor)
     first = s["first_failing_layer"]
     if first:
         fi = next(r["index"] for r in rows if r["key"] == first)
@@ -330,5 +356,22 @@ def plot_report(path: Path, report: dict, ref_rgba: np.ndarray, paddle_rgba: np.
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), fontsize=9, ncol=5, frameon=False)
 
+
+def plot_report(path: Path, report: dict, ref_rgba: np.ndarray, paddle_rgba: np.ndarray) -> None:
+    """report.png: both renders, their amplified difference, and the per-layer error along the network."""
+    # no pyplot: no global figure state and no display needed; the Agg canvas draws the PNG
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    st = report["settings"]
+    fig = Figure(figsize=(15, 10.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(2, 3, height_ratios=[1.0, 0.9])
+    verdict = "PASS" if report["passed"] else "FAIL"
+    fig.suptitle(f"CoNR parity: {verdict}   ({st['dtype']}, {st['size']} px, {st['views']} views, "
+                 f"device {st['device']})", fontsize=15, fontweight="bold",
+                 color="tab:green" if report["passed"] else "tab:red")
+    _draw_renders(fig, grid, report, ref_rgba, paddle_rgba)
+    _draw_layer_errors(fig.add_subplot(grid[1, :]), report)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

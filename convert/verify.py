@@ -25,6 +25,7 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -72,7 +73,7 @@ def tolerances_for(dtype: str) -> dict:
 
 
 TRUTHS = ("auto", "fp64", "none")
-ENGINES = ("eager", "predictor")
+VERIFY_ENGINES = ("eager", "predictor")  # the engines a report can add (the renderer has more)
 # `--truth auto` runs the float64 referee up to this size (a float64 torch pass costs about 3x the float32 one and
 # keeps every layer output in memory); above it, only when the fixed per-stage bounds fail (the referee then
 # decides whether Paddle or the network's conditioning is to blame).
@@ -257,7 +258,7 @@ def check_parameters(torch_states: dict, paddle_states: dict) -> list[dict]:
 def load_inputs(size: int, views: int, character_sheet: Path | None, poses: Path | None, seed: int,
                 work: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """sheet (M, 4, S, S), xyz (1, 3, S, S), alpha (1, 1, S, S) in float64 [0, 1], and where they came from."""
-    from conr_common.pipeline import list_pose_files, load_character_sheet, load_udp_pose
+    from conr_common.pipeline import list_pose_files, load_character_sheet, load_udp_pose, sheet_array, udp_arrays
     from conr_common.samples import ensure_samples
 
     source = {}
@@ -271,9 +272,8 @@ def load_inputs(size: int, views: int, character_sheet: Path | None, poses: Path
     pose = load_udp_pose(pose_files[0], size)
     if pose.crop is None:
         raise ConrInputError(f"{pose_files[0]}: the first pose frame is empty (no visible pixel); nothing to compare")
-    sheet = (sheet_u8.astype(np.float64) / 255.0).transpose(0, 3, 1, 2)
-    xyz = pose.xyz.astype(np.float64).transpose(2, 0, 1)[None]
-    alpha = (pose.alpha.astype(np.float64) / 255.0)[None, None]
+    sheet = sheet_array(sheet_u8, np.float64)
+    xyz, alpha = udp_arrays([pose], np.float64)
     source.update({"character_sheet": str(sheet_dir), "views_used": int(sheet.shape[0]),
                    "pose_frame": str(pose_files[0])})
     return sheet, xyz, alpha, source
@@ -291,6 +291,230 @@ def _within(row: dict | None, metric: str, tol: float) -> bool:
         return False
     value = row[metric]
     return bool(np.isfinite(value) and value <= tol)
+
+
+@dataclass(frozen=True)
+class VerifyPlan:
+    """The checked arguments of one report (what `verify()` will do), before torch or Paddle is imported."""
+
+    torch_dir: Path
+    paddle_dir: Path
+    out: Path
+    size: int
+    views: int
+    character_sheet: Path | None
+    poses: Path | None
+    fp64: bool
+    single_step: bool
+    seed: int
+    device: str
+    truth: str
+    engine: str
+    onnx_dir: Path | None
+    onnx_meta: dict | None
+
+    @property
+    def dtype(self) -> str:
+        return "float64" if self.fp64 else "float32"
+
+    @property
+    def truth_first(self) -> bool:
+        return _truth_from_start(self.fp64, self.truth, self.size)
+
+
+def _truth_from_start(fp64: bool, truth: str, size: int) -> bool:
+    """Whether the float64 referee runs from the start (else, with auto, only when the fixed bounds fail)."""
+    return not fp64 and (truth == "fp64" or (truth == "auto" and size <= AUTO_TRUTH_MAX_SIZE))
+
+
+def _check_values(size: int, views: int, device: str, truth: str, engine: str) -> None:
+    from conr_common.pipeline import check_size
+
+    check_size(size)
+    if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+        raise ConrInputError(f"--views must be a positive integer, got {views!r}")
+    if device not in ("cpu", "gpu"):
+        raise ConrInputError(f"--device must be cpu or gpu, got {device!r}")
+    if truth not in TRUTHS:
+        raise ConrInputError(f"--truth must be one of {', '.join(TRUTHS)}, got {truth!r}")
+    if engine not in VERIFY_ENGINES:
+        raise ConrInputError(f"--engine must be one of {', '.join(VERIFY_ENGINES)}, got {engine!r}")
+
+
+def plan_verify(torch_dir: str | Path, paddle_dir: str | Path, out: str | Path, *, size: int, views: int,
+                character_sheet: str | Path | None, poses: str | Path | None, fp64: bool, single_step: bool,
+                seed: int, device: str, truth: str, engine: str, onnx_dir: str | Path | None) -> VerifyPlan:
+    """Check every argument that needs no model (ConrInputError, one line) and return the VerifyPlan."""
+    _check_values(size, views, device, truth, engine)
+    if engine == "predictor" and not _truth_from_start(fp64, truth, size):
+        raise ConrInputError("--engine predictor reports accuracy against the float64 truth: use it with --truth fp64 "
+                             f"(or --truth auto at {AUTO_TRUTH_MAX_SIZE} px)")
+    torch_dir = _check_folder(Path(torch_dir), "--torch")
+    paddle_dir = _check_folder(Path(paddle_dir), "--paddle")
+    character_sheet = _check_folder(Path(character_sheet), "--character-sheet") if character_sheet else None
+    poses = _check_folder(Path(poses), "--poses") if poses else None
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConrInputError(f"{out}: --report must be a folder (it exists and is a file)")
+    onnx_meta = None
+    if onnx_dir is not None:
+        from .onnx_verify import read_onnx_dir
+
+        onnx_dir = _check_folder(Path(onnx_dir), "--onnx")
+        onnx_meta = read_onnx_dir(onnx_dir, size, views)
+    return VerifyPlan(torch_dir, paddle_dir, out, size, views, character_sheet, poses, fp64, single_step, seed,
+                      device, truth, engine, onnx_dir, onnx_meta)
+
+
+@dataclass
+class _Passes:
+    """What the passes of one report found (filled in as they run)."""
+
+    calls: list
+    ref_rgba: np.ndarray
+    rows: list = field(default_factory=list)
+    paddle_only: list = field(default_factory=list)
+    pd_rgba: np.ndarray | None = None
+    truth_calls: list | None = None
+    truth_rgba: np.ndarray | None = None
+    use_truth: bool = False
+    escalated: bool = False
+    predictors: dict = field(default_factory=dict)
+    onnx_column: dict | None = None
+
+
+def _paddle_timed(paddle, pm, passes: _Passes, sheet, xyz, alpha, timings: dict, key: str) -> None:
+    t0 = time.perf_counter()
+    passes.rows, passes.paddle_only, passes.pd_rgba = _paddle_pass(paddle, pm, passes.calls, sheet, xyz, alpha,
+                                                                   passes.truth_calls)
+    timings[key] = time.perf_counter() - t0
+
+
+def _compare_passes(plan: VerifyPlan, torch, paddle, tm, pm, inputs: tuple, tol: dict, say, timings: dict) -> _Passes:
+    """The torch reference, the float64 truth (from the start, or called in when the fixed bounds fail) and the
+    Paddle pass comparing every layer."""
+    sheet, xyz, alpha = inputs
+    say(f"reference pass (torch, {plan.dtype}, {plan.size} px, {sheet.shape[0]} views)")
+    t0 = time.perf_counter()
+    calls, ref_rgba = _torch_pass(torch, tm, sheet, xyz, alpha, plan.device, keep_inputs=plan.single_step)
+    timings["torch_pass_s"] = time.perf_counter() - t0
+    passes = _Passes(calls, ref_rgba, use_truth=plan.truth_first)
+    if passes.use_truth:
+        passes.truth_calls, passes.truth_rgba = _truth_pass(torch, tm, sheet, xyz, alpha, plan.device, say, timings)
+    say("Paddle pass, comparing every layer")
+    _paddle_timed(paddle, pm, passes, sheet, xyz, alpha, timings, "paddle_pass_s")
+    render = _judge(passes.rows, ref_rgba, passes.pd_rgba, tol)
+    if plan.truth == "auto" and not passes.use_truth and not plan.fp64 and not _numerics_ok(passes.rows, render):
+        # the fixed per-stage bounds failed: call in the referee to tell Paddle's error from the network's
+        # conditioning (torch's own float32 error), then judge again
+        say("fixed tolerances exceeded: calling in the float64 referee")
+        passes.use_truth, passes.escalated = True, True
+        passes.truth_calls, passes.truth_rgba = _truth_pass(torch, tm, sheet, xyz, alpha, plan.device, say, timings)
+        say("Paddle pass again, against the truth")
+        _paddle_timed(paddle, pm, passes, sheet, xyz, alpha, timings, "paddle_pass_truth_s")
+    return passes
+
+
+def _extra_passes(plan: VerifyPlan, torch, paddle, tm, pm, inputs: tuple, passes: _Passes, say,
+                  timings: dict) -> None:
+    """The optional columns: the predictor against the truth, onnxruntime, and each leaf layer run alone."""
+    sheet, xyz, alpha = inputs
+    if plan.engine == "predictor":
+        say("predictor passes (Paddle Inference fp32, and bf16 where the CPU has it)")
+        t0 = time.perf_counter()
+        passes.predictors = _predictor_accuracy(pm, sheet, xyz, alpha, passes.truth_rgba)
+        timings["predictor_s"] = time.perf_counter() - t0
+    if plan.onnx_meta is not None:
+        from .onnx_verify import onnx_column as _onnx_column
+
+        say(f"onnxruntime pass ({plan.onnx_meta['framework']} ONNX graphs in {plan.onnx_dir})")
+        t0 = time.perf_counter()
+        passes.onnx_column = _onnx_column(plan.onnx_dir, plan.onnx_meta, tm, pm, sheet, xyz, alpha, passes.use_truth)
+        timings["onnxruntime_s"] = time.perf_counter() - t0
+    if plan.single_step:
+        say("single-step pass: each Paddle leaf layer on the reference's own input")
+        t0 = time.perf_counter()
+        _single_step(torch, paddle, pm, passes.calls, passes.rows)
+        timings["single_step_s"] = time.perf_counter() - t0
+
+
+def _verdicts(passes: _Passes, params: list[dict], tol: dict) -> dict:
+    """Every verdict, in torch execution order: against the float64 truth when there is one, else fixed
+    tolerances. Returns the report's render, accuracy, summary-relevant rows and `passed`."""
+    rows = passes.rows
+    render = _judge(rows, passes.ref_rgba, passes.pd_rgba, tol)
+    accuracy = None
+    if passes.truth_rgba is not None:
+        accuracy = accuracy_row(passes.truth_rgba, passes.ref_rgba, passes.pd_rgba)
+        accuracy.update(passes.predictors)
+        # with a referee, the final RGBA is judged like every layer: against torch's own float32 error
+        render["ok"] = within_truth(accuracy["paddle_fp32_vs_fp64"], accuracy["torch_fp32_vs_fp64"],
+                                    tol["truth_ratio"], tol["truth_floor"])
+        render["judged_by"] = "float64 truth"
+    for p in params:
+        p["ok"] = p["max_abs"] <= tol["parameter"] and p["torch_dtype"] == p["paddle_dtype"]
+    first = next((r for r in rows if not r["ok"]), None)
+    first_local = next((r for r in rows if "local" in r and not r["local"]["ok"]), None)
+    bad_params = [p for p in params if not p["ok"]]
+    passed = (not bad_params and first is None and first_local is None and render["ok"] and not passes.paddle_only)
+    return {"render": render, "accuracy": accuracy, "first": first, "first_local": first_local,
+            "bad_params": bad_params, "passed": passed}
+
+
+def _summary(passes: _Passes, params: list[dict], v: dict) -> dict:
+    rows, render = passes.rows, v["render"]
+    return {
+        "layers": len(rows),
+        "layers_failing": sum(not r["ok"] for r in rows),
+        "first_failing_layer": v["first"]["key"] if v["first"] else None,
+        "first_failing_local": v["first_local"]["key"] if v["first_local"] else None,
+        "worst_local_scaled": max((r["local"].get("scaled", 0.0) for r in rows if "local" in r), default=None),
+        "worst_scaled": max((r.get("scaled", 0.0) for r in rows if "error" not in r), default=0.0),
+        "worst_truth_ratio": max((r["truth"]["ratio"] for r in rows if "truth" in r), default=None),
+        "parameters": len(params),
+        "parameters_differing": [f"{p['network']}.{p['paddle_key']}" for p in v["bad_params"]],
+        "render_max_abs": render.get("max_abs"),
+        "unpaired_paddle_keys": passes.paddle_only,
+    }
+
+
+def _report(plan: VerifyPlan, passes: _Passes, params: list[dict], tol: dict, source: dict, files: dict,
+            env: dict, timings: dict, views_used: int, started: float) -> dict:
+    """The report.json document (its key order is the file's)."""
+    v = _verdicts(passes, params, tol)
+    timings["total_s"] = time.perf_counter() - started
+    return {
+        "format_version": REPORT_FORMAT_VERSION,
+        "tool": "python -m convert verify",
+        "passed": v["passed"],
+        "settings": {"size": plan.size, "views": views_used, "views_requested": plan.views, "dtype": plan.dtype,
+                     "seed": plan.seed, "single_step": plan.single_step, "device": plan.device,
+                     "truth": "fp64" if passes.use_truth else "none", "truth_escalated": passes.escalated,
+                     "engine": plan.engine},
+        "accuracy": v["accuracy"],
+        "onnxruntime": passes.onnx_column,
+        "inputs": source,
+        "weights": files,
+        "tolerances": tol,
+        "summary": _summary(passes, params, v),
+        "render": v["render"],
+        "layers": passes.rows,
+        "parameters": params,
+        "environment": env,
+        "timings": timings,
+    }
+
+
+def _load_models(plan: VerifyPlan, torch, paddle, say, timings: dict):
+    """Read both weight sets, compare them tensor by tensor and build both models: (params rows, files, tm, pm)."""
+    t0 = time.perf_counter()
+    say(f"reading weights from {plan.torch_dir} and {plan.paddle_dir}")
+    torch_states, paddle_states, files = load_weight_states(plan.torch_dir, plan.paddle_dir)
+    params = check_parameters(torch_states, paddle_states)
+    tm, pm = _build_models(torch, paddle, torch_states, paddle_states, plan.dtype, plan.device)
+    del torch_states, paddle_states
+    timings["load_weights_s"] = time.perf_counter() - t0
+    return params, files, tm, pm
 
 
 def verify(
@@ -312,169 +536,39 @@ def verify(
     stdout: TextIO | None = None,
 ) -> dict:
     """Build the parity report, write it to `out`, return it. Raises ConrInputError on bad input."""
-    from conr_common.pipeline import check_size
-
     from conr_common.checkpoints import import_paddle, import_torch
 
     stdout = stdout or sys.stdout
     started = time.perf_counter()
-    check_size(size)
-    if isinstance(views, bool) or not isinstance(views, int) or views < 1:
-        raise ConrInputError(f"--views must be a positive integer, got {views!r}")
-    if device not in ("cpu", "gpu"):
-        raise ConrInputError(f"--device must be cpu or gpu, got {device!r}")
-    if truth not in TRUTHS:
-        raise ConrInputError(f"--truth must be one of {', '.join(TRUTHS)}, got {truth!r}")
-    if engine not in ENGINES:
-        raise ConrInputError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    use_truth = not fp64 and (truth == "fp64" or (truth == "auto" and size <= AUTO_TRUTH_MAX_SIZE))
-    if engine == "predictor" and not use_truth:
-        raise ConrInputError("--engine predictor reports accuracy against the float64 truth: use it with --truth fp64 "
-                             f"(or --truth auto at {AUTO_TRUTH_MAX_SIZE} px)")
-    torch_dir = _check_folder(Path(torch_dir), "--torch")
-    paddle_dir = _check_folder(Path(paddle_dir), "--paddle")
-    character_sheet = _check_folder(Path(character_sheet), "--character-sheet") if character_sheet else None
-    poses = _check_folder(Path(poses), "--poses") if poses else None
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConrInputError(f"{out}: --report must be a folder (it exists and is a file)")
-    onnx_meta = None
-    if onnx_dir is not None:
-        from .onnx_verify import read_onnx_dir
-
-        onnx_dir = _check_folder(Path(onnx_dir), "--onnx")
-        onnx_meta = read_onnx_dir(onnx_dir, size, views)
-
+    plan = plan_verify(torch_dir, paddle_dir, out, size=size, views=views, character_sheet=character_sheet,
+                       poses=poses, fp64=fp64, single_step=single_step, seed=seed, device=device, truth=truth,
+                       engine=engine, onnx_dir=onnx_dir)
     torch, paddle = import_torch(), import_paddle()
     if device == "gpu" and not (torch.cuda.is_available() and paddle.device.is_compiled_with_cuda()
                                 and paddle.device.cuda.device_count() > 0):
         raise ConrInputError("--device gpu: no CUDA device visible to both torch and Paddle")
-    dtype = "float64" if fp64 else "float32"
-    tol = tolerances_for(dtype)
+    tol = tolerances_for(plan.dtype)
     timings: dict[str, float] = {}
 
     def say(msg: str) -> None:
         print(f"verify: {msg}", file=stdout, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="conr-verify-") as work:
-        sheet, xyz, alpha, source = load_inputs(size, views, character_sheet, poses, seed, Path(work))
+        sheet, xyz, alpha, source = load_inputs(size, views, plan.character_sheet, plan.poses, seed, Path(work))
     # every run sees the same input values: the float32 inputs, widened for the float64 truth
-    sheet, xyz, alpha = (a.astype(dtype) for a in (sheet, xyz, alpha))
-
-    t0 = time.perf_counter()
-    say(f"reading weights from {torch_dir} and {paddle_dir}")
-    torch_states, paddle_states, files = load_weight_states(torch_dir, paddle_dir)
-    params = check_parameters(torch_states, paddle_states)
-    tm, pm = _build_models(torch, paddle, torch_states, paddle_states, dtype, device)
-    del torch_states, paddle_states
-    timings["load_weights_s"] = time.perf_counter() - t0
-
+    inputs = tuple(a.astype(plan.dtype) for a in (sheet, xyz, alpha))
+    params, files, tm, pm = _load_models(plan, torch, paddle, say, timings)
     with _numerics_pinned(torch, paddle) as pinned, _paddle_place(paddle, device):
         env = environment(torch, paddle, device)
         env["numerics_pinned"] = pinned
-        say(f"reference pass (torch, {dtype}, {size} px, {sheet.shape[0]} views)")
-        t0 = time.perf_counter()
-        calls, ref_rgba = _torch_pass(torch, tm, sheet, xyz, alpha, device, keep_inputs=single_step)
-        timings["torch_pass_s"] = time.perf_counter() - t0
-
-        truth_calls, truth_rgba = None, None
-        if use_truth:
-            truth_calls, truth_rgba = _truth_pass(torch, tm, sheet, xyz, alpha, device, say, timings)
-
-        say("Paddle pass, comparing every layer")
-        t0 = time.perf_counter()
-        rows, paddle_only, pd_rgba = _paddle_pass(paddle, pm, calls, sheet, xyz, alpha, truth_calls)
-        timings["paddle_pass_s"] = time.perf_counter() - t0
-        render = _judge(rows, ref_rgba, pd_rgba, tol)
-
-        escalated = False
-        if truth == "auto" and not use_truth and not fp64 and not _numerics_ok(rows, render):
-            # the fixed per-stage bounds failed: call in the referee to tell Paddle's error from the network's
-            # conditioning (torch's own float32 error), then judge again
-            say("fixed tolerances exceeded: calling in the float64 referee")
-            use_truth, escalated = True, True
-            truth_calls, truth_rgba = _truth_pass(torch, tm, sheet, xyz, alpha, device, say, timings)
-            say("Paddle pass again, against the truth")
-            t0 = time.perf_counter()
-            rows, paddle_only, pd_rgba = _paddle_pass(paddle, pm, calls, sheet, xyz, alpha, truth_calls)
-            timings["paddle_pass_truth_s"] = time.perf_counter() - t0
-
-        predictors = {}
-        if engine == "predictor":
-            say("predictor passes (Paddle Inference fp32, and bf16 where the CPU has it)")
-            t0 = time.perf_counter()
-            predictors = _predictor_accuracy(pm, sheet, xyz, alpha, truth_rgba)
-            timings["predictor_s"] = time.perf_counter() - t0
-
-        onnx_column = None
-        if onnx_meta is not None:
-            from .onnx_verify import onnx_column as _onnx_column
-
-            say(f"onnxruntime pass ({onnx_meta['framework']} ONNX graphs in {onnx_dir})")
-            t0 = time.perf_counter()
-            onnx_column = _onnx_column(onnx_dir, onnx_meta, tm, pm, sheet, xyz, alpha, use_truth)
-            timings["onnxruntime_s"] = time.perf_counter() - t0
-
-        if single_step:
-            say("single-step pass: each Paddle leaf layer on the reference's own input")
-            t0 = time.perf_counter()
-            _single_step(torch, paddle, pm, calls, rows)
-            timings["single_step_s"] = time.perf_counter() - t0
-    del calls, truth_calls
-
-    # verdicts, in torch execution order: against the float64 truth when there is one, else fixed tolerances
-    render = _judge(rows, ref_rgba, pd_rgba, tol)
-    accuracy = None
-    if truth_rgba is not None:
-        accuracy = accuracy_row(truth_rgba, ref_rgba, pd_rgba)
-        accuracy.update(predictors)
-        # with a referee, the final RGBA is judged like every layer: against torch's own float32 error
-        render["ok"] = within_truth(accuracy["paddle_fp32_vs_fp64"], accuracy["torch_fp32_vs_fp64"],
-                                    tol["truth_ratio"], tol["truth_floor"])
-        render["judged_by"] = "float64 truth"
-    for p in params:
-        p["ok"] = p["max_abs"] <= tol["parameter"] and p["torch_dtype"] == p["paddle_dtype"]
-    first = next((r for r in rows if not r["ok"]), None)
-    first_local = next((r for r in rows if "local" in r and not r["local"]["ok"]), None)
-    bad_params = [p for p in params if not p["ok"]]
-    passed = (not bad_params and first is None and first_local is None and render["ok"] and not paddle_only)
-    timings["total_s"] = time.perf_counter() - started
-
-    report = {
-        "format_version": REPORT_FORMAT_VERSION,
-        "tool": "python -m convert verify",
-        "passed": passed,
-        "settings": {"size": size, "views": int(sheet.shape[0]), "views_requested": views, "dtype": dtype,
-                     "seed": seed, "single_step": single_step, "device": device,
-                     "truth": "fp64" if use_truth else "none", "truth_escalated": escalated, "engine": engine},
-        "accuracy": accuracy,
-        "onnxruntime": onnx_column,
-        "inputs": source,
-        "weights": files,
-        "tolerances": tol,
-        "summary": {
-            "layers": len(rows),
-            "layers_failing": sum(not r["ok"] for r in rows),
-            "first_failing_layer": first["key"] if first else None,
-            "first_failing_local": first_local["key"] if first_local else None,
-            "worst_local_scaled": max((r["local"].get("scaled", 0.0) for r in rows if "local" in r), default=None),
-            "worst_scaled": max((r.get("scaled", 0.0) for r in rows if "error" not in r), default=0.0),
-            "worst_truth_ratio": max((r["truth"]["ratio"] for r in rows if "truth" in r), default=None),
-            "parameters": len(params),
-            "parameters_differing": [f"{p['network']}.{p['paddle_key']}" for p in bad_params],
-            "render_max_abs": render.get("max_abs"),
-            "unpaired_paddle_keys": paddle_only,
-        },
-        "render": render,
-        "layers": rows,
-        "parameters": params,
-        "environment": env,
-        "timings": timings,
-    }
+        passes = _compare_passes(plan, torch, paddle, tm, pm, inputs, tol, say, timings)
+        _extra_passes(plan, torch, paddle, tm, pm, inputs, passes, say, timings)
+    passes.calls, passes.truth_calls = [], None
+    report = _report(plan, passes, params, tol, source, files, env, timings, int(inputs[0].shape[0]), started)
     from .report import write_report
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_report(out, report, ref_rgba[0], pd_rgba[0])
+    plan.out.mkdir(parents=True, exist_ok=True)
+    write_report(plan.out, report, passes.ref_rgba[0], passes.pd_rgba[0])
     return report
 
 
@@ -759,7 +853,7 @@ def add_verify_parser(subparsers) -> None:
     p.add_argument("--truth", choices=TRUTHS, default="auto",
                    help="float64 referee: also run the torch reference in float64 and judge each layer by Paddle's "
                         "error against it relative to torch's own float32 error (auto: at 128 px and below)")
-    p.add_argument("--engine", choices=ENGINES, default="eager",
+    p.add_argument("--engine", choices=VERIFY_ENGINES, default="eager",
                    help="predictor: also report the Paddle Inference predictor's final RGBA (fp32, and bf16 where "
                         "the CPU has it) against the float64 truth")
     p.add_argument("--onnx", metavar="DIR",

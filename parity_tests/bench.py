@@ -33,6 +33,8 @@ import numpy as np
 
 from conr_common.compare import psnr_db
 from conr_common.draws import DRAWS, WeightDraw, draw_named
+from conr_common.errors import ConrInputError
+from conr_common.options import RenderOptions
 
 CONTENDERS = ("torch", "paddle_eager", "predictor_fp32", "predictor_fp32_native_norm", "predictor_bf16", "onnxruntime")
 CEILING_SHAPE = (4, 224, 64, 64)
@@ -43,13 +45,12 @@ CEILING_SHAPE = (4, 224, 64, 64)
 
 def make_inputs(size: int, views: int, frames: int) -> dict[str, np.ndarray]:
     """Sheet (views, 4, S, S) and UDP frames xyz (F, 3, S, S), alpha (F, 1, S, S), float32 in [0, 1]."""
-    from conr_common.pipeline import load_character_sheet
+    from conr_common.pipeline import load_character_sheet, sheet_array
     from conr_common.samples import make_character_sheet, udp_frame
 
     with tempfile.TemporaryDirectory() as tmp:
         make_character_sheet(tmp, size=size, seed=0)
-        sheet = load_character_sheet(tmp, size).astype(np.float32) / 255.0  # (4, S, S, 4)
-    sheet = sheet.transpose(0, 3, 1, 2)
+        sheet = sheet_array(load_character_sheet(tmp, size))  # (4, 4, S, S)
     sheet = np.concatenate([sheet] * math.ceil(views / len(sheet)))[:views]
     cycle = max(frames, 8)
     udp = np.stack([udp_frame(i, cycle, size, seed=0) for i in range(frames)]).transpose(0, 3, 1, 2)
@@ -136,8 +137,10 @@ def _child_flops(size: int, views: int) -> dict:
     return {"frame": c.frame, "sheet": c.sheet, "first_frame": c.first_frame, "pose_parse": c.pose_parse}
 
 
-def _child_contender(name: str, work: Path, size: int, views: int, batch: int, draw: WeightDraw,
+def _child_contender(name: str, work: Path, options: RenderOptions, views: int, draw: WeightDraw,
                      custom_ops: bool = True) -> dict:
+    """One contender's run in this (child) process at `options.size` px, `options.batch` frames per call.
+    The engine and precision are the contender's (its name)."""
     data = np.load(work / "inputs.npz")
     sheet_in, xyz, alpha = data["sheet"], data["xyz"], data["alpha"]
     info: dict = {}
@@ -158,7 +161,7 @@ def _child_contender(name: str, work: Path, size: int, views: int, batch: int, d
             return {"skipped": f"[onnx] extra not installed ({e})", "peak_rss_mb": _peak_rss_mb()}
         model = _paddle_model(draw)
         t_export = time.perf_counter()
-        runner = OnnxRunner(model, f"bench-{draw!r}", size=size, views=views, batch=batch)
+        runner = OnnxRunner(model, f"bench-{draw!r}", size=options.size, views=views, batch=options.batch)
         info.update(export_seconds=time.perf_counter() - t_export, exported=runner.exported,
                     cache=str(runner.folder), warp=runner.warp_kind)
         del model
@@ -176,7 +179,7 @@ def _child_contender(name: str, work: Path, size: int, views: int, batch: int, d
             set_norm_statistics(model, "native")
         t_export = time.perf_counter()
         runner = PredictorRunner(
-            model, f"bench-{draw!r}", size=size, views=views, batch=batch, precision=precision,
+            model, f"bench-{draw!r}", size=options.size, views=views, batch=options.batch, precision=precision,
             custom_warp=custom_ops,
         )
         info.update(export_seconds=time.perf_counter() - t_export, exported=runner.exported,
@@ -184,6 +187,7 @@ def _child_contender(name: str, work: Path, size: int, views: int, batch: int, d
         del model
     info["setup_seconds"] = time.perf_counter() - t
 
+    batch = options.batch
     t = time.perf_counter()
     sheet = runner.parse_sheet(sheet_in)
     info["sheet_seconds"] = time.perf_counter() - t
@@ -312,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    try:
+        RenderOptions(size=args.size, batch=args.batch)  # the renderer's bounds, checked once before any child
+    except ConrInputError as exc:
+        parser.error(str(exc))
 
     if args.child:
         if args.child == "ceiling":
@@ -319,8 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.child == "flops":
             result = _child_flops(args.size, args.views)
         else:
-            result = _child_contender(args.child, args.work, args.size, args.views, args.batch,
-                                      draw_named(args.draw), custom_ops=not args.no_custom_ops)
+            result = _child_contender(args.child, args.work, RenderOptions(size=args.size, batch=args.batch),
+                                      args.views, draw_named(args.draw), custom_ops=not args.no_custom_ops)
         (args.work / f"{args.child}.json").write_text(json.dumps(result, indent=1))
         return 0
 

@@ -7,26 +7,25 @@ import paddle
 import torch
 
 from conr_common.draws import SEEDED, WeightDraw
-from conr_common.pipeline import PoseFrame, list_pose_files, load_character_sheet, load_pose_image, load_udp_pose
+from conr_common.pipeline import (PoseFrame, list_pose_files, load_character_sheet, load_pose_image, load_udp_pose,
+                                   pose_image_array, sheet_array, udp_arrays)
 
 
 def sheet_input(samples, size: int, views: int, dtype: str = "float32") -> np.ndarray:
     """(M, 4, S, S) premultiplied RGB + alpha in [0, 1] from the first `views` sample views."""
-    sheet = load_character_sheet(samples.character_sheet, size)[:views]
-    return (sheet.astype(np.float64) / 255.0).transpose(0, 3, 1, 2).astype(dtype)
+    return sheet_array(load_character_sheet(samples.character_sheet, size)[:views], dtype)
 
 
 def pose_input(samples, size: int, frames: int, dtype: str = "float32") -> tuple[np.ndarray, np.ndarray, list[PoseFrame]]:
     """xyz (B, 3, S, S) and alpha (B, 1, S, S) of the first `frames` UDP frames, as the official loader builds them."""
     poses = [load_udp_pose(p, size) for p in list_pose_files(samples.poses, images=False)[:frames]]
-    xyz = np.stack([p.xyz for p in poses]).transpose(0, 3, 1, 2).astype(dtype)
-    alpha = (np.stack([p.alpha for p in poses])[:, None].astype(np.float64) / 255.0).astype(dtype)
+    xyz, alpha = udp_arrays(poses, dtype)
     return xyz, alpha, poses
 
 
 def pose_image_input(samples, size: int, dtype: str = "float32") -> np.ndarray:
     pose = load_pose_image(list_pose_files(samples.pose_images, images=True)[0], size)
-    return (pose.rgb.astype(np.float64) / 255.0).transpose(2, 0, 1)[None].astype(dtype)
+    return pose_image_array([pose], dtype)
 
 
 def _np(x) -> np.ndarray:

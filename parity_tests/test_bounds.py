@@ -145,3 +145,36 @@ def test_python_warnings_are_one_line():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           cwd=Path(__file__).resolve().parent.parent)
     assert proc.stderr == "warning: overflow encountered in cast\n", proc.stderr
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("size", 200, "--size must be a positive multiple of 128"),
+    ("size", 1280000, "--size must be at most 1024"),
+    ("batch", 0, "--batch must be a positive integer, got 0"),
+    ("batch", True, "--batch must be a positive integer, got True"),
+    ("engine", "tensorrt", "--engine must be one of predictor, eager, onnxruntime, got 'tensorrt'"),
+    ("precision", "fp16", "--precision must be one of fp32, bf16, got 'fp16'"),
+    ("threads", 0, "--threads must be a positive integer, got 0"),
+    ("workers", -1, "--workers must be a positive integer, got -1"),
+    ("fps", 0, "--fps must be a number in (0, 1000], got 0"),
+    ("fps", 1001.0, "--fps must be a number in (0, 1000], got 1001.0"),
+])
+def test_render_options_are_checked_once_with_the_cli_message(field, value, needle):
+    from conr_common.options import RenderOptions
+
+    with pytest.raises(ConrInputError) as info:
+        RenderOptions(**{field: value})
+    assert str(info.value).startswith(needle), str(info.value)
+
+
+def test_render_options_bf16_needs_the_predictor_and_defaults_are_valid():
+    from dataclasses import FrozenInstanceError
+
+    from conr_common.options import DEFAULT_ENGINE, RenderOptions
+
+    with pytest.raises(ConrInputError, match=r"--precision bf16 needs --engine predictor \(eager runs fp32 only\)"):
+        RenderOptions(engine="eager", precision="bf16")
+    options = RenderOptions(cache_dir="cache")
+    assert options.engine == DEFAULT_ENGINE and options.cache_dir == Path("cache")
+    with pytest.raises(FrozenInstanceError):
+        options.size = 128  # type: ignore[misc]

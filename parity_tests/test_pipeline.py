@@ -22,10 +22,13 @@ from conr_common.pipeline import (
     load_udp_pose,
     natural_key,
     paste_back,
+    pose_image_array,
     read_rgba,
     read_udp,
+    sheet_array,
     square_crop_box,
     to_uint8,
+    udp_arrays,
     write_png_atomic,
 )
 
@@ -496,3 +499,33 @@ def test_atomic_write_bytes_and_path(tmp_path):
             tmp.write_bytes(b"half")
             raise RuntimeError("writer failed")
     assert sorted(os.listdir(tmp_path)) == ["a.bin", "b.npz"]
+
+
+def test_model_arrays_are_nchw_in_unit_range_and_float32_matches_a_float32_division(tmp_path):
+    """sheet_array / udp_arrays / pose_image_array: the one conversion of decoded frames into model inputs. In float32
+    every uint8 level gives the float32 quotient (what the renderer always computed); in float64 the exact one."""
+    levels = np.arange(256, dtype=np.uint8)
+    sheet_u8 = np.stack([np.stack([levels.reshape(16, 16)] * 4, axis=2)] * 2)  # (2, 16, 16, 4)
+    sheet = sheet_array(sheet_u8)
+    assert sheet.shape == (2, 4, 16, 16) and sheet.dtype == np.float32 and sheet.flags.c_contiguous
+    np.testing.assert_array_equal(sheet[0, 0].ravel(), levels.astype(np.float32) / np.float32(255))
+    np.testing.assert_array_equal(sheet_array(sheet_u8, np.float64)[1, 3].ravel(), levels / 255.0)
+
+    label = np.zeros((128, 128, 4), np.float32)
+    label[32:96, 32:96] = (0.25, 0.5, 0.75, 1.0)
+    np.savez(tmp_path / "0.npz", i=label)
+    frame = load_udp_pose(tmp_path / "0.npz", 128)
+    xyz, alpha = udp_arrays([frame, frame])
+    assert xyz.shape == (2, 3, 128, 128) and alpha.shape == (2, 1, 128, 128)
+    assert xyz.dtype == alpha.dtype == np.float32 and xyz.flags.c_contiguous and alpha.flags.c_contiguous
+    np.testing.assert_array_equal(xyz[1], frame.xyz.transpose(2, 0, 1))
+    np.testing.assert_array_equal(alpha[0, 0], frame.alpha.astype(np.float32) / np.float32(255))
+    assert frame.nbytes == frame.xyz.nbytes + frame.alpha.nbytes
+
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[8:56, 8:56] = (200, 100, 50, 255)
+    cv2.imwrite(str(tmp_path / "p.png"), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+    pose = load_pose_image(tmp_path / "p.png", 128)
+    rgb = pose_image_array([pose], np.float64)
+    assert rgb.shape == (1, 3, 128, 128) and rgb.dtype == np.float64
+    np.testing.assert_array_equal(rgb[0], pose.rgb.transpose(2, 0, 1) / 255.0)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from conr_common.config import NETWORK_NAMES
+from conr_common.errors import ConrInputError
 from conr_common.tolerances import PIXEL_MAX_LEVELS, PIXEL_MIN_IDENTICAL
 from conr_paddle.__main__ import main
 
@@ -406,10 +407,21 @@ def test_bf16_is_refused_with_one_line_where_the_cpu_lacks_it(pdparams_dir, inpu
 
 
 @pytest.mark.slow  # predictor export
-def test_bf16_render_prints_psnr_against_fp32(pdparams_dir, inputs, shared_model, tmp_path, capsys):
-    """On a bf16 CPU: the bf16 graphs render, and the first frame's PSNR against fp32 meets the bar."""
+def test_bf16_render_prints_psnr_against_fp32(pdparams_dir, inputs, shared_model, tmp_path, capsys, monkeypatch):
+    """On a bf16 CPU: the bf16 graphs render, and the first frame's PSNR against fp32 meets the bar. The fp32 side of
+    that figure is the eager model already loaded: no second (fp32) graph set is exported for it."""
     from conr_common.tolerances import BF16_MIN_PSNR_DB
+    from conr_paddle import render as render_module
     from conr_paddle.predictor import bf16_support
+
+    built = []
+    real_make_runner = render_module.make_runner
+
+    def recording_make_runner(model, digest, views, options):
+        built.append(options.precision)
+        return real_make_runner(model, digest, views, options)
+
+    monkeypatch.setattr(render_module, "make_runner", recording_make_runner)
 
     supported, reason = bf16_support()
     if not supported:
@@ -428,6 +440,7 @@ def test_bf16_render_prints_psnr_against_fp32(pdparams_dir, inputs, shared_model
     assert psnr >= BF16_MIN_PSNR_DB, line
     frame = _read(out / "0.png")
     assert frame.shape[2] == 4 and frame[..., 3].any(), "bf16 frame is empty"
+    assert built == ["bf16"], built
 
 
 @pytest.mark.parametrize("where", ["same", "inside", "contains", "sheet"])
@@ -447,3 +460,52 @@ def test_bad_output_folder_overlapping_an_input_is_refused_and_inputs_unchanged(
     assert len(err.splitlines()) == 1 and err.startswith("error: --out ") and "folder of its own" in err, err
     assert {p.name: p.read_bytes() for p in poses.iterdir()} == before
     assert (sorted(p.name for p in out.rglob("*")) if out.exists() else None) == listing
+
+
+def test_each_pose_is_decoded_once_and_bad_input_still_stops_before_writing(pdparams_dir, inputs, full_run,
+                                                                            shared_model, tmp_path, monkeypatch):
+    """Validation decodes every pose before anything is written and the render reuses those arrays: one decode per
+    pose file. A pose past the memory budget is decoded again when rendered (and only then)."""
+    from conr_common.options import RenderOptions
+    from conr_paddle import render as render_module
+
+    decoded: list[str] = []
+    real_load = render_module.load_udp_pose
+
+    def counting_load(path, size):
+        decoded.append(Path(path).name)
+        return real_load(path, size)
+
+    monkeypatch.setattr(render_module, "load_udp_pose", counting_load)
+    renderer = render_module.Renderer(pdparams_dir, RenderOptions(size=SIZE, batch=2, engine="eager"))
+    summary = renderer.render(inputs["sheet"], inputs["poses"], tmp_path / "out", progress=False)
+    assert summary.frames_written == len(POSE_ORDER)
+    assert sorted(decoded) == sorted(f"{n}.npz" for n in POSE_ORDER), decoded
+    assert _frames(tmp_path / "out").keys() == _frames(full_run).keys()
+    for name, frame in _frames(tmp_path / "out").items():
+        np.testing.assert_array_equal(frame, _read(full_run / f"{name}.png"), err_msg=name)
+
+    plan = renderer.plan(inputs["sheet"], inputs["poses"], tmp_path / "out2")
+    kept = render_module.decode_poses(plan.jobs, SIZE, False, budget=0)
+    assert kept == {}  # nothing fits: every frame would be decoded again at render time
+    poses = tmp_path / "poses"
+    shutil.copytree(inputs["poses"], poses)
+    (poses / "99.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ConrInputError, match="99.npz"):
+        renderer.render(inputs["sheet"], poses, tmp_path / "out3", progress=False)
+    assert not (tmp_path / "out3").exists()
+
+
+def test_renderer_keeps_one_runner_and_releases_it(pdparams_dir, shared_model):
+    """One runner (one view count's predictors) at a time: another view count replaces it; close() drops it."""
+    from conr_common.options import RenderOptions
+    from conr_paddle.render import Renderer
+
+    renderer = Renderer(pdparams_dir, RenderOptions(size=SIZE, engine="eager"))
+    one = renderer.runner(views=1)
+    assert renderer.runner(views=1) is one
+    two = renderer.runner(views=2)
+    assert two is not one and renderer.runner(views=2) is two
+    assert renderer.runner(views=1) is not one  # the first was released, not kept beside the second
+    renderer.close()
+    assert renderer.runner(views=1) is not one

@@ -21,7 +21,7 @@ import torch
 
 from conr_common.compare import diff, pixel_agreement
 from conr_common.draws import DRAWS, SEEDED, WeightDraw
-from conr_common.pipeline import load_udp_pose, paste_back, to_uint8
+from conr_common.pipeline import load_udp_pose, paste_back, to_uint8, udp_arrays
 from conr_common.compare import psnr_db
 from conr_common.tolerances import (BF16_MIN_PSNR_DB, MIN_RENDER_STD, PIXEL_MAX_LEVELS, PIXEL_MIN_IDENTICAL_WORLDS,
                                     WORLD_RATIO_MEDIAN, WORLD_RATIO_WORST)
@@ -90,8 +90,7 @@ def _run_world(world: World, size: int, official_states, samples, folder: Path, 
     np.savez(folder / "0.npz", i=_udp_frame(world.pose, world.frame_hw, samples))
     pose = load_udp_pose(folder / "0.npz", size)
     sheet = sheet_input(samples, size, world.views)
-    xyz = pose.xyz.transpose(2, 0, 1)[None].astype(np.float32)
-    alpha = (pose.alpha.astype(np.float64) / 255.0)[None, None].astype(np.float32)
+    xyz, alpha = udp_arrays([pose])
     tm, pm = models_for_draw(world.draw, official_states)
     T, P = torch.from_numpy, paddle.to_tensor
     out: dict = {"pose": pose}
