@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import linecache
+import logging
+import re
+import sys
 
 EXIT_INPUT = 2
 
@@ -51,12 +55,31 @@ def frame_rate(text: str) -> float:
     return value
 
 
+class _OneLineWarning(logging.Handler):
+    """Writes each captured Python warning to the current stderr as one `warning: <message>` line.
+
+    `logging.captureWarnings` hands the logger the standard `file:line: Category: message` text followed by the
+    source line; both are dropped here, the message is folded onto one line."""
+
+    _HEAD = re.compile(r"^(?P<file>.*?):(?P<line>\d+): (?P<category>[A-Za-z_][\w.]*): ", re.S)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        head = self._HEAD.match(text)
+        if head is not None:
+            source = linecache.getline(head["file"], int(head["line"])).strip()
+            text = text[head.end():]
+            if source and text.endswith(f"\n  {source}\n"):
+                text = text[: -(len(source) + 3)]
+        sys.stderr.write(f"warning: {one_line(text)}\n")
+
+
 def one_line_warnings() -> None:
     """Print Python warnings (numpy overflow, a view without alpha...) as one `warning: ...` line each instead of
-    the default two lines with the source line, so that a command's output stays one line per event."""
-    import warnings
-
-    def format_warning(message, category, filename, lineno, line=None) -> str:
-        return f"warning: {one_line(message)}\n"
-
-    warnings.formatwarning = format_warning
+    the default two lines with the source line, so that a command's output stays one line per event. Goes through
+    the standard library's own hook (`logging.captureWarnings`); calling it again changes nothing."""
+    logging.captureWarnings(True)
+    logger = logging.getLogger("py.warnings")
+    if not any(isinstance(h, _OneLineWarning) for h in logger.handlers):
+        logger.addHandler(_OneLineWarning())
+    logger.propagate = False

@@ -44,7 +44,9 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def rescale_flow(flow: torch.Tensor, width: int) -> torch.Tensor:
     """Resize a flow to `width` by a scale factor and scale its vectors alike (official CINN.flow_rescale)."""
-    factor = width / flow.shape[-1]
+    # float(): the same number in eager mode; while the ONNX exporter traces, shapes are tensors, and a tensor scale
+    # factor is refused by upsample_bilinear2d (shapes are fixed per export, so it is a constant there too)
+    factor = float(width / flow.shape[-1])
     if factor == 1:
         return flow
     up = F.interpolate(flow, scale_factor=factor, mode="bilinear", align_corners=False, recompute_scale_factor=False)

@@ -28,12 +28,10 @@ Exit status: 0 written, 1 an internal conversion error (one line), 2 bad input (
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -70,30 +68,6 @@ def _torch_files(folder: Path) -> list[Path]:
 # --------------------------------------------------------------------------------------------------- torch side
 
 
-@contextlib.contextmanager
-def _constant_scale_factors() -> Iterator[None]:
-    """While the TorchScript exporter traces, shapes are tensors, so the reference's `width / flow.shape[-1]`
-    scale factor reaches F.interpolate as a tensor, which upsample_bilinear2d refuses: pass it as the Python
-    float it is (shapes are fixed)."""
-    import torch
-    import torch.nn.functional as F
-
-    original = F.interpolate
-
-    def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
-                    recompute_scale_factor=None, antialias=False):
-        if isinstance(scale_factor, torch.Tensor):
-            scale_factor = float(scale_factor)
-        return original(input, size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners,
-                        recompute_scale_factor=recompute_scale_factor, antialias=antialias)
-
-    F.interpolate = interpolate
-    try:
-        yield
-    finally:
-        F.interpolate = original
-
-
 def export_torch_graphs(model, folder: Path, size: int, views: int, batch: int, opset: int,
                         graphs: list[str], log: Path) -> dict[str, int]:
     """The PyTorch reference's graphs with the TorchScript exporter, same names and shapes as the Paddle ones."""
@@ -112,7 +86,7 @@ def export_torch_graphs(model, folder: Path, size: int, views: int, batch: int, 
         args = tuple(torch.zeros(shape) for shape in io["inputs"].values())
         path = folder / f"{graph}.onnx"
         try:
-            with output_to(log), torch.no_grad(), _constant_scale_factors():
+            with output_to(log), torch.no_grad():
                 torch.onnx.export(layers[graph](model).eval(), args, str(path), opset_version=opset,
                                   input_names=list(io["inputs"]), output_names=list(io["outputs"]),
                                   dynamo=False, do_constant_folding=True, export_params=True)
