@@ -11,14 +11,16 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "atomic_path", "write_png_atomic", "sweep_stale_temporaries"]
+__all__ = ["atomic_write_bytes", "atomic_path", "atomic_folder", "write_png_atomic", "sweep_stale_temporaries"]
 
 
 def _owner_tag() -> str:
@@ -121,3 +123,27 @@ def write_png_atomic(path: str | os.PathLike, rgba_u8: np.ndarray) -> None:
     if not ok:
         raise OSError(f"{path}: OpenCV could not encode the PNG")
     atomic_write_bytes(path, buf.tobytes())
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: str | os.PathLike, *, replace: bool = False) -> Iterator[Path]:
+    """A folder that appears whole or not at all (exported graphs, ONNX folders): yields an empty temporary sibling
+    `<name>.tmp-XXXXXXXX`, renamed onto `folder` when the block ends without an exception and removed otherwise.
+
+    replace: an existing `folder` is moved aside, the new one renamed in, the old one removed; without it the
+    rename fails with OSError when `folder` already exists and is not empty (a concurrent writer won)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{folder.name}.tmp-", dir=folder.parent))
+    try:
+        yield tmp
+        if replace and folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -44,6 +44,17 @@ def bounded_int(low: int, high: int):
     return parse
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1, no upper bound (--workers, --threads)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def frame_rate(text: str) -> float:
     """An argparse type: a frame rate in (0, MAX_FPS]."""
     try:

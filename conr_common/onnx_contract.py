@@ -8,11 +8,9 @@ inside `check_onnx`.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from .atomic import atomic_folder
 from .cli import one_line
 from .errors import ConrInputError
 from .versions import dist_versions
@@ -101,19 +99,7 @@ def write_folder(out: Path, force: bool, fill) -> dict:
         raise ConrInputError(f"{out}: -o must be a folder (it exists and is a file)")
     if out.exists() and any(out.iterdir()) and not force:
         raise ConrInputError(f"{out}: exists and is not empty (use --force to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_folder(out, replace=True) as tmp:
         meta = fill(tmp)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return meta

@@ -11,14 +11,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from conr_common.cli import MAX_FPS
+from conr_common.cli import MAX_BATCH, MAX_FPS
 from conr_common.errors import ConrInputError
 from conr_common.pipeline import check_size
 
 __all__ = ["ENGINES", "DEFAULT_ENGINE", "PRECISIONS", "RenderOptions"]
 
 ENGINES = ("predictor", "eager", "onnxruntime")
-DEFAULT_ENGINE = "predictor"  # Paddle Inference + oneDNN (conr_paddle.fast); "eager" is the slow reference
+DEFAULT_ENGINE = "predictor"  # Paddle Inference + oneDNN (conr_paddle.predictor); "eager" is the slow reference
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -54,6 +54,8 @@ class RenderOptions:
     def __post_init__(self) -> None:
         check_size(self.size)
         _positive_int("--batch", self.batch)
+        if self.batch > MAX_BATCH:  # the command line refuses it when parsing; library callers (the web app) here
+            raise ConrInputError(f"--batch must be at most {MAX_BATCH}, got {self.batch!r}")
         if self.engine not in ENGINES:
             raise ConrInputError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.precision not in PRECISIONS:

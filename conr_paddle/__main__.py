@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from conr_common.cli import (EXIT_INPUT, MAX_BATCH, OneLineParser, bounded_int, frame_rate, one_line,
+from conr_common.cli import (EXIT_INPUT, MAX_BATCH, OneLineParser, bounded_int, frame_rate, one_line, positive_int,
                              one_line_warnings)
 from conr_common.errors import ConrInputError, internal_error_line
 
@@ -23,16 +23,6 @@ if TYPE_CHECKING:
 
 EXIT_INTERRUPTED = 130
 
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _add_render_parser(subparsers) -> None:
@@ -70,10 +60,10 @@ def _add_render_parser(subparsers) -> None:
                    help="exported-graph cache of --engine predictor/onnxruntime (default $CONR_PADDLE_CACHE or ~/.cache/conr_paddle)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--verbose", action="store_true", help="show the traceback of an internal error")
-    p.add_argument("--workers", type=_positive_int, default=1,
+    p.add_argument("--workers", type=positive_int, default=1,
                    help="render with N processes on this machine, started through paddle.distributed.launch "
                    "(default 1); under the launcher itself, each rank renders its shard without this option")
-    p.add_argument("--threads", type=_positive_int,
+    p.add_argument("--threads", type=positive_int,
                    help="CPU threads per process (default: every core for one process; under the launcher or "
                    "--workers, this machine's cores divided among its ranks)")
     p.set_defaults(func=_run_render)

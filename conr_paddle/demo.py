@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from conr_common.cli import MAX_BATCH, MAX_FPS, MAX_FRAMES, bounded_int, frame_rate
+from conr_common.cli import MAX_BATCH, MAX_FRAMES, bounded_int, frame_rate
 from conr_common.config import NETWORK_NAMES
 from conr_common.draws import SEEDED, WeightDraw
 from conr_common.errors import ConrInputError
@@ -107,31 +107,26 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_demo(out: Path = Path("demo_out"), size: int = 128, frames: int = 24, reference_frames: int | None = None,
              fps: float = 12.0, engine: str | None = None, batch: int = 1, progress: bool = True) -> dict:
-    from conr_common.pipeline import check_size
-    from conr_common.samples import ensure_samples
-
     from conr_common.options import DEFAULT_ENGINE, RenderOptions
+    from conr_common.samples import ensure_samples
 
     from .render import Renderer
     from .video import encode_videos, parse_background
 
-    check_size(size)  # every argument is checked before anything is written (issue #13)
+    out = Path(out)
+    # every argument is checked before anything is written (issue #13): the render's by RenderOptions, the
+    # predictor's graphs are cached inside the demo folder (make clean removes them)
+    options = RenderOptions(size=size, batch=batch, engine=engine or DEFAULT_ENGINE, fps=fps,
+                            cache_dir=out / "predictor_cache")
     if not 1 <= frames <= MAX_FRAMES:
         raise ConrInputError(f"--frames must be an integer in [1, {MAX_FRAMES}], got {frames}")
-    if not 1 <= batch <= MAX_BATCH:
-        raise ConrInputError(f"--batch must be an integer in [1, {MAX_BATCH}], got {batch}")
-    if not 0 < fps <= MAX_FPS:
-        raise ConrInputError(f"--fps must be in (0, {MAX_FPS:g}], got {fps}")
-    out = Path(out)
     t_start = time.perf_counter()
     samples = ensure_samples(out / "samples", size=max(256, size), frames=frames, seed=0)
     t = time.perf_counter()
     official, paddle_dir = prepare_weights(out / "weights")
     t_weights = time.perf_counter() - t
 
-    # the predictor's exported graphs are cached inside the demo folder (make clean removes them)
-    renderer = Renderer(paddle_dir, RenderOptions(size=size, batch=batch, engine=engine or DEFAULT_ENGINE,
-                                                  cache_dir=out / "predictor_cache"))
+    renderer = Renderer(paddle_dir, options)
     t = time.perf_counter()
     summary = renderer.render(samples.character_sheet, samples.poses, out / "frames", progress=progress)
     t_paddle = time.perf_counter() - t  # includes model load, graph export (first run only) and sheet parse

@@ -11,15 +11,14 @@ They are traced from `CoNR.with_ops(export_ops(...))`: the same parameters, comp
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import paddle
 import paddle.nn as nn
 
+from conr_common.atomic import atomic_folder
 from conr_common.filelock import exclusive_lock
 from conr_common.integrity import artifact_hashes
 from conr_common.quiet import output_to
@@ -117,25 +116,19 @@ def export_graphs(model: CoNR, folder: Path, size: int, views: int, batch: int, 
                   warp_op: WarpOp | None, precision: str) -> None:
     """Write the graphs of `model` (eager; traced through `model.with_ops(export_ops(...))`) and their meta.json into
     `folder`, created atomically: a temporary sibling renamed at the end."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
+    bf16 = precision == "bf16"
+    started = time.perf_counter()
     try:
-        bf16 = precision == "bf16"
-        started = time.perf_counter()
-        ops = export_ops(warp_op, bf16=bf16, fp32_levels=BF16_FP32_LEVELS if bf16 else 0)
-        _trace(model.with_ops(ops), tmp, size, views, batch, bf16)
-        graph_files = sorted(p.name for p in tmp.iterdir() if p.suffix in (".json", ".pdiparams", ".pdmodel"))
-        meta = dict(meta, export_seconds=round(time.perf_counter() - started, 2),
-                    artifacts=artifact_hashes(tmp, graph_files))  # checked before every load
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            if not (folder / "meta.json").is_file():  # a concurrent export won only if it completed
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_folder(folder) as tmp:
+            ops = export_ops(warp_op, bf16=bf16, fp32_levels=BF16_FP32_LEVELS if bf16 else 0)
+            _trace(model.with_ops(ops), tmp, size, views, batch, bf16)
+            graph_files = sorted(p.name for p in tmp.iterdir() if p.suffix in (".json", ".pdiparams", ".pdmodel"))
+            meta = dict(meta, export_seconds=round(time.perf_counter() - started, 2),
+                        artifacts=artifact_hashes(tmp, graph_files))  # checked before every load
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    except OSError:
+        if not (folder / "meta.json").is_file():  # a concurrent export won only if it completed
+            raise
 
 
 def cached_export(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: dict,

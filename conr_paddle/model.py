@@ -77,6 +77,18 @@ class Sheet:
     reference: paddle.Tensor
 
 
+def broadcast_sheet(sheet: Sheet, b: int) -> tuple[paddle.Tensor, list[paddle.Tensor]]:
+    """The sheet seen by B target poses at once: reference (B, M, 4, S, S) and features (B, M, C, h, w), views
+    expanded without copying (the official `CoNR.forward` repeats the sheet per pose)."""
+    reference = sheet.reference.unsqueeze(0).expand([b] + list(sheet.reference.shape))
+    return reference, [f.unsqueeze(0).expand([b] + list(f.shape)) for f in sheet.features]
+
+
+def premultiply(rgba: paddle.Tensor) -> paddle.Tensor:
+    """The decoder's straight RGBA (B, 4, S, S) as premultiplied RGBA, the renderer's output."""
+    return paddle.concat([rgba[:, 0:3] * rgba[:, 3:4], rgba[:, 3:4]], axis=1)
+
+
 class CoNR(nn.Layer):
     """The four networks; `ops` says which operators the shader calls (`conr_paddle.ops`, eager by default)."""
 
@@ -133,12 +145,8 @@ class CoNR(nn.Layer):
 
     def shade(self, sheet: Sheet, target_features: list[paddle.Tensor]) -> paddle.Tensor:
         """Premultiplied RGBA (B, 4, S, S) for B target poses of one character."""
-        b = target_features[0].shape[0]
-        reference = sheet.reference.unsqueeze(0).expand([b] + list(sheet.reference.shape))  # (B, M, 4, S, S)
-        feats = [f.unsqueeze(0).expand([b] + list(f.shape)) for f in sheet.features]
-        fused = self.shader(target_features, reference, feats)
-        rgba = self.rgbadecodernet(fused)
-        return paddle.concat([rgba[:, 0:3] * rgba[:, 3:4], rgba[:, 3:4]], axis=1)
+        reference, feats = broadcast_sheet(sheet, target_features[0].shape[0])
+        return premultiply(self.rgbadecodernet(self.shader(target_features, reference, feats)))
 
     @paddle.no_grad()
     def render(self, sheet: Sheet, xyz: paddle.Tensor, alpha: paddle.Tensor) -> paddle.Tensor:

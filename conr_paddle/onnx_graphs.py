@@ -27,7 +27,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from .model import CoNR, Sheet, encode_sheet
+from .model import CoNR, Sheet, broadcast_sheet, encode_sheet, premultiply
 from .ops import EAGER_OPS
 from .shader import _views, fuse_views
 
@@ -78,13 +78,9 @@ class StepGraph(nn.Layer):
 
     def forward(self, xyz, alpha, feat0, feat1, feat2, feat3, feat4, reference):
         target = CoNR.encode_target(self, xyz, alpha)
-        b = xyz.shape[0]
         sheet = Sheet(features=[feat0, feat1, feat2, feat3, feat4], reference=reference)
-        ref = sheet.reference.unsqueeze(0).expand([b] + list(sheet.reference.shape))  # (B, M, 4, S, S)
-        feats = [f.unsqueeze(0).expand([b] + list(f.shape)) for f in sheet.features]
-        levels = self.shader.run_levels(target, ref, feats)
-        rgba = self.rgbadecodernet(levels[-1]["message"])
-        rgba = paddle.concat([rgba[:, 0:3] * rgba[:, 3:4], rgba[:, 3:4]], axis=1)
+        levels = self.shader.run_levels(target, *broadcast_sheet(sheet, xyz.shape[0]))
+        rgba = premultiply(self.rgbadecodernet(levels[-1]["message"]))
         return (rgba, *[lv["message"] for lv in levels])
 
 

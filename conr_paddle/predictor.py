@@ -17,7 +17,8 @@ import paddle
 
 from conr_common.cpu import BF16_FLAGS, cpu_flags
 
-from conr_common.options import PRECISIONS
+from conr_common.errors import ConrInputError
+from conr_common.options import RenderOptions
 
 from .cache import cache_root, export_identity, export_key
 from .export import cached_export
@@ -141,16 +142,15 @@ class PredictorSheet:
 
 
 def _check_settings(size: int, views: int, batch: int, precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if size % 128 or size <= 0:
-        raise ValueError(f"size must be a positive multiple of 128, got {size}")
-    if views < 1 or batch < 1:
-        raise ValueError(f"views and batch must be >= 1, got views={views} batch={batch}")
+    """The predictor's settings, by the one rule of `conr_common.options.RenderOptions` (size, batch, precision),
+    plus a view count and a CPU that runs bf16: ConrInputError otherwise."""
+    RenderOptions(size=size, batch=batch, engine="predictor", precision=precision)
+    if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+        raise ConrInputError(f"views must be a positive integer, got {views!r}")
     if precision == "bf16":
         ok, why = bf16_support()
         if not ok:
-            raise RuntimeError(f"precision 'bf16' unavailable: {why}")
+            raise ConrInputError(f"--engine predictor --precision bf16: {why}")
 
 
 class PredictorRunner:

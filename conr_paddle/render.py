@@ -8,7 +8,8 @@ written under a temporary name and renamed, and `resume=True` skips frames whose
 Steps of `Renderer.render`, one job each: `plan` (every check that needs neither the model nor the poses' pixels,
 the sheet parsed, one FrameJob per pose), `decode_poses` (every pose still to render decoded once: the validation
 before anything is written, the arrays kept for the render within POSE_MEMORY_BUDGET), `render_jobs` (the runner
-of `make_runner`, `options.batch` frames per call) and the writers (`write_frame`, `write_empty`, `encode_video`).
+of `conr_paddle.runner.make_runner`, `options.batch` frames per call) and the writers (`conr_paddle.frames`:
+`write_frame`, `write_empty`; `encode_video`).
 How to render comes from one validated `conr_common.options.RenderOptions`.
 
 Data path (exactly the official one):
@@ -22,47 +23,39 @@ An empty pose frame (no opaque pixel) gives a fully transparent frame of its siz
 """
 from __future__ import annotations
 
-import io
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from conr_common.atomic import sweep_stale_temporaries
 from conr_common.checkpoints import check_weights_dir, weights_hash
 from conr_common.checks import check_output_apart, check_writable_target
 from conr_common.compare import psnr_db
-from conr_common.errors import ConrInputError, ConrInternalError
-from conr_common.headers import header_shape
+from conr_common.errors import ConrInputError
 from conr_common.options import RenderOptions
 from conr_common.pipeline import (
     PoseFrame,
-    atomic_write_bytes,
     list_pose_files,
     load_character_sheet,
     load_pose_image,
     load_udp_pose,
-    paste_back,
     pose_image_array,
     sheet_array,
-    to_uint8,
     udp_arrays,
-    write_png_atomic,
 )
+
+from .frames import FrameJob, plan_jobs, write_empty, write_frame
+from .runner import make_runner
 
 __all__ = [
     "RenderSummary",
     "RenderInterrupted",
-    "FrameJob",
     "RenderPlan",
     "Renderer",
-    "make_runner",
-    "frame_is_complete",
-    "plan_jobs",
     "decode_poses",
     "render_summary",
 ]
@@ -93,123 +86,6 @@ class RenderInterrupted(KeyboardInterrupt):
     def __init__(self, written: int, skipped: int, total: int, out: Path) -> None:
         super().__init__(f"interrupted after {skipped + written} of {total} frames")
         self.written, self.skipped, self.total, self.out = written, skipped, total, out
-
-
-def make_runner(model, weights_hash: str | None, views: int, options: RenderOptions):
-    """The Runner of `options.engine` for sheets of `views` views: "eager" (dygraph, fp32 only), "predictor"
-    (Paddle Inference graphs exported once per (weights, size, views, batch, precision) and cached on disk, see
-    conr_paddle.export and conr_paddle.cache) or "onnxruntime" (the same graphs as ONNX, fp32, cached likewise, see
-    conr_paddle.onnx_runner). The options were validated when they were built; eager Paddle takes OMP_NUM_THREADS,
-    the predictor `options.threads`."""
-    if options.engine == "eager":
-        from .runner import EagerRunner
-
-        return EagerRunner(model)
-    if options.engine == "predictor":
-        return _predictor_runner(model, weights_hash, views, options)
-    return _onnx_runner(model, weights_hash, views, options)
-
-
-def _predictor_runner(model, weights_hash: str | None, views: int, options: RenderOptions):
-    try:
-        from .predictor import PredictorRunner
-    except ImportError as e:
-        raise ConrInputError(f"--engine predictor is not available ({e}); use --engine eager") from e
-    if options.precision == "bf16":
-        from .predictor import bf16_support
-
-        ok, why = bf16_support()
-        if not ok:
-            raise ConrInputError(f"--engine predictor --precision bf16: {why}")
-    try:
-        return PredictorRunner(model, weights_hash, size=options.size, views=views, batch=options.batch,
-                               precision=options.precision, cache_dir=options.cache_dir, threads=options.threads)
-    except ConrInputError:
-        raise
-    except Exception as e:  # not the input's fault: the export or Paddle Inference itself
-        raise ConrInternalError("exporting or loading the predictor graphs", e) from e
-
-
-def _onnx_runner(model, weights_hash: str | None, views: int, options: RenderOptions):
-    try:
-        from .onnx_runner import OnnxRunner
-
-        import onnxruntime  # noqa: F401
-        import paddle2onnx  # noqa: F401
-    except ImportError as e:
-        raise ConrInputError(f"--engine onnxruntime needs the [onnx] extra ({e}): pip install -e '.[onnx]'") from e
-    try:
-        return OnnxRunner(model, weights_hash, size=options.size, views=views, batch=options.batch,
-                          cache_dir=options.cache_dir)
-    except ConrInputError:
-        raise
-    except Exception as e:  # not the input's fault: the export or onnxruntime itself
-        raise ConrInternalError("exporting or loading the ONNX graphs", e) from e
-
-
-# --------------------------------------------------------------------------------------------------- frames
-
-
-def frame_is_complete(path: Path, frame_hw: tuple[int, int] | None = None) -> bool:
-    """True if `path` is a frame this renderer could have written: a PNG that decodes to 8-bit RGBA and, when
-    `frame_hw` is given, has the size of its pose frame. A file renamed into place is complete; this also rejects
-    damaged files and foreign ones (a 5x5 image or an RGB PNG dropped into the folder used to survive `--resume`
-    until the video encoder refused it)."""
-    try:
-        if not path.is_file() or path.stat().st_size == 0:
-            return False
-        image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    except (OSError, cv2.error):
-        return False
-    if image is None or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 4:
-        return False
-    return frame_hw is None or tuple(image.shape[:2]) == tuple(frame_hw)
-
-
-def _npz_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, i=array)
-    return buffer.getvalue()
-
-
-@dataclass(frozen=True)
-class FrameJob:
-    """One output frame of a sequence: its pose file and the files it writes (frame last)."""
-
-    pose: Path
-    frame: Path
-    udp_png: Path | None
-    udp_npz: Path | None
-
-    def outputs(self) -> list[Path]:
-        return [p for p in (self.udp_png, self.udp_npz, self.frame) if p is not None]
-
-    def complete(self) -> bool:
-        # the frame is written last, so a complete frame PNG means its UDP files were written before it; its size
-        # is the pose frame's, read from the pose file's header
-        shape = header_shape(self.pose)
-        frame_hw = tuple(shape[:2]) if shape is not None and len(shape) >= 2 else None
-        return frame_is_complete(self.frame, frame_hw) and all(p.is_file() for p in self.outputs())
-
-
-def plan_jobs(poses: Sequence[Path], out: Path, pose_images: bool) -> list[FrameJob]:
-    """One FrameJob per pose file, in order; ConrInputError when two outputs would share a name."""
-    jobs, seen = [], {}
-    for pose in poses:
-        stem = pose.stem
-        key = stem.casefold()  # case-insensitive file systems would merge these
-        if key in seen:
-            raise ConrInputError(f"{pose}: same output name '{stem}.png' as {seen[key]}; rename one of them")
-        seen[key] = pose
-        jobs.append(FrameJob(pose, out / f"{stem}.png",
-                             out / f"{stem}_udp.png" if pose_images else None,
-                             out / f"{stem}_udp.npz" if pose_images else None))
-    names = {j.frame.name.casefold() for j in jobs}
-    for job in jobs:
-        for extra in job.outputs()[:-1]:
-            if extra.name.casefold() in names:
-                raise ConrInputError(f"{job.pose}: its UDP preview {extra.name} would overwrite an output frame")
-    return jobs
 
 
 @dataclass(frozen=True, eq=False)
@@ -258,27 +134,6 @@ def model_inputs(runner, frames: Sequence[PoseFrame],
         return xyz, alpha, None
     pred = np.asarray(runner.parse_pose(pose_image_array(frames)), np.float32)  # (B, 4, S, S)
     return np.ascontiguousarray(pred[:, :3]), np.ascontiguousarray(pred[:, 3:4]), pred
-
-
-def write_empty(job: FrameJob, frame: PoseFrame) -> None:
-    """The files of an empty pose frame: a transparent frame of its size (and zero UDP previews)."""
-    size = frame.alpha.shape[0]
-    if job.udp_png is not None:
-        zeros = np.zeros((size, size, 4), np.float32)
-        atomic_write_bytes(job.udp_npz, _npz_bytes(zeros))
-        write_png_atomic(job.udp_png, np.zeros((size, size, 4), np.uint8))
-    write_png_atomic(job.frame, paste_back(np.zeros((size, size, 4), np.uint8), None, frame.frame_hw))
-
-
-def write_frame(job: FrameJob, frame: PoseFrame, rgba: np.ndarray, xyz: np.ndarray, alpha: np.ndarray,
-                pred: np.ndarray | None) -> None:
-    """One rendered frame's files: the UDP previews of a pose image (when `pred` is given), then the frame."""
-    if pred is not None:
-        udp = np.concatenate([xyz * alpha, alpha], axis=0).transpose(1, 2, 0)  # (S, S, 4)
-        atomic_write_bytes(job.udp_npz, _npz_bytes(np.ascontiguousarray(pred.transpose(1, 2, 0))))
-        write_png_atomic(job.udp_png, to_uint8(udp))
-    image = to_uint8(rgba.transpose(1, 2, 0))  # (S, S, 4)
-    write_png_atomic(job.frame, paste_back(image, frame.crop, frame.frame_hw))
 
 
 def render_summary(plan: RenderPlan, written: int, skipped: int, seconds: float, videos: tuple[Path, ...],

@@ -1,7 +1,8 @@
-"""Numpy in, numpy out: the interface the renderer drives, here backed by the eager Paddle model.
+"""The runners: numpy in, numpy out, the interface the renderer drives, and `make_runner`, which picks one.
 
-The fast path (`conr_paddle.predictor.PredictorRunner`, Paddle Inference) offers the same three methods, so the
-renderer, the benchmark and the parity report can swap one for the other.
+`EagerRunner` is the eager Paddle model; the fast path (`conr_paddle.predictor.PredictorRunner`, Paddle Inference)
+and `conr_paddle.onnx_runner.OnnxRunner` offer the same three methods, so the renderer, the benchmark and the parity
+report can swap one for the other.
 Arrays are NCHW float in [0, 1]: sheet (M, 4, S, S) premultiplied RGB + alpha; pose xyz (B, 3, S, S) and
 alpha (B, 1, S, S); pose images (B, 3, S, S).
 """
@@ -11,6 +12,9 @@ from typing import Any, Protocol
 
 import numpy as np
 import paddle
+
+from conr_common.errors import ConrInputError, ConrInternalError
+from conr_common.options import RenderOptions
 
 from .model import CoNR
 
@@ -44,3 +48,47 @@ class EagerRunner:
     @paddle.no_grad()
     def render(self, sheet, xyz: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         return self.model.render(sheet, self._t(xyz), self._t(alpha)).numpy()
+
+
+def make_runner(model, weights_hash: str | None, views: int, options: RenderOptions):
+    """The Runner of `options.engine` for sheets of `views` views: "eager" (dygraph, fp32 only), "predictor"
+    (Paddle Inference graphs exported once per (weights, size, views, batch, precision) and cached on disk, see
+    conr_paddle.export and conr_paddle.cache) or "onnxruntime" (the same graphs as ONNX, fp32, cached likewise, see
+    conr_paddle.onnx_runner). The options were validated when they were built; eager Paddle takes OMP_NUM_THREADS,
+    the predictor `options.threads`."""
+    if options.engine == "eager":
+        return EagerRunner(model)
+    if options.engine == "predictor":
+        return _predictor_runner(model, weights_hash, views, options)
+    return _onnx_runner(model, weights_hash, views, options)
+
+
+def _predictor_runner(model, weights_hash: str | None, views: int, options: RenderOptions):
+    try:
+        from .predictor import PredictorRunner
+    except ImportError as e:
+        raise ConrInputError(f"--engine predictor is not available ({e}); use --engine eager") from e
+    try:
+        return PredictorRunner(model, weights_hash, size=options.size, views=views, batch=options.batch,
+                               precision=options.precision, cache_dir=options.cache_dir, threads=options.threads)
+    except ConrInputError:
+        raise
+    except Exception as e:  # not the input's fault: the export or Paddle Inference itself
+        raise ConrInternalError("exporting or loading the predictor graphs", e) from e
+
+
+def _onnx_runner(model, weights_hash: str | None, views: int, options: RenderOptions):
+    try:
+        from .onnx_runner import OnnxRunner
+
+        import onnxruntime  # noqa: F401
+        import paddle2onnx  # noqa: F401
+    except ImportError as e:
+        raise ConrInputError(f"--engine onnxruntime needs the [onnx] extra ({e}): pip install -e '.[onnx]'") from e
+    try:
+        return OnnxRunner(model, weights_hash, size=options.size, views=views, batch=options.batch,
+                          cache_dir=options.cache_dir)
+    except ConrInputError:
+        raise
+    except Exception as e:  # not the input's fault: the export or onnxruntime itself
+        raise ConrInternalError("exporting or loading the ONNX graphs", e) from e

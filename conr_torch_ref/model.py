@@ -51,6 +51,26 @@ class Sheet:
     reference: torch.Tensor
 
 
+def float64_twin(model: nn.Module) -> nn.Module:
+    """A float64 copy of a torch network or of the whole reference, in eval mode: the float64 truth every float32
+    difference is judged against (float32 -> float64 is exact; the float32 model is left as it is)."""
+    import copy
+
+    return copy.deepcopy(model).double().eval()
+
+
+def broadcast_sheet(sheet: Sheet, b: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The sheet seen by B target poses at once: reference (B, M, 4, S, S) and features (B, M, C, h, w), views
+    expanded without copying (the official `CoNR.forward` repeats the sheet per pose)."""
+    reference = sheet.reference.unsqueeze(0).expand((b,) + tuple(sheet.reference.shape))
+    return reference, [f.unsqueeze(0).expand((b,) + tuple(f.shape)) for f in sheet.features]
+
+
+def premultiply(rgba: torch.Tensor) -> torch.Tensor:
+    """The decoder's straight RGBA (B, 4, S, S) as premultiplied RGBA, the renderer's output."""
+    return torch.cat([rgba[:, 0:3] * rgba[:, 3:4], rgba[:, 3:4]], dim=1)
+
+
 class CoNR(nn.Module):
     def __init__(self, config: CoNRConfig = OFFICIAL) -> None:
         super().__init__()
@@ -81,12 +101,8 @@ class CoNR(nn.Module):
 
     def shade(self, sheet: Sheet, target_features: list[torch.Tensor]) -> torch.Tensor:
         """Premultiplied RGBA (B, 4, S, S) for B target poses of one character."""
-        b = target_features[0].shape[0]
-        reference = sheet.reference.unsqueeze(0).expand((b,) + tuple(sheet.reference.shape))  # (B, M, 4, S, S)
-        feats = [f.unsqueeze(0).expand((b,) + tuple(f.shape)) for f in sheet.features]
-        fused = self.shader(target_features, reference, feats)
-        rgba = self.rgbadecodernet(fused)
-        return torch.cat([rgba[:, 0:3] * rgba[:, 3:4], rgba[:, 3:4]], dim=1)
+        reference, feats = broadcast_sheet(sheet, target_features[0].shape[0])
+        return premultiply(self.rgbadecodernet(self.shader(target_features, reference, feats)))
 
     @torch.no_grad()
     def render(self, sheet: Sheet, xyz: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .model import CoNR, normalize
+from .model import CoNR, Sheet, broadcast_sheet, normalize, premultiply
 
 __all__ = ["SheetGraph", "StepGraph", "PoseGraph"]
 
@@ -34,12 +34,9 @@ class StepGraph(nn.Module):
 
     def forward(self, xyz, alpha, feat0, feat1, feat2, feat3, feat4, reference):
         target = CoNR.encode_target(self, xyz, alpha)
-        b = xyz.shape[0]
-        ref = reference.unsqueeze(0).expand((b,) + tuple(reference.shape))  # (B, M, 4, S, S)
-        feats = [f.unsqueeze(0).expand((b,) + tuple(f.shape)) for f in (feat0, feat1, feat2, feat3, feat4)]
-        levels = self.shader.run_levels(target, ref, feats)
-        rgba = self.rgbadecodernet(levels[-1]["message"])
-        rgba = torch.cat([rgba[:, 0:3] * rgba[:, 3:4], rgba[:, 3:4]], dim=1)
+        sheet = Sheet(features=[feat0, feat1, feat2, feat3, feat4], reference=reference)
+        levels = self.shader.run_levels(target, *broadcast_sheet(sheet, xyz.shape[0]))
+        rgba = premultiply(self.rgbadecodernet(levels[-1]["message"]))
         return (rgba, *[lv["message"] for lv in levels])
 
 

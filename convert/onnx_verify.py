@@ -90,7 +90,7 @@ def _named(sheet_out: list, step_out: list) -> dict[str, np.ndarray]:
 def onnx_column(folder: Path, meta: dict, tm, pm, sheet, xyz, alpha, use_truth: bool) -> dict:
     """Per output: max abs and scaled error of onnxruntime against torch fp32, eager Paddle and (use_truth) the
     float64 truth, with torch fp32's and eager Paddle's own errors against the truth beside them."""
-    import copy
+    from conr_torch_ref.model import float64_twin
 
     if sheet.shape[0] != meta["views"]:
         raise ConrInputError(f"--onnx {folder}: exported for {meta['views']} views, the sheet has {sheet.shape[0]}")
@@ -100,7 +100,7 @@ def onnx_column(folder: Path, meta: dict, tm, pm, sheet, xyz, alpha, use_truth: 
     paddle32 = _paddle_side(pm, sheet, xyz, alpha)
     truth = None
     if use_truth:
-        tm64 = copy.deepcopy(tm).double().eval()
+        tm64 = float64_twin(tm)
         truth = _torch_side(tm64, sheet, xyz, alpha, np.float64)
         del tm64
     rows = []

@@ -646,18 +646,13 @@ def _torch_pass(torch, tm, sheet, xyz, alpha, device: str, *, keep_inputs: bool)
     return rec.calls, rgba.detach().cpu().numpy()
 
 
-def _float64_twin(tm):
-    """A float64 copy of the torch reference (the float32 model is kept for its own pass)."""
-    import copy
-
-    return copy.deepcopy(tm).double().eval()
-
-
 def _truth_pass(torch, tm, sheet, xyz, alpha, device: str, say, timings: dict):
     """The referee: the torch reference run in float64 on the same (widened) inputs; its layer calls and RGBA."""
+    from conr_torch_ref.model import float64_twin
+
     say("float64 truth pass (torch reference in float64, the referee)")
     t0 = time.perf_counter()
-    tm64 = _float64_twin(tm)
+    tm64 = float64_twin(tm)
     out = _torch_pass(torch, tm64, *(a.astype("float64") for a in (sheet, xyz, alpha)), device, keep_inputs=False)
     del tm64
     timings["truth_pass_s"] = time.perf_counter() - t0

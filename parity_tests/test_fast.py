@@ -120,7 +120,7 @@ def test_bf16_psnr_vs_float64_truth(tmp_path, torch_model, paddle_model, samples
     ok, why = bf16_support()
     if not ok:
         pytest.skip(f"bf16 unavailable: {why}")
-    import copy
+    from conr_torch_ref.model import float64_twin
 
     import torch
 
@@ -129,7 +129,7 @@ def test_bf16_psnr_vs_float64_truth(tmp_path, torch_model, paddle_model, samples
 
     sheet = sheet_input(samples, 128, 2)
     xyz, alpha, _ = pose_input(samples, 128, 1)
-    truth_model = copy.deepcopy(torch_model).double().eval()
+    truth_model = float64_twin(torch_model)
     f64 = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))  # noqa: E731
     with torch.no_grad():
         truth = truth_model.render(truth_model.parse_sheet(f64(sheet)), f64(xyz), f64(alpha)).numpy()

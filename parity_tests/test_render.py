@@ -166,9 +166,9 @@ def test_predictor_engine(pdparams_dir, inputs, full_run, shared_model, tmp_path
 
 
 def test_interrupt_then_resume(pdparams_dir, inputs, full_run, shared_model, tmp_path, monkeypatch, capsys):
-    import conr_paddle.render as render_module
+    import conr_paddle.frames as frames_module
 
-    real_write = render_module.write_png_atomic
+    real_write = frames_module.write_png_atomic
     calls = {"n": 0}
 
     def interrupt_on_second_frame(path, image):
@@ -178,13 +178,13 @@ def test_interrupt_then_resume(pdparams_dir, inputs, full_run, shared_model, tmp
         real_write(path, image)
 
     out = tmp_path / "out"
-    monkeypatch.setattr(render_module, "write_png_atomic", interrupt_on_second_frame)
+    monkeypatch.setattr(frames_module, "write_png_atomic", interrupt_on_second_frame)
     assert main(_render_args(pdparams_dir, inputs, out)) == 130
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--resume" in err, err
     assert sorted(p.name for p in out.iterdir()) == ["0.png"]  # no partial file, no temporary
 
-    monkeypatch.setattr(render_module, "write_png_atomic", real_write)
+    monkeypatch.setattr(frames_module, "write_png_atomic", real_write)
     before = (out / "0.png").stat().st_mtime_ns
     assert main(_render_args(pdparams_dir, inputs, out, "--resume")) == 0
     captured = capsys.readouterr()

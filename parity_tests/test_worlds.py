@@ -83,7 +83,7 @@ def _run_world(world: World, size: int, official_states, samples, folder: Path, 
                truth: bool, bf16: bool) -> dict:
     """One world at one size: torch fp32, Paddle eager fp32, the fp32 predictor; the float64 truth (torch in
     float64) and the bf16 predictor (on a CPU with bfloat16) when asked."""
-    import copy
+    from conr_torch_ref.model import float64_twin
 
     from conr_paddle.predictor import PredictorRunner, bf16_support
 
@@ -99,7 +99,7 @@ def _run_world(world: World, size: int, official_states, samples, folder: Path, 
         out["t32"] = tm.render(t_sheet, T(xyz), T(alpha)).numpy()
         out["sheet_t"] = t_sheet.features[0].numpy()
         if truth:
-            tm64 = copy.deepcopy(tm).double()
+            tm64 = float64_twin(tm)
             s64 = tm64.parse_sheet(T(sheet.astype(np.float64)))
             out["t64"] = tm64.render(s64, T(xyz.astype(np.float64)), T(alpha.astype(np.float64))).numpy()
             out["sheet_truth"] = s64.features[0].numpy()
