@@ -124,6 +124,13 @@ def strict_load(net: nn.Module, state: dict, what: str) -> None:
     net.load_state_dict(tensors, strict=True)
 
 
+def load_networks(model: CoNR, states: dict[str, dict]) -> CoNR:
+    """Strictly load official-named numpy state dicts (network name -> state) into the model (`strict_load`)."""
+    for name in NETWORK_NAMES:
+        strict_load(getattr(model, name), states[name], what=name)
+    return model
+
+
 def load_official(model: CoNR, folder: str | Path) -> CoNR:
     """Strictly load the four official `.pth` files, one at a time, through the safe reader of
     `conr_common.checkpoints` (`torch.load(weights_only=True)`: a checkpoint never runs code). A missing, damaged or

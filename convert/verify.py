@@ -603,14 +603,9 @@ def _build_models(torch, paddle, torch_states, paddle_states, dtype: str, device
     from conr_paddle.model import CoNR as PaddleCoNR
     from conr_paddle.model import load_networks
     from conr_torch_ref.model import CoNR as TorchCoNR
+    from conr_torch_ref.model import load_networks as load_torch_networks
 
-    tm = TorchCoNR()
-    for name in NETWORK_NAMES:
-        try:
-            getattr(tm, name).load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in torch_states[name].items()},
-                                              strict=True)
-        except RuntimeError as exc:
-            raise ConrInputError(f"{name}: the torch weights do not fit the network ({' '.join(str(exc).split())[:300]})") from None
+    tm = load_torch_networks(TorchCoNR(), torch_states)
     pm = load_networks(PaddleCoNR(), paddle_states)
     if dtype == "float64":
         tm = tm.double()
