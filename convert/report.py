@@ -213,7 +213,7 @@ def render_markdown(report: dict) -> str:
     lines.append("")
     lines += _summary_lines(report)
     lines += ["", "![renders, difference and per-layer error](report.png)", ""]
-    lines.append("Scaled error = max abs error / max |reference| of that output. Tolerances (`convert.verify."
+    lines.append("Scaled error = max abs error / max |reference| of that output. Tolerances (`convert.judge."
                  f"tolerances_for`, reasons in `conr_common/tolerances.py`): layer outputs and leaf layers run alone, "
                  f"scaled, per stage: {_stage_bounds(tol['layer'])}; final RGBA {_e(tol['rgba'])} absolute "
                  "(RGBA_ATOL); weights bit-exact. With the float64 referee a layer passes when Paddle's error against "

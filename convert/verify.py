@@ -19,9 +19,6 @@ tolerance, 1 when something is not (CI gate), 2 on bad input (one line `error: .
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,45 +28,17 @@ from typing import TextIO
 
 import numpy as np
 
-from conr_common.compare import diff
 from conr_common.config import NETWORK_NAMES
-from conr_common.cpu import cpu_model, simd_flags
 from conr_common.errors import ConrInputError
-from conr_common.tolerances import stage_of
-from conr_common.versions import dist_version
 
-__all__ = ["add_verify_parser", "verify", "verdict_lines", "tolerances_for", "environment", "REPORT_FILES"]
+from .environment import environment, numerics_pinned
+from .judge import accuracy_row, judge, numerics_ok, tolerances_for, within, within_truth
+from .passes import build_models, paddle_pass, paddle_place, predictor_accuracy, single_step, torch_pass, truth_pass
+
+__all__ = ["add_verify_parser", "verify", "plan_verify", "verdict_lines", "REPORT_FILES"]
 
 REPORT_FILES = ("report.json", "report.md", "report.png")
 REPORT_FORMAT_VERSION = 1
-
-# `import paddle` sets OMP_NUM_THREADS=1 when it is unset (paddle/base/__init__.py), which makes eager Paddle run on
-# one thread: keep what the user's environment said, read when this module is imported (the CLI imports it before
-# paddle), and report both.
-_OMP_BEFORE_PADDLE = (os.environ.get("OMP_NUM_THREADS") if "paddle" not in sys.modules else "unknown (paddle imported first)")
-
-
-# ------------------------------------------------------------------------------------------------- tolerances
-def tolerances_for(dtype: str) -> dict:
-    """The tolerances of a report, per dtype: the suite's numbers (conr_common/tolerances.py, reasons there).
-
-    layer: per stage (udpparsernet, target_pose_encoder, shader, rgbadecodernet), the scaled error (max abs /
-      max |reference|) allowed for any of its layer outputs, error carried from upstream included;
-    local: the same bounds for one leaf layer run alone on the reference's input (--single-step). A local error over
-      it is a port error in that very layer; small local errors under a failing layer mean error carried in;
-    rgba: max abs error of the final premultiplied RGBA in [0, 1] (the suite's RGBA_ATOL);
-    parameter: max abs difference of a weight tensor after rename (the conversion is bit-exact);
-    truth_ratio, truth_floor: the float64 referee's verdict (`within_truth`), which replaces layer and rgba
-      whenever the referee runs.
-    """
-    from conr_common import tolerances as t
-
-    truth = {"truth_ratio": t.TRUTH_RATIO_LIMIT, "truth_floor": t.TRUTH_FLOOR_SCALED}
-    if dtype == "float64":
-        stages = {stage: t.FEATURE_SCALED_FP64 for stage in t.STAGE_SCALED_FP32}
-        return {"layer": stages, "local": dict(stages), "rgba": t.RGBA_ATOL_FP64, "parameter": 0.0, **truth}
-    return {"layer": dict(t.STAGE_SCALED_FP32), "local": dict(t.STAGE_SCALED_FP32), "rgba": t.RGBA_ATOL_FP32,
-            "parameter": 0.0, **truth}
 
 
 TRUTHS = ("auto", "fp64", "none")
@@ -78,118 +47,6 @@ VERIFY_ENGINES = ("eager", "predictor")  # the engines a report can add (the ren
 # keeps every layer output in memory); above it, only when the fixed per-stage bounds fail (the referee then
 # decides whether Paddle or the network's conditioning is to blame).
 AUTO_TRUTH_MAX_SIZE = 128
-
-
-def within_truth(paddle_err: float, torch_err: float, ratio_limit: float, floor: float) -> bool:
-    """The referee's verdict: Paddle's error against the float64 truth is at most `ratio_limit` times torch's own
-    float32 error plus `floor` (both scaled), so the bound follows the network's conditioning."""
-    return bool(np.isfinite(paddle_err) and paddle_err <= ratio_limit * torch_err + floor)
-
-
-def accuracy_row(truth: np.ndarray, torch_out: np.ndarray, paddle_out: np.ndarray) -> dict:
-    """Max abs errors of torch fp32 and Paddle against the float64 truth, and their ratio (Paddle's excess)."""
-    et = diff(truth, torch_out).max_abs
-    ep = diff(truth, paddle_out).max_abs
-    return {"torch_fp32_vs_fp64": et, "paddle_fp32_vs_fp64": ep, "ratio": ep / et if et > 0 else float("inf")}
-
-
-# ------------------------------------------------------------------------------------------------ environment
-
-
-def _paddle_flag(paddle, name: str):
-    try:
-        return paddle.get_flags([name])[name]
-    except Exception:  # a flag that this build does not register (CUDA-only flags on a CPU wheel)
-        return None
-
-
-def pin_tf32_off(torch, paddle) -> dict:
-    """Turn TF32 off on both sides (it only exists on CUDA: Ampere and later would otherwise round float32 matmuls
-    and convolutions to a 10-bit mantissa) and float32 matmul precision to "highest"; returns what was set."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.set_float32_matmul_precision("highest")
-    pinned = {
-        "torch.backends.cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-        "torch.backends.cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
-        "torch.float32_matmul_precision": torch.get_float32_matmul_precision(),
-    }
-    if paddle.device.is_compiled_with_cuda():
-        from paddle.base import core
-
-        core.set_cublas_switch(False)  # phi::SetAllowTF32Cublas
-        core.set_cudnn_switch(False)  # phi::SetAllowTF32Cudnn
-        pinned["paddle.cublas_tf32"] = bool(core.get_cublas_switch())
-        pinned["paddle.cudnn_tf32"] = bool(core.get_cudnn_switch())
-    # NVIDIA_TF32_OVERRIDE=0 also forces it off inside cuBLAS/cuDNN, but only if set before CUDA starts
-    pinned["NVIDIA_TF32_OVERRIDE"] = os.environ.get("NVIDIA_TF32_OVERRIDE")
-    return pinned
-
-
-@contextlib.contextmanager
-def _numerics_pinned(torch, paddle):
-    """pin_tf32_off for the duration of a report, restoring the caller's settings afterwards (in-process use)."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             torch.get_float32_matmul_precision())
-    saved_paddle = None
-    if paddle.device.is_compiled_with_cuda():
-        from paddle.base import core
-
-        saved_paddle = (core.get_cublas_switch(), core.get_cudnn_switch())
-    try:
-        yield pin_tf32_off(torch, paddle)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[0], saved[1]
-        torch.set_float32_matmul_precision(saved[2])
-        if saved_paddle is not None:
-            from paddle.base import core
-
-            core.set_cublas_switch(saved_paddle[0])
-            core.set_cudnn_switch(saved_paddle[1])
-
-
-def environment(torch, paddle, device: str) -> dict:
-    """Everything that can change float32 results between two machines."""
-    from paddle.base import core
-
-    gpu: dict = {"used": device == "gpu", "torch_cuda_available": bool(torch.cuda.is_available()),
-                 "paddle_compiled_with_cuda": bool(paddle.device.is_compiled_with_cuda())}
-    if torch.cuda.is_available():
-        gpu["torch_device_name"] = torch.cuda.get_device_name(0)
-        gpu["torch_cuda_version"] = torch.version.cuda
-        gpu["torch_cudnn_version"] = torch.backends.cudnn.version()
-    if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
-        gpu["paddle_device_name"] = paddle.device.cuda.get_device_name(0)
-        gpu["paddle_cuda_version"] = paddle.version.cuda()
-        gpu["paddle_cudnn_version"] = paddle.version.cudnn()
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "packages": {
-            "torch": torch.__version__,
-            "paddlepaddle": paddle.__version__,
-            "numpy": np.__version__,
-            "opencv-python-headless": dist_version("opencv-python-headless") or dist_version("opencv-python"),
-            "conr-paddle": dist_version("conr-paddle"),
-        },
-        "cpu": {"model": cpu_model(), "logical_cpus": os.cpu_count(), "simd": simd_flags()},
-        "gpu": gpu,
-        "threads": {
-            "torch.get_num_threads": torch.get_num_threads(),
-            "torch.get_num_interop_threads": torch.get_num_interop_threads(),
-            "OMP_NUM_THREADS (user environment)": _OMP_BEFORE_PADDLE,
-            "OMP_NUM_THREADS (after import paddle)": os.environ.get("OMP_NUM_THREADS"),
-            "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS"),
-        },
-        "onednn": {
-            "torch.backends.mkldnn.is_available": bool(torch.backends.mkldnn.is_available()),
-            "torch.backends.mkldnn.enabled": bool(torch.backends.mkldnn.enabled),
-            "paddle.is_compiled_with_onednn": bool(core.is_compiled_with_onednn()),
-            # eager (dygraph) Paddle runs oneDNN kernels only when this flag is on
-            "paddle FLAGS_use_onednn": _paddle_flag(paddle, "FLAGS_use_onednn"),
-            "paddle FLAGS_use_mkldnn": _paddle_flag(paddle, "FLAGS_use_mkldnn"),
-        },
-    }
 
 
 # ------------------------------------------------------------------------------------------------------ inputs
@@ -280,17 +137,6 @@ def load_inputs(size: int, views: int, character_sheet: Path | None, poses: Path
 
 
 # -------------------------------------------------------------------------------------------------- the report
-def _diff_row(ref: np.ndarray, other: np.ndarray) -> dict:
-    if ref.shape != other.shape:
-        return {"shape": list(ref.shape), "paddle_shape": list(other.shape), "error": "shape mismatch"}
-    return diff(ref, other).as_dict()
-
-
-def _within(row: dict | None, metric: str, tol: float) -> bool:
-    if row is None or "error" in row:
-        return False
-    value = row[metric]
-    return bool(np.isfinite(value) and value <= tol)
 
 
 @dataclass(frozen=True)
@@ -385,7 +231,7 @@ class _Passes:
 
 def _paddle_timed(paddle, pm, passes: _Passes, sheet, xyz, alpha, timings: dict, key: str) -> None:
     t0 = time.perf_counter()
-    passes.rows, passes.paddle_only, passes.pd_rgba = _paddle_pass(paddle, pm, passes.calls, sheet, xyz, alpha,
+    passes.rows, passes.paddle_only, passes.pd_rgba = paddle_pass(paddle, pm, passes.calls, sheet, xyz, alpha,
                                                                    passes.truth_calls)
     timings[key] = time.perf_counter() - t0
 
@@ -396,20 +242,20 @@ def _compare_passes(plan: VerifyPlan, torch, paddle, tm, pm, inputs: tuple, tol:
     sheet, xyz, alpha = inputs
     say(f"reference pass (torch, {plan.dtype}, {plan.size} px, {sheet.shape[0]} views)")
     t0 = time.perf_counter()
-    calls, ref_rgba = _torch_pass(torch, tm, sheet, xyz, alpha, plan.device, keep_inputs=plan.single_step)
+    calls, ref_rgba = torch_pass(torch, tm, sheet, xyz, alpha, plan.device, keep_inputs=plan.single_step)
     timings["torch_pass_s"] = time.perf_counter() - t0
     passes = _Passes(calls, ref_rgba, use_truth=plan.truth_first)
     if passes.use_truth:
-        passes.truth_calls, passes.truth_rgba = _truth_pass(torch, tm, sheet, xyz, alpha, plan.device, say, timings)
+        passes.truth_calls, passes.truth_rgba = truth_pass(torch, tm, sheet, xyz, alpha, plan.device, say, timings)
     say("Paddle pass, comparing every layer")
     _paddle_timed(paddle, pm, passes, sheet, xyz, alpha, timings, "paddle_pass_s")
-    render = _judge(passes.rows, ref_rgba, passes.pd_rgba, tol)
-    if plan.truth == "auto" and not passes.use_truth and not plan.fp64 and not _numerics_ok(passes.rows, render):
+    render = judge(passes.rows, ref_rgba, passes.pd_rgba, tol)
+    if plan.truth == "auto" and not passes.use_truth and not plan.fp64 and not numerics_ok(passes.rows, render):
         # the fixed per-stage bounds failed: call in the referee to tell Paddle's error from the network's
         # conditioning (torch's own float32 error), then judge again
         say("fixed tolerances exceeded: calling in the float64 referee")
         passes.use_truth, passes.escalated = True, True
-        passes.truth_calls, passes.truth_rgba = _truth_pass(torch, tm, sheet, xyz, alpha, plan.device, say, timings)
+        passes.truth_calls, passes.truth_rgba = truth_pass(torch, tm, sheet, xyz, alpha, plan.device, say, timings)
         say("Paddle pass again, against the truth")
         _paddle_timed(paddle, pm, passes, sheet, xyz, alpha, timings, "paddle_pass_truth_s")
     return passes
@@ -422,7 +268,7 @@ def _extra_passes(plan: VerifyPlan, torch, paddle, tm, pm, inputs: tuple, passes
     if plan.engine == "predictor":
         say("predictor passes (Paddle Inference fp32, and bf16 where the CPU has it)")
         t0 = time.perf_counter()
-        passes.predictors = _predictor_accuracy(pm, sheet, xyz, alpha, passes.truth_rgba)
+        passes.predictors = predictor_accuracy(pm, sheet, xyz, alpha, passes.truth_rgba)
         timings["predictor_s"] = time.perf_counter() - t0
     if plan.onnx_meta is not None:
         from .onnx_verify import onnx_column as _onnx_column
@@ -434,7 +280,7 @@ def _extra_passes(plan: VerifyPlan, torch, paddle, tm, pm, inputs: tuple, passes
     if plan.single_step:
         say("single-step pass: each Paddle leaf layer on the reference's own input")
         t0 = time.perf_counter()
-        _single_step(torch, paddle, pm, passes.calls, passes.rows)
+        single_step(torch, paddle, pm, passes.calls, passes.rows)
         timings["single_step_s"] = time.perf_counter() - t0
 
 
@@ -442,7 +288,7 @@ def _verdicts(passes: _Passes, params: list[dict], tol: dict) -> dict:
     """Every verdict, in torch execution order: against the float64 truth when there is one, else fixed
     tolerances. Returns the report's render, accuracy, summary-relevant rows and `passed`."""
     rows = passes.rows
-    render = _judge(rows, passes.ref_rgba, passes.pd_rgba, tol)
+    render = judge(rows, passes.ref_rgba, passes.pd_rgba, tol)
     accuracy = None
     if passes.truth_rgba is not None:
         accuracy = accuracy_row(passes.truth_rgba, passes.ref_rgba, passes.pd_rgba)
@@ -511,7 +357,7 @@ def _load_models(plan: VerifyPlan, torch, paddle, say, timings: dict):
     say(f"reading weights from {plan.torch_dir} and {plan.paddle_dir}")
     torch_states, paddle_states, files = load_weight_states(plan.torch_dir, plan.paddle_dir)
     params = check_parameters(torch_states, paddle_states)
-    tm, pm = _build_models(torch, paddle, torch_states, paddle_states, plan.dtype, plan.device)
+    tm, pm = build_models(torch, paddle, torch_states, paddle_states, plan.dtype, plan.device)
     del torch_states, paddle_states
     timings["load_weights_s"] = time.perf_counter() - t0
     return params, files, tm, pm
@@ -558,7 +404,7 @@ def verify(
     # every run sees the same input values: the float32 inputs, widened for the float64 truth
     inputs = tuple(a.astype(plan.dtype) for a in (sheet, xyz, alpha))
     params, files, tm, pm = _load_models(plan, torch, paddle, say, timings)
-    with _numerics_pinned(torch, paddle) as pinned, _paddle_place(paddle, device):
+    with numerics_pinned(torch, paddle) as pinned, paddle_place(paddle, device):
         env = environment(torch, paddle, device)
         env["numerics_pinned"] = pinned
         passes = _compare_passes(plan, torch, paddle, tm, pm, inputs, tol, say, timings)
@@ -570,207 +416,6 @@ def verify(
     plan.out.mkdir(parents=True, exist_ok=True)
     write_report(plan.out, report, passes.ref_rgba[0], passes.pd_rgba[0])
     return report
-
-
-def _judge(rows: list[dict], ref_rgba: np.ndarray, pd_rgba: np.ndarray, tol: dict) -> dict:
-    """Set each row's verdict (against the truth when the row has one, else its stage's fixed bound) and return the
-    final RGBA's row judged by the fixed RGBA bound."""
-    for row in rows:
-        stage = stage_of(row["key"])
-        row["tolerance"] = tol["layer"][stage]
-        row["metric"] = "scaled"
-        if "truth" in row:
-            tr = row["truth"]
-            row["ok"] = row["paired"] and within_truth(tr["paddle"], tr["torch"], tol["truth_ratio"], tol["truth_floor"])
-        else:
-            row["ok"] = row["paired"] and _within(row, "scaled", row["tolerance"])
-        if "local" in row:
-            row["local"]["tolerance"] = tol["local"][stage]
-            row["local"]["ok"] = _within(row["local"], "scaled", row["local"]["tolerance"])
-    render = _diff_row(ref_rgba, pd_rgba)
-    render.update({"key": "render", "metric": "max_abs", "tolerance": tol["rgba"]})
-    render["ok"] = _within(render, "max_abs", tol["rgba"])
-    return render
-
-
-def _numerics_ok(rows: list[dict], render: dict) -> bool:
-    """Every paired layer output and the final RGBA within their bounds (unpaired layers are not a numeric matter)."""
-    return render["ok"] and all(r["ok"] for r in rows if r["paired"])
-
-
-# ------------------------------------------------------------------------------------------------- the passes
-def _build_models(torch, paddle, torch_states, paddle_states, dtype: str, device: str):
-    from conr_paddle.model import CoNR as PaddleCoNR
-    from conr_paddle.model import load_networks
-    from conr_torch_ref.model import CoNR as TorchCoNR
-    from conr_torch_ref.model import load_networks as load_torch_networks
-
-    tm = load_torch_networks(TorchCoNR(), torch_states)
-    pm = load_networks(PaddleCoNR(), paddle_states)
-    if dtype == "float64":
-        tm = tm.double()
-        pm.to(dtype="float64")
-    if device == "gpu":
-        tm = tm.to("cuda")
-    tm.eval()
-    pm.eval()
-    return tm, pm
-
-
-@contextlib.contextmanager
-def _paddle_place(paddle, device: str):
-    before = paddle.get_device()
-    paddle.set_device("gpu:0" if device == "gpu" else "cpu")
-    try:
-        yield
-    finally:
-        paddle.set_device(before)
-
-
-def _torch_pass(torch, tm, sheet, xyz, alpha, device: str, *, keep_inputs: bool):
-    from .hooks import TorchRecorder
-
-    dev = "cuda" if device == "gpu" else "cpu"
-    T = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)  # noqa: E731
-    rec = TorchRecorder(tm, keep_leaf_inputs=keep_inputs)
-    try:
-        with torch.no_grad():
-            rgba = tm.render(tm.parse_sheet(T(sheet)), T(xyz), T(alpha))
-    finally:
-        rec.remove()
-    return rec.calls, rgba.detach().cpu().numpy()
-
-
-def _truth_pass(torch, tm, sheet, xyz, alpha, device: str, say, timings: dict):
-    """The referee: the torch reference run in float64 on the same (widened) inputs; its layer calls and RGBA."""
-    from conr_torch_ref.model import float64_twin
-
-    say("float64 truth pass (torch reference in float64, the referee)")
-    t0 = time.perf_counter()
-    tm64 = float64_twin(tm)
-    out = _torch_pass(torch, tm64, *(a.astype("float64") for a in (sheet, xyz, alpha)), device, keep_inputs=False)
-    del tm64
-    timings["truth_pass_s"] = time.perf_counter() - t0
-    return out
-
-
-def _truth_errors(truth, torch_out: np.ndarray, paddle_out: np.ndarray) -> dict:
-    """Scaled errors of torch fp32 and Paddle against the float64 truth of one layer output, and their ratio."""
-    from .hooks import torch_to_numpy
-
-    t = torch_to_numpy(truth)
-    if t.shape != paddle_out.shape:
-        return {"error": "shape mismatch"}
-    et, ep = diff(t, torch_out).scaled, diff(t, paddle_out).scaled
-    return {"torch": et, "paddle": ep, "ratio": ep / et if et > 0 else (0.0 if ep == 0 else float("inf"))}
-
-
-def _paddle_pass(paddle, pm, calls, sheet, xyz, alpha, truth_calls=None):
-    """Run Paddle with hooks comparing each output to the reference (and to the float64 truth, when given) as it
-    appears; rows in torch order. The sheet is parsed as the renderer parses it (CoNR.parse_sheet: in float64 on a
-    copy of the parser), with the copy's layers hooked under the parser's names."""
-    from conr_paddle.model import sheet_parser
-
-    from .hooks import PaddleRecorder, output_keys, torch_to_numpy
-
-    by_key = {c.key: c for c in calls}
-    truth_by_key = {c.key: c for c in truth_calls} if truth_calls is not None else {}
-    results: dict[str, dict] = {}
-    paddle_only: list[str] = []
-
-    def on_call(name: str, call: int, tensors: list) -> None:
-        key = f"{name}#{call}"
-        ref = by_key.get(key)
-        if ref is None:
-            paddle_only.append(key)
-            return
-        if len(tensors) != len(ref.outputs):
-            results[key] = {"error": f"{len(ref.outputs)} output tensor(s) in torch, {len(tensors)} in Paddle"}
-            return
-        truth = truth_by_key.get(key)
-        for i, (k, r, p) in enumerate(zip(output_keys(key, len(tensors)), ref.outputs, tensors)):
-            theirs = torch_to_numpy(r)
-            ours = p.numpy().astype(theirs.dtype, copy=False)  # the float64 sheet parse, at the reference's dtype
-            results[k] = _diff_row(theirs, ours)
-            if truth is not None and "error" not in results[k]:
-                results[k]["truth"] = _truth_errors(truth.outputs[i], theirs, ours)
-
-    P = paddle.to_tensor
-    sheet_t = P(sheet)
-    parser = sheet_parser(pm.udpparsernet, "float64", sheet_t.dtype)  # what parse_sheet would parse with
-    recorders = [PaddleRecorder(pm, on_call)]
-    if parser is not pm.udpparsernet:  # a transient copy: hooked under the parser's names
-        holder = paddle.nn.Layer()
-        holder.add_sublayer("udpparsernet", parser)
-        recorders.append(PaddleRecorder(holder, on_call))
-    try:
-        with paddle.no_grad():
-            rgba = pm.render(pm.parse_sheet(sheet_t, parser=parser), P(xyz), P(alpha))
-    finally:
-        for rec in recorders:
-            rec.remove()
-
-    rows = []
-    for index, c in enumerate(calls):
-        keys = output_keys(c.key, len(c.outputs)) if c.outputs else []
-        for k, t in zip(keys, c.outputs):
-            found = results.get(k) or results.get(c.key)
-            row = {"key": k, "layer": c.name, "call": c.call, "type": c.type, "leaf": c.leaf,
-                   "network": c.network, "call_order": index, "paired": found is not None}
-            row.update(found if found is not None else {"shape": list(t.shape), "error": "no Paddle output for this call"})
-            rows.append(row)
-    for i, row in enumerate(rows):
-        row["index"] = i
-    return rows, paddle_only, rgba.numpy()
-
-
-def _predictor_accuracy(pm, sheet, xyz, alpha, truth_rgba) -> dict:
-    """Final RGBA of the Paddle Inference predictor against the float64 truth: fp32, and bf16 where supported."""
-    from conr_common.compare import psnr_db
-    from conr_paddle.predictor import PredictorRunner, bf16_support
-
-    out = {}
-    precisions = ["fp32"] + (["bf16"] if bf16_support()[0] else [])
-    with tempfile.TemporaryDirectory(prefix="conr-verify-cache-") as cache:
-        for precision in precisions:
-            # the export cache is this temporary folder: no other weights can share it, so a fixed key will do
-            runner = PredictorRunner(pm, "verify", size=sheet.shape[-1], views=sheet.shape[0],
-                                     precision=precision, cache_dir=cache)
-            rgba = runner.render(runner.parse_sheet(sheet), xyz, alpha)
-            out[f"predictor_{precision}_vs_fp64"] = diff(truth_rgba, rgba).max_abs
-            out[f"predictor_{precision}_psnr_db"] = psnr_db(truth_rgba, rgba)
-            del runner
-    if "predictor_bf16_vs_fp64" not in out:
-        out["predictor_bf16"] = "not run: " + bf16_support()[1]
-    return out
-
-
-def _to_paddle(obj, torch, paddle):
-    if isinstance(obj, torch.Tensor):
-        return paddle.to_tensor(obj.detach().cpu().numpy())
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_to_paddle(o, torch, paddle) for o in obj)
-    return obj
-
-
-def _single_step(torch, paddle, pm, calls, rows) -> None:
-    """Each Paddle leaf layer alone on the reference's recorded arguments: its local error (row["local"])."""
-    from .hooks import flatten_tensors, output_keys, torch_to_numpy
-
-    layers = dict(pm.named_sublayers())
-    row_by_key = {r["key"]: r for r in rows}
-    with paddle.no_grad():
-        for c in calls:
-            if not c.leaf or c.args is None or not c.outputs:
-                continue
-            layer = layers.get(c.name)
-            if layer is None:
-                continue
-            out = layer(*_to_paddle(c.args, torch, paddle), **_to_paddle(c.kwargs, torch, paddle))
-            tensors = flatten_tensors(out, lambda x: isinstance(x, paddle.Tensor))
-            for k, r, p in zip(output_keys(c.key, len(c.outputs)), c.outputs, tensors):
-                if k in row_by_key:
-                    row_by_key[k]["local"] = _diff_row(torch_to_numpy(r), p.numpy())
 
 
 # ------------------------------------------------------------------------------------------------------- CLI

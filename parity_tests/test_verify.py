@@ -180,14 +180,14 @@ def _plant_in_paddle_model(monkeypatch, plant):
     """Wrap verify's model builder so that `plant(paddle_model)` changes the Paddle side only."""
     import convert.verify as verify_module
 
-    original = verify_module._build_models
+    original = verify_module.build_models
 
     def build(*args, **kwargs):
         tm, pm = original(*args, **kwargs)
         plant(pm)
         return tm, pm
 
-    monkeypatch.setattr(verify_module, "_build_models", build)
+    monkeypatch.setattr(verify_module, "build_models", build)
 
 
 @pytest.mark.slow  # a full layer-by-layer verify run
