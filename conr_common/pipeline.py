@@ -30,7 +30,6 @@ import cv2
 import numpy as np
 from numpy.typing import DTypeLike
 
-from conr_common.atomic import atomic_path, atomic_write_bytes, write_png_atomic
 from conr_common.config import SIZE_MULTIPLE
 from conr_common.errors import ConrInputError
 from conr_common.headers import check_frame_bounds
@@ -56,9 +55,6 @@ __all__ = [
     "pose_image_array",
     "to_uint8",
     "paste_back",
-    "write_png_atomic",
-    "atomic_write_bytes",
-    "atomic_path",
 ]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".webp", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})

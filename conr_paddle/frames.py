@@ -15,9 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from conr_common.atomic import atomic_write_bytes, write_png_atomic
 from conr_common.errors import ConrInputError
 from conr_common.headers import header_shape
-from conr_common.pipeline import PoseFrame, atomic_write_bytes, paste_back, to_uint8, write_png_atomic
+from conr_common.pipeline import PoseFrame, paste_back, to_uint8
 
 __all__ = ["FrameJob", "frame_is_complete", "plan_jobs", "write_empty", "write_frame"]
 

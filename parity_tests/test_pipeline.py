@@ -9,11 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
+from conr_common.atomic import atomic_path, atomic_write_bytes, write_png_atomic
 from conr_common.errors import ConrInputError
 from conr_common.pipeline import (
     Crop,
-    atomic_path,
-    atomic_write_bytes,
     check_size,
     crop_and_resize,
     list_pose_files,
@@ -29,7 +28,6 @@ from conr_common.pipeline import (
     square_crop_box,
     to_uint8,
     udp_arrays,
-    write_png_atomic,
 )
 
 
