@@ -7,13 +7,14 @@ import contextlib
 import os
 import platform
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 
 from conr_common.cpu import cpu_model, simd_flags
 from conr_common.versions import dist_version
 
-__all__ = ["environment", "pin_tf32_off", "numerics_pinned"]
+__all__ = ["environment", "numerics_pinned"]
 
 # `import paddle` sets OMP_NUM_THREADS=1 when it is unset (paddle/base/__init__.py), which makes eager Paddle run on
 # one thread: keep what the user's environment said, read when this module is imported (the CLI imports it before
@@ -28,49 +29,41 @@ def _paddle_flag(paddle, name: str):
         return None
 
 
-def pin_tf32_off(torch, paddle) -> dict:
-    """Turn TF32 off on both sides (it only exists on CUDA: Ampere and later would otherwise round float32 matmuls
-    and convolutions to a 10-bit mantissa) and float32 matmul precision to "highest"; returns what was set."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.set_float32_matmul_precision("highest")
-    pinned = {
-        "torch.backends.cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-        "torch.backends.cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
-        "torch.float32_matmul_precision": torch.get_float32_matmul_precision(),
-    }
-    if paddle.device.is_compiled_with_cuda():
-        from paddle.base import core
+def _paddle_tf32_off(paddle, stack: contextlib.ExitStack) -> dict:
+    """Paddle's cuBLAS/cuDNN TF32 switches off until `stack` closes (CUDA builds only; a CPU wheel has none)."""
+    if not paddle.device.is_compiled_with_cuda():
+        return {}
+    from paddle.base import core
 
-        core.set_cublas_switch(False)  # phi::SetAllowTF32Cublas
-        core.set_cudnn_switch(False)  # phi::SetAllowTF32Cudnn
-        pinned["paddle.cublas_tf32"] = bool(core.get_cublas_switch())
-        pinned["paddle.cudnn_tf32"] = bool(core.get_cudnn_switch())
-    # NVIDIA_TF32_OVERRIDE=0 also forces it off inside cuBLAS/cuDNN, but only if set before CUDA starts
-    pinned["NVIDIA_TF32_OVERRIDE"] = os.environ.get("NVIDIA_TF32_OVERRIDE")
-    return pinned
+    saved = (core.get_cublas_switch(), core.get_cudnn_switch())
+    core.set_cublas_switch(False)  # phi::SetAllowTF32Cublas
+    core.set_cudnn_switch(False)  # phi::SetAllowTF32Cudnn
+    stack.callback(core.set_cudnn_switch, saved[1])
+    stack.callback(core.set_cublas_switch, saved[0])
+    return {"paddle.cublas_tf32": bool(core.get_cublas_switch()), "paddle.cudnn_tf32": bool(core.get_cudnn_switch())}
 
 
 @contextlib.contextmanager
-def numerics_pinned(torch, paddle):
-    """pin_tf32_off for the duration of a report, restoring the caller's settings afterwards (in-process use)."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             torch.get_float32_matmul_precision())
-    saved_paddle = None
-    if paddle.device.is_compiled_with_cuda():
-        from paddle.base import core
-
-        saved_paddle = (core.get_cublas_switch(), core.get_cudnn_switch())
-    try:
-        yield pin_tf32_off(torch, paddle)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[0], saved[1]
-        torch.set_float32_matmul_precision(saved[2])
-        if saved_paddle is not None:
-            from paddle.base import core
-
-            core.set_cublas_switch(saved_paddle[0])
-            core.set_cudnn_switch(saved_paddle[1])
+def numerics_pinned(torch, paddle) -> Iterator[dict]:
+    """TF32 off on both sides for the duration of a report (it only exists on CUDA: Ampere and later would otherwise
+    round float32 matmuls and convolutions to a 10-bit mantissa), through each framework's own setters, and the
+    caller's settings restored afterwards; yields what is in force. torch: float32 matmul precision "highest" (which
+    also turns `torch.backends.cuda.matmul.allow_tf32` off) and `torch.backends.cudnn.flags(allow_tf32=False)`."""
+    cudnn = torch.backends.cudnn
+    with contextlib.ExitStack() as stack:
+        stack.callback(torch.set_float32_matmul_precision, torch.get_float32_matmul_precision())
+        torch.set_float32_matmul_precision("highest")
+        stack.enter_context(cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+                                        deterministic=cudnn.deterministic, allow_tf32=False))
+        pinned = {
+            "torch.backends.cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "torch.backends.cudnn.allow_tf32": cudnn.allow_tf32,
+            "torch.float32_matmul_precision": torch.get_float32_matmul_precision(),
+            **_paddle_tf32_off(paddle, stack),
+            # NVIDIA_TF32_OVERRIDE=0 also forces it off inside cuBLAS/cuDNN, but only if set before CUDA starts
+            "NVIDIA_TF32_OVERRIDE": os.environ.get("NVIDIA_TF32_OVERRIDE"),
+        }
+        yield pinned
 
 
 def environment(torch, paddle, device: str) -> dict:

@@ -1,4 +1,4 @@
-"""Smoke tests of the fast Paddle Inference path (conr_paddle.predictor, conr_paddle.export) and its benchmark (parity_tests.bench).
+"""Smoke tests of the Paddle Inference path (conr_paddle.predictor, conr_paddle.export) and its benchmark (parity_tests.bench).
 
 Small on purpose (128 px, one sheet view, one frame): about two minutes on 2 cores. The full figures come from
 `python -m parity_tests.bench` at 256 px / 4 views.
