@@ -5,7 +5,9 @@ names that merely contain "convert" do not count, and relative imports are resol
 (b) no function of the packages is longer than MAX_FUNCTION_LINES;
 (c) no package module assigns to an attribute of an imported module or object, or of a class, at run time
     (`paddle.nn.functional.interpolate = ...`, `setattr(warp_module, "warp", ...)`, `nn.PReLU.forward = ...`,
-    `SomeClass.attr = ...` outside its class body).
+    `SomeClass.attr = ...` outside its class body), including through a framework handed in as a parameter
+    (`def pin(torch): torch.backends.cudnn.allow_tf32 = False`), `object.__setattr__`, `vars(m)[...]` and
+    `m.__dict__[...]`.
 
 Each checker is a pure function over one module's source; the tests of planted violations below prove each one
 detects what it claims (and leaves lookalikes alone) before the tree-wide tests apply them to every package module.
@@ -153,11 +155,30 @@ def _base_name(expr: ast.expr) -> str | None:
     return expr.id if isinstance(expr, ast.Name) else None
 
 
+# The project hands frameworks to functions under their import names (`def environment(torch, paddle, ...)`, so that
+# the module imports neither until it runs): a parameter with one of these names is that module, not a local.
+MODULE_PARAMETERS = frozenset({"torch", "paddle", "np", "numpy", "cv2", "F", "nn", "core", "os", "sys", "warnings"})
+
+
+def _parameters(function: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> list[ast.arg]:
+    args = function.args
+    return args.posonlyargs + args.args + args.kwonlyargs + [a for a in (args.vararg, args.kwarg) if a is not None]
+
+
+def _module_parameters(function: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda, guarded: set[str]) -> set[str]:
+    """Parameters that hold a module or class: named like a framework module (MODULE_PARAMETERS), or defaulting to a
+    guarded object (`def f(m=paddle)`)."""
+    args = function.args
+    positional = args.posonlyargs + args.args
+    defaults = dict(zip([a.arg for a in positional[len(positional) - len(args.defaults):]], args.defaults))
+    defaults |= {a.arg: d for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None}
+    names = {a.arg for a in _parameters(function) if a.arg in MODULE_PARAMETERS}
+    return names | {name for name, d in defaults.items() if _is_plain_chain(d) and _base_name(d) in guarded}
+
+
 def _local_names(function: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
     """Parameters and names assigned inside a function (minus `global` ones): they shadow module-level names."""
-    args = function.args
-    names = {a.arg for a in args.posonlyargs + args.args + args.kwonlyargs}
-    names |= {a.arg for a in (args.vararg, args.kwarg) if a is not None}
+    names = {a.arg for a in _parameters(function)}
     declared_global = set()
     for node in ast.walk(function):
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
@@ -204,14 +225,32 @@ def runtime_attribute_assignments(source: str, path: str = "<string>") -> list[F
         base = _base_name(expr)
         return base is not None and base in guarded and base not in shadowed
 
+    def _namespace_of(expr: ast.expr, shadowed: set[str]) -> bool:
+        """`X.__dict__` or `vars(X)` of a guarded X: item assignment there is attribute assignment."""
+        if isinstance(expr, ast.Attribute) and expr.attr == "__dict__":
+            return offence(expr.value, shadowed)
+        return (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and expr.func.id == "vars"
+                and len(expr.args) == 1 and offence(expr.args[0], shadowed))
+
+    def _setattr_on_guarded(call: ast.Call, shadowed: set[str]) -> bool:
+        """setattr/delattr(X, ...) or object.__setattr__/__delattr__(X, ...) on a guarded X."""
+        func = call.func
+        plain = isinstance(func, ast.Name) and func.id in ("setattr", "delattr") and func.id not in shadowed
+        dunder = (isinstance(func, ast.Attribute) and func.attr in ("__setattr__", "__delattr__")
+                  and isinstance(func.value, ast.Name) and func.value.id == "object")
+        return (plain or dunder) and bool(call.args) and offence(call.args[0], shadowed)
+
     def visit(node: ast.AST, shadowed: set[str]) -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-            shadowed = shadowed | (_local_names(node) - _aliases(node, guarded))
+            modules = _module_parameters(node, guarded)
+            guarded.update(modules)  # names are per module: a framework parameter stays a module everywhere
+            shadowed = (shadowed | (_local_names(node) - _aliases(node, guarded))) - modules
         for target in _assigned_targets(node):
             if isinstance(target, ast.Attribute) and offence(target, shadowed):
                 found.append(Finding(path, target.lineno, f"assigns {ast.unparse(target)}"))
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("setattr", "delattr")
-                and node.func.id not in shadowed and node.args and offence(node.args[0], shadowed)):
+            elif isinstance(target, ast.Subscript) and _namespace_of(target.value, shadowed):
+                found.append(Finding(path, target.lineno, f"assigns {ast.unparse(target)}"))
+        if isinstance(node, ast.Call) and _setattr_on_guarded(node, shadowed):
             found.append(Finding(path, node.lineno, f"calls {ast.unparse(node)[:80]}"))
         for child in ast.iter_child_nodes(node):
             visit(child, shadowed)
@@ -306,6 +345,25 @@ def test_runtime_attribute_assignments_detects_monkeypatching():
     )
     lines = [f.line for f in runtime_attribute_assignments(planted)]
     assert lines == [8, 9, 9, 10, 11, 12, 13, 14, 15, 16, 19, 22], lines
+
+
+def test_runtime_attribute_assignments_sees_modules_passed_in_and_namespaces():
+    planted = (
+        "import paddle\n"
+        "def pin(torch, paddle_mod):\n"
+        "    torch.backends.cudnn.allow_tf32 = False\n"         # 3: a framework handed in under its import name
+        "def f(m=paddle):\n"
+        "    m.x = 1\n"                                          # 5: a parameter defaulting to a module
+        "def g():\n"
+        "    object.__setattr__(paddle, 'x', 1)\n"              # 7
+        "    vars(paddle)['x'] = 1\n"                            # 8
+        "    paddle.__dict__['x'] = 1\n"                         # 9
+        "    object.__setattr__(self_like, 'x', 1)\n"           # a frozen dataclass's own __post_init__ idiom
+        "    d = {}\n"
+        "    d['x'] = 1\n"
+    )
+    lines = [f.line for f in runtime_attribute_assignments(planted)]
+    assert lines == [3, 5, 7, 8, 9], lines
 
 
 def test_runtime_attribute_assignments_ignores_instances_and_locals():
