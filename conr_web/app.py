@@ -6,8 +6,9 @@ background; a progress bar while frames render, each frame shown as it finishes;
 frames and a zip of them. "Parity": `python -m convert verify` on the loaded weights at 128 px, its picture and
 verdict.
 
-All work is done by `conr_web.jobs` (one job at a time per process, cancellable, a temporary folder per job);
-this module only turns page values into `RenderRequest`s and job events into page updates. Gradio is imported
+All work is done by `conr_web.jobs` (one job at a time per process, cancellable, a temporary folder per job: the
+render job; the parity job is `conr_web.parity`) and `conr_web.uploads` (upload checks and thumbnails); this module
+only turns page values into `RenderRequest`s and job events into page updates. Gradio is imported
 here and nowhere else.
 """
 from __future__ import annotations
@@ -22,25 +23,15 @@ import gradio as gr
 from conr_common.options import DEFAULT_ENGINE, ENGINES, PRECISIONS
 from conr_common.pipeline import IMAGE_EXTENSIONS, UDP_EXTENSIONS
 
-from .jobs import (
-    POSE_SOURCES,
-    PARITY_SIZE,
-    SAMPLE_FRAMES,
-    SHEET_SOURCES,
-    AppContext,
-    Job,
-    RenderRequest,
-    RenderResult,
-    Upload,
-    check_pose_uploads,
-    check_sheet_view,
-    parity_work,
-)
+from .context import SAMPLE_FRAMES, AppContext
+from .jobs import POSE_SOURCES, SHEET_SOURCES, Job, RenderRequest, RenderResult
+from .parity import PARITY_SIZE, parity_work
+from .uploads import Upload, check_pose_uploads, check_sheet_view
 
 __all__ = ["build_app", "SIZES"]
 
 SIZES = (128, 256, 384, 512)
-WORK_GROUP = "conr-work"  # renders and parity reports share one queue slot (and webjobs' lock)
+WORK_GROUP = "conr-work"  # renders and parity reports share one queue slot (and AppContext.work_lock)
 
 CSS = """
 #status .bar {width: 100%; height: 14px}

@@ -73,7 +73,7 @@ def make_context(weights: Path | None, torch_weights: Path | None, cache_dir: Pa
     """The server's AppContext: the given weights, or the seeded ones built (once) under the cache."""
     from conr_paddle.cache import cache_root
 
-    from .jobs import AppContext
+    from .context import AppContext
 
     seeded = weights is None
     if seeded:

@@ -25,19 +25,10 @@ import numpy as np
 import pytest
 
 from conr_paddle.__main__ import main as cli_main
-from conr_web.jobs import (
-    POSE_SOURCES,
-    SHEET_SOURCES,
-    AppContext,
-    Job,
-    JobEvent,
-    RenderRequest,
-    RenderResult,
-    Upload,
-    check_sheet_view,
-    run_parity,
-    stage_uploads,
-)
+from conr_web.context import AppContext
+from conr_web.jobs import POSE_SOURCES, SHEET_SOURCES, Job, JobEvent, RenderRequest, RenderResult
+from conr_web.parity import run_parity
+from conr_web.uploads import Upload, check_sheet_view, stage_uploads
 
 pytestmark = pytest.mark.slow  # the web app: renders, a server process and a browser
 
