@@ -523,3 +523,18 @@ def test_output_folder_containing_the_source_is_refused(pdparams_dir, tmp_path, 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "contains the source folder" in err, err
     assert (parent / "shader.pth").read_bytes() == b"the user's official file"
+
+
+@pytest.mark.parametrize("naming", ["torch", "paddle"])
+def test_network_files_lists_the_four_or_names_the_first_missing(tmp_path, naming):
+    names = [official_manifest()[n].file if naming == "torch" else f"{n}.pdparams" for n in NETWORK_NAMES]
+    for name in names[:2] + names[3:]:
+        (tmp_path / name).write_bytes(b"x")
+    assert not cio.holds_networks(tmp_path, naming)
+    with pytest.raises(ConrInputError) as exc:
+        cio.network_files(tmp_path, naming, needs="--torch folder needs all four networks")
+    assert str(exc.value) == f"{tmp_path / names[2]}: missing (--torch folder needs all four networks)"
+    (tmp_path / names[2]).write_bytes(b"x")
+    assert cio.holds_networks(tmp_path, naming)
+    assert cio.network_files(tmp_path, naming) == [tmp_path / n for n in names]
+    assert not cio.holds_networks(tmp_path, "paddle" if naming == "torch" else "torch")
