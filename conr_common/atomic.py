@@ -14,13 +14,14 @@ import secrets
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "atomic_path", "atomic_folder", "write_png_atomic", "sweep_stale_temporaries"]
+__all__ = ["atomic_write_bytes", "atomic_path", "atomic_paths", "atomic_folder", "sweep_stale_folders",
+           "write_png_atomic", "sweep_stale_temporaries"]
 
 
 def _owner_tag() -> str:
@@ -104,13 +105,36 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     overwrite it. If the block leaves no file behind (the writer wrote elsewhere), FileNotFoundError is raised.
     """
     path = Path(path)
-    tmp = _create_temp(path.parent, "." + path.stem, ".tmp" + path.suffix)
+    tmp = _temp_for(path)
     try:
         yield tmp
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_paths(paths: Iterable[str | os.PathLike]) -> Iterator[list[Path]]:
+    """`atomic_path` for several files written all or nothing (the two videos of a render, the networks and the
+    report of a conversion): yields their temporaries, in the order of `paths`; when the block succeeds they are
+    renamed into place in that order, otherwise (or when a rename fails) every temporary still there is removed."""
+    paths = [Path(p) for p in paths]
+    tmps: list[Path] = []
+    try:
+        for path in paths:
+            tmps.append(_temp_for(path))
+        yield list(tmps)
+        for tmp, path in zip(tmps, paths):
+            os.replace(tmp, path)
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+
+
+def _temp_for(path: Path) -> Path:
+    """The temporary of `atomic_path(path)`: created empty, next to `path`, keeping its suffix."""
+    return _create_temp(path.parent, "." + path.stem, ".tmp" + path.suffix)
 
 
 def write_png_atomic(path: str | os.PathLike, rgba_u8: np.ndarray) -> None:
@@ -134,7 +158,7 @@ def atomic_folder(folder: str | os.PathLike, *, replace: bool = False) -> Iterat
     rename fails with OSError when `folder` already exists and is not empty (a concurrent writer won)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{folder.name}.tmp-", dir=folder.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_folder_temp_prefix(folder), dir=folder.parent))
     try:
         yield tmp
         if replace and folder.exists():
@@ -147,3 +171,18 @@ def atomic_folder(folder: str | os.PathLike, *, replace: bool = False) -> Iterat
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _folder_temp_prefix(folder: Path) -> str:
+    return f"{folder.name}.tmp-"
+
+
+def sweep_stale_folders(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary siblings `atomic_folder(folder)` left behind (a killed writer: no `finally` ran) and
+    return them. Every `<name>.tmp-*` sibling goes, a live writer's too: call it only where no other writer of
+    `folder` can be running (under the lock that serialises them)."""
+    folder = Path(folder)
+    stale = sorted(folder.parent.glob(f"{_folder_temp_prefix(folder)}*"))
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale

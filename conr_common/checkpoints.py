@@ -50,6 +50,8 @@ __all__ = [
     "save_state",
     "bitwise_equal",
     "network_path",
+    "network_files",
+    "holds_networks",
     "read_network",
     "load_folder",
     "check_weights_dir",
@@ -395,6 +397,26 @@ def network_path(folder: str | os.PathLike, name: str, naming: str, *, safetenso
     return found
 
 
+def _folder_paths(folder: Path, naming: str) -> list[Path]:
+    return [folder / _folder_file(name, naming) for name in NETWORK_NAMES]
+
+
+def network_files(folder: str | os.PathLike, naming: str, *,
+                  needs: str = "weights folder needs all four networks") -> list[Path]:
+    """The four files of `folder` in `naming` ("torch": the official names, "paddle": `<network>.pdparams`), in
+    NETWORK_NAMES order; ConrInputError `<file>: missing (<needs>)` naming the first one that is not there."""
+    paths = _folder_paths(Path(folder), naming)
+    missing = next((p for p in paths if not p.is_file()), None)
+    if missing is not None:
+        raise ConrInputError(f"{missing}: missing ({needs})")
+    return paths
+
+
+def holds_networks(folder: str | os.PathLike, naming: str) -> bool:
+    """Whether `folder` holds the four files of `naming` (see `network_files`)."""
+    return all(p.is_file() for p in _folder_paths(Path(folder), naming))
+
+
 def read_network(path: str | os.PathLike, naming: str) -> dict[str, np.ndarray]:
     """The flat state dict of one checkpoint file, read with the safe reader of its `naming` ("torch" or
     "paddle") and unwrapped (containers, `module.` prefix). Errors are one line naming the file."""
@@ -418,15 +440,14 @@ def check_weights_dir(folder: str | os.PathLike) -> list[Path]:
         raise ConrInputError(f"{folder}: weights folder not found")
     if not folder.is_dir():
         raise ConrInputError(f"{folder}: --weights must be a folder")
-    paths = [folder / _folder_file(name, "paddle") for name in NETWORK_NAMES]
+    paths = _folder_paths(folder, "paddle")
     missing = [p for p in paths if not p.is_file()]
     if not missing:
         empty = [p for p in paths if p.stat().st_size == 0]
         if empty:
             raise ConrInputError(f"{empty[0]}: empty weights file")
         return paths
-    official = [folder / _folder_file(name, "torch") for name in NETWORK_NAMES]
-    if all(p.is_file() for p in official) and len(missing) == len(paths):
+    if holds_networks(folder, "torch") and len(missing) == len(paths):
         raise ConrInputError(
             f"{folder}: holds the official PyTorch .pth files, not Paddle .pdparams; convert them with "
             f"`python -m convert torch2paddle {folder}` and pass --weights {folder / 'paddle'}"

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoints as ckpt
-from .atomic import atomic_path
+from .atomic import atomic_paths
 from .checks import check_output_apart, check_weight_values
 from .config import NETWORK_NAMES
 from .errors import ConrInputError
@@ -228,15 +228,14 @@ def _write_all(jobs: list[ConversionJob], way: Direction, src: Path, out: Path, 
     try:
         for job in jobs:
             job.src_sha256 = hasher.submit(sha256_file, job.src)
-        with contextlib.ExitStack() as staged:  # every output is renamed into place only if all succeed
-            for job in jobs:
-                tmp = staged.enter_context(atomic_path(job.dst))
+        # every output is renamed into place only if all succeed, the report last
+        with atomic_paths([job.dst for job in jobs] + [report_path]) as tmps:
+            for job, tmp in zip(jobs, tmps):
                 convert_network(job, way, tmp, allow_nonfinite=allow_nonfinite, on_tensor=on_tensor)
                 if job.dst_sha256 is None:  # not hashed while being read back
                     job.dst_sha256 = hasher.submit(sha256_file, tmp)
             report = _report(way, src, out, jobs, absent, fmt)
-            tmp_report = staged.enter_context(atomic_path(report_path))
-            tmp_report.write_text(json.dumps(report, indent=2) + "\n")
+            tmps[-1].write_text(json.dumps(report, indent=2) + "\n")
     except BaseException:
         for job in jobs:
             job.state = None

@@ -19,12 +19,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from conr_common.checkpoints import holds_networks, network_files
 from conr_common.cli import MAX_BATCH, MAX_FRAMES, bounded_int, frame_rate
-from conr_common.config import NETWORK_NAMES
 from conr_common.draws import SEEDED, WeightDraw
 from conr_common.errors import ConrInputError
+from conr_common.options import DEFAULT_ENGINE, ENGINES, RenderOptions
 
 DEMO_BACKGROUND = "#3A6EA5"  # a colour (not white) so that the MP4 shows the composite
+# the render engines the demo offers: all but onnxruntime, which needs the optional [onnx] extra
+DEMO_ENGINES = tuple(engine for engine in ENGINES if engine != "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -81,14 +84,14 @@ def prepare_weights(root: Path, draw: WeightDraw = SEEDED) -> tuple[Path, Path]:
 
     official = write_seeded_weights(root / "official", draw)
     paddle_dir = root / "paddle"
-    if not all((paddle_dir / f"{n}.pdparams").is_file() for n in NETWORK_NAMES) or _older(paddle_dir, official):
+    if not holds_networks(paddle_dir, "paddle") or _older(paddle_dir, official):
         conversion.convert_checkpoints("torch2paddle", official, paddle_dir, force=True)
     return official, paddle_dir
 
 
 def _older(paddle_dir: Path, official: Path) -> bool:
     newest_src = max((p.stat().st_mtime for p in official.glob("*.pth")), default=0.0)
-    return any((paddle_dir / f"{n}.pdparams").stat().st_mtime < newest_src for n in NETWORK_NAMES)
+    return any(p.stat().st_mtime < newest_src for p in network_files(paddle_dir, "paddle"))
 
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
@@ -99,7 +102,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-frames", type=bounded_int(0, MAX_FRAMES), default=None,
                    help="frames also rendered with the PyTorch reference (default all; 0 skips the comparison)")
     p.add_argument("--fps", type=frame_rate, default=12.0, help="video frame rate (default 12)")
-    p.add_argument("--engine", choices=("predictor", "eager"), default=None,
+    p.add_argument("--engine", choices=DEMO_ENGINES, default=None,
                    help="predictor (Paddle Inference, default) or eager (dygraph, several times slower)")
     p.add_argument("--batch", type=bounded_int(1, MAX_BATCH), default=1,
                    help=f"frames per model call, 1 to {MAX_BATCH} (default 1)")
@@ -107,7 +110,6 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_demo(out: Path = Path("demo_out"), size: int = 128, frames: int = 24, reference_frames: int | None = None,
              fps: float = 12.0, engine: str | None = None, batch: int = 1, progress: bool = True) -> dict:
-    from conr_common.options import DEFAULT_ENGINE, RenderOptions
     from conr_common.samples import ensure_samples
 
     from .render import Renderer
@@ -141,11 +143,11 @@ def run_demo(out: Path = Path("demo_out"), size: int = 128, frames: int = 24, re
 
         from conr_torch_ref.render import load_reference_model, render_reference_frames
 
-        torch.set_grad_enabled(False)
         t = time.perf_counter()
-        model = load_reference_model(official)
-        names = [p.stem for p in summary.frames[:n_ref]]
-        reference = render_reference_frames(model, samples.character_sheet, samples.poses, size, names=names)
+        with torch.no_grad():
+            model = load_reference_model(official)
+            names = [p.stem for p in summary.frames[:n_ref]]
+            reference = render_reference_frames(model, samples.character_sheet, samples.poses, size, names=names)
         t_ref = time.perf_counter() - t
         comparison = compare_frames(reference, read_frames(summary.frames[:n_ref]))
     return {

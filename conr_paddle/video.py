@@ -17,14 +17,14 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from conr_common.atomic import atomic_path
+from conr_common.atomic import atomic_paths
 from conr_common.errors import ConrInputError
 
 __all__ = ["Background", "VideoError", "parse_background", "encode_videos", "ffmpeg_exe"]
@@ -183,7 +183,7 @@ def encode_videos(frames: Sequence[Path], mp4: Path | None, fps: float = 30.0, b
     bg = background.as_array(eh, ew)
     outputs = ([(Path(mp4), "rgb24", H264)] if mp4 is not None else []) + (
         [(Path(webm), "rgba", VP9_ALPHA)] if webm is not None else [])
-    with _atomic_all([p for p, _, _ in outputs]) as tmps:
+    with atomic_paths([p for p, _, _ in outputs]) as tmps:
         encoders: list[_Encoder] = []
         try:
             for (final, pix, codec), tmp in zip(outputs, tmps):
@@ -201,32 +201,3 @@ def encode_videos(frames: Sequence[Path], mp4: Path | None, fps: float = 30.0, b
                 encoder.kill()
             raise
     return [p for p, _, _ in outputs]
-
-
-class _atomic_all:
-    """atomic_path for several files: all renamed into place on success, all temporaries removed otherwise."""
-
-    def __init__(self, paths: Iterable[Path]) -> None:
-        self.paths = list(paths)
-        self.contexts = []
-
-    def __enter__(self) -> list[Path]:
-        tmps = []
-        try:
-            for path in self.paths:
-                ctx = atomic_path(path)
-                tmps.append(ctx.__enter__())
-                self.contexts.append(ctx)
-        except BaseException as e:
-            self.__exit__(type(e), e, e.__traceback__)
-            raise
-        return tmps
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        for ctx in reversed(self.contexts):
-            try:
-                ctx.__exit__(exc_type, exc, tb)
-            except BaseException:
-                if exc_type is None:
-                    raise
-        return False

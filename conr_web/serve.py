@@ -58,14 +58,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 def _official_next_to(weights: Path) -> Path | None:
     """The official .pth folder of converted weights: the README's layout puts them in weights/ and the
     conversion in weights/paddle."""
-    from conr_common.config import NETWORK_NAMES
-    from conr_common.manifest import official_manifest
+    from conr_common.checkpoints import holds_networks
 
-    manifest = official_manifest()
-    for folder in (weights, weights.parent):
-        if all((folder / manifest[n].file).is_file() for n in NETWORK_NAMES):
-            return folder
-    return None
+    return next((folder for folder in (weights, weights.parent) if holds_networks(folder, "torch")), None)
 
 
 def make_context(weights: Path | None, torch_weights: Path | None, cache_dir: Path | None, work_root: Path,

@@ -1,5 +1,6 @@
 """The verdicts of the parity report (`python -m convert verify`): the tolerances per dtype and stage, a layer
-output or the final RGBA against them, and the float64 referee's verdict (`within_truth`). Pure functions of numbers.
+output or the final RGBA against them, the float64 referee's verdict (`within_truth`) and the report's verdicts
+(`verdicts`). Pure functions of numbers.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from conr_common.compare import diff
 from conr_common.tolerances import stage_of
 
 __all__ = ["tolerances_for", "within_truth", "accuracy_row", "diff_row", "within", "judge", "numerics_ok",
-           "truth_errors"]
+           "truth_errors", "verdicts"]
 
 
 def tolerances_for(dtype: str) -> dict:
@@ -95,3 +96,29 @@ def truth_errors(truth, torch_out: np.ndarray, paddle_out: np.ndarray) -> dict:
         return {"error": "shape mismatch"}
     et, ep = diff(t, torch_out).scaled, diff(t, paddle_out).scaled
     return {"torch": et, "paddle": ep, "ratio": ep / et if et > 0 else (0.0 if ep == 0 else float("inf"))}
+
+
+def verdicts(rows: list[dict], params: list[dict], tol: dict, ref_rgba: np.ndarray, pd_rgba: np.ndarray, *,
+             truth_rgba: np.ndarray | None = None, predictors: dict | None = None,
+             unpaired: list | tuple = ()) -> dict:
+    """Every verdict of a report, in torch execution order: against the float64 truth when there is one
+    (`truth_rgba`), else fixed tolerances; each weight tensor within `tol["parameter"]` and of the same dtype on both
+    sides. `predictors` (the predictor's accuracy figures) join the accuracy row; any `unpaired` Paddle layer fails
+    the report. Returns render, accuracy, first (failing layer), first_local, bad_params and passed."""
+    render = judge(rows, ref_rgba, pd_rgba, tol)
+    accuracy = None
+    if truth_rgba is not None:
+        accuracy = accuracy_row(truth_rgba, ref_rgba, pd_rgba)
+        accuracy.update(predictors or {})
+        # with a referee, the final RGBA is judged like every layer: against torch's own float32 error
+        render["ok"] = within_truth(accuracy["paddle_fp32_vs_fp64"], accuracy["torch_fp32_vs_fp64"],
+                                    tol["truth_ratio"], tol["truth_floor"])
+        render["judged_by"] = "float64 truth"
+    for p in params:
+        p["ok"] = p["max_abs"] <= tol["parameter"] and p["torch_dtype"] == p["paddle_dtype"]
+    first = next((r for r in rows if not r["ok"]), None)
+    first_local = next((r for r in rows if "local" in r and not r["local"]["ok"]), None)
+    bad_params = [p for p in params if not p["ok"]]
+    passed = not bad_params and first is None and first_local is None and render["ok"] and not unpaired
+    return {"render": render, "accuracy": accuracy, "first": first, "first_local": first_local,
+            "bad_params": bad_params, "passed": passed}

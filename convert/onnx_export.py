@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conr_common.checkpoints import check_weights_dir, network_path, weights_hash
+from conr_common.checkpoints import check_weights_dir, network_files, weights_hash
 from conr_common.cli import one_line
 from conr_common.config import NETWORK_NAMES
 from conr_common.errors import ConrInputError
@@ -61,8 +61,7 @@ FRAMEWORKS = ("paddle", "torch")
 def _torch_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise ConrInputError(f"{folder}: --torch must be a folder with the four official .pth files")
-    return [network_path(folder, name, "torch", needs="--torch folder needs all four networks")
-            for name in NETWORK_NAMES]
+    return network_files(folder, "torch", needs="--torch folder needs all four networks")
 
 
 # --------------------------------------------------------------------------------------------------- torch side
@@ -115,7 +114,12 @@ def sample_inputs(size: int, views: int) -> dict[str, np.ndarray]:
     return {"sheet": f32(sheet), "xyz": f32(xyz), "alpha": f32(alpha), "rgb": f32(xyz * alpha)}
 
 
-def _paddle_outputs(pm, x: dict[str, np.ndarray], sheet_features: list[np.ndarray]) -> dict[str, dict]:
+def _named(contract: dict, graph: str, tensors) -> dict[str, np.ndarray]:
+    """A graph's outputs (tensors of either framework, in the contract's order) by their contract names."""
+    return dict(zip(contract[graph]["outputs"], [t.numpy() for t in tensors], strict=True))
+
+
+def _paddle_outputs(pm, x: dict[str, np.ndarray], sheet_features: list[np.ndarray], contract: dict) -> dict[str, dict]:
     import paddle
 
     from conr_paddle.onnx_graphs import PoseGraph, SheetGraph, StepGraph
@@ -126,16 +130,15 @@ def _paddle_outputs(pm, x: dict[str, np.ndarray], sheet_features: list[np.ndarra
         step = StepGraph(pm)(T(x["xyz"]), T(x["alpha"]), *[T(f) for f in sheet_features], T(x["reference"]))
         pose = PoseGraph(pm)(T(x["rgb"]))
         sheet32 = SheetGraph(pm)(T(x["sheet"]))  # float32 parse, as the ONNX graph
-    names = [f"feat{i}" for i in range(5)] + ["reference"]
     return {
-        "sheet": dict(zip(names, [f.numpy() for f in sheet.features] + [sheet.reference.numpy()])),
-        "sheet_float32": dict(zip(names, [t.numpy() for t in sheet32])),
-        "step": dict(zip(["rgba"] + [f"message{k}" for k in range(6)], [t.numpy() for t in step])),
-        "pose": {"udp": pose.numpy()},
+        "sheet": _named(contract, "sheet", [*sheet.features, sheet.reference]),
+        "sheet_float32": _named(contract, "sheet", sheet32),
+        "step": _named(contract, "step", step),
+        "pose": _named(contract, "pose", [pose]),
     }
 
 
-def _torch_outputs(tm, x: dict[str, np.ndarray], sheet_features: list[np.ndarray]) -> dict[str, dict]:
+def _torch_outputs(tm, x: dict[str, np.ndarray], sheet_features: list[np.ndarray], contract: dict) -> dict[str, dict]:
     import torch
 
     from conr_torch_ref.onnx_graphs import PoseGraph, SheetGraph, StepGraph
@@ -145,17 +148,17 @@ def _torch_outputs(tm, x: dict[str, np.ndarray], sheet_features: list[np.ndarray
         sheet = SheetGraph(tm)(T(x["sheet"]))
         step = StepGraph(tm)(T(x["xyz"]), T(x["alpha"]), *[T(f) for f in sheet_features], T(x["reference"]))
         pose = PoseGraph(tm)(T(x["rgb"]))
-    names = [f"feat{i}" for i in range(5)] + ["reference"]
     return {
-        "sheet": dict(zip(names, [t.numpy() for t in sheet])),
-        "step": dict(zip(["rgba"] + [f"message{k}" for k in range(6)], [t.numpy() for t in step])),
-        "pose": {"udp": pose.numpy()},
+        "sheet": _named(contract, "sheet", sheet),
+        "step": _named(contract, "step", step),
+        "pose": _named(contract, "pose", [pose]),
     }
 
 
 def measure(folder: Path, graphs: list[str], pm, tm, size: int, views: int, batch: int) -> dict:
     """Max abs of every exported output against eager Paddle and torch on the sample. The step graph is fed the
     eager Paddle sheet features on every side, so its figures are the step's own."""
+    from conr_paddle.onnx_export import io_contract
     from conr_paddle.onnx_runner import make_session
 
     x = sample_inputs(size, views)
@@ -165,8 +168,9 @@ def measure(folder: Path, graphs: list[str], pm, tm, size: int, views: int, batc
 
     with paddle.no_grad():
         features = [f.numpy() for f in pm.parse_sheet(paddle.to_tensor(x["sheet"])).features]
-    paddle_out = _paddle_outputs(pm, x, features)
-    torch_out = _torch_outputs(tm, x, features)
+    contract = io_contract(size, views, batch)
+    paddle_out = _paddle_outputs(pm, x, features, contract)
+    torch_out = _torch_outputs(tm, x, features, contract)
     feeds = {"sheet": {"sheet": x["sheet"]},
              "step": {"xyz": x["xyz"], "alpha": x["alpha"], **{f"feat{i}": f for i, f in enumerate(features)},
                       "reference": x["reference"]},

@@ -42,7 +42,7 @@ def read_onnx_dir(folder: Path, size: int, views: int) -> dict:
     return meta
 
 
-def _torch_side(tm, sheet, xyz, alpha, dtype) -> dict[str, np.ndarray]:
+def _torch_side(tm, sheet, xyz, alpha, dtype) -> list[np.ndarray]:
     import torch
 
     from conr_torch_ref.onnx_graphs import SheetGraph, StepGraph
@@ -51,10 +51,10 @@ def _torch_side(tm, sheet, xyz, alpha, dtype) -> dict[str, np.ndarray]:
     with torch.no_grad():
         sheet_out = SheetGraph(tm)(T(sheet))
         step_out = StepGraph(tm)(T(xyz), T(alpha), *sheet_out)
-    return _named([t.numpy() for t in sheet_out], [t.numpy() for t in step_out])
+    return [t.numpy() for t in (*sheet_out, *step_out)]
 
 
-def _paddle_side(pm, sheet, xyz, alpha) -> dict[str, np.ndarray]:
+def _paddle_side(pm, sheet, xyz, alpha) -> list[np.ndarray]:
     import paddle
 
     from conr_paddle.onnx_graphs import StepGraph
@@ -64,10 +64,10 @@ def _paddle_side(pm, sheet, xyz, alpha) -> dict[str, np.ndarray]:
         parsed = pm.parse_sheet(T(sheet))  # the project's eager parse: float64 features
         sheet_out = [*parsed.features, parsed.reference]
         step_out = StepGraph(pm)(T(xyz), T(alpha), *sheet_out)
-    return _named([t.numpy() for t in sheet_out], [t.numpy() for t in step_out])
+    return [t.numpy() for t in (*sheet_out, *step_out)]
 
 
-def _onnx_side(folder: Path, sheet, xyz, alpha) -> dict[str, np.ndarray]:
+def _onnx_side(folder: Path, sheet, xyz, alpha) -> list[np.ndarray]:
     from conr_paddle.onnx_runner import make_session
 
     f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
@@ -78,13 +78,16 @@ def _onnx_side(folder: Path, sheet, xyz, alpha) -> dict[str, np.ndarray]:
     s = make_session(folder / "step.onnx")
     feeds = {"xyz": f32(xyz), "alpha": f32(alpha), **dict(zip(names, sheet_out))}
     step_out = s.run([o.name for o in s.get_outputs()], feeds)
-    return _named(sheet_out, step_out)
+    return [*sheet_out, *step_out]
 
 
-def _named(sheet_out: list, step_out: list) -> dict[str, np.ndarray]:
-    names = [f"sheet.feat{i}" for i in range(5)] + ["sheet.reference", "step.rgba"]
-    names += [f"step.message{k}" for k in range(len(step_out) - 1)]
-    return dict(zip(names, list(sheet_out) + [step_out[0]] + list(step_out[1:])))
+def _output_names(size: int, views: int) -> list[str]:
+    """`graph.output` for every output of the sheet graph then the step graph, in the contract's order (the order
+    every side returns them in)."""
+    from conr_paddle.onnx_export import io_contract
+
+    contract = io_contract(size, views, 1)
+    return [f"{graph}.{name}" for graph in ("sheet", "step") for name in contract[graph]["outputs"]]
 
 
 def onnx_column(folder: Path, meta: dict, tm, pm, sheet, xyz, alpha, use_truth: bool) -> dict:
@@ -95,13 +98,14 @@ def onnx_column(folder: Path, meta: dict, tm, pm, sheet, xyz, alpha, use_truth: 
     if sheet.shape[0] != meta["views"]:
         raise ConrInputError(f"--onnx {folder}: exported for {meta['views']} views, the sheet has {sheet.shape[0]}")
     sheet, xyz, alpha = (np.asarray(a, dtype=np.float32) for a in (sheet, xyz, alpha))
-    onnx = _onnx_side(folder, sheet, xyz, alpha)
-    torch32 = _torch_side(tm, sheet, xyz, alpha, np.float32)
-    paddle32 = _paddle_side(pm, sheet, xyz, alpha)
+    names = _output_names(meta["size"], meta["views"])
+    onnx = dict(zip(names, _onnx_side(folder, sheet, xyz, alpha), strict=True))
+    torch32 = dict(zip(names, _torch_side(tm, sheet, xyz, alpha, np.float32), strict=True))
+    paddle32 = dict(zip(names, _paddle_side(pm, sheet, xyz, alpha), strict=True))
     truth = None
     if use_truth:
         tm64 = float64_twin(tm)
-        truth = _torch_side(tm64, sheet, xyz, alpha, np.float64)
+        truth = dict(zip(names, _torch_side(tm64, sheet, xyz, alpha, np.float64), strict=True))
         del tm64
     rows = []
     for name, value in onnx.items():

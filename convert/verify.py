@@ -28,12 +28,12 @@ from typing import TextIO
 
 import numpy as np
 
-from conr_common.config import NETWORK_NAMES
 from conr_common.errors import ConrInputError
 
 from .environment import environment, numerics_pinned
-from .judge import accuracy_row, judge, numerics_ok, tolerances_for, within, within_truth
+from .judge import judge, numerics_ok, tolerances_for, verdicts
 from .passes import build_models, paddle_pass, paddle_place, predictor_accuracy, single_step, torch_pass, truth_pass
+from .weights import check_parameters, load_weight_states
 
 __all__ = ["add_verify_parser", "verify", "plan_verify", "verdict_lines", "REPORT_FILES"]
 
@@ -56,60 +56,6 @@ def _check_folder(path: Path, what: str) -> Path:
     if not path.is_dir():
         raise ConrInputError(f"{path}: {what} must be a folder")
     return path
-
-
-def load_weight_states(torch_dir: Path, paddle_dir: Path) -> tuple[dict, dict, dict]:
-    """(torch states, paddle states, file names) as numpy dicts, read with `conr_common.checkpoints`' safe readers."""
-    from conr_common.checkpoints import network_path, read_network
-
-    torch_states, paddle_states, files = {}, {}, {}
-    for name in NETWORK_NAMES:
-        tpath = network_path(torch_dir, name, "torch", needs="--torch needs the four official .pth files")
-        ppath = network_path(paddle_dir, name, "paddle", safetensors=True,
-                             needs="--paddle needs the four converted .pdparams files")
-        torch_states[name] = read_network(tpath, "torch")
-        paddle_states[name] = read_network(ppath, "paddle")
-        files[name] = {"torch": str(tpath), "paddle": str(ppath)}
-    return torch_states, paddle_states, files
-
-
-def check_parameters(torch_states: dict, paddle_states: dict) -> list[dict]:
-    """Per official tensor: its Paddle name (rename table), shape, and max abs difference of the values.
-
-    Missing or unexpected names and shape mismatches are not a numerical finding but a wrong file: ConrInputError.
-    """
-    from conr_common.rename import to_paddle_tensor, torch_to_paddle_key
-
-    rows, problems = [], []
-    for name in NETWORK_NAMES:
-        tstate, pstate = torch_states[name], paddle_states[name]
-        seen = set()
-        for tkey, tval in tstate.items():
-            tval = np.asarray(tval)
-            pkey = torch_to_paddle_key(tkey, tval.shape)
-            seen.add(pkey)
-            if pkey not in pstate:
-                problems.append(f"{name}: {pkey} (torch {tkey}) missing in the Paddle file")
-                continue
-            expected = to_paddle_tensor(tkey, tval)
-            pval = np.asarray(pstate[pkey])
-            if pval.shape != expected.shape:
-                problems.append(f"{name}: {pkey} is {list(pval.shape)} in the Paddle file, {list(expected.shape)} expected")
-                continue
-            d = np.abs(expected.astype(np.float64) - pval.astype(np.float64))
-            max_abs = float(d.max()) if d.size else 0.0
-            rows.append({
-                "network": name, "torch_key": tkey, "paddle_key": pkey, "shape": list(pval.shape),
-                "torch_dtype": str(expected.dtype), "paddle_dtype": str(pval.dtype), "max_abs": max_abs,
-                "differing": int(np.count_nonzero(d)),
-            })
-        extra = [k for k in pstate if k not in seen]
-        if extra:
-            problems.append(f"{name}: unexpected Paddle tensor(s) {', '.join(extra[:5])}" + (" ..." if len(extra) > 5 else ""))
-    if problems:
-        raise ConrInputError("the weight sets do not match name for name: " + "; ".join(problems[:5])
-                             + (f"; and {len(problems) - 5} more" if len(problems) > 5 else ""))
-    return rows
 
 
 def load_inputs(size: int, views: int, character_sheet: Path | None, poses: Path | None, seed: int,
@@ -284,29 +230,6 @@ def _extra_passes(plan: VerifyPlan, torch, paddle, tm, pm, inputs: tuple, passes
         timings["single_step_s"] = time.perf_counter() - t0
 
 
-def _verdicts(passes: _Passes, params: list[dict], tol: dict) -> dict:
-    """Every verdict, in torch execution order: against the float64 truth when there is one, else fixed
-    tolerances. Returns the report's render, accuracy, summary-relevant rows and `passed`."""
-    rows = passes.rows
-    render = judge(rows, passes.ref_rgba, passes.pd_rgba, tol)
-    accuracy = None
-    if passes.truth_rgba is not None:
-        accuracy = accuracy_row(passes.truth_rgba, passes.ref_rgba, passes.pd_rgba)
-        accuracy.update(passes.predictors)
-        # with a referee, the final RGBA is judged like every layer: against torch's own float32 error
-        render["ok"] = within_truth(accuracy["paddle_fp32_vs_fp64"], accuracy["torch_fp32_vs_fp64"],
-                                    tol["truth_ratio"], tol["truth_floor"])
-        render["judged_by"] = "float64 truth"
-    for p in params:
-        p["ok"] = p["max_abs"] <= tol["parameter"] and p["torch_dtype"] == p["paddle_dtype"]
-    first = next((r for r in rows if not r["ok"]), None)
-    first_local = next((r for r in rows if "local" in r and not r["local"]["ok"]), None)
-    bad_params = [p for p in params if not p["ok"]]
-    passed = (not bad_params and first is None and first_local is None and render["ok"] and not passes.paddle_only)
-    return {"render": render, "accuracy": accuracy, "first": first, "first_local": first_local,
-            "bad_params": bad_params, "passed": passed}
-
-
 def _summary(passes: _Passes, params: list[dict], v: dict) -> dict:
     rows, render = passes.rows, v["render"]
     return {
@@ -327,7 +250,8 @@ def _summary(passes: _Passes, params: list[dict], v: dict) -> dict:
 def _report(plan: VerifyPlan, passes: _Passes, params: list[dict], tol: dict, source: dict, files: dict,
             env: dict, timings: dict, views_used: int, started: float) -> dict:
     """The report.json document (its key order is the file's)."""
-    v = _verdicts(passes, params, tol)
+    v = verdicts(passes.rows, params, tol, passes.ref_rgba, passes.pd_rgba, truth_rgba=passes.truth_rgba,
+                 predictors=passes.predictors, unpaired=passes.paddle_only)
     timings["total_s"] = time.perf_counter() - started
     return {
         "format_version": REPORT_FORMAT_VERSION,

@@ -90,13 +90,13 @@ class _TorchRunner:
     def __init__(self, draw: WeightDraw, float64: bool = False) -> None:
         import torch
 
-        from conr_torch_ref.model import CoNR
+        from conr_torch_ref.model import CoNR, load_networks
         from conr_torch_ref.seeded import seeded_state_dicts
 
         self.torch = torch
-        self.model = CoNR()
-        for name, state in seeded_state_dicts(draw).items():
-            getattr(self.model, name).load_state_dict(state, strict=True)
+        states = {n: {k: v.numpy() for k, v in s.items()} for n, s in seeded_state_dicts(draw).items()}
+        self.model = load_networks(CoNR(), states)
+        del states
         self.model.eval()
         self.dtype = np.float64 if float64 else np.float32
         if float64:

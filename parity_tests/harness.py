@@ -70,15 +70,13 @@ def models_for_draw(draw: WeightDraw, official_states: dict):
     from conr_paddle.model import CoNR as PCoNR
     from conr_paddle.model import load_networks
     from conr_torch_ref.model import CoNR as TCoNR
+    from conr_torch_ref.model import load_networks as load_torch_networks
     from conr_torch_ref.seeded import seeded_state_dicts
 
     if draw == SEEDED:
-        states = {n: {k: torch.from_numpy(v) for k, v in s.items()} for n, s in official_states.items()}
+        states = official_states
     else:
-        states = seeded_state_dicts(draw)
-    tm = TCoNR()
-    for name, state in states.items():
-        getattr(tm, name).load_state_dict(state, strict=True)
-    pm = load_networks(PCoNR(), {n: torch_to_paddle(n, {k: v.numpy() for k, v in s.items()})
-                                 for n, s in states.items()})
+        states = {n: {k: v.numpy() for k, v in s.items()} for n, s in seeded_state_dicts(draw).items()}
+    tm = load_torch_networks(TCoNR(), states)
+    pm = load_networks(PCoNR(), {n: torch_to_paddle(n, s) for n, s in states.items()})
     return tm.eval(), pm

@@ -178,12 +178,14 @@ def test_single_file_to_pdparams_and_back(tmp_path, small_file, capsys):
     assert net["output"]["sha256"] == sha256_file(out / f"{SMALL}.pdparams")
     assert report["versions"]["torch"] and report["versions"]["paddlepaddle"] and report["tool"]["version"]
 
-    # paddle.load gives Paddle tensors with the same bytes, and the production strict loader puts them into the
-    # real Paddle decoder; the torch decoder loaded with the original state computes the same function
+    # the production reader gives the same bytes (and so does Paddle's own paddle.load), the production strict
+    # loader puts them into the real Paddle decoder; the torch decoder loaded with the original state computes the
+    # same function
     original = random_official_state(SMALL, seed=1)
-    loaded = paddle.load(str(out / f"{SMALL}.pdparams"))
+    loaded = cio.read_network(out / f"{SMALL}.pdparams", "paddle")
     assert sorted(loaded) == sorted(original)
-    assert all(np.array_equal(loaded[k].numpy(), original[k]) for k in original)
+    assert all(np.array_equal(loaded[k], original[k]) for k in original)
+    assert all(np.array_equal(v.numpy(), loaded[k]) for k, v in paddle.load(str(out / f"{SMALL}.pdparams")).items())
     pnet, tnet = _real_decoders(original)
     strict_load(pnet, loaded, what=SMALL)
     assert all(cio.bitwise_equal(v.numpy(), original[k]) for k, v in pnet.state_dict().items())
@@ -194,11 +196,10 @@ def test_single_file_to_pdparams_and_back(tmp_path, small_file, capsys):
 
     back = tmp_path / "back"
     assert main(["paddle2torch", str(out / f"{SMALL}.pdparams"), "-o", str(back)]) == 0
-    restored = torch.load(back / official_manifest()[SMALL].file, weights_only=True)
+    restored = cio.read_network(back / official_manifest()[SMALL].file, "torch")
     assert list(restored) == list(original)
-    assert all(np.array_equal(restored[k].numpy(), original[k]) for k in original)
-    _, tnet_back = _real_decoders(None)
-    tnet_back.load_state_dict(restored, strict=True)
+    assert all(np.array_equal(restored[k], original[k]) for k in original)
+    _, tnet_back = _real_decoders(restored)
     with torch.no_grad():
         assert torch.equal(tnet_back(torch.from_numpy(x)), torch.from_numpy(reference))
 
@@ -208,12 +209,13 @@ def _real_decoders(torch_state: dict | None):
     one strictly loaded with `torch_state` (numpy, torch names) when given."""
     from conr_paddle.decoder import RGBADecoderNet as PaddleDecoder
     from conr_torch_ref.decoder import RGBADecoderNet as TorchDecoder
+    from conr_torch_ref.model import strict_load as torch_strict_load
 
     pnet, tnet = PaddleDecoder(OFFICIAL.decoder), TorchDecoder(OFFICIAL.decoder)
     pnet.eval()
     tnet.eval()
     if torch_state is not None:
-        tnet.load_state_dict({k: torch.from_numpy(v) for k, v in torch_state.items()}, strict=True)
+        torch_strict_load(tnet, torch_state, what=SMALL)
     return pnet, tnet
 
 
@@ -521,3 +523,18 @@ def test_output_folder_containing_the_source_is_refused(pdparams_dir, tmp_path, 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "contains the source folder" in err, err
     assert (parent / "shader.pth").read_bytes() == b"the user's official file"
+
+
+@pytest.mark.parametrize("naming", ["torch", "paddle"])
+def test_network_files_lists_the_four_or_names_the_first_missing(tmp_path, naming):
+    names = [official_manifest()[n].file if naming == "torch" else f"{n}.pdparams" for n in NETWORK_NAMES]
+    for name in names[:2] + names[3:]:
+        (tmp_path / name).write_bytes(b"x")
+    assert not cio.holds_networks(tmp_path, naming)
+    with pytest.raises(ConrInputError) as exc:
+        cio.network_files(tmp_path, naming, needs="--torch folder needs all four networks")
+    assert str(exc.value) == f"{tmp_path / names[2]}: missing (--torch folder needs all four networks)"
+    (tmp_path / names[2]).write_bytes(b"x")
+    assert cio.holds_networks(tmp_path, naming)
+    assert cio.network_files(tmp_path, naming) == [tmp_path / n for n in names]
+    assert not cio.holds_networks(tmp_path, "paddle" if naming == "torch" else "torch")

@@ -16,15 +16,12 @@ SIZE, VIEWS = 128, 2
 
 @pytest.fixture(scope="module")
 def models64(official_states, paddle_states):
-    import torch
-
     from conr_paddle.model import CoNR as PCoNR
     from conr_paddle.model import load_networks
     from conr_torch_ref.model import CoNR as TCoNR
+    from conr_torch_ref.model import load_networks as load_torch_networks
 
-    tm = TCoNR().double()
-    for name, state in official_states.items():
-        getattr(tm, name).load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    tm = load_torch_networks(TCoNR().double(), official_states)
     pm = PCoNR()
     pm.to(dtype="float64")
     load_networks(pm, paddle_states)

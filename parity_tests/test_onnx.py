@@ -15,6 +15,7 @@ pytest.importorskip("onnx", reason="the [onnx] extra is not installed (pip insta
 pytest.importorskip("onnxruntime", reason="the [onnx] extra is not installed (pip install -e '.[onnx]')")
 pytest.importorskip("paddle2onnx", reason="the [onnx] extra is not installed (pip install -e '.[onnx]')")
 
+from conr_common.compare import diff  # noqa: E402
 from conr_common.tolerances import (  # noqa: E402
     ONNX_RGBA_ATOL,
     ONNX_SHEET_SCALED_FP32,
@@ -24,10 +25,6 @@ from conr_common.tolerances import (  # noqa: E402
 )
 
 SIZE, VIEWS = 128, 2
-
-
-def _scaled(ref: np.ndarray, other: np.ndarray) -> float:
-    return float(np.abs(ref - other).max() / max(np.abs(ref).max(), 1e-12))
 
 
 @pytest.fixture(scope="module")
@@ -113,13 +110,13 @@ def test_paddle_and_torch_onnx_agree_on_one_runtime(paddle_onnx, torch_onnx, sam
         names = [o.name for o in s.get_outputs()]
         outs[side, "step"] = dict(zip(names, s.run(names, feeds)))
     for name, ref in outs["torch", "sheet"].items():
-        assert _scaled(ref, outs["paddle", "sheet"][name]) <= ONNX_SHEET_SCALED_FP32, name
+        assert diff(ref, outs["paddle", "sheet"][name]).scaled <= ONNX_SHEET_SCALED_FP32, name
     for name, ref in outs["torch", "step"].items():
         got = outs["paddle", "step"][name]
         if name == "rgba":
             assert np.abs(ref - got).max() <= ONNX_RGBA_ATOL
         else:
-            assert _scaled(ref, got) <= ONNX_STEP_SCALED_FP32, name
+            assert diff(ref, got).scaled <= ONNX_STEP_SCALED_FP32, name
     # renders with contrast: agreement on a flat image would prove little
     assert outs["paddle", "step"]["rgba"].std(axis=(0, 2, 3)).max() > 1e-2
 

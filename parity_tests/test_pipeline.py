@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from conr_common.atomic import atomic_path, atomic_write_bytes, write_png_atomic
+from conr_common.atomic import (atomic_folder, atomic_path, atomic_paths, atomic_write_bytes, sweep_stale_folders,
+                                write_png_atomic)
 from conr_common.errors import ConrInputError
 from conr_common.pipeline import (
     Crop,
@@ -497,6 +498,36 @@ def test_atomic_write_bytes_and_path(tmp_path):
             tmp.write_bytes(b"half")
             raise RuntimeError("writer failed")
     assert sorted(os.listdir(tmp_path)) == ["a.bin", "b.npz"]
+
+
+def test_atomic_paths_all_or_nothing(tmp_path):
+    finals = [tmp_path / "a.mp4", tmp_path / "b.webm", tmp_path / "report.json"]
+    with pytest.raises(RuntimeError):
+        with atomic_paths(finals) as tmps:
+            assert [t.suffix for t in tmps] == [".mp4", ".webm", ".json"]
+            assert all(t.parent == tmp_path and t.name.startswith(".") for t in tmps)
+            tmps[0].write_bytes(b"done")
+            raise RuntimeError("the second writer failed")
+    assert os.listdir(tmp_path) == []  # nothing renamed, no temporary left
+    with atomic_paths(finals) as tmps:
+        for i, t in enumerate(tmps):
+            t.write_text(str(i))
+    assert sorted(os.listdir(tmp_path)) == ["a.mp4", "b.webm", "report.json"]
+    assert [f.read_text() for f in finals] == ["0", "1", "2"]
+
+
+def test_sweep_stale_folders_removes_only_that_folders_temporaries(tmp_path):
+    folder = tmp_path / "graphs"
+    with pytest.raises(RuntimeError), atomic_folder(folder) as tmp:
+        raise RuntimeError("failed")
+    assert not tmp.exists()
+    stale = tmp_path / "graphs.tmp-killed1"  # what a killed atomic_folder(folder) leaves
+    stale.mkdir()
+    (stale / "model.json").write_text("{}")
+    other = tmp_path / "other.tmp-killed2"
+    other.mkdir()
+    assert sweep_stale_folders(folder) == [stale]
+    assert sorted(os.listdir(tmp_path)) == ["other.tmp-killed2"]
 
 
 def test_model_arrays_are_nchw_in_unit_range_and_float32_matches_a_float32_division(tmp_path):
