@@ -1,9 +1,11 @@
-"""What this machine's CPU is and can do, read from /proc/cpuinfo (Linux; elsewhere the answers are empty)."""
+"""What this machine's CPU is and can do: its model and flags read from /proc/cpuinfo (Linux; elsewhere the answers
+are empty), the cores this process may use, and whether Paddle can run bfloat16 on it."""
 from __future__ import annotations
 
+import os
 import platform
 
-__all__ = ["cpu_model", "cpu_flags", "simd_flags", "SIMD_FLAGS", "BF16_FLAGS"]
+__all__ = ["cpu_model", "cpu_flags", "simd_flags", "usable_cores", "bf16_support", "SIMD_FLAGS", "BF16_FLAGS"]
 
 # The SIMD features that decide which kernels both frameworks pick (AVX2/AVX-512/AMX/bf16).
 SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
@@ -37,3 +39,26 @@ def simd_flags() -> list[str]:
     """The SIMD_FLAGS this CPU has, in SIMD_FLAGS order."""
     flags = cpu_flags()
     return [f for f in SIMD_FLAGS if f in flags]
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity), not the machine's count; the machine's count where the
+    affinity cannot be read."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def bf16_support() -> tuple[bool, str]:
+    """(supported, reason): oneDNN bfloat16 needs AVX512-BF16 or AMX-BF16 on CPU. Asks Paddle (imported here, the
+    only framework this answer is about) first, then this CPU's flags."""
+    import paddle
+
+    if paddle.is_compiled_with_cuda():
+        return True, "CUDA build: bf16 requests run as TensorRT fp16"
+    if paddle.core.supports_bfloat16():
+        return True, "CPU supports bfloat16"
+    if cpu_flags() & set(BF16_FLAGS):
+        return True, "CPU has avx512_bf16/amx_bf16"
+    return False, "CPU lacks AVX512-BF16 and AMX (paddle.core.supports_bfloat16() is False)"

@@ -37,9 +37,10 @@ class RenderOptions:
 
     size: working size S, a positive multiple of 128 up to MAX_SIZE; batch: frames per model call; engine: one of
     ENGINES; precision: one of PRECISIONS (bf16 with the predictor only); fps: video frame rate in (0, MAX_FPS];
-    workers: local processes started through paddle.distributed.launch (the CLI's --workers); threads: the
-    predictor's CPU threads (None: every core this process may use); cache_dir: the exported-graph cache of the
-    predictor and onnxruntime engines (None: $CONR_PADDLE_CACHE or ~/.cache/conr_paddle).
+    workers: local processes started through paddle.distributed.launch (the CLI's --workers); threads: the CPU
+    threads of the predictor and of onnxruntime's intra-op pool (None: every core this process may use); cache_dir:
+    the exported-graph cache of the predictor and onnxruntime engines (None: $CONR_PADDLE_CACHE or
+    ~/.cache/conr_paddle).
     """
 
     size: int = 256

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from conr_common.cli import (EXIT_INPUT, MAX_BATCH, OneLineParser, bounded_int, frame_rate, one_line, positive_int,
                              one_line_warnings)
+from conr_common.cpu import usable_cores
 from conr_common.errors import ConrInputError, internal_error_line
 
 if TYPE_CHECKING:
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             # the launcher hands every rank OMP_NUM_THREADS=1: this rank's share of the cores instead
             os.environ["OMP_NUM_THREADS"] = str(threads_per_rank(info, args.threads))
     # Paddle's CPU kernels default to fewer threads than cores; must be set before paddle is imported.
-    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    os.environ.setdefault("OMP_NUM_THREADS", str(usable_cores()))
     from conr_common.quiet import import_paddle
 
     import_paddle()  # first, so that its OMP_NUM_THREADS / ccache chatter stays off the user's stderr

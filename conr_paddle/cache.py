@@ -1,8 +1,11 @@
-"""The exported-graph cache: where it is, what names a graph set (its identity and key), and whether a cached
-set can be trusted (docs/predictor.md, "Cache").
+"""The graph cache of both fast engines (the predictor's Paddle graphs, the onnxruntime engine's ONNX files): where it
+is, what names a graph set (its identity and key), and one way to fill and trust a folder of it
+(docs/predictor.md, "Cache").
 
-`$CONR_PADDLE_CACHE` or `~/.cache/conr_paddle`, one folder per sha256 of `export_identity`; a folder is complete
+`$CONR_PADDLE_CACHE` or `~/.cache/conr_paddle`, one folder per sha256 of a `cache_identity`; a folder is complete
 when its `meta.json` exists (written last), which records the sha256 of every graph file, checked before each load.
+A missing folder is filled (`cached_folder`) under the lock `<folder>.lock`, in a temporary sibling renamed into
+place whole.
 """
 from __future__ import annotations
 
@@ -12,18 +15,21 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import paddle
 
+from conr_common.atomic import atomic_folder
 from conr_common.errors import ConrInputError
-from conr_common.integrity import artifact_problem
+from conr_common.filelock import exclusive_lock
+from conr_common.integrity import artifact_hashes, artifact_problem
 
 logger = logging.getLogger("conr_paddle")
 
-__all__ = ["EXPORT_FORMAT", "cache_root", "export_identity", "export_key", "verified_meta"]
+__all__ = ["EXPORT_FORMAT", "cache_root", "cache_identity", "cache_key", "cached_folder", "verified_meta"]
 
-# Bump when the exported graphs change (wrapper code, input names, passes that shape the saved program).
+# Bump when the exported Paddle graphs change (wrapper code, input names, passes that shape the saved program).
 EXPORT_FORMAT = 8
 
 
@@ -35,29 +41,19 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "conr_paddle"
 
 
-def export_identity(weights_hash: str, size: int, views: int, batch: int, precision: str, warp: str,
-                    norm: str = "float64") -> dict:
-    """Everything an exported graph depends on: a change in any of these rebuilds it. norm: how the model's
-    instance norms compute float32 statistics (`conr_paddle.layers.NORM_STATISTICS`; "float64" unless changed
-    with `set_norm_statistics`, as the benchmark does to measure the accurate norm's cost)."""
-    return {
-        "warp": warp,
-        "norm": norm,
-        "weights": weights_hash,
-        "size": size,
-        "views": views,
-        "batch": batch,
-        "precision": precision,
-        "paddle": paddle.__version__,
-        "format": EXPORT_FORMAT,
-    }
+def cache_identity(weights_hash: str, size: int, views: int, batch: int, format_version: int,
+                   **engine: object) -> dict:
+    """Everything a cached graph set depends on: a change in any of these rebuilds it. The weights, the fixed
+    shapes, the engine's format number and the Paddle that traced the graphs, plus the engine's own fields: the
+    predictor's warp, norm (how the instance norms compute float32 statistics, `conr_paddle.layers.NORM_STATISTICS`)
+    and precision; the onnxruntime engine's name, opset and paddle2onnx version."""
+    return {"weights": weights_hash, "size": size, "views": views, "batch": batch, "format": format_version,
+            "paddle": paddle.__version__, **engine}
 
 
-def export_key(weights_hash: str, size: int, views: int, batch: int, precision: str, warp: str,
-               norm: str = "float64") -> str:
-    """sha256 of `export_identity`: the cache folder's name (its first 24 hex digits)."""
-    blob = json.dumps(export_identity(weights_hash, size, views, batch, precision, warp, norm), sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+def cache_key(identity: dict) -> str:
+    """sha256 of an identity (`cache_identity`): the cache folder's name (its first 24 hex digits)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 def verified_meta(folder: Path) -> dict | None:
@@ -90,3 +86,39 @@ def verified_meta(folder: Path) -> dict | None:
         pass  # another process moved it first
     shutil.rmtree(aside, ignore_errors=True)
     return None
+
+
+def _fill(folder: Path, fill: Callable[[Path], dict], suffixes: tuple[str, ...]) -> None:
+    """fill(tmp) -> meta into a temporary sibling; the sha256 of its files ending in `suffixes` recorded in meta.json
+    (written last), then the sibling renamed onto `folder`."""
+    try:
+        with atomic_folder(folder) as tmp:
+            meta = fill(tmp)
+            files = sorted(p.name for p in tmp.iterdir() if p.suffix in suffixes and p.name != "meta.json")
+            meta = dict(meta, artifacts=artifact_hashes(tmp, files))  # checked before every load
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    except OSError:
+        if not (folder / "meta.json").is_file():  # a concurrent writer won only if it completed
+            raise
+
+
+def cached_folder(folder: Path, fill: Callable[[Path], dict], suffixes: tuple[str, ...]) -> tuple[dict, bool]:
+    """(meta.json, built): the verified cache folder `folder`, built first when there is none (built True).
+
+    fill(tmp) writes the graph files into the empty folder `tmp` and returns the meta to record; the files ending in
+    `suffixes` are the artifacts whose sha256 meta.json keeps and `verified_meta` checks before every reuse. A
+    complete, verified folder needs no write (read-only caches). Processes sharing the cache (the ranks of a
+    distributed render) build under the lock `<folder>.lock`: the first one in builds, the others wait for it and
+    then find a verified folder and load the same graphs."""
+    found = verified_meta(folder)
+    if found is not None:
+        return found, False
+    with exclusive_lock(folder.parent / f"{folder.name}.lock"):
+        # builds only run under this lock: a temporary folder seen here was left by a killed one
+        for stale in folder.parent.glob(f"{folder.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        found = verified_meta(folder)
+        if found is not None:
+            return found, False
+        _fill(folder, fill, suffixes)
+        return json.loads((folder / "meta.json").read_text()), True

@@ -7,8 +7,8 @@ slice of the sequence (complete frames when resuming, and every pose frame still
 one `all_gather_object` over Paddle's collective (gloo on CPU, NCCL on GPU) merges the slices. The missing frames,
 in sequence order, are dealt round-robin (`missing[rank::world]`), so any number of ranks resumes any partial
 set evenly. Each rank loads its own model and predictor (the export cache is shared under a file lock, see
-`conr_paddle.predictor`), parses the sheet once and writes its frames atomically. A frame's bytes do not depend on the
-number of ranks: each frame is computed from its own pose and the same sheet features, with the default `--batch 1`
+`conr_paddle.cache.cached_folder`), parses the sheet once and writes its frames atomically. A frame's bytes do not
+depend on the number of ranks: each frame is computed from its own pose and the same sheet features, with the default `--batch 1`
 (measured: 1 and 2 ranks, 1 and 2 threads per rank, byte-identical frames at 128 px; with `--batch N` the frames
 grouped into one call differ with the sharding, and eager Paddle may then differ in the last bit). When rank 0 has finished its own shard it waits, polling the output folder, until every frame of the
 sequence exists (frames appear by atomic rename, so existing means complete), then writes the video(s) and the
@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO, TypeVar
 
-from conr_common.atomic import sweep_stale_temporaries
+from conr_common.cpu import usable_cores
 from conr_common.errors import ConrInputError
 
-__all__ = ["RankInfo", "rank_info", "usable_cores", "threads_per_rank", "shard", "Collective", "SingleProcess",
+__all__ = ["RankInfo", "rank_info", "threads_per_rank", "shard", "Collective", "SingleProcess",
            "PaddleCollective", "ProgressLines", "render_sharded", "stop_on_sigterm"]
 
 T = TypeVar("T")
@@ -85,14 +85,6 @@ def rank_info(environ: Mapping[str, str] | None = None) -> RankInfo:
     local_world = _env_int(env, ENV_LOCAL_WORLD, world, 1)
     local_rank = _env_int(env, ENV_LOCAL_RANK, rank % local_world, 0)
     return RankInfo(rank=rank, world=world, local_rank=local_rank, local_world=local_world)
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity), not the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def threads_per_rank(info: RankInfo, explicit: int | None = None) -> int:
@@ -266,15 +258,14 @@ def render_sharded(renderer, character_sheet: str | os.PathLike, poses: str | os
     Rank 0's summary covers every rank (frames written by all, frames/s over all, the videos); another rank's
     covers its own frames. Raises ConrInputError on every rank (nothing written) if any rank found bad input,
     RenderInterrupted after Ctrl-C or SIGTERM."""
-    from .render import render_summary
+    from .render import prepare_output, render_summary
 
     plan = renderer.plan(character_sheet, poses, out, pose_images=pose_images, video=video, background=background)
     share, decoded = _agree(renderer, plan, info, collective, resume)
     if share.mine:
         renderer.runner(views=plan.sheet.shape[0])  # model + predictor (exported by one rank, loaded by the others)
     collective.all_gather(len(share.mine))  # everyone has loaded: the frame clock starts together
-    plan.out.mkdir(parents=True, exist_ok=True)
-    sweep_stale_temporaries(plan.out)  # temporaries of killed processes only; the other ranks' stay
+    prepare_output(plan)  # sweeps temporaries of killed processes only; the other ranks' stay
     lines = ProgressLines(info, len(plan.jobs), share.skipped, stream, enabled=progress)
     t0 = time.perf_counter()
     written, psnr = _render_share(renderer, plan, share, decoded, info, lines, stream)

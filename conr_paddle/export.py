@@ -1,5 +1,6 @@
 """Export of the CoNR step as static graphs for Paddle Inference: the graph wrappers, their input specs, and the
-export itself into the cache (`conr_paddle.cache`), once per identity, under a lock shared by processes.
+export itself into the cache (`conr_paddle.cache.cached_folder`), once per identity, under a lock shared by
+processes.
 
 Two graphs, traced with `paddle.jit.to_static` + `paddle.jit.save` (PIR format) at fixed shapes:
 - `step`: xyz (B, 3, S, S), alpha (B, 1, S, S), the five sheet features (M, C, h, w) and the reference
@@ -10,30 +11,29 @@ They are traced from `CoNR.with_ops(export_ops(...))`: the same parameters, comp
 """
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from pathlib import Path
 
 import paddle
 import paddle.nn as nn
 
-from conr_common.atomic import atomic_folder
-from conr_common.filelock import exclusive_lock
-from conr_common.integrity import artifact_hashes
+from conr_common.config import OFFICIAL
 from conr_common.quiet import output_to
 
 from . import bf16_marks
-from .cache import verified_meta
+from .cache import cached_folder
 from .ext import WarpOp
 from .model import CoNR, Sheet
 from .ops import export_ops
 
 __all__ = ["cached_export", "export_graphs", "BF16_FP32_LEVELS", "FEATURE_COUNT"]
 
+# the files of an export that meta.json records the sha256 of (PIR .json or legacy .pdmodel, and the weights)
+GRAPH_SUFFIXES = (".json", ".pdiparams", ".pdmodel")
 # bf16 exports keep the decoder blocks of the last shader levels in float32 (`_bf16_fp32_regions`)
 BF16_FP32_LEVELS = 3
-FEATURE_COUNT = 5
+# the step graph's sheet inputs feat0..feat4: the official parser's encoder features, one per skip level
+FEATURE_COUNT = len(OFFICIAL.parser.skip_channels)
 
 
 class _PoseGraph(nn.Layer):
@@ -112,41 +112,24 @@ def _trace(model: CoNR, tmp: Path, size: int, views: int, batch: int, bf16: bool
                 bf16_marks.apply_marks(tmp / (name + ".json"))  # the tags -> use_quantizer (stays fp32)
 
 
-def export_graphs(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: dict,
-                  warp_op: WarpOp | None, precision: str) -> None:
-    """Write the graphs of `model` (eager; traced through `model.with_ops(export_ops(...))`) and their meta.json into
-    `folder`, created atomically: a temporary sibling renamed at the end."""
+def export_graphs(model: CoNR, folder: Path, size: int, views: int, batch: int, warp_op: WarpOp | None,
+                  precision: str) -> None:
+    """Write the pose and step graphs of `model` (eager; traced through `model.with_ops(export_ops(...))`) into the
+    empty folder `folder`."""
     bf16 = precision == "bf16"
-    started = time.perf_counter()
-    try:
-        with atomic_folder(folder) as tmp:
-            ops = export_ops(warp_op, bf16=bf16, fp32_levels=BF16_FP32_LEVELS if bf16 else 0)
-            _trace(model.with_ops(ops), tmp, size, views, batch, bf16)
-            graph_files = sorted(p.name for p in tmp.iterdir() if p.suffix in (".json", ".pdiparams", ".pdmodel"))
-            meta = dict(meta, export_seconds=round(time.perf_counter() - started, 2),
-                        artifacts=artifact_hashes(tmp, graph_files))  # checked before every load
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    except OSError:
-        if not (folder / "meta.json").is_file():  # a concurrent export won only if it completed
-            raise
+    ops = export_ops(warp_op, bf16=bf16, fp32_levels=BF16_FP32_LEVELS if bf16 else 0)
+    _trace(model.with_ops(ops), folder, size, views, batch, bf16)
 
 
 def cached_export(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: dict,
                   warp_op: WarpOp | None, precision: str) -> tuple[dict, bool]:
-    """(meta.json, exported): the verified export in `folder`, exported first when there is none (exported True).
+    """(meta.json, exported): the verified export in `folder`, exported first when there is none (exported True),
+    by `conr_paddle.cache.cached_folder` (under the lock `<folder>.lock`, every graph file's sha256 in meta.json).
+    meta: what meta.json records besides the export time and the checksums."""
 
-    A complete, verified export needs no write (read-only caches). Processes sharing the cache (the ranks of a
-    distributed render) export under the lock `<folder>.lock`: the first one in exports, the others wait for it and
-    then find a verified export and load the same graphs."""
-    found = verified_meta(folder)
-    if found is not None:
-        return found, False
-    with exclusive_lock(folder.parent / f"{folder.name}.lock"):
-        # exports only run under this lock: a temporary export folder seen here was left by a killed one
-        for stale in folder.parent.glob(f"{folder.name}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        found = verified_meta(folder)
-        if found is not None:
-            return found, False
-        export_graphs(model, folder, size, views, batch, meta, warp_op, precision)
-        return json.loads((folder / "meta.json").read_text()), True
+    def fill(tmp: Path) -> dict:
+        started = time.perf_counter()
+        export_graphs(model, tmp, size, views, batch, warp_op, precision)
+        return dict(meta, export_seconds=round(time.perf_counter() - started, 2))
+
+    return cached_folder(folder, fill, GRAPH_SUFFIXES)

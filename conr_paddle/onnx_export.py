@@ -4,17 +4,15 @@
 `paddle.jit.to_static` + `paddle.jit.save` (PIR `.json`) in a temporary folder, then paddle2onnx's converter called
 directly (its C++ entry point): paddle2onnx's Python `export` logs conversion errors instead of raising, and its
 default optimiser ("polygraphy") sets POLYGRAPHY_AUTOINSTALL_DEPS=1 and pip-installs packages during export. Here
-nothing is installed or downloaded, and any conversion error raises `OnnxExportError`. Paddle's float64
-instance-norm statistics (`conr_paddle.layers`) are turned off while tracing: onnxruntime has no float64
-InstanceNormalization kernel, so the ONNX graphs use float32 statistics throughout (see `convert.onnx_export` for
-the measured accuracy).
+nothing is installed or downloaded, and any conversion error raises `OnnxExportError`. The graphs are traced from a
+twin of the model (the same parameters) whose instance norms compute float32 statistics natively instead of in
+float64 (`conr_paddle.layers`): onnxruntime has no float64 InstanceNormalization kernel, so the ONNX graphs use
+float32 statistics throughout (see `convert.onnx_export` for the measured accuracy).
 """
 from __future__ import annotations
 
-import contextlib
 import tempfile
 from pathlib import Path
-from typing import Iterator
 
 from conr_common.cli import one_line
 from conr_common.onnx_contract import OnnxExportError, check_onnx, feature_and_message_shapes
@@ -54,18 +52,14 @@ def _rename_outputs(model, names: list[str]) -> None:
         o.name = mapping[o.name]
 
 
-@contextlib.contextmanager
-def _native_norm(model) -> Iterator[None]:
-    """float32 instance-norm statistics while tracing (module docstring), restored on exit."""
-    from .layers import norm_statistics, set_norm_statistics
+def _native_norm_twin(model):
+    """`model` computing its instance-norm statistics in float32 (module docstring): a twin sharing its parameters
+    (`CoNR.with_ops`), so that the caller's model is left as it was."""
+    from .layers import set_norm_statistics
 
-    before = norm_statistics(model)
-    set_norm_statistics(model, "native")
-    try:
-        yield
-    finally:
-        if before in ("float64", "native"):
-            set_norm_statistics(model, before)
+    twin = model.with_ops(model.ops)
+    set_norm_statistics(twin, "native")
+    return twin
 
 
 def _paddle_to_onnx_bytes(json_path: Path, params_path: Path, opset: int) -> bytes:
@@ -103,11 +97,12 @@ def export_paddle_graphs(model, folder: Path, size: int, views: int, batch: int,
     layers = {"sheet": SheetGraph, "step": StepGraph, "pose": PoseGraph}
     spec = paddle.static.InputSpec
     sizes = {}
-    with tempfile.TemporaryDirectory(prefix="conr-onnx-pir-") as work, _native_norm(model):
+    twin = _native_norm_twin(model)
+    with tempfile.TemporaryDirectory(prefix="conr-onnx-pir-") as work:
         for graph in graphs:
             io = contract[graph]
             specs = [spec(shape, "float32", name) for name, shape in io["inputs"].items()]
-            layer = layers[graph](model)
+            layer = layers[graph](twin)
             layer.eval()
             base = Path(work) / graph
             with output_to(log):

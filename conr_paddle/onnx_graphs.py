@@ -34,7 +34,6 @@ from .shader import _views, fuse_views
 __all__ = ["SheetGraph", "StepGraph", "PoseGraph", "ONNX_OPS", "graph_io", "GRAPHS", "LEVELS"]
 
 GRAPHS = ("sheet", "step", "pose")
-FEATURE_COUNT = 5
 LEVELS = 6
 
 

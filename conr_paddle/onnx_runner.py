@@ -1,10 +1,12 @@
 """The `Runner` interface (conr_paddle.runner) on onnxruntime: `render --engine onnxruntime`.
 
 The Paddle port's sheet, step and pose graphs are exported to ONNX once per (weights, size, views, batch, opset,
-export format, versions) by `conr_paddle.onnx_export` and cached like the predictor's graphs: under
-`$CONR_PADDLE_CACHE` or `~/.cache/conr_paddle`, folder `onnx-<key>`, complete when its meta.json exists (the folder
-is renamed into place whole). Sessions run on the CPU provider with one intra-op thread per available core, no
-spinning (threads sleep between calls instead of burning the cores other work needs), all graph optimisations.
+export format, versions) by `conr_paddle.onnx_export` and cached as the predictor's graphs are
+(`conr_paddle.cache.cached_folder`): under `$CONR_PADDLE_CACHE` or `~/.cache/conr_paddle`, folder `onnx-<key>`,
+built under the lock `onnx-<key>.lock` and renamed into place whole, complete when its meta.json exists, every
+`.onnx` file's sha256 checked before reuse. Sessions run on the CPU provider with `threads` intra-op threads (default
+one per core this process may use), no spinning (threads sleep between calls instead of burning the cores other
+work needs), all graph optimisations.
 
 The sheet is parsed once per sequence and its features bound to the step session once (`OnnxSheet`: OrtValues
 reused by every frame's IOBinding), so a frame copies in only its own pose. Parsed by (`sheet_parser`):
@@ -18,26 +20,22 @@ reused by every frame's IOBinding), so a frame copies in only its own pose. Pars
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from conr_common.onnx_contract import DEFAULT_OPSET, ONNX_FORMAT, check_settings, export_versions, write_folder
+from conr_common.cpu import usable_cores
+from conr_common.memory import return_freed_memory
+from conr_common.onnx_contract import DEFAULT_OPSET, ONNX_FORMAT, check_settings, export_versions
+from conr_common.versions import dist_version
 
-__all__ = ["OnnxRunner", "OnnxSheet", "make_session", "onnx_key", "SHEET_PARSERS"]
+__all__ = ["OnnxRunner", "OnnxSheet", "make_session", "onnx_identity", "SHEET_PARSERS"]
 
 SHEET_PARSERS = ("float64", "onnx")
-
-
-def _threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+# the files of an ONNX folder whose sha256 meta.json records
+ONNX_SUFFIXES = (".onnx",)
 
 
 def make_session(path: str | os.PathLike, threads: int | None = None):
@@ -46,7 +44,7 @@ def make_session(path: str | os.PathLike, threads: int | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or _threads()
+    options.intra_op_num_threads = threads or usable_cores()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -55,15 +53,13 @@ def make_session(path: str | os.PathLike, threads: int | None = None):
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def onnx_key(weights_hash: str, size: int, views: int, batch: int, opset: int) -> tuple[str, dict]:
-    """(cache key, identity): everything the exported ONNX graphs depend on."""
-    from importlib import metadata
+def onnx_identity(weights_hash: str, size: int, views: int, batch: int, opset: int) -> dict:
+    """Everything the exported ONNX graphs depend on (`conr_paddle.cache.cache_identity`): the predictor's common
+    fields, the engine, the opset and the converter's version."""
+    from .cache import cache_identity
 
-    identity = {"engine": "onnxruntime", "weights": weights_hash, "size": size, "views": views, "batch": batch,
-                "opset": opset, "format": ONNX_FORMAT,
-                "paddle": metadata.version("paddlepaddle"), "paddle2onnx": metadata.version("paddle2onnx")}
-    blob = json.dumps(identity, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest(), identity
+    return cache_identity(weights_hash, size, views, batch, ONNX_FORMAT, engine="onnxruntime", opset=opset,
+                          paddle2onnx=dist_version("paddle2onnx"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,16 +75,15 @@ class OnnxRunner:
 
     model: a loaded eager `CoNR`, used only to export on a cache miss. weights_hash: identifies the weights (part
     of the cache key). size, views, batch: the fixed shapes of the graphs; shorter batches are padded with their
-    last frame and the padding dropped. threads: intra-op threads (default the available cores). sheet_parser:
-    "float64" (the eager parser of `model`, kept) or "onnx" (the sheet graph; `model` may then be None on a cache
-    hit), see the module docstring."""
+    last frame and the padding dropped. threads: onnxruntime's intra-op threads (default: the cores this process
+    may use, `conr_common.cpu.usable_cores`). sheet_parser: "float64" (the eager parser of `model`, kept) or "onnx"
+    (the sheet graph; `model` may then be None on a cache hit), see the module docstring."""
 
     def __init__(self, model, weights_hash: str, *, size: int = 256, views: int = 4, batch: int = 1,
                  cache_dir: str | os.PathLike | None = None, threads: int | None = None, opset: int | None = None,
                  sheet_parser: str = "float64") -> None:
-        from .cache import cache_root
-        from .onnx_export import export_paddle_graphs, io_contract
-        from .predictor import return_freed_memory
+        from .cache import cache_key, cache_root
+        from .onnx_export import io_contract
 
         opset = opset or DEFAULT_OPSET
         check_settings(size, views, batch, opset)
@@ -97,26 +92,28 @@ class OnnxRunner:
         self.sheet_parser = sheet_parser
         self._parser = model.udpparsernet if sheet_parser == "float64" else None
         self.size, self.views, self.batch = size, views, batch
-        self.threads = threads or _threads()
-        key, identity = onnx_key(weights_hash, size, views, batch, opset)
+        self.threads = threads or usable_cores()
+        identity = onnx_identity(weights_hash, size, views, batch, opset)
+        key = cache_key(identity)
         self.folder = cache_root(cache_dir) / f"onnx-{key[:24]}"
-        self.exported = False
-        if not (self.folder / "meta.json").is_file():
-            def fill(tmp: Path) -> dict:
-                sizes = export_paddle_graphs(model, tmp, size, views, batch, opset, ["sheet", "step", "pose"],
-                                             tmp / "export.log")
-                return {**identity, "key": key, "bytes": sizes, "versions": export_versions()}
-
-            try:
-                write_folder(self.folder, True, fill)
-            except OSError:
-                if not (self.folder / "meta.json").is_file():  # a concurrent export won only if it completed
-                    raise
-            self.exported = True
+        # exported: True when this construction wrote the graphs (False: reused from the cache)
+        self.meta, self.exported = self._cached(model, dict(identity, key=key), opset)
+        if self.exported:
             return_freed_memory()
-        self.meta = json.loads((self.folder / "meta.json").read_text())
         self.contract = io_contract(size, views, batch)
         self._sessions: dict = {}
+
+    def _cached(self, model, identity: dict, opset: int) -> tuple[dict, bool]:
+        """(meta.json, exported): the verified ONNX folder, exported from `model` first when there is none."""
+        from .cache import cached_folder
+        from .onnx_export import export_paddle_graphs
+
+        def fill(tmp: Path) -> dict:
+            sizes = export_paddle_graphs(model, tmp, self.size, self.views, self.batch, opset,
+                                         ["sheet", "step", "pose"], tmp / "export.log")
+            return {**identity, "bytes": sizes, "versions": export_versions()}
+
+        return cached_folder(self.folder, fill, ONNX_SUFFIXES)
 
     warp_kind = "GridSample"
 

@@ -1,5 +1,6 @@
-"""Fast inference: the exported CoNR graphs (`conr_paddle.export`) run by Paddle Inference (oneDNN on CPU;
-GPU 0 and TensorRT on a CUDA build, untested here).
+"""Fast inference: the exported CoNR graphs (`conr_paddle.export`, cached by `conr_paddle.cache`) run by Paddle
+Inference, configured by `conr_paddle.inference_config` (oneDNN on CPU; GPU 0 and TensorRT on a CUDA build, untested
+here).
 
 `PredictorRunner` offers the three methods of `conr_paddle.runner.EagerRunner` (numpy in, numpy out) and is built
 from a loaded eager `CoNR`. The sheet is parsed by the eager parser in float64 (`CoNR.parse_sheet`'s default), the
@@ -15,48 +16,19 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from conr_common.cpu import BF16_FLAGS, cpu_flags
-
+from conr_common.cpu import bf16_support, usable_cores
 from conr_common.errors import ConrInputError
+from conr_common.memory import return_freed_memory
 from conr_common.options import RenderOptions
 
-from .cache import cache_root, export_identity, export_key
+from .cache import EXPORT_FORMAT, cache_identity, cache_key, cache_root
 from .export import cached_export
 from .ext import load_warp_op
+from .inference_config import inference_config
 from .layers import norm_statistics
 from .model import CoNR, encode_sheet, sheet_parser
 
-__all__ = ["PredictorRunner", "PredictorSheet", "bf16_support", "return_freed_memory"]
-
-
-def bf16_support() -> tuple[bool, str]:
-    """(supported, reason): oneDNN bfloat16 needs AVX512-BF16 or AMX-BF16 on CPU."""
-    if paddle.is_compiled_with_cuda():
-        return True, "CUDA build: bf16 requests run as TensorRT fp16"
-    if paddle.core.supports_bfloat16():
-        return True, "CPU supports bfloat16"
-    if cpu_flags() & set(BF16_FLAGS):
-        return True, "CPU has avx512_bf16/amx_bf16"
-    return False, "CPU lacks AVX512-BF16 and AMX (paddle.core.supports_bfloat16() is False)"
-
-
-def return_freed_memory() -> None:
-    """Hand the heap that tracing and saving freed back to the OS (glibc keeps it otherwise; docs/predictor.md)."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
-
-
-def _threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+__all__ = ["PredictorRunner", "PredictorSheet"]
 
 
 def _model_files(folder: Path, name: str) -> tuple[str, str]:
@@ -66,59 +38,14 @@ def _model_files(folder: Path, name: str) -> tuple[str, str]:
     raise FileNotFoundError(f"{folder}: no exported graph '{name}' (.json or .pdmodel)")
 
 
-def _tensorrt_available() -> bool:
-    """Paddle was built against TensorRT (the compile-time version is (0, 0, 0) otherwise)."""
-    from paddle import inference
-
-    try:
-        return tuple(inference.get_trt_compile_version()) > (0, 0, 0)
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _gpu_config(cfg, precision: str, batch: int) -> None:
-    """GPU 0, TensorRT on the supported subgraphs when Paddle has it; fp16 for a "bf16" request. Untested here
-    (CPU-only machine), written to the documented Paddle Inference API."""
-    from paddle import inference
-
-    cfg.enable_use_gpu(512, 0)
-    if _tensorrt_available():
-        trt_precision = inference.PrecisionType.Half if precision == "bf16" else inference.PrecisionType.Float32
-        cfg.enable_tensorrt_engine(
-            workspace_size=1 << 30,
-            max_batch_size=batch,
-            min_subgraph_size=3,
-            precision_mode=trt_precision,
-            use_static=True,
-            use_calib_mode=False,
-        )
-
-
-def _config(model_file: str, params_file: str, precision: str, threads: int, batch: int):
-    from paddle import inference
-
-    cfg = inference.Config(model_file, params_file)
-    cfg.disable_glog_info()
-    cfg.switch_ir_optim(True)
-    # no enable_memory_optim(): with PIR programs it fails at predictor creation (docs/predictor.md)
-    if paddle.is_compiled_with_cuda():
-        _gpu_config(cfg, precision, batch)
-        return cfg
-    cfg.set_cpu_math_library_num_threads(threads)
-    (getattr(cfg, "enable_onednn", None) or cfg.enable_mkldnn)()
-    if precision == "bf16":
-        # no set_bfloat16_op(): PIR's placement pass ignores it (conr_paddle.bf16_marks)
-        (getattr(cfg, "enable_onednn_bfloat16", None) or cfg.enable_mkldnn_bfloat16)()
-    return cfg
-
-
 class _Graph:
     """One predictor with its input names in export order."""
 
     def __init__(self, folder: Path, name: str, precision: str, threads: int, batch: int) -> None:
         from paddle import inference
 
-        self.predictor = inference.create_predictor(_config(*_model_files(folder, name), precision, threads, batch))
+        self.predictor = inference.create_predictor(
+            inference_config(*_model_files(folder, name), precision, threads, batch))
         self.inputs = [self.predictor.get_input_handle(n) for n in self.predictor.get_input_names()]
         self.input_names = list(self.predictor.get_input_names())
         self.outputs = [self.predictor.get_output_handle(n) for n in self.predictor.get_output_names()]
@@ -179,7 +106,7 @@ class PredictorRunner:
     ) -> None:
         _check_settings(size, views, batch, precision)
         self.size, self.views, self.batch, self.precision = size, views, batch, precision
-        self.threads = threads or _threads()
+        self.threads = threads or usable_cores()
         # The custom warp op must be registered in this process before a predictor loads a graph that uses it.
         self.warp_op = load_warp_op(cache_root(cache_dir)) if custom_warp else None
         self._parser = model.udpparsernet  # sheet features in float64, eager (module docstring)
@@ -190,9 +117,11 @@ class PredictorRunner:
             else "grid_sample"
         )
         self.norm = norm_statistics(model)
-        key = export_key(weights_hash, size, views, batch, precision, self.warp, self.norm)
+        identity = cache_identity(weights_hash, size, views, batch, EXPORT_FORMAT, warp=self.warp, norm=self.norm,
+                                  precision=precision)
+        key = cache_key(identity)
         self.folder = cache_root(cache_dir) / key[:24]
-        meta = dict(export_identity(weights_hash, size, views, batch, precision, self.warp, self.norm), key=key)
+        meta = dict(identity, key=key)
         # exported: True when this construction wrote the graphs (False: reused from the cache)
         self.meta, self.exported = cached_export(model, self.folder, size, views, batch, meta, self.warp_op,
                                                  precision)

@@ -35,6 +35,7 @@ from conr_common.atomic import sweep_stale_temporaries
 from conr_common.checkpoints import check_weights_dir, weights_hash
 from conr_common.checks import check_output_apart, check_writable_target
 from conr_common.compare import psnr_db
+from conr_common.memory import return_freed_memory
 from conr_common.errors import ConrInputError
 from conr_common.options import RenderOptions
 from conr_common.pipeline import (
@@ -205,8 +206,6 @@ class Renderer:
 
     def _release(self, runner: bool = True, model: bool = True) -> None:
         """Drop the runner and/or the eager model (720 MB at official size) and hand the heap back to the OS."""
-        from .predictor import return_freed_memory
-
         held = (runner and self._runner is not None) or (model and self._model is not None)
         if runner:
             self._runner, self._runner_views = None, None

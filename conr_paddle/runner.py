@@ -55,7 +55,7 @@ def make_runner(model, weights_hash: str | None, views: int, options: RenderOpti
     (Paddle Inference graphs exported once per (weights, size, views, batch, precision) and cached on disk, see
     conr_paddle.export and conr_paddle.cache) or "onnxruntime" (the same graphs as ONNX, fp32, cached likewise, see
     conr_paddle.onnx_runner). The options were validated when they were built; eager Paddle takes OMP_NUM_THREADS,
-    the predictor `options.threads`."""
+    the predictor and onnxruntime `options.threads`."""
     if options.engine == "eager":
         return EagerRunner(model)
     if options.engine == "predictor":
@@ -87,7 +87,7 @@ def _onnx_runner(model, weights_hash: str | None, views: int, options: RenderOpt
         raise ConrInputError(f"--engine onnxruntime needs the [onnx] extra ({e}): pip install -e '.[onnx]'") from e
     try:
         return OnnxRunner(model, weights_hash, size=options.size, views=views, batch=options.batch,
-                          cache_dir=options.cache_dir)
+                          cache_dir=options.cache_dir, threads=options.threads)
     except ConrInputError:
         raise
     except Exception as e:  # not the input's fault: the export or onnxruntime itself

@@ -135,7 +135,8 @@ def paddle_pass(paddle, pm, calls, sheet, xyz, alpha, truth_calls=None):
 def predictor_accuracy(pm, sheet, xyz, alpha, truth_rgba) -> dict:
     """Final RGBA of the Paddle Inference predictor against the float64 truth: fp32, and bf16 where supported."""
     from conr_common.compare import psnr_db
-    from conr_paddle.predictor import PredictorRunner, bf16_support
+    from conr_common.cpu import bf16_support
+    from conr_paddle.predictor import PredictorRunner
 
     out = {}
     precisions = ["fp32"] + (["bf16"] if bf16_support()[0] else [])

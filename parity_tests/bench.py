@@ -166,7 +166,8 @@ def _child_contender(name: str, work: Path, options: RenderOptions, views: int, 
                     cache=str(runner.folder), warp=runner.warp_kind)
         del model
     else:
-        from conr_paddle.predictor import PredictorRunner, bf16_support
+        from conr_common.cpu import bf16_support
+        from conr_paddle.predictor import PredictorRunner
         from conr_paddle.layers import set_norm_statistics
 
         precision = name.split("_")[1]

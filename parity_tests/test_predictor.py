@@ -115,7 +115,8 @@ def test_bf16_psnr_vs_float64_truth(tmp_path, torch_model, paddle_model, samples
     """The bf16 predictor against the float64 truth (the torch reference in float64), not only against fp32:
     >= 40 dB at 128 px on the He-normal seeded weights (docs/bf16_bisect.md: 61.5 dB measured with 3 views)."""
     pytest.importorskip("paddle")
-    from conr_paddle.predictor import PredictorRunner, bf16_support
+    from conr_common.cpu import bf16_support
+    from conr_paddle.predictor import PredictorRunner
 
     ok, why = bf16_support()
     if not ok:

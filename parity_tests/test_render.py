@@ -162,6 +162,30 @@ def test_predictor_engine(pdparams_dir, inputs, full_run, shared_model, tmp_path
     _assert_close({"0": _read(full_run / "0.png")}, _frames(out))
 
 
+
+@pytest.mark.parametrize("engine", ["predictor", "onnxruntime"])
+def test_fast_engines_get_the_threads_option(engine, monkeypatch):
+    """--threads (or a rank's share of the cores under --workers) reaches both fast engines: onnxruntime's sessions
+    used every core whatever was asked. The runners are stand-ins that record their arguments (no export)."""
+    from conr_common.options import RenderOptions
+    from conr_paddle import onnx_runner, predictor
+    from conr_paddle.runner import make_runner
+
+    if engine == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("paddle2onnx")
+    seen = {}
+
+    def recorder(model, weights_hash, **kwargs):
+        seen.update(kwargs)
+        return "runner"
+
+    monkeypatch.setattr(onnx_runner if engine == "onnxruntime" else predictor,
+                        "OnnxRunner" if engine == "onnxruntime" else "PredictorRunner", recorder)
+    assert make_runner(None, "hash", 2, RenderOptions(size=128, engine=engine, threads=3)) == "runner"
+    assert seen["threads"] == 3 and seen["views"] == 2 and seen["size"] == 128
+
+
 # --------------------------------------------------------------------------------------------------- resume
 
 
@@ -397,7 +421,8 @@ def test_psnr_db_is_exact_on_known_arrays():
 def test_bf16_is_refused_with_one_line_where_the_cpu_lacks_it(pdparams_dir, inputs, tmp_path, capsys, monkeypatch):
     import conr_paddle.predictor as predictor
 
-    # a CPU without bfloat16, whatever this one has: the answer bf16_support() gives there
+    # a CPU without bfloat16, whatever this one has: the answer bf16_support() gives there, patched where the
+    # predictor looks it up (its own name for conr_common.cpu.bf16_support)
     monkeypatch.setattr(predictor, "bf16_support", lambda: (False, "CPU lacks AVX512-BF16 and AMX"))
     out = tmp_path / "out"
     args = _render_args(pdparams_dir, inputs, out, "--precision", "bf16", "--cache-dir", str(tmp_path / "cache"))
@@ -412,7 +437,7 @@ def test_bf16_render_prints_psnr_against_fp32(pdparams_dir, inputs, shared_model
     that figure is the eager model already loaded: no second (fp32) graph set is exported for it."""
     from conr_common.tolerances import BF16_MIN_PSNR_DB
     from conr_paddle import render as render_module
-    from conr_paddle.predictor import bf16_support
+    from conr_common.cpu import bf16_support
 
     built = []
     real_make_runner = render_module.make_runner

@@ -85,7 +85,8 @@ def _run_world(world: World, size: int, official_states, samples, folder: Path, 
     float64) and the bf16 predictor (on a CPU with bfloat16) when asked."""
     from conr_torch_ref.model import float64_twin
 
-    from conr_paddle.predictor import PredictorRunner, bf16_support
+    from conr_common.cpu import bf16_support
+    from conr_paddle.predictor import PredictorRunner
 
     np.savez(folder / "0.npz", i=_udp_frame(world.pose, world.frame_hw, samples))
     pose = load_udp_pose(folder / "0.npz", size)
@@ -176,7 +177,7 @@ def test_world_written_frames_agree_with_torch_at_256px(results_256, world):
 
 def _assert_bf16_holds(r: dict, label: str) -> None:
     if "bf16" not in r:
-        from conr_paddle.predictor import bf16_support
+        from conr_common.cpu import bf16_support
 
         pytest.skip(f"no bf16 predictor: {bf16_support()[1]}")
     db = psnr_db(r["t64"], r["bf16"])
