@@ -20,7 +20,7 @@ from pathlib import Path
 
 import paddle
 
-from conr_common.atomic import atomic_folder
+from conr_common.atomic import atomic_folder, sweep_stale_folders
 from conr_common.errors import ConrInputError
 from conr_common.filelock import exclusive_lock
 from conr_common.integrity import artifact_hashes, artifact_problem
@@ -115,8 +115,7 @@ def cached_folder(folder: Path, fill: Callable[[Path], dict], suffixes: tuple[st
         return found, False
     with exclusive_lock(folder.parent / f"{folder.name}.lock"):
         # builds only run under this lock: a temporary folder seen here was left by a killed one
-        for stale in folder.parent.glob(f"{folder.name}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        sweep_stale_folders(folder)
         found = verified_meta(folder)
         if found is not None:
             return found, False
