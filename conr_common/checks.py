@@ -37,6 +37,14 @@ def check_pose_shape(shape: Sequence[int], size: int, channels: int, what: str =
         raise ConrInputError(f"{what}: shape {list(shape)}, expected (B, {channels}, {size}, {size}) to match the sheet")
 
 
+def check_frames(array: np.ndarray, channels: int, size: int, what: str, count: int | None = None) -> None:
+    """A fast runner's input batch (predictor, onnxruntime) is (count or any, channels, size, size). ValueError, not
+    ConrInputError: the renderer builds these arrays from checked inputs, so a wrong shape here is a caller's bug,
+    not the user's input. Unlike `check_pose_shape` it also holds the batch to `count` (sheet views, xyz frames)."""
+    want = (count if count is not None else array.shape[0], channels, size, size)
+    if array.ndim != 4 or tuple(array.shape) != want:
+        raise ValueError(f"{what}: expected shape {want}, got {tuple(array.shape)}")
+
 
 def check_weight_values(state: Mapping[str, object], source: str, *, allow_nonfinite: bool = False) -> None:
     """Refuse weights that cannot be the official ones: a non-float tensor, or NaN/Inf values. The error names the

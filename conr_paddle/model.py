@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import paddle
 import paddle.nn as nn
 
@@ -67,6 +68,18 @@ def encode_sheet(parser: ResEncUnet, rgb: paddle.Tensor) -> list[paddle.Tensor]:
     work = parser.parameters()[0].dtype
     _, features = parser(normalize(rgb.astype(work)), decode=False)
     return [f.astype(rgb.dtype) for f in features]
+
+
+def sheet_graph_inputs(parser: ResEncUnet, sheet: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """A float32 sheet (M, 4, S, S) as the exported step graphs take it: the encoder features of the eager parser
+    run in float64 and rounded to float32 once (`CoNR.parse_sheet`'s default, deepest first) and the premultiplied
+    reference (M, 4, S, S). Shared by the predictor and the onnxruntime engine."""
+    sheet = np.ascontiguousarray(sheet, dtype=np.float32)
+    rgb, alpha = sheet[:, :3], sheet[:, 3:4]
+    with paddle.no_grad():
+        features = [f.numpy() for f in encode_sheet(sheet_parser(parser, "float64", paddle.float32),
+                                                    paddle.to_tensor(rgb))]
+    return features, np.concatenate([alpha * rgb, alpha], axis=1)
 
 
 @dataclass(frozen=True)

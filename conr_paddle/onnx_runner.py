@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from conr_common.checks import check_frames
 from conr_common.cpu import usable_cores
 from conr_common.memory import return_freed_memory
 from conr_common.onnx_contract import DEFAULT_OPSET, ONNX_FORMAT, check_settings, export_versions
@@ -123,26 +124,16 @@ class OnnxRunner:
             self._sessions[graph] = make_session(self.folder / f"{graph}.onnx", self.threads)
         return self._sessions[graph]
 
-    def _check(self, array: np.ndarray, channels: int, what: str, count: int | None = None) -> None:
-        want = (count if count is not None else array.shape[0], channels, self.size, self.size)
-        if array.ndim != 4 or tuple(array.shape) != want:
-            raise ValueError(f"{what}: expected shape {want}, got {tuple(array.shape)}")
-
     def parse_sheet(self, sheet: np.ndarray) -> OnnxSheet:
         """sheet: (M, 4, S, S) premultiplied RGB + alpha in [0, 1], M == views."""
         import onnxruntime as ort
 
-        self._check(sheet, 4, "sheet", self.views)
+        check_frames(sheet, 4, self.size, "sheet", self.views)
         sheet = np.ascontiguousarray(sheet, dtype=np.float32)
         if self._parser is not None:
-            import paddle
+            from .model import sheet_graph_inputs
 
-            from .model import encode_sheet, sheet_parser
-
-            with paddle.no_grad():
-                parser = sheet_parser(self._parser, "float64", paddle.float32)
-                features = [f.numpy() for f in encode_sheet(parser, paddle.to_tensor(sheet[:, :3]))]
-            reference = np.concatenate([sheet[:, 3:4] * sheet[:, :3], sheet[:, 3:4]], axis=1)
+            features, reference = sheet_graph_inputs(self._parser, sheet)
             arrays = {**{f"feat{i}": f for i, f in enumerate(features)}, "reference": reference}
         else:
             session = self.session("sheet")
@@ -171,8 +162,8 @@ class OnnxRunner:
 
     def render(self, sheet: OnnxSheet, xyz: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         """xyz (B, 3, S, S), alpha (B, 1, S, S) -> premultiplied RGBA (B, 4, S, S)."""
-        self._check(xyz, 3, "xyz")
-        self._check(alpha, 1, "alpha", xyz.shape[0])
+        check_frames(xyz, 3, self.size, "xyz")
+        check_frames(alpha, 1, self.size, "alpha", xyz.shape[0])
 
         def bind_sheet(binding) -> None:
             for name, value in sheet.values.items():
@@ -182,5 +173,5 @@ class OnnxRunner:
 
     def parse_pose(self, rgb: np.ndarray) -> np.ndarray:
         """Pose images (B, 3, S, S) -> UDP (B, 4, S, S) in [0, 1]."""
-        self._check(rgb, 3, "pose images")
+        check_frames(rgb, 3, self.size, "pose images")
         return self._batched("pose", lambda binding: None, {"rgb": rgb}, "udp")

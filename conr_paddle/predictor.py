@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
+from conr_common.checks import check_frames
 from conr_common.cpu import bf16_support, usable_cores
 from conr_common.errors import ConrInputError
 from conr_common.memory import return_freed_memory
@@ -26,7 +27,7 @@ from .export import cached_export
 from .ext import load_warp_op
 from .inference_config import inference_config
 from .layers import norm_statistics
-from .model import CoNR, encode_sheet, sheet_parser
+from .model import CoNR, sheet_graph_inputs
 
 __all__ = ["PredictorRunner", "PredictorSheet"]
 
@@ -140,20 +141,11 @@ class PredictorRunner:
             self._graphs[name] = _Graph(self.folder, name, self.precision, self.threads, self.batch)
         return self._graphs[name]
 
-    def _check(self, array: np.ndarray, channels: int, what: str, count: int | None = None) -> None:
-        want = (count if count is not None else array.shape[0], channels, self.size, self.size)
-        if array.ndim != 4 or tuple(array.shape) != want:
-            raise ValueError(f"{what}: expected shape {want}, got {tuple(array.shape)}")
-
     def parse_sheet(self, sheet: np.ndarray) -> PredictorSheet:
         """sheet: (M, 4, S, S) premultiplied RGB + alpha in [0, 1], M == views."""
-        self._check(sheet, 4, "sheet", self.views)
-        sheet = np.ascontiguousarray(sheet, dtype=np.float32)
-        rgb, alpha = sheet[:, :3], sheet[:, 3:4]
-        with paddle.no_grad():
-            parser = sheet_parser(self._parser, "float64", paddle.float32)
-            features = [f.numpy() for f in encode_sheet(parser, paddle.to_tensor(rgb))]
-        return PredictorSheet(features=features, reference=np.concatenate([alpha * rgb, alpha], axis=1))
+        check_frames(sheet, 4, self.size, "sheet", self.views)
+        features, reference = sheet_graph_inputs(self._parser, sheet)
+        return PredictorSheet(features=features, reference=reference)
 
     def _batched(self, name: str, fixed: tuple, *per_frame: np.ndarray) -> np.ndarray:
         n = per_frame[0].shape[0]
@@ -169,11 +161,11 @@ class PredictorRunner:
 
     def parse_pose(self, rgb: np.ndarray) -> np.ndarray:
         """Pose images (B, 3, S, S) -> UDP (B, 4, S, S) in [0, 1]."""
-        self._check(rgb, 3, "pose images")
+        check_frames(rgb, 3, self.size, "pose images")
         return self._batched("pose", (), rgb)
 
     def render(self, sheet: PredictorSheet, xyz: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         """xyz (B, 3, S, S), alpha (B, 1, S, S) -> premultiplied RGBA (B, 4, S, S)."""
-        self._check(xyz, 3, "xyz")
-        self._check(alpha, 1, "alpha", xyz.shape[0])
+        check_frames(xyz, 3, self.size, "xyz")
+        check_frames(alpha, 1, self.size, "alpha", xyz.shape[0])
         return self._batched("step", (*sheet.features, sheet.reference), xyz, alpha)
