@@ -24,6 +24,7 @@ from . import bf16_marks
 from .cache import cached_folder
 from .ext import WarpOp
 from .model import CoNR, Sheet
+from .onnx_graphs import PoseGraph
 from .ops import export_ops
 
 __all__ = ["cached_export", "export_graphs", "BF16_FP32_LEVELS", "FEATURE_COUNT"]
@@ -34,17 +35,6 @@ GRAPH_SUFFIXES = (".json", ".pdiparams", ".pdmodel")
 BF16_FP32_LEVELS = 3
 # the step graph's sheet inputs feat0..feat4: the official parser's encoder features, one per skip level
 FEATURE_COUNT = len(OFFICIAL.parser.skip_channels)
-
-
-class _PoseGraph(nn.Layer):
-    """The parser path of `CoNR.parse_pose`, over the model's own sub-network."""
-
-    def __init__(self, model: CoNR) -> None:
-        super().__init__()
-        self.udpparsernet = model.udpparsernet
-
-    def forward(self, rgb):
-        return CoNR.parse_pose(self, rgb)
 
 
 class _StepGraph(nn.Layer):
@@ -93,7 +83,7 @@ def _bf16_fp32_regions(model: CoNR) -> list[nn.Layer]:
 
 def _trace(model: CoNR, tmp: Path, size: int, views: int, batch: int, bf16: bool) -> None:
     """Trace and save the pose and step graphs of `model` (built with the export ops) into `tmp`."""
-    layers = {"pose": _PoseGraph(model), "step": _StepGraph(model)}
+    layers = {"pose": PoseGraph(model), "step": _StepGraph(model)}
     specs = _specs(model, size, views, batch)
     guard = getattr(paddle.pir_utils, "IrGuard", None)
     keep = _bf16_fp32_regions(model) if bf16 else []

@@ -84,6 +84,9 @@ class StepGraph(nn.Layer):
 
 
 class PoseGraph(nn.Layer):
+    """The parser path of `CoNR.parse_pose` over the model's own sub-network: the pose graph of the predictor
+    (`conr_paddle.export`) and of the ONNX export alike."""
+
     def __init__(self, model: CoNR) -> None:
         super().__init__()
         self.udpparsernet = model.udpparsernet
