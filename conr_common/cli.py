@@ -29,30 +29,28 @@ MAX_FPS = 1000.0
 MAX_FRAMES = 100_000  # demo sequence length (the official sample sequences have 1,459 frames)
 
 
-def bounded_int(low: int, high: int):
-    """An argparse type: an integer in [low, high]."""
+def _int_argument(fits, expected: str):
+    """An argparse type: an integer for which `fits(value)` holds, else "expected <expected>, got '<text>'"."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not fits(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
 
     return parse
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer of at least 1, no upper bound (--workers, --threads)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def bounded_int(low: int, high: int):
+    """An argparse type: an integer in [low, high]."""
+    return _int_argument(lambda value: low <= value <= high, f"an integer in [{low}, {high}]")
+
+
+# An argparse type: an integer of at least 1, no upper bound (--workers, --threads).
+positive_int = _int_argument(lambda value: value >= 1, "a positive integer")
 
 
 def frame_rate(text: str) -> float:
