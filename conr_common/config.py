@@ -15,6 +15,8 @@ INPUT_STD = 0.2970
 
 # The first shader level sees S/32 and its block downsamples by another 4.
 SIZE_MULTIPLE = 128
+# Strides of the encoder features, deepest first: encoder output, layer3, layer2, layer1, stem relu.
+ENCODER_STRIDES = (32, 16, 8, 4, 2)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,12 @@ class UNetConfig:
         """Channels of the skip features [stem relu, layer1, layer2, layer3] and then the encoder output."""
         e = self.expansion
         return (64, 64 * e, 128 * e, 256 * e, 512 * e)
+
+    def feature_shapes(self, views: int, size: int) -> list[list[int]]:
+        """(views, C, h, w) of the encoder features of `views` images of `size`, deepest first (as
+        ResEncUnet.encode returns them): strides ENCODER_STRIDES."""
+        channels = reversed(self.skip_channels)
+        return [[views, c, size // s, size // s] for c, s in zip(channels, ENCODER_STRIDES)]
 
 
 @dataclass(frozen=True)

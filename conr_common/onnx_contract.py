@@ -40,24 +40,22 @@ def export_versions() -> dict[str, str | None]:
 
 def feature_and_message_shapes(size: int, views: int) -> tuple[list[list[int]], list[list[int]]]:
     """Parser feature shapes (M, C, h, w), deepest first, and the shader's per-level message shapes (C, h, w)."""
-    from .config import OFFICIAL
+    from .config import ENCODER_STRIDES, OFFICIAL
 
-    channels = list(reversed(OFFICIAL.parser.skip_channels))
-    strides = [32, 16, 8, 4, 2]
-    feats = [[views, c, size // s, size // s] for c, s in zip(channels, strides)]
+    feats = OFFICIAL.parser.feature_shapes(views, size)
     shader = OFFICIAL.shader
-    sides = [size // s for s in strides[1:]] + [size, size]  # a level ends at the next feature's size, then at S
+    sides = [size // s for s in ENCODER_STRIDES[1:]] + [size, size]  # a level ends at the next feature's size, then S
     messages = [[shader.split(lv).messages, side, side] for lv, side in enumerate(sides)]
     return feats, messages
 
 
 def check_settings(size: int, views: int, batch: int, opset: int) -> None:
+    from .checks import check_positive_int
     from .pipeline import check_size
 
     check_size(size)
-    for name, value in (("--views", views), ("--batch", batch)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConrInputError(f"{name} must be a positive integer, got {value!r}")
+    check_positive_int("--views", views)
+    check_positive_int("--batch", batch)
     if not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
         raise ConrInputError(f"--opset {opset}: supported {OPSET_RANGE[0]}-{OPSET_RANGE[1]} (GridSample needs 16; "
                              "at 20-21 paddle2onnx writes a GridSample mode onnxruntime rejects)")

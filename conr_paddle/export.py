@@ -55,11 +55,9 @@ class _StepGraph(nn.Layer):
 def _feature_shapes(model: CoNR, views: int, size: int) -> list[list[int]]:
     """Shapes of the parser encoder features for `views` sheet images of `size` (from the architecture config)."""
     cfg = model.udpparsernet.cfg
-    channels = list(reversed(cfg.skip_channels))  # deepest first, as ResEncUnet.encode returns them
-    strides = [32, 16, 8, 4, 2]
-    if len(channels) != FEATURE_COUNT:
+    if len(cfg.skip_channels) != FEATURE_COUNT:
         raise ValueError(f"expected {FEATURE_COUNT} parser feature levels, config has {cfg.skip_channels}")
-    return [[views, c, size // s, size // s] for c, s in zip(channels, strides)]
+    return cfg.feature_shapes(views, size)
 
 
 def _specs(model: CoNR, size: int, views: int, batch: int) -> dict[str, list]:
