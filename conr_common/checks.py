@@ -10,6 +10,12 @@ from .errors import ConrInputError
 from .pipeline import check_size
 
 
+def check_positive_int(name: str, value: object) -> None:
+    """`value` is an int (not a bool) of at least 1; ConrInputError "<name> must be a positive integer" otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConrInputError(f"{name} must be a positive integer, got {value!r}")
+
+
 def check_sheet_shapes(shapes: Sequence[Sequence[int]]) -> int:
     """Shapes of the sheet views, each (4, S, S) (or one stacked (M, 4, S, S)); returns S."""
     if len(shapes) == 1 and len(shapes[0]) == 4:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conr_common.cli import MAX_BATCH, MAX_FPS
+from conr_common.checks import check_positive_int
 from conr_common.errors import ConrInputError
 from conr_common.pipeline import check_size
 
@@ -20,15 +21,6 @@ __all__ = ["ENGINES", "DEFAULT_ENGINE", "PRECISIONS", "RenderOptions"]
 ENGINES = ("predictor", "eager", "onnxruntime")
 DEFAULT_ENGINE = "predictor"  # Paddle Inference + oneDNN (conr_paddle.predictor); "eager" is the slow reference
 PRECISIONS = ("fp32", "bf16")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _positive_int(name: str, value: object) -> None:
-    if not _is_int(value) or value < 1:
-        raise ConrInputError(f"{name} must be a positive integer, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -54,7 +46,7 @@ class RenderOptions:
 
     def __post_init__(self) -> None:
         check_size(self.size)
-        _positive_int("--batch", self.batch)
+        check_positive_int("--batch", self.batch)
         if self.batch > MAX_BATCH:  # the command line refuses it when parsing; library callers (the web app) here
             raise ConrInputError(f"--batch must be at most {MAX_BATCH}, got {self.batch!r}")
         if self.engine not in ENGINES:
@@ -64,8 +56,8 @@ class RenderOptions:
         if self.engine != "predictor" and self.precision != "fp32":
             raise ConrInputError(f"--precision {self.precision} needs --engine predictor ({self.engine} runs fp32 only)")
         if self.threads is not None:
-            _positive_int("--threads", self.threads)
-        _positive_int("--workers", self.workers)
+            check_positive_int("--threads", self.threads)
+        check_positive_int("--workers", self.workers)
         fps = self.fps
         if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (0 < fps <= MAX_FPS):
             raise ConrInputError(f"--fps must be a number in (0, {MAX_FPS:g}], got {fps!r}")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from conr_common.checks import check_frames
+from conr_common.checks import check_frames, check_positive_int
 from conr_common.cpu import bf16_support, usable_cores
 from conr_common.errors import ConrInputError
 from conr_common.memory import return_freed_memory
@@ -73,8 +73,7 @@ def _check_settings(size: int, views: int, batch: int, precision: str) -> None:
     """The predictor's settings, by the one rule of `conr_common.options.RenderOptions` (size, batch, precision),
     plus a view count and a CPU that runs bf16: ConrInputError otherwise."""
     RenderOptions(size=size, batch=batch, engine="predictor", precision=precision)
-    if isinstance(views, bool) or not isinstance(views, int) or views < 1:
-        raise ConrInputError(f"views must be a positive integer, got {views!r}")
+    check_positive_int("views", views)
     if precision == "bf16":
         ok, why = bf16_support()
         if not ok:

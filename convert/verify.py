@@ -120,11 +120,11 @@ def _truth_from_start(fp64: bool, truth: str, size: int) -> bool:
 
 
 def _check_values(size: int, views: int, device: str, truth: str, engine: str) -> None:
+    from conr_common.checks import check_positive_int
     from conr_common.pipeline import check_size
 
     check_size(size)
-    if isinstance(views, bool) or not isinstance(views, int) or views < 1:
-        raise ConrInputError(f"--views must be a positive integer, got {views!r}")
+    check_positive_int("--views", views)
     if device not in ("cpu", "gpu"):
         raise ConrInputError(f"--device must be cpu or gpu, got {device!r}")
     if truth not in TRUTHS:
