@@ -9,7 +9,6 @@ failing stub wherever one of them is read, so no test here ever decodes one (the
 from __future__ import annotations
 
 import struct
-import zlib
 from pathlib import Path
 
 import cv2
@@ -18,22 +17,12 @@ import pytest
 
 from conr_common.errors import ConrInputError
 from conr_common.headers import MAX_FRAME_SIDE, header_shape
+from parity_tests.bad_inputs import png_claiming
 
 NETWORKS = ("udpparsernet", "target_pose_encoder", "shader", "rgbadecodernet")
 
 
 # --------------------------------------------------------------------------------------------------- crafted files
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A well-formed PNG (signature, IHDR with its CRC, a few bytes of IDAT, IEND) claiming width x height RGBA."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
-        _chunk(b"IEND", b"")
 
 
 def jpeg_claiming(width: int, height: int) -> bytes:
