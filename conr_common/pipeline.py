@@ -11,6 +11,8 @@ official code gets wrong or leaves to an assert:
 * files are listed in natural order (`2` before `10`); the official `sorted(os.listdir(...))` puts `10.npz`
   before `2.npz` and names output frame k after the k-th *lexicographic* pose;
 * 8/16-bit UDP images are scaled to [0, 1] (the official code would take raw integer values);
+* UDP xyz or visibility outside [0, 1] is refused, and so are sheet views under 16 px per side or with an alpha
+  that never reaches 32 of 255 (the official code renders all three without a word);
 * an empty ("bad") pose frame becomes a fully transparent output frame; the official loader drops its crop
   record and `save_output` then fails on the missing `pose_crop`.
 
@@ -38,6 +40,9 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "UDP_EXTENSIONS",
     "OPAQUE_LIMIT",
+    "MIN_VIEW_SIDE",
+    "MIN_PEAK_ALPHA",
+    "UDP_RANGE_TOLERANCE",
     "Crop",
     "PoseFrame",
     "check_size",
@@ -63,6 +68,18 @@ UDP_EXTENSIONS: frozenset[str] = frozenset({".npz", ".exr", ".png", ".tif", ".ti
 OPAQUE_LIMIT = 0.95
 # The crop transform flags a frame whose opaque area is below this fraction of the image ("bad" sample).
 MIN_OPAQUE_FRACTION = 0.001
+# Smallest side of a sheet view (issue #23). Every view is cropped to a square around its character and enlarged to
+# --size, at least 128 px: below 16 px that is more than 8x of interpolation, a blur rather than a drawing for the
+# parser to read. A 2x2 view used to be refused for "no opaque pixels", which was not the reason.
+MIN_VIEW_SIDE = 16
+# Faintest sheet view accepted (issue #23): its most opaque pixel must reach this alpha level of 255 (1/8 opacity).
+# RGB is premultiplied by alpha, so a view whose alpha peaks at a keeps only a + 1 levels per colour channel: below
+# 32 that is less than 5 bits of the drawing, and a character sheet is an opaque drawing on a transparent background.
+MIN_PEAK_ALPHA = 32
+# UDP values (A-pose xyz and visibility) must lie in [0, 1]; this much outside is taken as rounding and accepted
+# unchanged, as the official code would use it. 1e-3 covers one float16 step above 1 (2^-10 = 9.8e-4: EXR files are
+# often half float) and float32 rounding (1.0000001) many times over, while 1.01 or -0.1 is a wrong normalisation.
+UDP_RANGE_TOLERANCE = 1e-3
 UDP_NPZ_KEY = "i"
 
 # OpenCV prints decoder warnings straight to the process's stderr ("[ WARN:0@8.8] global grfmt_png.cpp:793
@@ -234,7 +251,19 @@ def read_udp(path: str | os.PathLike) -> np.ndarray:
         raise ConrInputError(f"{path}: UDP frame is empty ({label.shape[0]} x {label.shape[1]})")
     if not np.isfinite(label).all():
         raise ConrInputError(f"{path}: UDP frame contains NaN or infinite values")
+    _check_udp_range(path, label)
     return label
+
+
+def _check_udp_range(path: Path, label: np.ndarray) -> None:
+    """Refuse xyz or visibility outside [0, 1] (beyond UDP_RANGE_TOLERANCE). Refused rather than clipped: a
+    frame with values of 100 or -1 was normalised wrongly (or is not a UDP frame), and clipping would render some
+    other pose without a word. The check also keeps `label * 255` below float32 overflow."""
+    for name, values in (("xyz", label[:, :, :3]), ("visibility", label[:, :, 3])):
+        low, high = float(values.min()), float(values.max())
+        if low < -UDP_RANGE_TOLERANCE or high > 1 + UDP_RANGE_TOLERANCE:
+            raise ConrInputError(f"{path}: UDP {name} values range from {low:.6g} to {high:.6g}, outside [0, 1] "
+                                 "(A-pose coordinates and visibility are normalised to [0, 1])")
 
 
 # --------------------------------------------------------------------------------------------------- crop
@@ -356,15 +385,20 @@ def _list_files(folder: Path, extensions: frozenset[str], what: str) -> list[Pat
 
 def load_character_sheet(folder: str | os.PathLike, size: int) -> np.ndarray:
     """All sheet images of `folder` (natural order) as uint8 (M, size, size, 4): premultiplied RGB + alpha,
-    each cropped around its own alpha and resized. Rejects a view whose cropped alpha is 95% or more opaque
-    (the official `conr.py:shader_forward` assert, @660c4f7)."""
+    each cropped around its own alpha and resized. Rejects, in this order, a view with a side under MIN_VIEW_SIDE,
+    one (nearly) empty, one whose alpha never reaches MIN_PEAK_ALPHA, and one whose cropped alpha is 95% or more
+    opaque (the official `conr.py:shader_forward` assert, @660c4f7)."""
     check_size(size)
     views = []
     for path in _list_files(Path(folder), IMAGE_EXTENSIONS, "character sheet"):
         rgba = read_rgba(path)
+        if min(rgba.shape[:2]) < MIN_VIEW_SIDE:
+            raise ConrInputError(f"{path}: sheet view is {rgba.shape[0]}x{rgba.shape[1]} pixels; each side must be "
+                                 f"at least {MIN_VIEW_SIDE} (every view is enlarged to --size, 128 px or more)")
         crop = square_crop_box(rgba[:, :, 3])
         if crop is None:
             raise ConrInputError(f"{path} is (nearly) empty: no opaque pixels (or fewer than 0.1% of the image)")
+        _check_faint_alpha(path, rgba[:, :, 3])
         view = crop_and_resize(rgba, crop, size)
         if np.mean(view[:, :, 3] / 255.0) >= OPAQUE_LIMIT:
             raise ConrInputError(
@@ -372,6 +406,14 @@ def load_character_sheet(folder: str | os.PathLike, size: int) -> np.ndarray:
             )
         views.append(view)
     return np.stack(views)  # (M, S, S, 4)
+
+
+def _check_faint_alpha(path: Path, alpha: np.ndarray) -> None:
+    """Refuse a sheet view whose alpha never reaches MIN_PEAK_ALPHA (a drawing all but invisible)."""
+    peak = int(alpha.max())
+    if peak < MIN_PEAK_ALPHA:
+        raise ConrInputError(f"{path}: alpha channel is nearly empty: its most opaque pixel is {peak} of 255, below "
+                             f"{MIN_PEAK_ALPHA} (CoNR needs a character drawn opaque on a transparent background)")
 
 
 @dataclass(frozen=True, eq=False)

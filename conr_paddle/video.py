@@ -26,6 +26,7 @@ import numpy as np
 
 from conr_common.atomic import atomic_paths
 from conr_common.errors import ConrInputError
+from conr_common.headers import check_frame_bounds
 
 __all__ = ["Background", "VideoError", "parse_background", "encode_videos", "ffmpeg_exe"]
 
@@ -69,6 +70,7 @@ def parse_background(value: str | os.PathLike | None) -> Background:
     path = Path(text)
     if not path.is_file():
         raise ConrInputError(f"--background {text}: neither a #RRGGBB colour nor an existing image file")
+    check_frame_bounds(path, "background image")  # its size from the header, before OpenCV decodes it
     data = np.fromfile(path, dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:

@@ -16,9 +16,11 @@ from __future__ import annotations
 import html
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio.exceptions import InvalidPathError
 
 from conr_common.options import DEFAULT_ENGINE, ENGINES, PRECISIONS
 from conr_common.pipeline import IMAGE_EXTENSIONS, UDP_EXTENSIONS
@@ -26,7 +28,7 @@ from conr_common.pipeline import IMAGE_EXTENSIONS, UDP_EXTENSIONS
 from .context import SAMPLE_FRAMES, AppContext
 from .jobs import POSE_SOURCES, SHEET_SOURCES, Job, RenderRequest, RenderResult
 from .parity import PARITY_SIZE, parity_work
-from .uploads import Upload, check_pose_uploads, check_sheet_view
+from .uploads import Upload, check_pose_uploads, check_sheet_view, never_uploaded
 
 __all__ = ["build_app", "SIZES"]
 
@@ -377,10 +379,28 @@ def _wire_work(handlers: _Handlers, inputs: _RenderInputs, outputs: _RenderOutpu
                         concurrency_id=WORK_GROUP, show_progress="minimal")
 
 
+class _Page(gr.Blocks):
+    """The page's Blocks, with one change: Gradio refuses a file path that was never uploaded to it before any
+    handler runs, and with `show_error=False` (ours: internal errors stay in the server's log) it answered such a
+    request with `{"error": null}`. That refusal now carries the line `stage_uploads` gives (issue #23)."""
+
+    def __init__(self, upload_root: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.conr_upload_root = Path(upload_root)
+
+    async def preprocess_data(self, block_fn: Any, inputs: list[Any], state: Any, explicit_call: bool = False):
+        try:
+            return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+        except InvalidPathError as exc:
+            line = never_uploaded(inputs, self.conr_upload_root) or "a file of this request was not uploaded here"
+            raise gr.Error(html.escape(line), print_exception=False) from exc
+
+
 def build_app(ctx: AppContext) -> gr.Blocks:
     """The page for `ctx` (call `.queue()` and `.launch()` on it, see conr_web.serve)."""
     handlers = _Handlers(ctx)
-    with gr.Blocks(title="CoNR in PaddlePaddle", analytics_enabled=False, delete_cache=(600, 3600)) as app:
+    with _Page(ctx.upload_root, title="CoNR in PaddlePaddle", analytics_enabled=False,
+               delete_cache=(600, 3600)) as app:
         _header(ctx)
         with gr.Tab("Render"):
             with gr.Row():

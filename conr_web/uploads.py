@@ -24,7 +24,7 @@ from conr_common.pipeline import IMAGE_EXTENSIONS, UDP_EXTENSIONS, load_characte
 
 from .context import AppContext
 
-__all__ = ["Upload", "stage_uploads", "user_message", "check_sheet_view", "check_pose_uploads"]
+__all__ = ["Upload", "stage_uploads", "never_uploaded", "user_message", "check_sheet_view", "check_pose_uploads"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,23 @@ def _within(path: Path, root: Path) -> bool:
     return True
 
 
+def _not_uploaded(name: str) -> str:
+    return f"{name}: not a file uploaded to this server"
+
+
+def never_uploaded(value: object, upload_root: Path) -> str | None:
+    """The one line for the first file of a request's value (the web framework's file records, dicts with a
+    "path", nested in lists or dicts) that is not a regular file under `upload_root`; None if there is none."""
+    if isinstance(value, dict):
+        path = value.get("path")
+        if isinstance(path, str):
+            return None if _within(Path(path), upload_root) and Path(path).is_file() else _not_uploaded(Path(path).name)
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return next((line for line in (never_uploaded(v, upload_root) for v in value) if line), None)
+    return None
+
+
 def _bytes(n: int) -> str:
     return f"{n / (1 << 20):.1f} MB" if n >= 1 << 20 else f"{n / 1024:.1f} kB"
 
@@ -67,7 +84,7 @@ def stage_uploads(uploads: Sequence[Upload], dest: Path, *, what: str, extension
     total = 0
     for up in uploads:
         if not _within(up.path, ctx.upload_root) or not up.path.is_file():
-            raise ConrInputError(f"{up.name}: not a file uploaded to this server")
+            raise ConrInputError(_not_uploaded(up.name))
         suffix = Path(up.name).suffix.lower()
         if suffix not in extensions:
             raise ConrInputError(f"{up.name}: {what} must be one of {' '.join(sorted(extensions))}")

@@ -17,8 +17,10 @@ import io
 import os
 import pickle
 import shutil
+import struct
 import sys
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +143,36 @@ def _huge_npz() -> np.ndarray:
     return np.zeros((1, 100000, 4), np.float32)
 
 
+def png_claiming(width: int, height: int) -> bytes:
+    """A well-formed RGBA PNG of a few dozen bytes (signature, IHDR with its CRC, a tiny IDAT, IEND) whose header
+    claims width x height: decoding it would take width * height * 4 bytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        chunk(b"IEND", b"")
+
+
+def _faint() -> np.ndarray:
+    image = np.full((64, 64, 4), 200, np.uint8)
+    image[:, :, 3] = 1 + np.add.outer(np.arange(64), np.arange(64)) % 3  # alpha 1 to 3 everywhere
+    return image
+
+
+def _tiny() -> np.ndarray:
+    image = np.zeros((2, 2, 4), np.uint8)
+    image[0, 0] = 255  # one opaque pixel
+    return image
+
+
+def _udp_with(channel: int, value: float) -> np.ndarray:
+    label = np.zeros((32, 32, 4), np.float32)
+    label[8:24, 8:24] = 0.5
+    label[10, 10, channel] = value
+    return label
+
+
 @dataclass(frozen=True)
 class Probe:
     """One bad input: `args(scene)` builds the command line (its first word picks the CLI: convert or render/
@@ -166,6 +198,14 @@ PROBES: list[Probe] = [
           "8-bit"),
     Probe("sheet view 10 x 20000 pixels", lambda s: s.render(sheet=_sheet_with(s, "1.png", np.zeros(
         (10, 20000, 4), np.uint8))), "largest side"),
+    # inputs group (issue 23): sizes from headers, faint and tiny views
+    Probe("sheet view whose PNG header claims 60000 x 60000", lambda s: s.render(sheet=_sheet_with(
+        s, "1.png", data=png_claiming(60000, 60000))), "largest side"),
+    Probe("sheet view that is a PPM named .png", lambda s: s.render(sheet=_sheet_with(
+        s, "1.png", data=b"P6\n60000 60000\n255\n" + bytes(64))), "not a PNG, JPEG"),
+    Probe("sheet view with alpha 1 to 3 everywhere", lambda s: s.render(sheet=_sheet_with(s, "1.png", _faint())),
+          "alpha channel is nearly empty"),
+    Probe("sheet view 2 x 2 pixels", lambda s: s.render(sheet=_sheet_with(s, "1.png", _tiny())), "at least 16"),
     # ---- the poses
     Probe("pose folder missing", lambda s: s.render(poses=s.root / "nope"), "not found"),
     Probe("pose folder empty", lambda s: s.render(poses=_folder(s, "empty")), "no"),
@@ -179,6 +219,15 @@ PROBES: list[Probe] = [
         [{"a": 1}], dtype=object))), "1.npz"),
     Probe("UDP frame 1 x 100000", lambda s: s.render(poses=_poses_with(s, "1.npz", array=_huge_npz())),
           "largest side"),
+    # inputs group (issue 23): UDP ranges, sizes from headers
+    Probe("UDP xyz of 100", lambda s: s.render(poses=_poses_with(s, "1.npz", array=_udp_with(0, 100.0))),
+          "UDP xyz values range from 0 to 100"),
+    Probe("UDP xyz of 3e38", lambda s: s.render(poses=_poses_with(s, "1.npz", array=_udp_with(2, 3e38))),
+          "outside [0, 1]"),
+    Probe("UDP visibility negative", lambda s: s.render(poses=_poses_with(s, "1.npz", array=_udp_with(3, -1.0))),
+          "UDP visibility values range from -1"),
+    Probe("UDP .png whose header claims 13400 x 13400", lambda s: s.render(poses=_poses_with(
+        s, "1.png", png_claiming(13400, 13400))), "largest side"),
     # ---- the weights
     Probe("weights folder missing", lambda s: s.render(weights=s.root / "nope"), "not found"),
     Probe("weights folder missing a network", lambda s: s.render(weights=_weights_with(s, "shader")), "missing"),
@@ -202,6 +251,10 @@ PROBES: list[Probe] = [
     Probe("--video is a folder", lambda s: s.render("--video", str(_folder(s, "v.mp4"))), "folder"),
     Probe("--background image missing", lambda s: s.render("--video", str(s.root / "v.mp4"), "--background",
                                                           str(s.root / "nothing.png")), "nothing.png"),
+    # inputs group (issue 23): --background's size from its header
+    Probe("--background image whose header claims 60000 x 60000", lambda s: s.render(
+        "--video", str(s.root / "v.mp4"), "--background", str(_file_bytes(s, "back.png", png_claiming(60000, 60000)))),
+        "largest side"),
     Probe("--precision bf16 with --engine eager", lambda s: s.render("--precision", "bf16"), "bf16"),
     Probe("--workers 0", lambda s: s.render("--workers", "0"), "--workers"),
     # ---- demo
@@ -226,6 +279,12 @@ PROBES: list[Probe] = [
                                                    str(s.weights), "--report", str(s.root / "rep"), "--size", "100"],
           "--size"),
 ]
+
+
+def _file_bytes(scene: Scene, name: str, data: bytes) -> Path:
+    path = scene.root / name
+    path.write_bytes(data)
+    return path
 
 
 def _file(scene: Scene, name: str) -> Path:
