@@ -64,8 +64,10 @@ def explain_running_stat(stat: str, tn: str, pn: str, tbn, pbn, runs: dict) -> s
     for (mk, mp), (vk, b) in ((mm, vv) for mm in momenta.items() for vv in variances.items()):
         predicted = mp * old + (1.0 - mp) * b
         if (mk, vk) != ("exact", "unbiased") and scaled_error(predicted, p64.stats[pn][stat]) <= STRUCTURE_SCALED_FP64:
-            causes = ([f"Paddle's kernel rounds its momentum {pbn._momentum:g} to float32 (even in a float64 run)"]
-                      if mk == "float32" else [])
+            causes = ([] if same_update(tbn.momentum, pbn._momentum) else
+                      [f"Paddle's momentum {pbn._momentum:g} is not 1 - torch's {m:g} (the conventions are opposite)"])
+            causes += ([f"Paddle's kernel rounds its momentum {pbn._momentum:g} to float32 (even in a float64 run)"]
+                       if mk == "float32" else [])
             causes += ([f"Paddle updates the running variance with the biased batch variance (divided by n = {n}), "
                         "torch with the unbiased one (n - 1)"] if vk == "biased" else [])
             return "; ".join(causes)
