@@ -193,3 +193,66 @@ def test_cli_bad_input_is_one_line_and_exit_2(argv, expect, capsys, tmp_path, mo
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], err
     assert "Traceback" not in err and list(tmp_path.iterdir()) == [tmp_path / "RENAME"]
+
+
+PAIRS = "parity_tests.portcheck_pairs"
+
+
+def test_cli_pass_writes_report_and_junit(capsys, tmp_path):
+    rc, out, err = _cli(capsys, f"{PAIRS}:TorchNet", f"{PAIRS}:PaddleNet", "--input-shape", "2,3,6,6",
+                        "--report", str(tmp_path / "rep"), "--junit", str(tmp_path / "junit.xml"))
+    assert rc == 0, out + err
+    assert out.splitlines()[-2].startswith("PASS: 7 layer outputs paired") and "comparison time:" in out
+    assert "BatchNorm statistics drawn by portcheck.exercise.exercise_norms" in out
+    doc = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert doc["passed"] and doc["summary"]["parameters"] == 8 and doc["context"]["input_shapes"] == [[2, 3, 6, 6]]
+    assert "weights moved torch -> Paddle" in doc["context"]["weights"]
+    assert (tmp_path / "rep" / "report.md").read_text().startswith("# Port comparison: PASS")
+    assert (tmp_path / "rep" / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    suite = ET.parse(tmp_path / "junit.xml").getroot()
+    cases = suite.findall("testcase")
+    assert suite.get("failures") == "0" and len(cases) == int(suite.get("tests")) == 7 + 1
+    assert cases[0].get("name") == "conv#0 -> conv#0"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junit.xml", "rep"]  # no temporaries left
+
+
+def test_cli_fail_names_the_first_differing_layer_in_one_line(capsys, tmp_path):
+    rc, out, err = _cli(capsys, f"{PAIRS}:TorchNet", f"{PAIRS}:PaddleNet(epsilon=0.001)", "--input-shape",
+                        "2,3,6,6", "--junit", str(tmp_path / "junit.xml"))
+    assert rc == 1 and err == ""
+    lines = out.splitlines()
+    assert lines[-2].startswith("first diverging layer: torch `bn#0` / Paddle `bn#0` (float64 runs differ by ")
+    failures = ET.parse(tmp_path / "junit.xml").getroot().iter("failure")
+    assert [f.get("type") for f in failures][:1] == ["structural"]
+
+
+def test_cli_a_network_that_is_not_the_same(capsys, tmp_path):
+    """Another activation: the weights still move, the report names the first differing layer, exit 1."""
+    rc, out, err = _cli(capsys, f"{PAIRS}:TorchNet", f"{PAIRS}:PaddleNet(act='sigmoid')", "--input-shape", "2,3,6,6",
+                        "--report", str(tmp_path / "rep"))
+    assert rc == 1 and "Traceback" not in err
+    assert "first diverging layer: torch `act#0` / Paddle `act#0`" in out
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["summary"]["first_diverging"] == {
+        "torch": "act#0", "paddle": "act#0"}
+
+
+def test_cli_weights_that_cannot_move_are_reported_and_compared(capsys, tmp_path):
+    """Different widths: transfer_weights refuses; both sides keep their own weights, the comparison fails at the
+    first layer, exit 1, one line saying the weights were not moved."""
+    rc, out, err = _cli(capsys, f"{PAIRS}:TorchNet", "paddle.vision.models:LeNet", "--input-shape", "1,1,28,28")
+    assert rc in (1,) and "Traceback" not in err, err
+    assert "weights NOT moved" in out
+
+
+def test_cli_torch_weights_file_is_loaded_strictly(capsys, tmp_path):
+    import torch
+
+    t, _ = make_pair(seed=3)
+    torch.save(t.state_dict(), tmp_path / "w.pt")
+    rc, out, _ = _cli(capsys, f"{PAIRS}:TorchNet", f"{PAIRS}:PaddleNet", "--input-shape", "2,3,6,6",
+                      "--torch-weights", str(tmp_path / "w.pt"), "--truth", "none")
+    assert rc == 0 and "no float64 truth" in out
+    torch.save({"conv.weight": t.conv.weight}, tmp_path / "part.pt")
+    rc, _, err = _cli(capsys, f"{PAIRS}:TorchNet", f"{PAIRS}:PaddleNet", "--input-shape", "2,3,6,6",
+                      "--torch-weights", str(tmp_path / "part.pt"))
+    assert rc == 2 and err.startswith(f"error: --torch-weights {tmp_path / 'part.pt'}: does not fit the model")

@@ -167,7 +167,7 @@ def run_verify_pair(args: argparse.Namespace, stdout: TextIO | None = None) -> i
           f"{s['parameters']}", file=out)
     if not result.passed:
         print(result.failure_line(), file=out)
-    print(f"comparison time: {seconds:.1f} s (4 passes{'' if args.truth == 'fp64' else ', no float64 truth'})"
+    print(f"comparison time: {seconds:.1f} s ({'4 passes: float32 and float64' if args.truth == 'fp64' else '2 float32 passes, no float64 truth'})"
           + (f"; report: {Path(args.report) / 'report.md'}" if args.report else ""), file=out)
     return 0 if result.passed else 1
 
