@@ -278,6 +278,17 @@ PROBES: list[Probe] = [
     Probe("convert verify: --size 100", lambda s: ["convert", "verify", "--torch", str(s.official), "--paddle",
                                                    str(s.weights), "--report", str(s.root / "rep"), "--size", "100"],
           "--size"),
+    # ---- issue 21 (engine): convert verify-pair, any torch module against its Paddle port
+    Probe("convert verify-pair: a SPEC without ':'", lambda s: [
+        "convert", "verify-pair", "torchvision.models.resnet18", "paddle.vision.models:resnet18", "--input-shape",
+        "1,3,224,224", "--report", str(s.root / "pair")], "TORCH_SPEC"),
+    Probe("convert verify-pair: --input-shape 1,3,x", lambda s: [
+        "convert", "verify-pair", "parity_tests.portcheck_pairs:TorchNet", "parity_tests.portcheck_pairs:PaddleNet",
+        "--input-shape", "1,3,x", "--report", str(s.root / "pair")], "--input-shape"),
+    Probe("convert verify-pair: --rename not a JSON object", lambda s: [
+        "convert", "verify-pair", "parity_tests.portcheck_pairs:TorchNet", "parity_tests.portcheck_pairs:PaddleNet",
+        "--input-shape", "2,3,6,6", "--rename", str(_file(s, "rename.json")), "--report", str(s.root / "pair")],
+        "--rename"),
 ]
 
 

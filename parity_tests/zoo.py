@@ -1,0 +1,76 @@
+"""The model zoo that proves portcheck: torchvision.models against paddle.vision.models, two ports of the same
+classic networks written by different teams (../shared/CONR_FACTS.md, "Verifying other ports").
+
+A pair is built the way a user of `verify-pair` without weight files gets it: the torchvision model constructed
+under `torch.manual_seed(seed)`, its normalisation layers redrawn by `portcheck.exercise.exercise_norms(seed)`
+(so eval-mode BatchNorm is not the identity), both in eval mode, the weights moved by
+`portcheck.transfer.transfer_weights` (strict: every tensor, no rename table needed for these three).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ZooPair:
+    """One network in both frameworks: `module:callable` and keyword arguments on each side."""
+
+    name: str
+    torch_callable: str
+    paddle_callable: str
+    paddle_kwargs: dict = field(default_factory=dict)
+
+    @property
+    def paddle_spec(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.paddle_kwargs.items())
+        return f"{self.paddle_callable}({args})" if args else self.paddle_callable
+
+
+# The issue's three pairs. Paddle spells vgg11_bn as vgg11(batch_norm=True).
+ZOO = (
+    ZooPair("resnet18", "torchvision.models:resnet18", "paddle.vision.models:resnet18"),
+    ZooPair("mobilenet_v2", "torchvision.models:mobilenet_v2", "paddle.vision.models:mobilenet_v2"),
+    ZooPair("vgg11_bn", "torchvision.models:vgg11_bn", "paddle.vision.models:vgg11", {"batch_norm": True}),
+)
+ZOO_BY_NAME = {pair.name: pair for pair in ZOO}
+
+
+def construct(spec: str, kwargs: dict):
+    module, _, attribute = spec.partition(":")
+    if module.startswith("torchvision"):
+        from portcheck.torchvision_compat import prepare_torchvision
+
+        prepare_torchvision()
+    return getattr(importlib.import_module(module), attribute)(**kwargs)
+
+
+def build_torch(pair: ZooPair, seed: int):
+    """The seeded torchvision model with exercised norms, in eval mode."""
+    import torch
+
+    from portcheck.exercise import exercise_norms
+
+    torch.manual_seed(seed)
+    model = construct(pair.torch_callable, {})
+    exercise_norms(model, seed)
+    return model.eval()
+
+
+def build_pair(pair: ZooPair, seed: int):
+    """(torch model, Paddle model, TransferReport): the Paddle model holds the torch model's weights."""
+    from portcheck.transfer import transfer_weights
+
+    torch_model = build_torch(pair, seed)
+    paddle_model = construct(pair.paddle_callable, pair.paddle_kwargs)
+    paddle_model.eval()
+    report = transfer_weights(torch_model, paddle_model)
+    return torch_model, paddle_model, report
+
+
+def image_batch(size: int, batch: int, seed: int, scale: float = 1.0) -> np.ndarray:
+    """A seeded float32 NCHW batch: standard normal times `scale` (ImageNet-normalised pixels are of that size)."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((batch, 3, size, size)) * scale).astype(np.float32)
