@@ -94,7 +94,7 @@ def _check_apart(path: Path, inputs: Mapping[str, Path | None], what: str, allow
         relation = _relation(target, source)
         if relation is None or (relation == "lies inside" and option in allow_inside):
             continue
-        noun = "folder" if source.is_dir() or relation == "lies inside" else "file"
+        noun = "file" if source.is_file() else "folder"
         raise ConrInputError(f"{what} {path}: {relation} the {option} {noun} {given}; {hint}")
 
 
