@@ -21,7 +21,13 @@ import cv2
 import numpy as np
 
 __all__ = ["atomic_write_bytes", "atomic_path", "atomic_paths", "atomic_folder", "sweep_stale_folders",
-           "write_png_atomic", "sweep_stale_temporaries"]
+           "write_png_atomic", "sweep_stale_temporaries", "is_temporary_name", "FILE_TEMP_EXTRA", "FOLDER_TEMP_EXTRA"]
+
+# How many characters longer than the final name a temporary is (conr_common.outputs checks names against NAME_MAX
+# with them): a file's `.<name>.<host 6>.<pid>.<8 hex>.tmp` with a pid of up to 7 digits (Linux's pid_max is at most
+# 4194304); a folder's `<name>.tmp-<8>` sibling or `.<name>.old-<pid>` while it is swapped.
+FILE_TEMP_EXTRA = len("." + ".xxxxxx." + "1234567" + ".xxxxxxxx.tmp")
+FOLDER_TEMP_EXTRA = max(len(".tmp-xxxxxxxx"), len("." + ".old-" + "1234567"))
 
 
 def _owner_tag() -> str:
@@ -33,6 +39,11 @@ def _owner_tag() -> str:
 
 # `.<name>.<host>.<pid>.<8 hex>.tmp[<suffix>]`: what _create_temp writes
 _TEMP_NAME = re.compile(r"^\..+\.(?P<host>[0-9a-f]{6})\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp(\.[A-Za-z0-9]+)?$")
+
+
+def is_temporary_name(name: str) -> bool:
+    """True for the name of a temporary file this module creates (a writer's, live or killed)."""
+    return _TEMP_NAME.match(name) is not None
 
 
 def _alive(pid: int) -> bool:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -70,37 +69,3 @@ def check_weight_values(state: Mapping[str, object], source: str, *, allow_nonfi
     if non_finite:
         more = f" and {len(non_finite) - 1} more tensor(s)" if len(non_finite) > 1 else ""
         raise ConrInputError(f"{source}: tensor {non_finite[0]}{more} has NaN or Inf values")
-
-
-def check_output_apart(out: Path, inputs: Mapping[str, Path], what: str = "--out", *, allow_inside: bool = False,
-                       hint: str = "write the output to a folder of its own") -> None:
-    """Refuse an output folder that is, contains or lies inside one of the input folders (`inputs`: option name ->
-    folder), before anything is written. Why: `render --poses P --out P` overwrote the pose files with the frames
-    (same stems, same .png), and a rerun then rendered garbage from them. allow_inside: accept an output inside an
-    input folder (the converter's documented `<SRC>/paddle`: it never reads subfolders)."""
-    target = Path(out).resolve()
-    for option, folder in inputs.items():
-        source = Path(folder).resolve()
-        if target == source:
-            relation = "is"
-        elif source in target.parents and not allow_inside:
-            relation = "lies inside"
-        elif target in source.parents:
-            relation = "contains"
-        else:
-            continue
-        raise ConrInputError(f"{what} {out}: {relation} the {option} folder {folder}; {hint}")
-
-
-def check_writable_target(path: Path, what: str) -> None:
-    """Refuse an output path whose nearest existing folder cannot be written (a read-only mount, a folder of another
-    user) before anything is computed: such an output used to fail only after the model had loaded, with exit 1."""
-    import os
-
-    probe = Path(path).absolute()
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        return  # "exists and is not a folder" is reported by the caller's own check
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConrInputError(f"{what} {path}: cannot write in {probe} (read-only or not yours)")

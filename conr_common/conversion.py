@@ -26,12 +26,13 @@ import numpy as np
 
 from . import checkpoints as ckpt
 from .atomic import atomic_paths
-from .checks import check_output_apart, check_weight_values
+from .checks import check_weight_values
 from .config import NETWORK_NAMES
 from .errors import ConrInputError
 from .integrity import sha256_file
 from .manifest import check_against_manifest, dtype_name, identify_network, official_manifest, paddle_to_torch
 from .manifest import torch_to_paddle, unwrap
+from .outputs import FILE, check_output, check_own_files
 from .rename import torch_to_paddle_key
 from .versions import dist_versions, tool_version
 
@@ -161,15 +162,51 @@ def _output_folder(way: Direction, src: Path, out: str | Path | None) -> Path:
             raise ConrInputError("paddle2torch needs an output folder (-o OUT)")
         out = (src if src.is_dir() else src.parent) / "paddle"
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConrInputError(f"{out}: exists and is not a folder")
     source_folder = src if src.is_dir() else src.parent
     # -o equal to the source: a second format of the same network makes the folder unusable as a source ("two
     # inputs hold the same network"); -o containing it: `paddle2torch weights/paddle -o weights --force` replaced the
     # official .pth files beside the source. Inside the source is the documented layout (default <SRC>/paddle).
-    check_output_apart(out, {"source": source_folder}, what="-o", allow_inside=True,
-                       hint=f"write to a folder of its own (default: {source_folder / 'paddle'})")
+    check_output(out, {"source": source_folder}, "-o", allow_inside={"source"},
+                 hint=f"write to a folder of its own (default: {source_folder / 'paddle'})")
     return out
+
+
+def network_file_names() -> frozenset[str]:
+    """Every name a network's weights take in a folder, in either direction's naming (<network>.pdparams,
+    .safetensors, the official .pth): what makes a folder hold (part of) a weight set."""
+    return frozenset(name for way in DIRECTIONS.values() for network in NETWORK_NAMES
+                     for name in (*way.input_names(network), way.output_name(network, "pdparams")))
+
+
+def report_outputs(folder: Path) -> dict[str, str] | None:
+    """{file name: sha256} of the outputs `folder`'s conversion_report.json lists, or None without a readable
+    report (this toolkit's manifest of a converted folder)."""
+    try:
+        report = json.loads((folder / REPORT_NAME).read_text())
+        return {Path(net["output"]["path"]).name: net["output"]["sha256"] for net in report["networks"].values()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _check_replace(jobs: list[ConversionJob], out: Path, report_path: Path, force: bool) -> None:
+    """The outputs' names: none may exist without `force`; with it, everything in the folder must be what an earlier
+    conversion wrote (its report lists it). Either way the folder may hold no network file this run does not write
+    (issue 23: `torch2paddle ONE.pth -o D --force` left D a mix of two weight sets under a report of one file)."""
+    writes = [job.dst for job in jobs] + [report_path]
+    for path in writes:
+        check_output(path, {}, "-o", kind=FILE)
+        if path.exists() and not force:
+            raise ConrInputError(f"{path}: exists; pass --force to replace it")
+    if not out.is_dir():
+        return
+    names = {path.name for path in writes}
+    stale = sorted(e.name for e in out.iterdir() if e.name in network_file_names() and e.name not in names)
+    if stale:
+        raise ConrInputError(f"-o {out}: holds {stale[0]} of an earlier weight set, which this conversion of "
+                             f"{len(jobs)} network(s) would not replace; convert the whole set or write to an empty "
+                             "folder, so that its conversion_report.json describes every file")
+    if force and any(path.exists() for path in writes):
+        check_own_files(out, {REPORT_NAME, *(report_outputs(out) or {})}, "-o")
 
 
 def _validate_all(jobs: list[ConversionJob], way: Direction, src: Path, out: Path, fmt: str, force: bool) -> Path:
@@ -187,8 +224,7 @@ def _validate_all(jobs: list[ConversionJob], way: Direction, src: Path, out: Pat
     for path in [job.dst for job in jobs] + [report_path]:
         if path.resolve() in inputs:
             raise ConrInputError(f"{path}: the output would replace its own input; choose another -o")
-        if path.exists() and not force:
-            raise ConrInputError(f"{path}: exists; pass --force to replace it")
+    _check_replace(jobs, out, report_path, force)
     return report_path
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 from .atomic import atomic_folder
 from .cli import one_line
 from .errors import ConrInputError
+from .outputs import check_own_files
 from .versions import dist_versions
 
 __all__ = ["ONNX_FORMAT", "OPSET_RANGE", "DEFAULT_OPSET", "STANDARD_DOMAINS", "OnnxExportError", "export_versions",
-           "feature_and_message_shapes", "check_settings", "check_onnx", "write_folder"]
+           "feature_and_message_shapes", "check_settings", "check_onnx", "onnx_folder_files", "write_folder"]
 
 # Bump when the exported graphs change (wrapper code, names, op swaps): part of the onnxruntime engine's cache key.
 ONNX_FORMAT = 1
@@ -91,12 +92,27 @@ def check_onnx(model, graph: str, contract: dict, opset: int) -> None:
                 raise OnnxExportError(f"{graph}: {kind[:-1]} {name} has shape {got[name]}, expected {shape}")
 
 
+def onnx_folder_files(folder: Path) -> frozenset[str]:
+    """The names an export wrote into `folder`, from its meta.json (this toolkit's manifest of an ONNX folder: its
+    graphs, meta.json and export.log); nothing when meta.json is absent or not an export's."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("format") != ONNX_FORMAT:
+            return frozenset()
+        return frozenset({"meta.json", "export.log", *(f"{graph}.onnx" for graph in meta["graphs"])})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return frozenset()
+
+
 def write_folder(out: Path, force: bool, fill) -> dict:
-    """Run fill(tmp_folder) -> meta and move the folder onto `out` atomically, meta.json written last."""
-    if out.exists() and not out.is_dir():
-        raise ConrInputError(f"{out}: -o must be a folder (it exists and is a file)")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise ConrInputError(f"{out}: exists and is not empty (use --force to replace it)")
+    """Run fill(tmp_folder) -> meta and move the folder onto `out` atomically, meta.json written last. An existing
+    non-empty `out` is replaced only with `force`, and only when all it holds is an earlier export's (issue 23:
+    `--force` used to remove whatever folder -o named, the weights' own included). The caller has checked `out`
+    with conr_common.outputs.check_output against its inputs."""
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise ConrInputError(f"{out}: exists and is not empty (use --force to replace it)")
+        check_own_files(out, onnx_folder_files(out), "-o")
     with atomic_folder(out, replace=True) as tmp:
         meta = fill(tmp)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")

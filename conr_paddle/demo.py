@@ -24,7 +24,10 @@ from conr_common.cli import MAX_BATCH, MAX_FRAMES, bounded_int, frame_rate
 from conr_common.draws import SEEDED, WeightDraw
 from conr_common.errors import ConrInputError
 from conr_common.options import DEFAULT_ENGINE, ENGINES, RenderOptions
+from conr_common.outputs import check_output, check_own_files
 
+# what the demo writes into its --out folder: all it replaces there (anything else makes it refuse the folder)
+DEMO_ENTRIES = frozenset({"samples", "weights", "frames", "predictor_cache", "demo.mp4", "demo_alpha.webm"})
 DEMO_BACKGROUND = "#3A6EA5"  # a colour (not white) so that the MP4 shows the composite
 # the render engines the demo offers: all but onnxruntime, which needs the optional [onnx] extra
 DEMO_ENGINES = tuple(engine for engine in ENGINES if engine != "onnxruntime")
@@ -122,6 +125,8 @@ def run_demo(out: Path = Path("demo_out"), size: int = 128, frames: int = 24, re
                             cache_dir=out / "predictor_cache")
     if not 1 <= frames <= MAX_FRAMES:
         raise ConrInputError(f"--frames must be an integer in [1, {MAX_FRAMES}], got {frames}")
+    check_output(out, {}, "--out")  # the demo has no input of the user's: its folder only must be writable...
+    check_own_files(out, DEMO_ENTRIES, "--out", why="the demo replaces only its own files")  # ...and its own
     t_start = time.perf_counter()
     samples = ensure_samples(out / "samples", size=max(256, size), frames=frames, seed=0)
     t = time.perf_counter()

@@ -33,11 +33,11 @@ import numpy as np
 
 from conr_common.atomic import sweep_stale_temporaries
 from conr_common.checkpoints import check_weights_dir, weights_hash
-from conr_common.checks import check_output_apart, check_writable_target
 from conr_common.compare import psnr_db
 from conr_common.memory import return_freed_memory
 from conr_common.errors import ConrInputError
 from conr_common.options import RenderOptions
+from conr_common.outputs import FILE, check_output
 from conr_common.pipeline import (
     PoseFrame,
     list_pose_files,
@@ -227,12 +227,8 @@ class Renderer:
         from .video import parse_background
 
         out = Path(out)
-        if out.exists() and not out.is_dir():
-            raise ConrInputError(f"{out}: output path exists and is not a folder")
-        check_output_apart(out, {"--character-sheet": Path(character_sheet), "--poses": Path(poses)})
-        check_writable_target(out, "--out")
-        if video is not None:
-            check_writable_target(Path(video).parent, "--video")
+        inputs = render_inputs(character_sheet, poses, self.weights_dir, background)
+        check_output(out, inputs, "--out")
         cache_dir = self.options.cache_dir
         if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
             raise ConrInputError(f"--cache-dir {cache_dir}: exists and is not a folder")
@@ -240,11 +236,14 @@ class Renderer:
             video = Path(video)
             if video.suffix.lower() != ".mp4":
                 raise ConrInputError(f"--video {video}: must end in .mp4")
-            if video.exists() and video.is_dir():
-                raise ConrInputError(f"--video {video}: is a folder")
+            for path in (video, video.with_suffix(".webm")) if background is None else (video,):
+                check_output(path, inputs, "--video", kind=FILE, hint="choose another file for the video")
         bg = parse_background(background) if background is not None else None
         sheet = load_character_sheet(character_sheet, self.options.size)
         jobs = plan_jobs(list_pose_files(poses, images=pose_images), out, pose_images)
+        for job in jobs:  # a frame name taken by a folder, too long a name: refused now, not after rendering
+            for path in job.outputs():
+                check_output(path, inputs, "output frame", kind=FILE)
         return RenderPlan(sheet, tuple(jobs), out, pose_images, video, bg)
 
     def decode_poses(self, plan: RenderPlan, jobs: Sequence[FrameJob]) -> dict[Path, PoseFrame]:
@@ -380,6 +379,14 @@ class Renderer:
         for i, (job, frame) in enumerate(batch):
             write_frame(job, frame, rgba[i], xyz[i], alpha[i], None if pred is None else pred[i])
             yield job
+
+
+def render_inputs(character_sheet: str | os.PathLike, poses: str | os.PathLike, weights: str | os.PathLike,
+                  background: str | os.PathLike | None) -> dict[str, Path | None]:
+    """Every input path of a render, by option (a #RRGGBB background is no path): what no output may touch."""
+    image = None if background is None or str(background).lstrip().startswith("#") else Path(background)
+    return {"--character-sheet": Path(character_sheet), "--poses": Path(poses), "--weights": Path(weights),
+            "--background": image}
 
 
 def prepare_output(plan: RenderPlan) -> None:

@@ -52,11 +52,16 @@ class AppContext:
 
     def __post_init__(self) -> None:
         from conr_common.checkpoints import check_weights_dir
+        from conr_common.outputs import check_output
 
         self.weights_dir = Path(self.weights_dir)
         check_weights_dir(self.weights_dir)
         self.work_root = Path(self.work_root)
         self.upload_root = Path(self.upload_root)
+        # job folders are outputs: never in, around or equal to the weights or the upload folder (the CLI's guard)
+        check_output(self.work_root / "jobs", {"--weights": self.weights_dir, "--torch-weights": self.torch_dir,
+                                               "upload folder": self.upload_root}, "job folders",
+                     hint="give the server a work folder of its own")
         (self.work_root / "jobs").mkdir(parents=True, exist_ok=True)
 
     def samples(self):

@@ -29,6 +29,7 @@ from conr_common.atomic import atomic_path
 from conr_common.cli import one_line
 from conr_common.errors import ConrInputError
 from conr_common.options import DEFAULT_ENGINE
+from conr_common.outputs import FILE, check_output
 from conr_common.pipeline import IMAGE_EXTENSIONS, UDP_EXTENSIONS
 
 from .context import SAMPLE_FRAMES, AppContext
@@ -41,6 +42,7 @@ __all__ = [
     "JobCancelled",
     "Job",
     "run_render",
+    "check_job_outputs",
     "POSE_SOURCES",
     "SHEET_SOURCES",
 ]
@@ -152,6 +154,19 @@ def _zip_frames(frames: Sequence[Path], dest: Path) -> Path:
     return dest
 
 
+JOB_FOLDERS = ("frames", "previews")  # what a render job writes into its folder, besides JOB_FILES
+JOB_FILES = ("render.mp4", "render_alpha.webm", "frames.zip")
+
+
+def check_job_outputs(folder: Path, inputs: dict[str, Path]) -> None:
+    """Every output of a render job (`conr_common.outputs.check_output`, the CLI's guard) checked against the job's
+    inputs (the staged or sample sheet and poses, the weights) before anything is rendered."""
+    for name in JOB_FOLDERS:
+        check_output(folder / name, inputs, "job folder", hint="the job writes into a folder of its own")
+    for name in JOB_FILES:
+        check_output(folder / name, inputs, "job file", kind=FILE, hint="the job writes into a folder of its own")
+
+
 def run_render(request: RenderRequest, ctx: AppContext, folder: Path,
                report: Callable[[JobEvent], None] = lambda event: None,
                stop: Callable[[], bool] = lambda: False) -> RenderResult:
@@ -170,6 +185,7 @@ def run_render(request: RenderRequest, ctx: AppContext, folder: Path,
         raise ConrInputError(f"fps must be a number in (0, 120], got {request.fps!r}")
     sheet, poses, pose_images, names = _stage_inputs(request, ctx, folder)
     out, previews = folder / "frames", folder / "previews"
+    check_job_outputs(folder, {"character sheet": sheet, "poses": poses, "weights": ctx.weights_dir})
     previews.mkdir()
     total = len([p for p in poses.iterdir() if not p.name.startswith(".")])
     shown: list[Path] = []
@@ -186,9 +202,9 @@ def run_render(request: RenderRequest, ctx: AppContext, folder: Path,
                         "graphs once per size and view count)", 0, total))
         summary = renderer.render(sheet, poses, out, pose_images=pose_images, progress=False, on_frame=on_frame)
         report(JobEvent("status", "encoding MP4 and WebM", total, total))
-        mp4, webm = folder / "render.mp4", folder / "render_alpha.webm"
+        mp4, webm, archive = (folder / name for name in JOB_FILES)
         encode_videos(summary.frames, mp4, fps=float(request.fps), background=background, webm=webm)
-        archive = _zip_frames(summary.frames, folder / "frames.zip")
+        _zip_frames(summary.frames, archive)
     except ConrInputError as exc:
         raise ConrInputError(user_message(exc, names, folder)) from exc
     return RenderResult(summary.frames, tuple(shown), mp4, webm, archive, summary.seconds,

@@ -20,6 +20,7 @@ import numpy as np
 from conr_common.atomic import atomic_path
 from conr_common.cli import one_line
 from conr_common.errors import ConrInputError
+from conr_common.outputs import check_output
 from conr_common.pipeline import IMAGE_EXTENSIONS, UDP_EXTENSIONS, load_character_sheet, natural_key
 
 from .context import AppContext
@@ -94,6 +95,9 @@ def stage_uploads(uploads: Sequence[Upload], dest: Path, *, what: str, extension
         total += size
     if total > ctx.limits.max_total_bytes:
         raise ConrInputError(f"{what}: {_bytes(total)} in all, over the {_bytes(ctx.limits.max_total_bytes)} limit")
+    # the staging folder is an output of the job: never the upload folder, nor in or around it (the same guard as
+    # every command's outputs)
+    check_output(dest, {"upload folder": ctx.upload_root}, "staging folder", hint="stage into the job's folder")
     dest.mkdir(parents=True)
     names: dict[str, str] = {}
     for i, up in enumerate(sorted(uploads, key=lambda u: natural_key(u.name))):

@@ -49,6 +49,7 @@ from conr_common.onnx_contract import (
     export_versions,
     write_folder,
 )
+from conr_common.outputs import SWAP, check_output
 
 __all__ = ["export_onnx", "export_torch_graphs", "add_export_onnx_parser", "FRAMEWORKS"]
 
@@ -242,6 +243,9 @@ def export_onnx(framework: str, weights: str | Path, out: str | Path, *, size: i
     check_settings(size, views, batch, opset)
     weights, out = Path(weights), Path(out)
     files = check_weights_dir(weights) if framework == "paddle" else _torch_files(weights)
+    # before any model loads: -o may not be, hold or lie in the weights (--force used to delete them), and its
+    # parent must take the temporary folder (a read-only one used to fail naming the temporary path)
+    check_output(out, {f"--{framework}": weights}, "-o", kind=SWAP)
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401

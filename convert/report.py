@@ -10,7 +10,9 @@ import numpy as np
 
 from conr_common.atomic import atomic_path, atomic_write_bytes
 
-__all__ = ["write_report", "render_markdown", "plot_report", "json_safe"]
+__all__ = ["REPORT_FILES", "write_report", "render_markdown", "plot_report", "json_safe"]
+
+REPORT_FILES = ("report.json", "report.md", "report.png")  # what write_report puts in its folder
 
 NETWORK_COLORS = {
     "udpparsernet": "tab:blue",

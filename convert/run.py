@@ -13,12 +13,12 @@ from typing import TextIO
 import numpy as np
 
 from conr_common import checkpoints as ckpt
-from conr_common.conversion import ConversionResult, convert_checkpoints
+from conr_common.conversion import REPORT_NAME, ConversionResult, convert_checkpoints, report_outputs
 from conr_common.errors import ConrInputError
 from conr_common.integrity import sha256_file
 from conr_common.manifest import check_against_manifest, dtype_name, identify_network, unwrap
 
-__all__ = ["convert_and_print", "summary_lines", "inspect_paths"]
+__all__ = ["convert_and_print", "summary_lines", "inspect_paths", "report_problems"]
 
 
 def convert_and_print(direction: str, src: str | Path, out: str | Path | None = None, *, fmt: str = "pdparams",
@@ -80,7 +80,7 @@ def inspect_paths(target: str | Path, *, stdout: TextIO | None = None) -> int:
             raise ConrInputError(f"{target}: not a {' / '.join(INSPECT_SUFFIXES)} file")
         files = [target]
 
-    rows, details, differs = [], [], False
+    rows, details, differs, shas = [], [], False, {}
     for path in files:
         notes: list[str] = []
         raw = ckpt.read_safetensors_specs(path) if path.suffix == ".safetensors" else None
@@ -105,12 +105,15 @@ def inspect_paths(target: str | Path, *, stdout: TextIO | None = None) -> int:
                 f"{sum(int(np.prod(v.shape)) for v in state.values()):,}",
                 ", ".join(f"{d} x{n}" for d, n in sorted(dtypes.items())),
                 "ok" if not problems else "DIFFERS",
-                sha256_file(path),
+                shas.setdefault(path.name, sha256_file(path)),
             ]
         )
         details += [f"{path.name}: {p}" for p in problems] + [f"{path.name}: note: {n}" for n in unwrap_notes + notes]
         del raw, state
 
+    mixed = report_problems(target, shas) if target.is_dir() else []
+    details += mixed
+    differs |= bool(mixed)
     header = ["file", "network", "names", "tensors", "parameters", "dtypes", "manifest", "sha256"]
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     for row in [header] + rows:
@@ -118,3 +121,20 @@ def inspect_paths(target: str | Path, *, stdout: TextIO | None = None) -> int:
     for line in details:
         print(line, file=stdout)
     return 1 if differs else 0
+
+
+def report_problems(folder: Path, shas: dict[str, str]) -> list[str]:
+    """Where a converted folder's files and its conversion_report.json disagree (`shas`: {file name: sha256} of the
+    checkpoints found): a file the report does not list, one whose sha256 differs, one it lists that is gone. A
+    folder without a report has nothing to disagree with (the official files)."""
+    if not (folder / REPORT_NAME).exists():
+        return []
+    listed = report_outputs(folder)
+    if listed is None:
+        return [f"{REPORT_NAME}: unreadable, or not a conversion report"]
+    problems = [f"{name}: not described by {REPORT_NAME} (a file of another conversion?)"
+                for name in sorted(set(shas) - set(listed))]
+    problems += [f"{name}: sha256 differs from {REPORT_NAME} (changed after the conversion)"
+                 for name in sorted(set(shas) & set(listed)) if shas[name] != listed[name]]
+    problems += [f"{name}: listed in {REPORT_NAME} but absent" for name in sorted(set(listed) - set(shas))]
+    return problems

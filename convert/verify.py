@@ -29,10 +29,12 @@ from typing import TextIO
 import numpy as np
 
 from conr_common.errors import ConrInputError
+from conr_common.outputs import FILE, check_output, check_own_files
 
 from .environment import environment, numerics_pinned
 from .judge import judge, numerics_ok, tolerances_for, verdicts
 from .passes import build_models, paddle_pass, paddle_place, predictor_accuracy, single_step, torch_pass, truth_pass
+from .report import REPORT_FILES
 from .weights import check_parameters, load_weight_states
 
 __all__ = ["add_verify_parser", "verify", "plan_verify", "verdict_lines", "REPORT_FILES"]
@@ -145,15 +147,20 @@ def plan_verify(torch_dir: str | Path, paddle_dir: str | Path, out: str | Path, 
     paddle_dir = _check_folder(Path(paddle_dir), "--paddle")
     character_sheet = _check_folder(Path(character_sheet), "--character-sheet") if character_sheet else None
     poses = _check_folder(Path(poses), "--poses") if poses else None
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConrInputError(f"{out}: --report must be a folder (it exists and is a file)")
     onnx_meta = None
     if onnx_dir is not None:
         from .onnx_verify import read_onnx_dir
 
         onnx_dir = _check_folder(Path(onnx_dir), "--onnx")
         onnx_meta = read_onnx_dir(onnx_dir, size, views)
+    out = Path(out)
+    inputs = {"--torch": torch_dir, "--paddle": paddle_dir, "--character-sheet": character_sheet, "--poses": poses,
+              "--onnx": onnx_dir}
+    check_output(out, inputs, "--report")
+    for name in REPORT_FILES:
+        check_output(out / name, inputs, "--report", kind=FILE)
+    # a folder of other files (a pose folder) would take report.png as one of its own at the next render
+    check_own_files(out, REPORT_FILES, "--report", why="verify writes only into a folder of its own reports")
     return VerifyPlan(torch_dir, paddle_dir, out, size, views, character_sheet, poses, fp64, single_step, seed,
                       device, truth, engine, onnx_dir, onnx_meta)
 

@@ -257,10 +257,20 @@ PROBES: list[Probe] = [
         "largest side"),
     Probe("--precision bf16 with --engine eager", lambda s: s.render("--precision", "bf16"), "bf16"),
     Probe("--workers 0", lambda s: s.render("--workers", "0"), "--workers"),
+    # ---- guard group (issue 23): every output path through conr_common.outputs.check_output
+    Probe("--video equal to the --background image", lambda s: s.render(
+        "--video", str(_image_file(s, "bg.mp4")), "--background", str(s.root / "bg.mp4")), "is the --background file"),
+    Probe("--out frame name taken by a folder", lambda s: s.render(out=_frame_folder(s)),
+          "is a folder"),
+    Probe("--out with a 256-character name", lambda s: s.render(out=s.root / ("a" * 256)), "at most 255"),
+    Probe("--out path over 4096 characters", lambda s: s.render(out=s.root.joinpath(*["b" * 200] * 21)),
+          "longest this system opens"),
     # ---- demo
     Probe("demo --batch 0", lambda s: ["demo", "--out", str(s.root / "demo"), "--batch", "0"], "--batch"),
     Probe("demo --fps 0", lambda s: ["demo", "--out", str(s.root / "demo"), "--fps", "0"], "--fps"),
     Probe("demo --frames 0", lambda s: ["demo", "--out", str(s.root / "demo"), "--frames", "0"], "--frames"),
+    # ---- guard group (issue 23)
+    Probe("demo --out holding other files", lambda s: ["demo", "--out", str(s.root)], "did not write"),
     # ---- convert
     Probe("convert: source missing", lambda s: ["convert", "torch2paddle", str(s.root / "nope")], "nope"),
     Probe("convert: -o equal to the source", lambda s: ["convert", "torch2paddle", str(s.official), "-o",
@@ -275,6 +285,24 @@ PROBES: list[Probe] = [
     Probe("convert: an unexpected key", lambda s: ["convert", "torch2paddle", str(_official_with(
         s, lambda st: _set(st, "extra.weight", st["decoder_blocks.2.conv0.0.weight"][:1]))), "-o",
         str(s.root / "conv")], "unexpected"),
+    # ---- guard group (issue 23): -o, --report and --force
+    Probe("convert: one network into a folder holding a whole set", lambda s: [
+        "convert", "torch2paddle", str(s.official / "udpparsernet.pth"), "-o", str(s.weights), "--force"],
+          "earlier weight set"),
+    Probe("convert: --force onto files it did not write", lambda s: [
+        "convert", "torch2paddle", str(s.official), "-o", str(_foreign_set(s)), "--force"], "did not write"),
+    Probe("convert export-onnx: -o equal to the weights, --force", lambda s: [
+        "convert", "export-onnx", "--paddle", str(s.weights), "-o", str(s.weights), "--force"],
+          "is the --paddle folder"),
+    Probe("convert export-onnx: -o containing the weights, --force", lambda s: [
+        "convert", "export-onnx", "--paddle", str(s.weights), "-o", str(s.root), "--force"],
+          "contains the --paddle folder"),
+    Probe("convert verify: --report equal to --poses", lambda s: [
+        "convert", "verify", "--torch", str(s.official), "--paddle", str(s.weights), "--poses", str(s.poses),
+        "--report", str(s.poses), "--size", "128"], "is the --poses folder"),
+    Probe("convert verify: --report a folder of other files", lambda s: [
+        "convert", "verify", "--torch", str(s.official), "--paddle", str(s.weights), "--report", str(s.poses),
+        "--size", "128"], "did not write"),
     Probe("convert verify: --size 100", lambda s: ["convert", "verify", "--torch", str(s.official), "--paddle",
                                                    str(s.weights), "--report", str(s.root / "rep"), "--size", "100"],
           "--size"),
@@ -296,6 +324,26 @@ def _file_bytes(scene: Scene, name: str, data: bytes) -> Path:
     path = scene.root / name
     path.write_bytes(data)
     return path
+
+
+def _image_file(scene: Scene, name: str) -> Path:
+    """A sheet view's PNG bytes under another name (an image file is an image whatever its suffix)."""
+    path = scene.root / name
+    path.write_bytes(next(iter(sorted(scene.sheet.iterdir()))).read_bytes())
+    return path
+
+
+def _frame_folder(scene: Scene) -> Path:
+    """An output folder where the first pose's frame name, 0.png, is a folder."""
+    (scene.root / "out" / "0.png").mkdir(parents=True)
+    return scene.root / "out"
+
+
+def _foreign_set(scene: Scene) -> Path:
+    """A folder holding a network file of the output's name that no conversion of this toolkit wrote (no report)."""
+    folder = _folder(scene, "foreign")
+    (folder / "shader.pdparams").write_bytes(b"someone else's file")
+    return folder
 
 
 def _file(scene: Scene, name: str) -> Path:
