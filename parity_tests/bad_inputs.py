@@ -106,6 +106,18 @@ def _weights_with(scene: Scene, network: str, mutate: Callable[[dict], dict] | N
     return weights
 
 
+def _weights_not_regular(scene: Scene, network: str, plant: Callable[[Path], None], naming: str = "paddle") -> Path:
+    """A weights folder (Paddle or official naming) whose `network` file is what `plant(path)` makes of it (a
+    FIFO, a link to a device), the other networks linked."""
+    source, pattern = (scene.weights, "*.pdparams") if naming == "paddle" else (scene.official, "*.pth")
+    weights = _folder(scene, f"odd_{naming}")
+    for f in source.glob(pattern):
+        if f.stem != network:
+            os.symlink(f.resolve(), weights / f.name)
+    plant(weights / f"{network}{pattern[1:]}")
+    return weights
+
+
 def _official_with(scene: Scene, mutate: Callable[[dict], dict]) -> Path:
     import torch
 
@@ -188,6 +200,11 @@ PROBES: list[Probe] = [
     Probe("weights with a NaN", lambda s: s.render(weights=_weights_with(s, "shader", _nan_first)), "NaN"),
     Probe("weights with an int64 tensor", lambda s: s.render(weights=_weights_with(
         s, "rgbadecodernet", lambda st: _set(st, "conv_rgba.0.bias", np.zeros(4, np.int64)))), "floating"),
+    # resume group (issue 23, findings 15 and 16): a weights name that is not a regular file is never "missing"
+    Probe("weights file that is a FIFO", lambda s: s.render(weights=_weights_not_regular(s, "shader", os.mkfifo)),
+          "not a regular file (a FIFO)"),
+    Probe("weights file linked to /dev/zero", lambda s: s.render(weights=_weights_not_regular(
+        s, "udpparsernet", lambda p: os.symlink("/dev/zero", p))), "not a regular file (a character device"),
     # ---- render options
     Probe("--size not a multiple of 128", lambda s: s.render("--size", "200"), "--size"),
     Probe("--size 1280000", lambda s: s.render("--size", "1280000"), "at most"),
@@ -222,6 +239,15 @@ PROBES: list[Probe] = [
     Probe("convert: an unexpected key", lambda s: ["convert", "torch2paddle", str(_official_with(
         s, lambda st: _set(st, "extra.weight", st["decoder_blocks.2.conv0.0.weight"][:1]))), "-o",
         str(s.root / "conv")], "unexpected"),
+    # resume group (issue 23, findings 14 and 15)
+    Probe("convert inspect: shader.pth is a FIFO", lambda s: ["convert", "inspect", str(_weights_not_regular(
+        s, "shader", os.mkfifo, naming="torch"))], "shader.pth: not a regular file (a FIFO)"),
+    Probe("convert torch2paddle: shader.pth is a FIFO", lambda s: ["convert", "torch2paddle", str(
+        _weights_not_regular(s, "shader", os.mkfifo, naming="torch")), "-o", str(s.root / "conv")],
+        "shader.pth: not a regular file (a FIFO)"),
+    Probe("convert verify: --views 100 (the sample has 4)", lambda s: ["convert", "verify", "--torch", str(
+        s.official), "--paddle", str(s.weights), "--report", str(s.root / "rep"), "--size", "128", "--views", "100"],
+        "only 4 view(s)"),
     Probe("convert verify: --size 100", lambda s: ["convert", "verify", "--torch", str(s.official), "--paddle",
                                                    str(s.weights), "--report", str(s.root / "rep"), "--size", "100"],
           "--size"),
