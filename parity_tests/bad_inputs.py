@@ -118,6 +118,22 @@ def _weights_not_regular(scene: Scene, network: str, plant: Callable[[Path], Non
     return weights
 
 
+def _rendered_before(scene: Scene, size: int = 128, weights: Path | None = None) -> Path:
+    """An output folder holding the record of an earlier render of the scene (conr_paddle.resume) at `size`, with
+    the weights of `weights` (default: the scene's)."""
+    from conr_common import checkpoints as cio
+    from conr_common.pipeline import load_character_sheet
+    from conr_paddle.resume import RenderIdentity, begin_record, sheet_sha256
+
+    out = _folder(scene, "out")
+    files = cio.check_weights_dir(weights) if weights is not None else cio.check_weights_dir(scene.weights)
+    identity = RenderIdentity(size=size, engine="eager", precision="fp32", pose_images=False, views=4,
+                              sheet_sha256=sheet_sha256(load_character_sheet(scene.sheet, size)),
+                              weights_sha256=cio.weights_hash(files))
+    begin_record(out, identity, resume=False)
+    return out
+
+
 def _official_with(scene: Scene, mutate: Callable[[dict], dict]) -> Path:
     import torch
 
@@ -221,6 +237,12 @@ PROBES: list[Probe] = [
                                                           str(s.root / "nothing.png")), "nothing.png"),
     Probe("--precision bf16 with --engine eager", lambda s: s.render("--precision", "bf16"), "bf16"),
     Probe("--workers 0", lambda s: s.render("--workers", "0"), "--workers"),
+    # resume group (issue 23, finding 10): --resume refuses a folder that records a render of other settings
+    Probe("--resume into a render made at another --size", lambda s: s.render(
+        "--resume", out=_rendered_before(s, size=256)), "--size 256, not --size 128"),
+    Probe("--resume into a render made with other weights", lambda s: s.render(
+        "--resume", out=_rendered_before(s, weights=_weights_with(s, "rgbadecodernet", lambda st: _set(
+            st, "conv_rgba.0.bias", np.asarray(st["conv_rgba.0.bias"]) + 1)))), "rendered with other weights"),
     # ---- demo
     Probe("demo --batch 0", lambda s: ["demo", "--out", str(s.root / "demo"), "--batch", "0"], "--batch"),
     Probe("demo --fps 0", lambda s: ["demo", "--out", str(s.root / "demo"), "--fps", "0"], "--fps"),
