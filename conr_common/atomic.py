@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 __all__ = ["atomic_write_bytes", "atomic_path", "atomic_paths", "atomic_folder", "sweep_stale_folders",
-           "write_png_atomic", "sweep_stale_temporaries", "is_temporary_name", "FILE_TEMP_EXTRA", "FOLDER_TEMP_EXTRA"]
+           "encode_png", "write_png_atomic", "sweep_stale_temporaries", "is_temporary_name", "FILE_TEMP_EXTRA", "FOLDER_TEMP_EXTRA"]
 
 # How many characters longer than the final name a temporary is (conr_common.outputs checks names against NAME_MAX
 # with them): a file's `.<name>.<host 6>.<pid>.<8 hex>.tmp` with a pid of up to 7 digits (Linux's pid_max is at most
@@ -148,16 +148,21 @@ def _temp_for(path: Path) -> Path:
     return _create_temp(path.parent, "." + path.stem, ".tmp" + path.suffix)
 
 
-def write_png_atomic(path: str | os.PathLike, rgba_u8: np.ndarray) -> None:
-    """Encode an RGBA uint8 (H, W, 4) image as a PNG (stored BGRA, as OpenCV and the official `save_output`
-    write it) and write it atomically to `path`."""
+def encode_png(path: str | os.PathLike, rgba_u8: np.ndarray) -> bytes:
+    """The PNG bytes of an RGBA uint8 (H, W, 4) image (stored BGRA, as OpenCV and the official `save_output` write
+    it); `path` only names the file in errors."""
     rgba_u8 = np.asarray(rgba_u8)
     if rgba_u8.dtype != np.uint8 or rgba_u8.ndim != 3 or rgba_u8.shape[2] != 4:
         raise ValueError(f"{path}: can only write uint8 (H, W, 4) RGBA, got {rgba_u8.dtype} {rgba_u8.shape}")
     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgba_u8, cv2.COLOR_RGBA2BGRA))
     if not ok:
         raise OSError(f"{path}: OpenCV could not encode the PNG")
-    atomic_write_bytes(path, buf.tobytes())
+    return buf.tobytes()
+
+
+def write_png_atomic(path: str | os.PathLike, rgba_u8: np.ndarray) -> None:
+    """`encode_png` written atomically to `path`."""
+    atomic_write_bytes(path, encode_png(path, rgba_u8))
 
 
 @contextlib.contextmanager

@@ -13,6 +13,10 @@ Folders: `read_network` / `load_folder` read the four networks of a folder (offi
 naming, `<network>.pdparams` for Paddle's) as numpy state dicts; `check_weights_dir` is the renderer's check of a
 Paddle weights folder and `weights_hash` the identity of its files (the key of compiled-graph caches).
 
+A weights file must be a regular file (a symbolic link to one is fine): a name that exists as a FIFO, a device, a
+folder or a broken link is reported as "not a regular file" by every reader and folder check here, never as
+missing, and is never opened (a FIFO blocks the reader forever, /dev/zero never ends).
+
 torch and paddle are imported inside the functions that need them: this module is framework-neutral and both model
 packages, the converter and the tests read weights through it.
 """
@@ -22,6 +26,7 @@ import hashlib
 import os
 import pickle
 import re
+import stat
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -38,6 +43,8 @@ __all__ = [
     "TORCH_SUFFIXES",
     "PADDLE_SUFFIXES",
     "is_torch_zip",
+    "not_regular_reason",
+    "regular_file_present",
     "load_torch_file",
     "load_safetensors_file",
     "read_safetensors_specs",
@@ -91,17 +98,45 @@ def import_paddle():
 def is_torch_zip(path: str | os.PathLike) -> bool:
     """True for a `.pth`/`.pt` in torch's zip format (the one `torch.load(mmap=True)` can map)."""
     path = Path(path)
-    if path.suffix not in (".pth", ".pt"):
+    if path.suffix not in (".pth", ".pt") or not regular_file_present(path):
         return False
     with open(path, "rb") as f:
         return f.read(4) == b"PK\x03\x04"
 
 
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def not_regular_reason(path: str | os.PathLike) -> str | None:
+    """What `path` is when something exists under that name but is not a regular file after following links (`a
+    FIFO`, `a character device through a symbolic link`, `a broken symbolic link`, ...); None for a regular file
+    (or a link to one) and for a name that does not exist. Only `stat`: nothing is opened."""
+    link = os.path.islink(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a broken symbolic link" if link else None
+    except OSError as exc:  # a loop of links, a name too long, no permission on a folder on the way
+        return f"cannot be examined ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a file")
+    return kind + (" through a symbolic link" if link else "")
+
+
+def regular_file_present(path: str | os.PathLike) -> bool:
+    """True for a regular file (or a link to one), False when nothing is there; ConrInputError `<path>: not a
+    regular file (<what it is>)` for anything else under that name."""
+    reason = not_regular_reason(path)
+    if reason is not None:
+        raise ConrInputError(f"{path}: not a regular file ({reason})")
+    return os.path.isfile(path)
+
+
 def _check_readable(path: Path) -> None:
-    if not path.exists():
+    if not regular_file_present(path):
         raise ConrInputError(f"{path}: no such file")
-    if not path.is_file():
-        raise ConrInputError(f"{path}: not a file")
     if path.stat().st_size == 0:
         raise ConrInputError(f"{path}: the file is empty")
 
@@ -391,7 +426,7 @@ def network_path(folder: str | os.PathLike, name: str, naming: str, *, safetenso
     candidates = [folder / _folder_file(name, naming)]
     if safetensors:
         candidates.append(folder / f"{name}.safetensors")
-    found = next((p for p in candidates if p.is_file()), None)
+    found = next((p for p in candidates if regular_file_present(p)), None)
     if found is None:
         raise ConrInputError(f"{candidates[0]}: missing ({needs})")
     return found
@@ -406,15 +441,16 @@ def network_files(folder: str | os.PathLike, naming: str, *,
     """The four files of `folder` in `naming` ("torch": the official names, "paddle": `<network>.pdparams`), in
     NETWORK_NAMES order; ConrInputError `<file>: missing (<needs>)` naming the first one that is not there."""
     paths = _folder_paths(Path(folder), naming)
-    missing = next((p for p in paths if not p.is_file()), None)
+    missing = next((p for p in paths if not regular_file_present(p)), None)
     if missing is not None:
         raise ConrInputError(f"{missing}: missing ({needs})")
     return paths
 
 
 def holds_networks(folder: str | os.PathLike, naming: str) -> bool:
-    """Whether `folder` holds the four files of `naming` (see `network_files`)."""
-    return all(p.is_file() for p in _folder_paths(Path(folder), naming))
+    """Whether `folder` holds the four files of `naming` (see `network_files`); ConrInputError when one of them
+    exists but is not a regular file."""
+    return all([regular_file_present(p) for p in _folder_paths(Path(folder), naming)])
 
 
 def read_network(path: str | os.PathLike, naming: str) -> dict[str, np.ndarray]:
@@ -428,8 +464,10 @@ def read_network(path: str | os.PathLike, naming: str) -> dict[str, np.ndarray]:
 
 def load_folder(folder: str | os.PathLike, naming: str) -> dict[str, dict[str, np.ndarray]]:
     """{network: state dict} of the four networks of `folder` (official `.pth` files for "torch", `<network>
-    .pdparams` for "paddle"), in NETWORK_NAMES order; a missing or unreadable file is a ConrInputError naming it."""
-    return {name: read_network(network_path(folder, name, naming), naming) for name in NETWORK_NAMES}
+    .pdparams` for "paddle"), in NETWORK_NAMES order; a missing or unreadable file is a ConrInputError naming it.
+    Every file is looked up before the first is read."""
+    paths = {name: network_path(folder, name, naming) for name in NETWORK_NAMES}
+    return {name: read_network(path, naming) for name, path in paths.items()}
 
 
 def check_weights_dir(folder: str | os.PathLike) -> list[Path]:
@@ -441,7 +479,7 @@ def check_weights_dir(folder: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         raise ConrInputError(f"{folder}: --weights must be a folder")
     paths = _folder_paths(folder, "paddle")
-    missing = [p for p in paths if not p.is_file()]
+    missing = [p for p in paths if not regular_file_present(p)]
     if not missing:
         empty = [p for p in paths if p.stat().st_size == 0]
         if empty:

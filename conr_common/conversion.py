@@ -109,15 +109,15 @@ def _load(path: Path, naming: str, *, lazy: bool, notes: list[str]):
 
 
 def _find_inputs(direction: Direction, src: Path) -> tuple[list[ConversionJob], list[str]]:
-    if not src.exists():
+    if not src.exists() and not src.is_symlink():
         raise ConrInputError(f"{src}: no such file or folder")
-    if src.is_file():
+    if not src.is_dir() and ckpt.regular_file_present(src):
         if src.suffix not in direction.suffixes:
             raise ConrInputError(f"{src}: not a {' / '.join(direction.suffixes)} file")
         return [ConversionJob(src)], []
     jobs, absent = [], []
     for network in NETWORK_NAMES:
-        present = [src / n for n in direction.input_names(network) if (src / n).is_file()]
+        present = [src / n for n in direction.input_names(network) if ckpt.regular_file_present(src / n)]
         if len(present) > 1:
             raise ConrInputError(f"{src}: both {present[0].name} and {present[1].name} are here; keep one")
         if present:

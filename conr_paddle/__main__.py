@@ -50,7 +50,8 @@ def _add_render_parser(subparsers) -> None:
                    "frames of another size than the first are resized to it")
     p.add_argument("--fps", type=frame_rate, default=30.0, help="video frame rate (default 30)")
     p.add_argument("--background", help="video background: #RRGGBB or an image file (default white)")
-    p.add_argument("--resume", action="store_true", help="skip frames whose output PNG is already complete")
+    p.add_argument("--resume", action="store_true",
+                   help="skip the frames finished by the render recorded in --out (refused if it had other settings)")
     p.add_argument("--batch", type=bounded_int(1, MAX_BATCH), default=1,
                    help=f"frames per model call, 1 to {MAX_BATCH} (default 1)")
     p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
@@ -166,7 +167,7 @@ def _start_workers(args: argparse.Namespace, argv: list[str]) -> int:
         raise ConrInputError("--workers: already running under paddle.distributed.launch; drop --workers there")
     renderer = Renderer(args.weights, render_options(args, args.threads))
     renderer.plan(args.character_sheet, args.poses, args.out, pose_images=args.pose_images, video=args.video,
-                  background=args.background)
+                  background=args.background, resume=args.resume)
     return run_launcher(args.workers, argv)
 
 

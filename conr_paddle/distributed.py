@@ -180,7 +180,7 @@ def stop_on_sigterm() -> None:
 
 def _scan(renderer, plan, indices: Sequence[int], resume: bool) -> tuple[list[int], str | None, dict]:
     """(indices still to render, first input error or None, their decoded pose frames) for this rank's slice."""
-    missing = [i for i in indices if not (resume and plan.jobs[i].complete())]
+    missing = plan.todo_indices(indices, resume)
     try:
         decoded = renderer.decode_poses(plan, [plan.jobs[i] for i in missing])
     except ConrInputError as exc:
@@ -259,13 +259,18 @@ def render_sharded(renderer, character_sheet: str | os.PathLike, poses: str | os
     covers its own frames. Raises ConrInputError on every rank (nothing written) if any rank found bad input,
     RenderInterrupted after Ctrl-C or SIGTERM."""
     from .render import prepare_output, render_summary
+    from .resume import begin_record
 
-    plan = renderer.plan(character_sheet, poses, out, pose_images=pose_images, video=video, background=background)
+    plan = renderer.plan(character_sheet, poses, out, pose_images=pose_images, video=video, background=background,
+                         resume=resume)
     share, decoded = _agree(renderer, plan, info, collective, resume)
     if share.mine:
         renderer.runner(views=plan.sheet.shape[0])  # model + predictor (exported by one rank, loaded by the others)
     collective.all_gather(len(share.mine))  # everyone has loaded: the frame clock starts together
     prepare_output(plan)  # sweeps temporaries of killed processes only; the other ranks' stay
+    if info.rank == 0:
+        begin_record(plan.out, plan.identity, resume)  # one writer of the render's record (conr_paddle.resume)
+    collective.all_gather(None)  # the record (and a new run's empty journal) exists before any rank's first frame
     lines = ProgressLines(info, len(plan.jobs), share.skipped, stream, enabled=progress)
     t0 = time.perf_counter()
     written, psnr = _render_share(renderer, plan, share, decoded, info, lines, stream)

@@ -8,14 +8,16 @@ clamp(x * 255) truncated -> pasted back into the pose frame -> `<name>.png`; for
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import os
+import stat
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from conr_common.atomic import atomic_write_bytes, write_png_atomic
+from conr_common.atomic import atomic_write_bytes, encode_png
 from conr_common.errors import ConrInputError
 from conr_common.headers import header_shape
 from conr_common.pipeline import PoseFrame, paste_back, to_uint8
@@ -24,12 +26,14 @@ __all__ = ["FrameJob", "frame_is_complete", "plan_jobs", "write_empty", "write_f
 
 
 def frame_is_complete(path: Path, frame_hw: tuple[int, int] | None = None) -> bool:
-    """True if `path` is a frame this renderer could have written: a PNG that decodes to 8-bit RGBA and, when
-    `frame_hw` is given, has the size of its pose frame. A file renamed into place is complete; this also rejects
-    damaged files and foreign ones (a 5x5 image or an RGB PNG dropped into the folder used to survive `--resume`
-    until the video encoder refused it)."""
+    """True if `path` is a frame this renderer could have written: a regular file (not a symbolic link) holding a
+    PNG that decodes to 8-bit RGBA and, when `frame_hw` is given, has the size of its pose frame. A file renamed
+    into place is complete; this also rejects damaged files and foreign ones (a 5x5 image or an RGB PNG dropped into
+    the folder used to survive `--resume` until the video encoder refused it). Whether this render wrote it is
+    `conr_paddle.resume.frame_done`'s question."""
     try:
-        if not path.is_file() or path.stat().st_size == 0:
+        info = os.lstat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
             return False
         image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except (OSError, cv2.error):
@@ -37,6 +41,10 @@ def frame_is_complete(path: Path, frame_hw: tuple[int, int] | None = None) -> bo
     if image is None or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 4:
         return False
     return frame_hw is None or tuple(image.shape[:2]) == tuple(frame_hw)
+
+
+# called with a job and its files' (path, bytes) before they are written: conr_paddle.resume.FrameJournal.record
+Recorder = Callable[["FrameJob", Sequence[tuple[Path, bytes]]], None]
 
 
 def _npz_bytes(array: np.ndarray) -> bytes:
@@ -85,22 +93,33 @@ def plan_jobs(poses: Sequence[Path], out: Path, pose_images: bool) -> list[Frame
     return jobs
 
 
-def write_empty(job: FrameJob, frame: PoseFrame) -> None:
+def _write(job: FrameJob, contents: list[tuple[Path, bytes]], record: Recorder | None) -> None:
+    """Record `job`'s files (when `record` is given), then write each atomically, in order (the frame last)."""
+    if record is not None:
+        record(job, contents)
+    for path, data in contents:
+        atomic_write_bytes(path, data)
+
+
+def write_empty(job: FrameJob, frame: PoseFrame, record: Recorder | None = None) -> None:
     """The files of an empty pose frame: a transparent frame of its size (and zero UDP previews)."""
     size = frame.alpha.shape[0]
+    contents = []
     if job.udp_png is not None:
         zeros = np.zeros((size, size, 4), np.float32)
-        atomic_write_bytes(job.udp_npz, _npz_bytes(zeros))
-        write_png_atomic(job.udp_png, np.zeros((size, size, 4), np.uint8))
-    write_png_atomic(job.frame, paste_back(np.zeros((size, size, 4), np.uint8), None, frame.frame_hw))
+        contents += [(job.udp_npz, _npz_bytes(zeros)), (job.udp_png, encode_png(job.udp_png, zeros.astype(np.uint8)))]
+    blank = paste_back(np.zeros((size, size, 4), np.uint8), None, frame.frame_hw)
+    _write(job, contents + [(job.frame, encode_png(job.frame, blank))], record)
 
 
 def write_frame(job: FrameJob, frame: PoseFrame, rgba: np.ndarray, xyz: np.ndarray, alpha: np.ndarray,
-                pred: np.ndarray | None) -> None:
-    """One rendered frame's files: the UDP previews of a pose image (when `pred` is given), then the frame."""
+                pred: np.ndarray | None, record: Recorder | None = None) -> None:
+    """One rendered frame's files: the UDP previews of a pose image (when `pred` is given), then the frame.
+    `record(job, [(path, bytes), ...])` is called before any of them is written (conr_paddle.resume)."""
+    contents = []
     if pred is not None:
         udp = np.concatenate([xyz * alpha, alpha], axis=0).transpose(1, 2, 0)  # (S, S, 4)
-        atomic_write_bytes(job.udp_npz, _npz_bytes(np.ascontiguousarray(pred.transpose(1, 2, 0))))
-        write_png_atomic(job.udp_png, to_uint8(udp))
+        contents += [(job.udp_npz, _npz_bytes(np.ascontiguousarray(pred.transpose(1, 2, 0)))),
+                     (job.udp_png, encode_png(job.udp_png, to_uint8(udp)))]
     image = to_uint8(rgba.transpose(1, 2, 0))  # (S, S, 4)
-    write_png_atomic(job.frame, paste_back(image, frame.crop, frame.frame_hw))
+    _write(job, contents + [(job.frame, encode_png(job.frame, paste_back(image, frame.crop, frame.frame_hw)))], record)

@@ -3,7 +3,8 @@
 The user-facing loop of the official `train.py:infer` / `save_output` (megvii-research/CoNR @ 660c4f7), for long
 jobs: the sheet is parsed once, every input is validated before the first output file is written, frames are
 batched through a `Runner` (eager Paddle, or the Paddle Inference predictor of `conr_paddle.predictor`), every file is
-written under a temporary name and renamed, and `resume=True` skips frames whose PNG is already complete.
+written under a temporary name and renamed, and `resume=True` skips the frames that the render recorded in the
+output folder (`conr_paddle.resume`: same settings, same weights, same sheet, files unchanged) has finished.
 
 Steps of `Renderer.render`, one job each: `plan` (every check that needs neither the model nor the poses' pixels,
 the sheet parsed, one FrameJob per pose), `decode_poses` (every pose still to render decoded once: the validation
@@ -50,6 +51,8 @@ from conr_common.pipeline import (
 )
 
 from .frames import FrameJob, plan_jobs, write_empty, write_frame
+from .resume import FrameJournal, RenderIdentity, begin_record, check_resume, frame_done, read_identity, read_journal
+from .resume import sheet_sha256
 from .runner import make_runner
 
 __all__ = [
@@ -91,7 +94,8 @@ class RenderInterrupted(KeyboardInterrupt):
 
 @dataclass(frozen=True, eq=False)
 class RenderPlan:
-    """What a render will do, checked without the model: the parsed sheet and every frame's job."""
+    """What a render will do, checked without the model: the parsed sheet, every frame's job and what decides the
+    frames' bytes (recorded in the output folder for --resume)."""
 
     sheet: np.ndarray  # uint8 (M, S, S, 4)
     jobs: tuple[FrameJob, ...]
@@ -99,14 +103,23 @@ class RenderPlan:
     pose_images: bool
     video: Path | None
     background: object | None  # conr_paddle.video.Background
+    identity: RenderIdentity
 
     @property
     def udp_previews(self) -> tuple[Path, ...]:
         return tuple(p for j in self.jobs for p in (j.udp_png, j.udp_npz) if p is not None)
 
+    def todo_indices(self, indices: Sequence[int], resume: bool) -> list[int]:
+        """Those of `indices` whose jobs are still to render: all, or with `resume` those that the render recorded in
+        `out` (the same identity) has not finished (`conr_paddle.resume.frame_done`)."""
+        if not resume or read_identity(self.out) != self.identity:
+            return list(indices)
+        records = read_journal(self.out)
+        return [i for i in indices if not frame_done(self.jobs[i], records)]
+
     def todo(self, resume: bool) -> list[FrameJob]:
-        """The jobs still to render: all, or with `resume` those whose outputs are not complete."""
-        return [job for job in self.jobs if not (resume and job.complete())]
+        """The jobs still to render (see `todo_indices`)."""
+        return [self.jobs[i] for i in self.todo_indices(range(len(self.jobs)), resume)]
 
 
 def decode_poses(jobs: Sequence[FrameJob], size: int, pose_images: bool,
@@ -222,8 +235,9 @@ class Renderer:
 
     def plan(self, character_sheet: str | os.PathLike, poses: str | os.PathLike, out: str | os.PathLike, *,
              pose_images: bool = False, video: str | os.PathLike | None = None,
-             background: str | os.PathLike | None = None) -> RenderPlan:
-        """Every check that needs neither the model nor the pose frames' pixels; the parsed sheet and the jobs."""
+             background: str | os.PathLike | None = None, resume: bool = False) -> RenderPlan:
+        """Every check that needs neither the model nor the pose frames' pixels; the parsed sheet and the jobs.
+        With `resume`, a folder that records a render of other settings is refused (ConrInputError naming one)."""
         from .video import parse_background
 
         out = Path(out)
@@ -244,7 +258,12 @@ class Renderer:
         for job in jobs:  # a frame name taken by a folder, too long a name: refused now, not after rendering
             for path in job.outputs():
                 check_output(path, inputs, "output frame", kind=FILE)
-        return RenderPlan(sheet, tuple(jobs), out, pose_images, video, bg)
+        identity = RenderIdentity(size=self.options.size, engine=self.options.engine,
+                                  precision=self.options.precision, pose_images=pose_images, views=int(sheet.shape[0]),
+                                  sheet_sha256=sheet_sha256(sheet), weights_sha256=self._weights_hash())
+        if resume:
+            check_resume(out, identity)
+        return RenderPlan(sheet, tuple(jobs), out, pose_images, video, bg, identity)
 
     def decode_poses(self, plan: RenderPlan, jobs: Sequence[FrameJob]) -> dict[Path, PoseFrame]:
         """`decode_poses` of `jobs` at this renderer's size: bad pose input is refused here."""
@@ -258,16 +277,19 @@ class Renderer:
                on_frame: Callable[[Path], None] | None = None) -> RenderSummary:
         """Render every pose of `poses` (natural order) with the character of `character_sheet` into `out`.
 
-        resume: skip frames whose output PNG is already complete. video: also encode an MP4 at `options.fps` (over
+        resume: skip the frames finished by the render recorded in `out` (refused if it had other settings,
+        weights or sheet: conr_paddle.resume). video: also encode an MP4 at `options.fps` (over
         `background`, a #RRGGBB colour or image; white if None) and, without a background, a WebM with alpha.
         Raises ConrInputError (nothing written if the input is bad), RenderInterrupted on Ctrl-C.
         """
-        plan = self.plan(character_sheet, poses, out, pose_images=pose_images, video=video, background=background)
+        plan = self.plan(character_sheet, poses, out, pose_images=pose_images, video=video, background=background,
+                         resume=resume)
         todo = plan.todo(resume)
         decoded = self.decode_poses(plan, todo)  # every frame still to render, before anything is written
         if todo:
             self.runner(views=plan.sheet.shape[0])  # load (a bad weights file stops here, before any write)
         prepare_output(plan)
+        begin_record(plan.out, plan.identity, resume)
         skipped = len(plan.jobs) - len(todo)
         written, seconds, psnr = self._run_with_progress(plan, todo, decoded, skipped, progress, on_frame)
         videos = self.encode_video(plan.jobs, plan.video, plan.background)
@@ -313,20 +335,21 @@ class Renderer:
         sheet = runner.parse_sheet(sheet_f32)
         pending: list[tuple[FrameJob, PoseFrame]] = []
         psnr: float | None = None
+        record = FrameJournal(plan.out).record
 
         def flush() -> None:
             nonlocal psnr
             if self.options.precision == "bf16" and psnr is None:
                 psnr = self._bf16_psnr(runner, sheet, sheet_f32, pending[0][1], plan.pose_images)
                 note(f"bf16: first frame PSNR {psnr:.1f} dB against fp32")
-            for job in self._render_batch(runner, sheet, pending, plan.pose_images):
+            for job in self._render_batch(runner, sheet, pending, plan.pose_images, record):
                 done(job)
             pending.clear()
 
         for job in todo:
             frame = decoded.pop(job.pose, None) or load(job.pose, self.options.size)
             if frame.crop is None:  # empty pose: transparent frame, no model call
-                write_empty(job, frame)
+                write_empty(job, frame, record)
                 done(job)
                 continue
             pending.append((job, frame))
@@ -371,13 +394,14 @@ class Renderer:
         return psnr_db(outputs[1], outputs[0])
 
     @staticmethod
-    def _render_batch(runner, sheet, batch: list[tuple[FrameJob, PoseFrame]], pose_images: bool):
-        """Run one batch through the runner and write its frames; yields each job once its frame is on disk."""
+    def _render_batch(runner, sheet, batch: list[tuple[FrameJob, PoseFrame]], pose_images: bool, record):
+        """Run one batch through the runner and write its frames (each recorded by `record` first, see
+        conr_paddle.resume); yields each job once its frame is on disk."""
         frames = [frame for _, frame in batch]
         xyz, alpha, pred = model_inputs(runner, frames, pose_images)
         rgba = np.asarray(runner.render(sheet, xyz, alpha))  # (B, 4, S, S) premultiplied
         for i, (job, frame) in enumerate(batch):
-            write_frame(job, frame, rgba[i], xyz[i], alpha[i], None if pred is None else pred[i])
+            write_frame(job, frame, rgba[i], xyz[i], alpha[i], None if pred is None else pred[i], record)
             yield job
 
 

@@ -72,7 +72,9 @@ def inspect_paths(target: str | Path, *, stdout: TextIO | None = None) -> int:
     if not target.exists():
         raise ConrInputError(f"{target}: no such file or folder")
     if target.is_dir():
-        files = sorted(p for p in target.iterdir() if p.is_file() and p.suffix in INSPECT_SUFFIXES)
+        # a FIFO or a link to /dev/zero named shader.pth is refused, never skipped (nor read: it would not end)
+        candidates = sorted(p for p in target.iterdir() if p.suffix in INSPECT_SUFFIXES)
+        files = [p for p in candidates if ckpt.regular_file_present(p)]
         if not files:
             raise ConrInputError(f"{target}: holds no {' / '.join(INSPECT_SUFFIXES)} file")
     else:

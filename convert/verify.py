@@ -72,7 +72,12 @@ def load_inputs(size: int, views: int, character_sheet: Path | None, poses: Path
         source["samples"] = f"built-in procedural sample (conr_common.samples, seed {seed})"
     sheet_dir = character_sheet if character_sheet is not None else samples.character_sheet
     pose_dir = poses if poses is not None else samples.poses
-    sheet_u8 = load_character_sheet(sheet_dir, size)[:views]
+    sheet_u8 = load_character_sheet(sheet_dir, size)
+    if views > sheet_u8.shape[0]:  # never compare fewer views than asked for without a word
+        where = "the built-in sample's character sheet" if character_sheet is None else f"{sheet_dir}"
+        raise ConrInputError(f"--views {views}: {where} has only {sheet_u8.shape[0]} view(s); pass --views "
+                             f"{sheet_u8.shape[0]} or fewer")
+    sheet_u8 = sheet_u8[:views]
     pose_files = list_pose_files(pose_dir, images=False)
     pose = load_udp_pose(pose_files[0], size)
     if pose.crop is None:

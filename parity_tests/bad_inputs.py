@@ -108,6 +108,34 @@ def _weights_with(scene: Scene, network: str, mutate: Callable[[dict], dict] | N
     return weights
 
 
+def _weights_not_regular(scene: Scene, network: str, plant: Callable[[Path], None], naming: str = "paddle") -> Path:
+    """A weights folder (Paddle or official naming) whose `network` file is what `plant(path)` makes of it (a
+    FIFO, a link to a device), the other networks linked."""
+    source, pattern = (scene.weights, "*.pdparams") if naming == "paddle" else (scene.official, "*.pth")
+    weights = _folder(scene, f"odd_{naming}")
+    for f in source.glob(pattern):
+        if f.stem != network:
+            os.symlink(f.resolve(), weights / f.name)
+    plant(weights / f"{network}{pattern[1:]}")
+    return weights
+
+
+def _rendered_before(scene: Scene, size: int = 128, weights: Path | None = None) -> Path:
+    """An output folder holding the record of an earlier render of the scene (conr_paddle.resume) at `size`, with
+    the weights of `weights` (default: the scene's)."""
+    from conr_common import checkpoints as cio
+    from conr_common.pipeline import load_character_sheet
+    from conr_paddle.resume import RenderIdentity, begin_record, sheet_sha256
+
+    out = _folder(scene, "out")
+    files = cio.check_weights_dir(weights) if weights is not None else cio.check_weights_dir(scene.weights)
+    identity = RenderIdentity(size=size, engine="eager", precision="fp32", pose_images=False, views=4,
+                              sheet_sha256=sheet_sha256(load_character_sheet(scene.sheet, size)),
+                              weights_sha256=cio.weights_hash(files))
+    begin_record(out, identity, resume=False)
+    return out
+
+
 def _official_with(scene: Scene, mutate: Callable[[dict], dict]) -> Path:
     import torch
 
@@ -237,6 +265,11 @@ PROBES: list[Probe] = [
     Probe("weights with a NaN", lambda s: s.render(weights=_weights_with(s, "shader", _nan_first)), "NaN"),
     Probe("weights with an int64 tensor", lambda s: s.render(weights=_weights_with(
         s, "rgbadecodernet", lambda st: _set(st, "conv_rgba.0.bias", np.zeros(4, np.int64)))), "floating"),
+    # resume group (issue 23, findings 15 and 16): a weights name that is not a regular file is never "missing"
+    Probe("weights file that is a FIFO", lambda s: s.render(weights=_weights_not_regular(s, "shader", os.mkfifo)),
+          "not a regular file (a FIFO)"),
+    Probe("weights file linked to /dev/zero", lambda s: s.render(weights=_weights_not_regular(
+        s, "udpparsernet", lambda p: os.symlink("/dev/zero", p))), "not a regular file (a character device"),
     # ---- render options
     Probe("--size not a multiple of 128", lambda s: s.render("--size", "200"), "--size"),
     Probe("--size 1280000", lambda s: s.render("--size", "1280000"), "at most"),
@@ -265,6 +298,12 @@ PROBES: list[Probe] = [
     Probe("--out with a 256-character name", lambda s: s.render(out=s.root / ("a" * 256)), "at most 255"),
     Probe("--out path over 4096 characters", lambda s: s.render(out=s.root.joinpath(*["b" * 200] * 21)),
           "longest this system opens"),
+    # resume group (issue 23, finding 10): --resume refuses a folder that records a render of other settings
+    Probe("--resume into a render made at another --size", lambda s: s.render(
+        "--resume", out=_rendered_before(s, size=256)), "--size 256, not --size 128"),
+    Probe("--resume into a render made with other weights", lambda s: s.render(
+        "--resume", out=_rendered_before(s, weights=_weights_with(s, "rgbadecodernet", lambda st: _set(
+            st, "conv_rgba.0.bias", np.asarray(st["conv_rgba.0.bias"]) + 1)))), "rendered with other weights"),
     # ---- demo
     Probe("demo --batch 0", lambda s: ["demo", "--out", str(s.root / "demo"), "--batch", "0"], "--batch"),
     Probe("demo --fps 0", lambda s: ["demo", "--out", str(s.root / "demo"), "--fps", "0"], "--fps"),
@@ -303,6 +342,15 @@ PROBES: list[Probe] = [
     Probe("convert verify: --report a folder of other files", lambda s: [
         "convert", "verify", "--torch", str(s.official), "--paddle", str(s.weights), "--report", str(s.poses),
         "--size", "128"], "did not write"),
+    # resume group (issue 23, findings 14 and 15)
+    Probe("convert inspect: shader.pth is a FIFO", lambda s: ["convert", "inspect", str(_weights_not_regular(
+        s, "shader", os.mkfifo, naming="torch"))], "shader.pth: not a regular file (a FIFO)"),
+    Probe("convert torch2paddle: shader.pth is a FIFO", lambda s: ["convert", "torch2paddle", str(
+        _weights_not_regular(s, "shader", os.mkfifo, naming="torch")), "-o", str(s.root / "conv")],
+        "shader.pth: not a regular file (a FIFO)"),
+    Probe("convert verify: --views 100 (the sample has 4)", lambda s: ["convert", "verify", "--torch", str(
+        s.official), "--paddle", str(s.weights), "--report", str(s.root / "rep"), "--size", "128", "--views", "100"],
+        "only 4 view(s)"),
     Probe("convert verify: --size 100", lambda s: ["convert", "verify", "--torch", str(s.official), "--paddle",
                                                    str(s.weights), "--report", str(s.root / "rep"), "--size", "100"],
           "--size"),

@@ -81,7 +81,9 @@ def _frames(folder: Path) -> dict[str, np.ndarray]:
 
 
 def _no_temporaries(folder: Path) -> bool:
-    return not [p for p in folder.rglob(".*") if p.is_file()]
+    from conr_paddle.resume import RECORD_FILES
+
+    return not [p for p in folder.rglob(".*") if p.is_file() and p.name not in RECORD_FILES]
 
 
 def _assert_close(reference: dict, frames: dict) -> None:
@@ -131,7 +133,8 @@ def test_pose_images_path(pdparams_dir, inputs, torch_model, shared_model, tmp_p
     args = _render_args(pdparams_dir, inputs, out, "--pose-images")
     args[args.index("--poses") + 1] = str(inputs["pose_images"])
     assert main(args) == 0, capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["3.png", "3_udp.npz", "3_udp.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".conr-render.frames", ".conr-render.json", "3.png",
+                                                     "3_udp.npz", "3_udp.png"]
     with np.load(out / "3_udp.npz") as f:
         udp = f["i"]
     assert udp.shape == (SIZE, SIZE, 4) and udp.dtype == np.float32
@@ -192,23 +195,24 @@ def test_fast_engines_get_the_threads_option(engine, monkeypatch):
 def test_interrupt_then_resume(pdparams_dir, inputs, full_run, shared_model, tmp_path, monkeypatch, capsys):
     import conr_paddle.frames as frames_module
 
-    real_write = frames_module.write_png_atomic
+    real_write = frames_module.atomic_write_bytes
     calls = {"n": 0}
 
-    def interrupt_on_second_frame(path, image):
+    def interrupt_on_second_frame(path, data):
         calls["n"] += 1
-        if calls["n"] == 2:  # Ctrl-C while frame 2 is being written
+        if calls["n"] == 2:  # Ctrl-C while frame 2 is being written (after its journal line: harmless, see resume)
             raise KeyboardInterrupt
-        real_write(path, image)
+        real_write(path, data)
 
     out = tmp_path / "out"
-    monkeypatch.setattr(frames_module, "write_png_atomic", interrupt_on_second_frame)
+    monkeypatch.setattr(frames_module, "atomic_write_bytes", interrupt_on_second_frame)
     assert main(_render_args(pdparams_dir, inputs, out)) == 130
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--resume" in err, err
-    assert sorted(p.name for p in out.iterdir()) == ["0.png"]  # no partial file, no temporary
+    # no partial file, no temporary; the render's record and journal
+    assert sorted(p.name for p in out.iterdir()) == [".conr-render.frames", ".conr-render.json", "0.png"]
 
-    monkeypatch.setattr(frames_module, "write_png_atomic", real_write)
+    monkeypatch.setattr(frames_module, "atomic_write_bytes", real_write)
     before = (out / "0.png").stat().st_mtime_ns
     assert main(_render_args(pdparams_dir, inputs, out, "--resume")) == 0
     captured = capsys.readouterr()

@@ -166,6 +166,25 @@ def test_bad_input_is_one_line_and_exit_2(weights_dir, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_more_views_than_the_sheet_has_is_refused(samples, tmp_path, capsys):
+    """Issue 23, finding 14: `--views 100` ran with the sample's 4 views and exited 0 without a word. Refused
+    before any model is loaded (the weights folders here are empty: a run that got that far would name them)."""
+    sheet = tmp_path / "sheet"
+    sheet.mkdir()
+    for view in sorted(samples.character_sheet.glob("*.png"))[:3]:
+        (sheet / view.name).write_bytes(view.read_bytes())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for extra, where, count in (([], "the built-in sample's character sheet", 4),
+                                (["--character-sheet", str(sheet), "--poses", str(samples.poses)], str(sheet), 3)):
+        rc = main(["verify", "--torch", str(empty), "--paddle", str(empty), "--size", "128", "--views", "100",
+                   "--report", str(tmp_path / "r"), *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and err == [f"error: --views 100: {where} has only {count} view(s); pass --views {count} "
+                                   "or fewer"], err
+    assert not (tmp_path / "r").exists()
+
+
 def test_help_runs_as_a_module():
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-m", "convert", "verify", "--help"], cwd=REPO, env=env,
