@@ -81,14 +81,9 @@ BF16_MIN_PSNR_DB = 40.0
 
 # The float64 referee (`convert verify --truth fp64`, the multi-world parity tests): a layer output (or the final
 # RGBA) fails when Paddle's error against the float64 truth exceeds TRUTH_RATIO_LIMIT times torch fp32's own error
-# plus TRUTH_FLOOR_SCALED (scaled). Two float32 runs that round in different orders scatter around each other:
-# torch alone, 1 thread against 2 threads, moves its own RGBA error by 1.2x (7.1e-5 vs 6.1e-5, He-normal draw,
-# 128 px / 3 views); single Paddle leaf layers range 0.6-1.5x of torch's rms error. 2x keeps the verdict out of that
-# scatter and still fails every planted fault (misplaced resampling: 1e5x; a weight moved by 1e-2: 1e3x; an
-# instance-norm epsilon of 1e-3: 1e2x). The floor is about ten float32 roundings of a value at the layer's
-# scale, so layers that torch computes exactly (ReLU, slicing) do not fail on one rounding.
-TRUTH_RATIO_LIMIT = 2.0
-TRUTH_FLOOR_SCALED = 1e-6
+# plus TRUTH_FLOOR_SCALED (scaled). Written once, with the measurements behind them, in portcheck/verdicts.py (the
+# engine that verifies any port uses the same referee).
+from portcheck.verdicts import TRUTH_FLOOR_SCALED, TRUTH_RATIO_LIMIT  # noqa: E402
 
 # Multi-world parity (parity_tests/test_worlds.py): the issue's acceptance bounds on Paddle's excess error against
 # the float64 truth (Paddle's max abs RGBA error / torch fp32's), worst case and median over the combinations.

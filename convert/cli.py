@@ -1,4 +1,5 @@
-"""Command line of the checkpoint converter: `python -m convert torch2paddle|paddle2torch|inspect ...`.
+"""Command line of the checkpoint converter: `python -m convert torch2paddle|paddle2torch|inspect ...`
+(and `verify`, `verify-pair`, `export-onnx`).
 
 Every input problem is reported as one line `error: <message>` on stderr with exit status 2, and no output file
 is left behind. Subcommands are added by `add_*_parser(subparsers)` functions; a `verify` subcommand plugs in
@@ -13,6 +14,7 @@ import sys
 
 from conr_common.cli import OneLineParser, one_line, one_line_warnings
 from conr_common.errors import ConrInputError, internal_error_line
+from portcheck.errors import PortInputError
 
 __all__ = ["main", "build_parser", "add_torch2paddle_parser", "add_paddle2torch_parser", "add_inspect_parser"]
 
@@ -103,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     # `export-onnx`: convert/onnx_export.py (its dependencies, the [onnx] extra, are imported only when it runs)
     if importlib.util.find_spec(f"{__package__}.onnx_export") is not None:
         importlib.import_module(f"{__package__}.onnx_export").add_export_onnx_parser(subparsers)
+    # `verify-pair`: any torch module against its Paddle port (portcheck, the framework-neutral engine)
+    from portcheck.cli import add_verify_pair_parser
+
+    add_verify_pair_parser(subparsers)
     return parser
 
 
@@ -111,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     one_line_warnings()
     try:
         return int(args.func(args))
-    except ConrInputError as exc:
+    except (ConrInputError, PortInputError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # disk full, permission denied, ...: not the input's fault, still one line

@@ -1,5 +1,5 @@
 """The verdicts of the parity report (`python -m convert verify`): the tolerances per dtype and stage, a layer
-output or the final RGBA against them, the float64 referee's verdict (`within_truth`) and the report's verdicts
+output or the final RGBA against them, the float64 referee's verdict (`within_truth`, from portcheck.verdicts) and the report's verdicts
 (`verdicts`). Pure functions of numbers.
 """
 from __future__ import annotations
@@ -8,6 +8,8 @@ import numpy as np
 
 from conr_common.compare import diff
 from conr_common.tolerances import stage_of
+from portcheck.metrics import truth_distances
+from portcheck.verdicts import within_truth
 
 __all__ = ["tolerances_for", "within_truth", "accuracy_row", "diff_row", "within", "judge", "numerics_ok",
            "truth_errors", "verdicts"]
@@ -33,12 +35,6 @@ def tolerances_for(dtype: str) -> dict:
         return {"layer": stages, "local": dict(stages), "rgba": t.RGBA_ATOL_FP64, "parameter": 0.0, **truth}
     return {"layer": dict(t.STAGE_SCALED_FP32), "local": dict(t.STAGE_SCALED_FP32), "rgba": t.RGBA_ATOL_FP32,
             "parameter": 0.0, **truth}
-
-
-def within_truth(paddle_err: float, torch_err: float, ratio_limit: float, floor: float) -> bool:
-    """The referee's verdict: Paddle's error against the float64 truth is at most `ratio_limit` times torch's own
-    float32 error plus `floor` (both scaled), so the bound follows the network's conditioning."""
-    return bool(np.isfinite(paddle_err) and paddle_err <= ratio_limit * torch_err + floor)
 
 
 def accuracy_row(truth: np.ndarray, torch_out: np.ndarray, paddle_out: np.ndarray) -> dict:
@@ -89,13 +85,9 @@ def numerics_ok(rows: list[dict], render: dict) -> bool:
 
 def truth_errors(truth, torch_out: np.ndarray, paddle_out: np.ndarray) -> dict:
     """Scaled errors of torch fp32 and Paddle against the float64 truth of one layer output, and their ratio."""
-    from .hooks import torch_to_numpy
+    from portcheck.record import torch_to_numpy
 
-    t = torch_to_numpy(truth)
-    if t.shape != paddle_out.shape:
-        return {"error": "shape mismatch"}
-    et, ep = diff(t, torch_out).scaled, diff(t, paddle_out).scaled
-    return {"torch": et, "paddle": ep, "ratio": ep / et if et > 0 else (0.0 if ep == 0 else float("inf"))}
+    return truth_distances(torch_to_numpy(truth), torch_out, paddle_out)
 
 
 def verdicts(rows: list[dict], params: list[dict], tol: dict, ref_rgba: np.ndarray, pd_rgba: np.ndarray, *,

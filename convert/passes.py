@@ -1,6 +1,6 @@
 """The model passes of the parity report (`python -m convert verify`): both models built from the same weights, the
 torch pass, the float64 truth pass, the Paddle pass (eager, or the predictor), each recording every named layer's
-output through `convert.hooks`, and `--single-step`'s leaf layers run alone on the reference's inputs.
+output through `portcheck.record`, and `--single-step`'s leaf layers run alone on the reference's inputs.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def paddle_place(paddle, device: str):
 
 
 def torch_pass(torch, tm, sheet, xyz, alpha, device: str, *, keep_inputs: bool):
-    from .hooks import TorchRecorder
+    from portcheck.record import TorchRecorder
 
     dev = "cuda" if device == "gpu" else "cpu"
     T = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)  # noqa: E731
@@ -79,7 +79,7 @@ def paddle_pass(paddle, pm, calls, sheet, xyz, alpha, truth_calls=None):
     copy of the parser), with the copy's layers hooked under the parser's names."""
     from conr_paddle.model import sheet_parser
 
-    from .hooks import PaddleRecorder, output_keys, torch_to_numpy
+    from portcheck.record import PaddleRecorder, output_keys, torch_to_numpy
 
     by_key = {c.key: c for c in calls}
     truth_by_key = {c.key: c for c in truth_calls} if truth_calls is not None else {}
@@ -164,7 +164,7 @@ def _to_paddle(obj, torch, paddle):
 
 def single_step(torch, paddle, pm, calls, rows) -> None:
     """Each Paddle leaf layer alone on the reference's recorded arguments: its local error (row["local"])."""
-    from .hooks import flatten_tensors, output_keys, torch_to_numpy
+    from portcheck.record import flatten_tensors, output_keys, torch_to_numpy
 
     layers = dict(pm.named_sublayers())
     row_by_key = {r["key"]: r for r in rows}

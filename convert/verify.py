@@ -6,7 +6,7 @@ What it proves, in order:
    Paddle files with the same shape and the same values (max abs difference per tensor; the converter is bit-exact,
    so the tolerance is 0). A perturbed tensor is named directly.
 2. the computation: both models run the same numpy input; forward hooks on every named layer of the four networks
-   (containers and leaves, call-indexed keys `name#k`, see `convert.hooks`) record each output, paired by name,
+   (containers and leaves, call-indexed keys `name#k`, see `portcheck.record`) record each output, paired by name,
    and compared element-wise (`conr_common.compare.diff`). Every layer is held to the parity suite's tolerance
    (scaled error for every layer output, max abs for the final RGBA; see `tolerances_for`) and the first layer, in
    execution order, over its tolerance is named: that is where a port bug starts.

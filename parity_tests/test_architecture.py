@@ -3,6 +3,7 @@ names that merely contain "convert" do not count, and relative imports are resol
 
 (a) no module of conr_paddle, conr_torch_ref or conr_common imports the `convert` package;
 (b) no function of the packages is longer than MAX_FUNCTION_LINES;
+(d) no module of portcheck imports another package of the project;
 (c) no package module assigns to an attribute of an imported module or object, or of a class, at run time
     (`paddle.nn.functional.interpolate = ...`, `setattr(warp_module, "warp", ...)`, `nn.PReLU.forward = ...`,
     `SomeClass.attr = ...` outside its class body), including through a framework handed in as a parameter
@@ -30,9 +31,12 @@ MAX_FUNCTION_LINES = 60
 
 # The packages the project ships (pyproject's [tool.setuptools] packages, minus the tests, which may monkeypatch);
 # conr_web only once the web app has moved there.
-PACKAGES = tuple(p for p in ("conr_common", "conr_paddle", "conr_torch_ref", "convert", "conr_web") if (ROOT / p).is_dir())
+PACKAGES = tuple(p for p in ("portcheck", "conr_common", "conr_paddle", "conr_torch_ref", "convert", "conr_web")
+                 if (ROOT / p).is_dir())
 # The packages that must not depend on the converter (the issue's grep: conr_paddle conr_torch_ref conr_common).
 CONVERTER_FREE = ("conr_paddle", "conr_torch_ref", "conr_common")
+# The project's own packages: portcheck (the framework-neutral port verifier, issue 21) may import none of them.
+PROJECT_PACKAGES = ("conr_common", "conr_torch_ref", "conr_paddle", "conr_web", "convert", "parity_tests")
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,16 @@ def convert_imports(source: str, module: str, path: str = "<string>", is_package
         if name == "convert" or name.startswith("convert."):
             by_line.setdefault(line, set()).add(name)
     return [Finding(path, line, "imports " + ", ".join(sorted(names))) for line, names in sorted(by_line.items())]
+
+
+def project_imports(source: str, module: str, path: str = "<string>", is_package: bool = False) -> list[Finding]:
+    """Check (d): every import of another package of this project (PROJECT_PACKAGES) from a portcheck module."""
+    found = []
+    for line, name in imported_modules(ast.parse(source), module, is_package):
+        top = name.split(".")[0]
+        if top in PROJECT_PACKAGES:
+            found.append(Finding(path, line, f"imports {name}"))
+    return sorted(found, key=lambda f: f.line)
 
 
 def long_functions(source: str, limit: int = MAX_FUNCTION_LINES, path: str = "<string>") -> list[Finding]:
@@ -403,6 +417,20 @@ def test_no_converter_imports_in_model_packages():
     assert not found, _report(found, "conr_paddle, conr_torch_ref and conr_common must not import convert")
 
 
+def test_project_imports_detects_every_spelling():
+    planted = ("import conr_common\nfrom conr_common.atomic import atomic_path\nfrom convert import cli\n"
+               "def f():\n    import conr_paddle.model\nimport numpy\nfrom . import metrics\nfrom .. import convert\n")
+    lines = [f.line for f in project_imports(planted, module="portcheck.demo")]
+    assert lines == [1, 2, 2, 3, 3, 5, 8], lines
+
+
+def test_portcheck_imports_no_other_project_package():
+    """Issue 21: portcheck is framework-neutral and stands alone (conr_common and convert may import it)."""
+    found = _tree_wide(lambda src, **kw: project_imports(src, kw["module"], kw["path"], kw["is_package"]),
+                       ("portcheck",))
+    assert not found, _report(found, "portcheck imports no other package of the project")
+
+
 def test_no_function_longer_than_the_limit():
     """Done when: no function in the package is longer than about 60 lines."""
     found = _tree_wide(lambda src, **kw: long_functions(src, MAX_FUNCTION_LINES, kw["path"]), PACKAGES)
@@ -415,7 +443,7 @@ def test_no_runtime_assignment_to_other_modules_or_classes():
     assert not found, _report(found, f"no assignment to an imported module's or a class's attribute ({', '.join(PACKAGES)})")
 
 
-@pytest.mark.parametrize("package", CONVERTER_FREE + ("convert",))
+@pytest.mark.parametrize("package", CONVERTER_FREE + ("convert", "portcheck"))
 def test_the_tree_checks_see_the_packages(package):
     """The tree-wide checks read real modules: each package has some, and each parses."""
     modules = package_modules((package,))

@@ -1,16 +1,16 @@
-"""Layer-output recording for the parity report (`python -m convert verify`): forward hooks on every named layer of
-both frameworks, keyed by layer name and call index.
+"""Layer-output recording: forward hooks on every named layer of a torch module and of a Paddle layer, keyed by
+layer name and call index. Framework-neutral (torch and Paddle are imported inside the recorders that need them);
+used by `portcheck.engine` and by CoNR's `python -m convert verify`.
 
 Keys: `<layer name>#<k>` for the k-th call (0-based) of that layer in one forward pass, and `<key>[i]` for the i-th
-tensor of a layer that returns several (a tuple or a list, flattened depth-first; `None` entries skipped). CoNR's
-shader calls its parameter-free `shader.warp`, `shader.resize`, ... many times per pass, and both ports call them
-in the same order, so the keys pair the two runs without any name mapping (the module names are the official ones
-on both sides). Post-hooks fire when a layer returns, so a container comes after its children: "execution order"
-below means the order in which layers finish.
+tensor of a layer that returns several (a tuple or a list, flattened depth-first; `None` entries skipped). A module
+called several times (CoNR's parameter-free `shader.warp`, a shared activation) is recorded once per call.
+Post-hooks fire when a layer returns, so a container comes after its children: "execution order" below means the
+order in which layers finish. The root itself is recorded under the name "" when asked (`include_root`).
 
-The torch side keeps references to its outputs (and to the arguments of leaf layers for `--single-step`): CoNR
-has no in-place op, so a kept tensor is never overwritten. The Paddle side is compared on the fly by a callback and
-keeps nothing, which halves the memory of a report.
+The torch side keeps its outputs: references by default (CoNR has no in-place op, so a kept tensor is never
+overwritten), copies with `copy_outputs=True` (torchvision's `ReLU(inplace=True)` overwrites the BatchNorm output
+it follows). The Paddle side hands each call's tensors to a callback as they are produced and keeps nothing itself.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["CallRecord", "TorchRecorder", "PaddleRecorder", "flatten_tensors", "output_keys"]
+__all__ = ["CallRecord", "TorchRecorder", "PaddleRecorder", "flatten_tensors", "output_keys", "torch_to_numpy", "paddle_to_numpy"]
 
 
 def flatten_tensors(obj, is_tensor: Callable[[object], bool]) -> list:
@@ -61,18 +61,21 @@ class CallRecord:
 
 
 class TorchRecorder:
-    """Forward hooks on every named sub-module of `model` (the root excluded); `calls` in execution order."""
+    """Forward hooks on every named sub-module of `model` (the root only with `include_root`); `calls` in execution
+    order."""
 
-    def __init__(self, model, *, keep_leaf_inputs: bool = False) -> None:
+    def __init__(self, model, *, keep_leaf_inputs: bool = False, copy_outputs: bool = False,
+                 include_root: bool = False) -> None:
         import torch
 
         self._torch = torch
         self.keep_leaf_inputs = keep_leaf_inputs
+        self.copy_outputs = copy_outputs
         self.calls: list[CallRecord] = []
         self._counts: dict[str, int] = defaultdict(int)
         self._handles = []
         for name, module in model.named_modules():
-            if name:
+            if name or include_root:
                 leaf = next(module.children(), None) is None
                 self._handles.append(module.register_forward_hook(self._hook(name, leaf), with_kwargs=True))
 
@@ -82,7 +85,8 @@ class TorchRecorder:
         def hook(module, args, kwargs, output):
             call = self._counts[name]
             self._counts[name] += 1
-            outs = [t.detach() for t in flatten_tensors(output, lambda x: isinstance(x, torch.Tensor))]
+            outs = [t.detach().clone() if self.copy_outputs else t.detach()
+                    for t in flatten_tensors(output, lambda x: isinstance(x, torch.Tensor))]
             rec = CallRecord(name, call, type(module).__name__, leaf, outs)
             if leaf and self.keep_leaf_inputs:
                 rec.args = tuple(_detach_torch(a, torch) for a in args)
@@ -107,9 +111,10 @@ def _detach_torch(obj, torch):
 
 class PaddleRecorder:
     """Forward post-hooks on every named sublayer of `model`; each call's output tensors go to
-    `on_call(name, call, tensors)` as they are produced (nothing is kept). `active = False` pauses recording."""
+    `on_call(name, call, tensors)` as they are produced (nothing is kept). `active = False` pauses recording. The root
+    is hooked under the name "" only with `include_root`."""
 
-    def __init__(self, model, on_call: Callable[[str, int, list], None]) -> None:
+    def __init__(self, model, on_call: Callable[[str, int, list], None], *, include_root: bool = False) -> None:
         import paddle
 
         self._paddle = paddle
@@ -118,7 +123,7 @@ class PaddleRecorder:
         self.order: list[str] = []  # call keys in execution order
         self._counts: dict[str, int] = defaultdict(int)
         self._handles = []
-        for name, layer in model.named_sublayers():
+        for name, layer in model.named_sublayers(include_self=include_root):
             self._handles.append(layer.register_forward_post_hook(self._hook(name)))
 
     def _hook(self, name: str):

@@ -1,0 +1,87 @@
+"""Every parameter and buffer compared tensor by tensor after the weight move, both names on each row.
+
+Tensors are paired inside each pair of modules (`portcheck.pairing`): by local name, then the frameworks' known
+renames (BatchNorm `running_mean` -> `_mean`, `running_var` -> `_variance`), then in registration order when both
+sides have the same number left. torch's `num_batches_tracked` has no Paddle counterpart and is left out. A
+Linear weight is stored transposed in Paddle ((in, out) against torch's (out, in)): compared transposed, and the
+row says so. After a weight move the values must be identical (max abs 0).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .pairing import ModulePair
+
+__all__ = ["FRAMEWORK_RENAMES", "compare_parameters"]
+
+FRAMEWORK_RENAMES = {"running_mean": "_mean", "running_var": "_variance"}
+TORCH_ONLY = ("num_batches_tracked",)
+
+
+def _torch_tensors(module) -> list[tuple[str, np.ndarray]]:
+    items = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
+    return [(n, t.detach().cpu().numpy()) for n, t in items if t is not None and n not in TORCH_ONLY]
+
+
+def _paddle_tensors(layer) -> list[tuple[str, np.ndarray]]:
+    items = list(layer.named_parameters(include_sublayers=False)) + list(layer.named_buffers(include_sublayers=False))
+    return [(n, t.numpy()) for n, t in items if t is not None]
+
+
+def _pair_local(tt: list, pt: list) -> tuple[list[tuple], list[str], list[str]]:
+    """((torch name, array), (Paddle name, array), rule) pairs and the names left on each side."""
+    p_by = dict(pt)
+    pairs, used = [], set()
+    for n, a in tt:
+        other = n if n in p_by and n not in used else FRAMEWORK_RENAMES.get(n)
+        if other in p_by and other not in used:
+            pairs.append(((n, a), (other, p_by[other]), "name" if other == n else "framework rename"))
+            used.add(other)
+    t_left = [(n, a) for n, a in tt if n not in {p[0][0] for p in pairs}]
+    p_left = [(n, a) for n, a in pt if n not in used]
+    if t_left and len(t_left) == len(p_left):
+        pairs += [(t, p, "order") for t, p in zip(t_left, p_left)]
+        t_left, p_left = [], []
+    return pairs, [n for n, _ in t_left], [n for n, _ in p_left]
+
+
+def _row(tq: str, pq: str, a: np.ndarray, b: np.ndarray, rule: str, linear: bool) -> dict:
+    transposed = linear and a.ndim == 2 and a.shape != b.shape and a.shape == b.shape[::-1]
+    row = {"torch": tq, "paddle": pq, "rule": rule, "shape": list(a.shape), "paddle_shape": list(b.shape),
+           "transposed": bool(transposed), "torch_dtype": str(a.dtype), "paddle_dtype": str(b.dtype)}
+    b = b.T if transposed else b
+    if a.shape != b.shape:
+        return {**row, "error": "shape mismatch", "ok": False}
+    d = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    max_abs = float(d.max()) if d.size else 0.0
+    return {**row, "max_abs": max_abs, "differing": int((d > 0).sum()), "ok": max_abs == 0.0}
+
+
+def _qualified(module: str, name: str) -> str:
+    return f"{module}.{name}" if module else name
+
+
+def compare_parameters(torch_module, paddle_layer, modules: Sequence[ModulePair]) -> tuple[list[dict], list[str], list[str]]:
+    """Rows for every paired tensor (in torch order), and the unpaired tensors of each side (qualified names)."""
+    t_mods, p_mods = dict(torch_module.named_modules()), dict(paddle_layer.named_sublayers(include_self=True))
+    rows, t_only, p_only = [], [], []
+    paired_t, paired_p = set(), set()
+    for m in modules:
+        paired_t.add(m.torch)
+        paired_p.add(m.paddle)
+        tm, pm = t_mods[m.torch], p_mods[m.paddle]
+        pairs, tl, pl = _pair_local(_torch_tensors(tm), _paddle_tensors(pm))
+        linear = type(tm).__name__ == "Linear"
+        rows += [_row(_qualified(m.torch, t[0]), _qualified(m.paddle, p[0]), t[1], p[1], rule, linear)
+                 for t, p, rule in pairs]
+        t_only += [_qualified(m.torch, n) for n in tl]
+        p_only += [_qualified(m.paddle, n) for n in pl]
+    for n, mod in t_mods.items():
+        if n not in paired_t:
+            t_only += [_qualified(n, k) for k, _ in _torch_tensors(mod)]
+    for n, lay in p_mods.items():
+        if n not in paired_p:
+            p_only += [_qualified(n, k) for k, _ in _paddle_tensors(lay)]
+    return rows, t_only, p_only
