@@ -12,7 +12,7 @@ import paddle
 import pytest
 import torch
 
-from parity_tests.zoo import ZOO_BY_NAME, build_pair
+from parity_tests.zoo import ZOO_BY_NAME, build_pair, transfer_mismatches
 from portcheck.transfer import TransferError, transfer_weights
 
 
@@ -42,14 +42,7 @@ def _paddle_net(names=("conv", "bn", "fc"), square: int = 4):
 def _assert_moved_exactly(torch_net, paddle_net, report) -> None:
     """Every torch tensor (but the dropped) arrived bit for bit, transposed where the report says so, and every
     Paddle tensor was written."""
-    torch_state = torch_net.state_dict()
-    paddle_state = paddle_net.state_dict()
-    assert len(report.moves) + len(report.dropped) == len(torch_state)
-    assert sorted(m.paddle_name for m in report.moves) == sorted(paddle_state)
-    for move in report.moves:
-        source = torch_state[move.torch_name].numpy()
-        expected = source.T if move.transposed else source
-        assert np.array_equal(paddle_state[move.paddle_name].numpy(), expected), move
+    assert transfer_mismatches(torch_net, paddle_net, report) == []
 
 
 def test_names_spellings_transpose_and_dropped_counter():
