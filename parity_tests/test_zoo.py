@@ -26,7 +26,7 @@ from parity_tests.zoo import ZOO, ZOO_BY_NAME, build_pair, image_batch, transfer
 from parity_tests.zoo_table import COLUMNS, README, readme_columns, readme_rows, table_row
 from portcheck import compare
 
-pytestmark = pytest.mark.slow  # about 3 minutes on 2 cores: printed at the end of the module
+pytestmark = pytest.mark.slow  # 245 s with one thread on the shared 2-core machine (printed at the end of the module)
 
 MAIN_SIZE, FAULT_SIZE = 224, 64
 MAIN_SEEDS = {"resnet18": (0, 1), "mobilenet_v2": (0, 1), "vgg11_bn": (0,)}
