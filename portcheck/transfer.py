@@ -33,12 +33,33 @@ PADDLE_SPELLINGS: dict[str, tuple[str, ...]] = {
 DROPPED_LOCAL_NAMES = ("num_batches_tracked",)
 
 
+# A message names at most this many tensors per clause (a network with nothing in common would otherwise print
+# hundreds of names on one line); `TransferError.problems` keeps every name.
+NAMES_SHOWN = 8
+
+
 class TransferError(ValueError):
-    """The weights cannot be moved without a guess. One line listing every offending name, plus the lists."""
+    """The weights cannot be moved without a guess: one line, the unmatched tensors of each side gathered into one
+    clause each (the first NAMES_SHOWN names and a count), then every other problem; `problems` lists all."""
 
     def __init__(self, problems: tuple[str, ...]) -> None:
-        super().__init__("cannot move the weights: " + "; ".join(problems))
+        super().__init__("cannot move the weights: " + "; ".join(_summarised(problems)))
         self.problems = problems
+
+
+_UNMATCHED = ("torch tensor(s) with no Paddle counterpart: ", "Paddle tensor(s) with no torch counterpart: ")
+
+
+def _summarised(problems: tuple[str, ...]) -> list[str]:
+    out = []
+    for head in _UNMATCHED:
+        names = [n for p in problems if p.startswith(head) for n in p[len(head):].split(", ")]
+        if names:
+            more = f" (+{len(names) - NAMES_SHOWN} more)" if len(names) > NAMES_SHOWN else ""
+            out.append(f"{len(names)} {head}{', '.join(names[:NAMES_SHOWN])}{more}")
+    others = [p for p in problems if not p.startswith(_UNMATCHED)]
+    more = [f"{len(others) - NAMES_SHOWN} more problem(s)"] if len(others) > NAMES_SHOWN else []
+    return out + others[:NAMES_SHOWN] + more
 
 
 @dataclass(frozen=True)
