@@ -12,7 +12,7 @@ import paddle
 import pytest
 import torch
 
-from parity_tests.zoo import ZOO_BY_NAME, build_pair
+from parity_tests.zoo import ZOO_BY_NAME, build_pair, transfer_mismatches
 from portcheck.transfer import TransferError, transfer_weights
 
 
@@ -42,14 +42,7 @@ def _paddle_net(names=("conv", "bn", "fc"), square: int = 4):
 def _assert_moved_exactly(torch_net, paddle_net, report) -> None:
     """Every torch tensor (but the dropped) arrived bit for bit, transposed where the report says so, and every
     Paddle tensor was written."""
-    torch_state = torch_net.state_dict()
-    paddle_state = paddle_net.state_dict()
-    assert len(report.moves) + len(report.dropped) == len(torch_state)
-    assert sorted(m.paddle_name for m in report.moves) == sorted(paddle_state)
-    for move in report.moves:
-        source = torch_state[move.torch_name].numpy()
-        expected = source.T if move.transposed else source
-        assert np.array_equal(paddle_state[move.paddle_name].numpy(), expected), move
+    assert transfer_mismatches(torch_net, paddle_net, report) == []
 
 
 def test_names_spellings_transpose_and_dropped_counter():
@@ -119,9 +112,20 @@ def test_unmatched_tensors_are_refused_by_name():
     with pytest.raises(TransferError) as caught:
         transfer_weights(torch_net, paddle_net)
     message = str(caught.value)
-    assert "torch tensor(s) with no Paddle counterpart: extra" in message
-    assert "Paddle tensor(s) with no torch counterpart: more.weight" in message
-    assert "more.bias" in message
+    assert "1 torch tensor(s) with no Paddle counterpart: extra" in message
+    assert "2 Paddle tensor(s) with no torch counterpart: more.weight, more.bias" in message
+
+
+def test_a_long_refusal_stays_one_readable_line_and_keeps_every_name():
+    torch_net, paddle_net = _torch_net(), _paddle_net()
+    for i in range(20):
+        torch_net.register_buffer(f"extra{i}", torch.zeros(i + 10))
+    with pytest.raises(TransferError) as caught:
+        transfer_weights(torch_net, paddle_net)
+    message = str(caught.value)
+    assert "20 torch tensor(s) with no Paddle counterpart: extra0, " in message and "(+12 more)" in message
+    assert "extra19" not in message and "\n" not in message
+    assert sum(p.count("extra") for p in caught.value.problems) == 20
 
 
 def test_buffer_on_one_side_parameter_on_the_other_moves_by_name():

@@ -74,3 +74,20 @@ def image_batch(size: int, batch: int, seed: int, scale: float = 1.0) -> np.ndar
     """A seeded float32 NCHW batch: standard normal times `scale` (ImageNet-normalised pixels are of that size)."""
     rng = np.random.default_rng(seed)
     return (rng.standard_normal((batch, 3, size, size)) * scale).astype(np.float32)
+
+
+def transfer_mismatches(torch_model, paddle_model, report) -> list[str]:
+    """What a complete, exact weight move would not show: a torch tensor neither moved nor dropped, a Paddle tensor
+    never written, a value not equal bit for bit (after the transpose the report names). Empty when all is well."""
+    torch_state, paddle_state = torch_model.state_dict(), paddle_model.state_dict()
+    problems = []
+    if len(report.moves) + len(report.dropped) != len(torch_state):
+        problems.append(f"{len(torch_state)} torch tensors, {len(report.moves)} moved + {len(report.dropped)} dropped")
+    written = {m.paddle_name for m in report.moves}
+    problems += [f"Paddle {name} not written" for name in paddle_state if name not in written]
+    for move in report.moves:
+        source = torch_state[move.torch_name].detach()
+        expected = (source.t().contiguous() if move.transposed else source).numpy()
+        if not np.array_equal(paddle_state[move.paddle_name].numpy(), expected):
+            problems.append(f"{move.torch_name} -> {move.paddle_name} differs")
+    return problems
