@@ -1,11 +1,19 @@
-"""Handing freed heap back to the operating system: glibc keeps the memory that tracing, saving or a dropped model
-freed in its own pools, so a long-running process stays at its peak (docs/predictor.md, "Memory")."""
+"""Memory: handing freed heap back to the operating system (glibc keeps the memory that tracing, saving or a dropped
+model freed in its own pools, so a long-running process stays at its peak: docs/predictor.md, "Memory"), the
+memory this machine has available, and what a render needs by engine and size (refused up front when it does not
+fit, instead of being killed by the kernel half-way: issue 23)."""
 from __future__ import annotations
 
 import ctypes
 import gc
+from dataclasses import dataclass
 
-__all__ = ["return_freed_memory"]
+from conr_common.errors import ConrInputError
+
+__all__ = ["return_freed_memory", "available_memory_bytes", "PeakModel", "RENDER_PEAKS", "MEASURED_VIEWS",
+           "estimate_render_bytes", "check_render_memory"]
+
+GB = float(1 << 30)
 
 
 def return_freed_memory() -> None:
@@ -16,3 +24,60 @@ def return_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to trim
         pass
+
+
+def available_memory_bytes(meminfo: str = "/proc/meminfo") -> int | None:
+    """The kernel's estimate of memory available to a new process without swapping (MemAvailable), in bytes;
+    None where it cannot be read (not Linux)."""
+    try:
+        with open(meminfo, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the kernel writes kB (KiB)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+@dataclass(frozen=True)
+class PeakModel:
+    """Peak resident memory of one render process = constant + per_pixel * size^2 (bytes)."""
+
+    constant: float  # model weights, framework, export
+    per_pixel: float  # activations and graphs that grow with the working size's square
+
+
+# Fitted by least squares to `python -m parity_tests.bench --memory` (parity_tests/bench_memory.py): peak RSS of one
+# `render` child (4 views, 1 frame, --batch 1, a fresh export cache, so exporting the graphs is included) at
+# 128, 256 and 512 px, on the project's 2-core AMD EPYC (AVX-512, AVX512-BF16) with Paddle 3.3.1; the README's
+# "Memory by size" table has the measurements.
+RENDER_PEAKS = {
+    "eager": PeakModel(constant=1.90e9, per_pixel=14_000.0),
+    "predictor": PeakModel(constant=1.90e9, per_pixel=14_000.0),
+    "onnxruntime": PeakModel(constant=1.90e9, per_pixel=14_000.0),
+}
+MEASURED_VIEWS = 4
+
+
+def estimate_render_bytes(engine: str, size: int, views: int, workers: int = 1) -> float:
+    """The estimated peak memory of a render (every process of it: `workers` ranks each hold a model). More views
+    than were measured scale the size-dependent part with the view count (an upper bound: the decoder's activations
+    do not grow with views); fewer views are given the measured figure. --batch > 1 adds to it, unmodelled."""
+    model = RENDER_PEAKS[engine]
+    view_scale = max(1.0, views / MEASURED_VIEWS)
+    return workers * (model.constant + model.per_pixel * size * size * view_scale)
+
+
+def check_render_memory(engine: str, size: int, views: int, workers: int = 1, available: int | None = None) -> None:
+    """ConrInputError when the render's estimate exceeds `available` bytes (default: MemAvailable of this machine;
+    nothing is checked where that cannot be read)."""
+    available = available_memory_bytes() if available is None else available
+    if available is None:
+        return
+    need = estimate_render_bytes(engine, size, views, workers)
+    if need > available:
+        ranks = f" x {workers} workers" if workers > 1 else ""
+        raise ConrInputError(
+            f"--size {size}: a render with --engine {engine} and {views} views{ranks} needs about {need / GB:.1f} GB "
+            f"of memory (estimated from measurements, conr_common.memory), but this machine has {available / GB:.1f} "
+            f"GB available; use a smaller --size, fewer workers or free some memory")
