@@ -204,6 +204,8 @@ PROBES: list[Probe] = [
                                                           str(s.root / "nothing.png")), "nothing.png"),
     Probe("--precision bf16 with --engine eager", lambda s: s.render("--precision", "bf16"), "bf16"),
     Probe("--workers 0", lambda s: s.render("--workers", "0"), "--workers"),
+    # issue 23, runtime group: --workers is bounded by the cores this process may use
+    Probe("--workers 64", lambda s: s.render("--workers", "64"), "more processes than"),
     # ---- demo
     Probe("demo --batch 0", lambda s: ["demo", "--out", str(s.root / "demo"), "--batch", "0"], "--batch"),
     Probe("demo --fps 0", lambda s: ["demo", "--out", str(s.root / "demo"), "--fps", "0"], "--fps"),
