@@ -22,3 +22,9 @@ def internal_error_line(exc: BaseException, command: str) -> str:
     """The one line a CLI prints for an unexpected exception during `command`."""
     text = str(exc) if isinstance(exc, ConrInternalError) else f"{command} failed ({type(exc).__name__}: {exc})"
     return "error: " + " ".join(text.split()) + " (internal error; rerun with --verbose for the traceback)"
+
+
+class ConrNonFiniteError(Exception):
+    """A network's output became NaN or Inf (finite weights of the wrong scale do this): the frame would be fully
+    transparent, so it is not written. CLIs print `error: <message>` (naming the first network whose output went
+    non-finite, with a hint) and exit with status 1: the input files are readable, the computation failed."""

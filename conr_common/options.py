@@ -13,6 +13,7 @@ from pathlib import Path
 
 from conr_common.cli import MAX_BATCH, MAX_FPS
 from conr_common.checks import check_positive_int
+from conr_common.cpu import usable_cores
 from conr_common.errors import ConrInputError
 from conr_common.pipeline import check_size
 
@@ -29,7 +30,8 @@ class RenderOptions:
 
     size: working size S, a positive multiple of 128 up to MAX_SIZE; batch: frames per model call; engine: one of
     ENGINES; precision: one of PRECISIONS (bf16 with the predictor only); fps: video frame rate in (0, MAX_FPS];
-    workers: local processes started through paddle.distributed.launch (the CLI's --workers); threads: the CPU
+    workers: local processes started through paddle.distributed.launch (the CLI's --workers), 1 to the cores this
+    process may use (`conr_common.cpu.usable_cores`); threads: the CPU
     threads of the predictor and of onnxruntime's intra-op pool (None: every core this process may use); cache_dir:
     the exported-graph cache of the predictor and onnxruntime engines (None: $CONR_PADDLE_CACHE or
     ~/.cache/conr_paddle).
@@ -58,6 +60,10 @@ class RenderOptions:
         if self.threads is not None:
             check_positive_int("--threads", self.threads)
         check_positive_int("--workers", self.workers)
+        cores = usable_cores()
+        if self.workers > cores:  # finding 5: 64 ranks on 2 cores timed out talking to each other, then aborted
+            raise ConrInputError(f"--workers {self.workers}: more processes than the {cores} core(s) this process may "
+                                 f"use (each rank needs a core of its own); use --workers {cores} or fewer")
         fps = self.fps
         if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (0 < fps <= MAX_FPS):
             raise ConrInputError(f"--fps must be a number in (0, {MAX_FPS:g}], got {fps!r}")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from conr_common.cli import (EXIT_INPUT, MAX_BATCH, OneLineParser, bounded_int, frame_rate, one_line, positive_int,
                              one_line_warnings)
 from conr_common.cpu import usable_cores
-from conr_common.errors import ConrInputError, internal_error_line
+from conr_common.errors import ConrInputError, ConrNonFiniteError, internal_error_line
 
 if TYPE_CHECKING:
     from conr_common.options import RenderOptions
@@ -64,7 +64,7 @@ def _add_render_parser(subparsers) -> None:
     p.add_argument("--verbose", action="store_true", help="show the traceback of an internal error")
     p.add_argument("--workers", type=positive_int, default=1,
                    help="render with N processes on this machine, started through paddle.distributed.launch "
-                   "(default 1); under the launcher itself, each rank renders its shard without this option")
+                   "(default 1; at most the cores this process may use); under the launcher itself, each rank renders its shard without this option")
     p.add_argument("--threads", type=positive_int,
                    help="CPU threads per process (default: every core for one process; under the launcher or "
                    "--workers, this machine's cores divided among its ranks)")
@@ -159,6 +159,9 @@ def _run_render_rank(args: argparse.Namespace, renderer, info) -> int:
 
 def _start_workers(args: argparse.Namespace, argv: list[str]) -> int:
     """--workers N > 1: check what can be checked without the model, then run the ranks through the launcher."""
+    from conr_common.quiet import import_paddle
+
+    import_paddle()  # first: the render's modules import Paddle, whose ccache warning stays off the user's stderr
     from .distributed import rank_info
     from .launch import run_launcher
     from .render import Renderer
@@ -166,8 +169,9 @@ def _start_workers(args: argparse.Namespace, argv: list[str]) -> int:
     if rank_info().distributed:
         raise ConrInputError("--workers: already running under paddle.distributed.launch; drop --workers there")
     renderer = Renderer(args.weights, render_options(args, args.threads))
-    renderer.plan(args.character_sheet, args.poses, args.out, pose_images=args.pose_images, video=args.video,
-                  background=args.background, resume=args.resume)
+    plan = renderer.plan(args.character_sheet, args.poses, args.out, pose_images=args.pose_images, video=args.video,
+                         background=args.background, resume=args.resume)
+    renderer.check_memory(plan)  # every rank holds its own model: refused here rather than killed there
     return run_launcher(args.workers, argv)
 
 
@@ -231,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: no partial file was left; rerun the same command with --resume to continue",
               file=sys.stderr)
         return EXIT_INTERRUPTED
-    except VideoError as exc:
+    except (VideoError, ConrNonFiniteError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
     except OSError as exc:  # disk full, permission denied: not the input's fault, still one line

@@ -26,6 +26,7 @@ from .ext import WarpOp
 from .model import CoNR, Sheet
 from .onnx_graphs import PoseGraph
 from .ops import export_ops
+from .to_static_files import removing_to_static_files
 
 __all__ = ["cached_export", "export_graphs", "BF16_FP32_LEVELS", "FEATURE_COUNT"]
 
@@ -87,7 +88,7 @@ def _trace(model: CoNR, tmp: Path, size: int, views: int, batch: int, bf16: bool
     keep = _bf16_fp32_regions(model) if bf16 else []
     # tracing chatter (glog lines from the custom ops' static-graph API, PIR UserWarnings) goes to a log kept in the
     # export folder, not to the user's terminal; errors still raise
-    with output_to(tmp / "export.log"), bf16_marks.fp32_regions(keep):
+    with removing_to_static_files(), output_to(tmp / "export.log"), bf16_marks.fp32_regions(keep):
         for name, layer in layers.items():
             layer.eval()
             static = paddle.jit.to_static(layer, input_spec=specs[name], full_graph=True)

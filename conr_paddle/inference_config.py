@@ -2,7 +2,12 @@
 TensorRT on a CUDA build (untested here: CPU-only machine). Measurements behind these choices: docs/predictor.md."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import paddle
+
+from conr_common.quiet import output_to
 
 __all__ = ["inference_config"]
 
@@ -51,6 +56,9 @@ def inference_config(model_file: str, params_file: str, precision: str, threads:
     cfg.set_cpu_math_library_num_threads(threads)
     (getattr(cfg, "enable_onednn", None) or cfg.enable_mkldnn)()
     if precision == "bf16":
-        # no set_bfloat16_op(): PIR's placement pass ignores it (conr_paddle.bf16_marks)
-        (getattr(cfg, "enable_onednn_bfloat16", None) or cfg.enable_mkldnn_bfloat16)()
+        # no set_bfloat16_op(): PIR's placement pass ignores it (conr_paddle.bf16_marks). The call logs "Hardware
+        # support for BFLOAT16 is enabled" through glog even after disable_glog_info() (analysis_config.cc): not
+        # the user's to read (issue 23, finding 19)
+        with output_to(Path(os.devnull)):
+            (getattr(cfg, "enable_onednn_bfloat16", None) or cfg.enable_mkldnn_bfloat16)()
     return cfg

@@ -4,7 +4,9 @@ with N ranks on this machine, for users who do not want to type the launch line.
 The launcher runs `<this python> -m conr_paddle render <the same arguments without --workers>` in each rank
 (PATH plays no part), with its per-rank logs in a temporary folder. Rank 0's output is what the launcher echoes;
 its own `LAUNCH` lines are dropped. If a rank fails, the one line it printed (`error: ...` or `interrupted: ...`)
-is repeated on stderr, the log folder is kept and named, and the launcher's exit status is returned.
+is repeated on stderr and the launcher's exit status is returned. The log folder is removed whatever the outcome
+(a failed 64-rank run used to leave 193 files in /tmp, issue 23), unless `--verbose` asks for it: then it is kept
+and named.
 """
 from __future__ import annotations
 
@@ -54,9 +56,31 @@ def _rank_message(log_dir: Path) -> str | None:
     return None
 
 
-def run_launcher(workers: int, argv: Sequence[str]) -> int:
-    """Run the render in `workers` ranks through paddle.distributed.launch; returns its exit status."""
-    log_dir = Path(tempfile.mkdtemp(prefix="conr-paddle-launch-"))
+def run_launcher(workers: int, argv: Sequence[str], temp_root: Path | None = None) -> int:
+    """Run the render in `workers` ranks through paddle.distributed.launch; returns its exit status. The per-rank
+    logs live in a folder under `temp_root` (default: the system's temporary folder), removed at the end unless
+    `argv` holds --verbose."""
+    log_dir = Path(tempfile.mkdtemp(prefix="conr-paddle-launch-", dir=temp_root))
+    keep = "--verbose" in argv
+    try:
+        status, interrupted = _launch(workers, argv, log_dir)
+        if status == 0 and not interrupted:
+            return 0
+        message = _rank_message(log_dir) or f"error: a rank failed (launcher exit status {status})"
+        if keep:
+            message = f"{message}; per-rank logs in {log_dir}"
+            log_dir = None
+        print(" ".join(message.split()), file=sys.stderr)
+        if interrupted:
+            return 130
+        return status if status > 0 else 1
+    finally:
+        if log_dir is not None:
+            shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def _launch(workers: int, argv: Sequence[str], log_dir: Path) -> tuple[int, bool]:
+    """Run the launcher, echoing rank 0's lines; (its exit status, whether Ctrl-C reached it)."""
     command = launch_command(workers, strip_workers(argv), log_dir)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -75,15 +99,4 @@ def run_launcher(workers: int, argv: Sequence[str]) -> int:
     except KeyboardInterrupt:  # Ctrl-C reached the launcher too: it stops the ranks; wait for it
         interrupted = True
         status = proc.wait()
-    if status == 0 and not interrupted:
-        shutil.rmtree(log_dir, ignore_errors=True)
-        return 0
-    message = _rank_message(log_dir)
-    if message is None:
-        message = f"error: a rank failed (launcher exit status {status}); per-rank logs in {log_dir}"
-    else:
-        message = f"{message}; per-rank logs in {log_dir}"
-    print(" ".join(message.split()), file=sys.stderr)
-    if interrupted:
-        return 130
-    return status if status > 0 else 1
+    return status, interrupted

@@ -92,13 +92,14 @@ def export_paddle_graphs(model, folder: Path, size: int, views: int, batch: int,
 
     from conr_common.quiet import output_to
     from .onnx_graphs import PoseGraph, SheetGraph, StepGraph
+    from .to_static_files import removing_to_static_files
 
     contract = io_contract(size, views, batch)
     layers = {"sheet": SheetGraph, "step": StepGraph, "pose": PoseGraph}
     spec = paddle.static.InputSpec
     sizes = {}
     twin = _native_norm_twin(model)
-    with tempfile.TemporaryDirectory(prefix="conr-onnx-pir-") as work:
+    with tempfile.TemporaryDirectory(prefix="conr-onnx-pir-") as work, removing_to_static_files():
         for graph in graphs:
             io = contract[graph]
             specs = [spec(shape, "float32", name) for name, shape in io["inputs"].items()]

@@ -35,7 +35,7 @@ import numpy as np
 from conr_common.atomic import sweep_stale_temporaries
 from conr_common.checkpoints import check_weights_dir, weights_hash
 from conr_common.compare import psnr_db
-from conr_common.memory import return_freed_memory
+from conr_common.memory import check_render_memory, return_freed_memory
 from conr_common.errors import ConrInputError
 from conr_common.options import RenderOptions
 from conr_common.outputs import FILE, check_output
@@ -265,6 +265,12 @@ class Renderer:
             check_resume(out, identity)
         return RenderPlan(sheet, tuple(jobs), out, pose_images, video, bg, identity)
 
+    def check_memory(self, plan: RenderPlan, available: int | None = None) -> None:
+        """ConrInputError, before the model is loaded, when the render's estimated peak memory (engine, size, views,
+        workers: conr_common.memory) exceeds `available` bytes (default: this machine's MemAvailable)."""
+        check_render_memory(self.options.engine, self.options.size, int(plan.sheet.shape[0]), self.options.workers,
+                            available)
+
     def decode_poses(self, plan: RenderPlan, jobs: Sequence[FrameJob]) -> dict[Path, PoseFrame]:
         """`decode_poses` of `jobs` at this renderer's size: bad pose input is refused here."""
         return decode_poses(jobs, self.options.size, plan.pose_images)
@@ -285,6 +291,8 @@ class Renderer:
         plan = self.plan(character_sheet, poses, out, pose_images=pose_images, video=video, background=background,
                          resume=resume)
         todo = plan.todo(resume)
+        if todo:
+            self.check_memory(plan)
         decoded = self.decode_poses(plan, todo)  # every frame still to render, before anything is written
         if todo:
             self.runner(views=plan.sheet.shape[0])  # load (a bad weights file stops here, before any write)
@@ -342,8 +350,11 @@ class Renderer:
             if self.options.precision == "bf16" and psnr is None:
                 psnr = self._bf16_psnr(runner, sheet, sheet_f32, pending[0][1], plan.pose_images)
                 note(f"bf16: first frame PSNR {psnr:.1f} dB against fp32")
-            for job in self._render_batch(runner, sheet, pending, plan.pose_images, record):
-                done(job)
+            try:
+                for job in self._render_batch(runner, sheet, pending, plan.pose_images, record):
+                    done(job)
+            except _NonFiniteFrame as bad:
+                raise self._nonfinite_error(sheet_f32, bad, plan.pose_images) from None
             pending.clear()
 
         for job in todo:
@@ -393,14 +404,32 @@ class Renderer:
         self._release(runner=False)
         return psnr_db(outputs[1], outputs[0])
 
+    def _nonfinite_error(self, sheet_f32: np.ndarray, bad: _NonFiniteFrame, pose_images: bool):
+        """The ConrNonFiniteError for a frame whose output was not finite: the frame run again eagerly, stage by
+        stage, names the first network whose output went NaN/Inf (the fast engines' model is reloaded for it)."""
+        from .nonfinite import first_nonfinite_stage, nonfinite_error
+
+        frame = bad.frame
+        xyz, alpha = udp_arrays([frame]) if not pose_images else (None, None)
+        rgb = pose_image_array([frame]) if pose_images else None
+        stage = first_nonfinite_stage(self._load_model(), sheet_f32, xyz, alpha, rgb)
+        if self.options.engine != "eager":
+            self._release(runner=False)
+        return nonfinite_error(str(bad.job.pose), stage, self.options.engine)
+
     @staticmethod
     def _render_batch(runner, sheet, batch: list[tuple[FrameJob, PoseFrame]], pose_images: bool, record):
         """Run one batch through the runner and write its frames (each recorded by `record` first, see
-        conr_paddle.resume); yields each job once its frame is on disk."""
+        conr_paddle.resume); yields each job once its frame is on disk. A frame whose output holds NaN/Inf raises
+        _NonFiniteFrame before it is written (issue 23, finding 9)."""
+        from .nonfinite import check_frame
+
         frames = [frame for _, frame in batch]
         xyz, alpha, pred = model_inputs(runner, frames, pose_images)
         rgba = np.asarray(runner.render(sheet, xyz, alpha))  # (B, 4, S, S) premultiplied
         for i, (job, frame) in enumerate(batch):
+            if not check_frame(rgba[i]):
+                raise _NonFiniteFrame(job, frame)
             write_frame(job, frame, rgba[i], xyz[i], alpha[i], None if pred is None else pred[i], record)
             yield job
 
@@ -411,6 +440,14 @@ def render_inputs(character_sheet: str | os.PathLike, poses: str | os.PathLike, 
     image = None if background is None or str(background).lstrip().startswith("#") else Path(background)
     return {"--character-sheet": Path(character_sheet), "--poses": Path(poses), "--weights": Path(weights),
             "--background": image}
+
+
+class _NonFiniteFrame(Exception):
+    """A frame's output held NaN/Inf (turned into a ConrNonFiniteError naming the stage by Renderer.render_jobs)."""
+
+    def __init__(self, job: FrameJob, frame: PoseFrame) -> None:
+        super().__init__(str(job.pose))
+        self.job, self.frame = job, frame
 
 
 def prepare_output(plan: RenderPlan) -> None:

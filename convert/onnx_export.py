@@ -236,6 +236,9 @@ def export_onnx(framework: str, weights: str | Path, out: str | Path, *, size: i
                 batch: int = 1, opset: int = DEFAULT_OPSET, graphs: str | list[str] = "sheet,step,pose",
                 measure_sample: bool = True, force: bool = False, stdout=None) -> dict:
     """Export one framework's graphs of the checkpoint in `weights` into `out`; returns meta.json's content."""
+    from conr_common.quiet import import_paddle
+
+    import_paddle()  # first (the graphs' modules and paddle2onnx import it): its ccache warning stays off stderr
     stdout = stdout or sys.stdout
     if framework not in FRAMEWORKS:
         raise ConrInputError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")

@@ -304,6 +304,8 @@ PROBES: list[Probe] = [
     Probe("--resume into a render made with other weights", lambda s: s.render(
         "--resume", out=_rendered_before(s, weights=_weights_with(s, "rgbadecodernet", lambda st: _set(
             st, "conv_rgba.0.bias", np.asarray(st["conv_rgba.0.bias"]) + 1)))), "rendered with other weights"),
+    # issue 23, runtime group: --workers is bounded by the cores this process may use
+    Probe("--workers 64", lambda s: s.render("--workers", "64"), "more processes than"),
     # ---- demo
     Probe("demo --batch 0", lambda s: ["demo", "--out", str(s.root / "demo"), "--batch", "0"], "--batch"),
     Probe("demo --fps 0", lambda s: ["demo", "--out", str(s.root / "demo"), "--fps", "0"], "--fps"),

@@ -2,6 +2,7 @@
 
     python -m parity_tests.bench [--size 256] [--views 4] [--frames N] [--batch N] [--draw seeded]
                                  [--no-custom-ops] [--no-truth] [--json out.json]
+    python -m parity_tests.bench --memory [--sizes 128,256,512,1024]   (peak RSS per engine: bench_memory.py)
 
 Contenders: the PyTorch reference (eager), the eager Paddle port, Paddle Inference fp32 and bf16
 (`conr_paddle.predictor.PredictorRunner`; bf16 is skipped with the reason on a CPU without bfloat16), and the fp32
@@ -300,6 +301,11 @@ def table(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else list(argv)
+    if "--memory" in words:  # peak memory per engine and size (parity_tests.bench_memory), its own options
+        from parity_tests.bench_memory import main as memory_main
+
+        return memory_main(words)
     parser = argparse.ArgumentParser(prog="python -m parity_tests.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--views", type=int, default=4)

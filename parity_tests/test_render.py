@@ -163,6 +163,9 @@ def test_predictor_engine(pdparams_dir, inputs, full_run, shared_model, tmp_path
     warp = "conr_warp" if find_cxx_compiler() is not None else "grid_sample"
     assert f"(predictor, {warp})" in capsys.readouterr().out
     _assert_close({"0": _read(full_run / "0.png")}, _frames(out))
+    from conr_paddle.to_static_files import to_static_folder
+
+    assert not to_static_folder().exists(), "the export left Paddle's to_static sources behind (issue 23)"
 
 
 
