@@ -22,13 +22,27 @@ def base_grid(n: int, h: int, w: int, like: paddle.Tensor) -> paddle.Tensor:
     return paddle.concat([xs, ys], axis=1)
 
 
+def sampled_for_backward(x: paddle.Tensor, grid: paddle.Tensor) -> paddle.Tensor:
+    """`x` as grid_sample may take it when a backward pass will run: Paddle 3.3.1's CPU GridSampleGradKernel
+    segfaults (it resizes the missing input gradient) when the grid requires a gradient and the sampled input does
+    not, CoNR's case whenever the flow trains. Then `x` is given as a detached leaf that requires a gradient (the
+    same memory; its gradient is computed and dropped, nothing upstream sees it). Otherwise, and always under
+    `no_grad` or in a static graph, `x` itself is returned: inference is unchanged."""
+    if not (paddle.in_dynamic_mode() and paddle.is_grad_enabled()) or grid.stop_gradient or not x.stop_gradient:
+        return x
+    leaf = x.detach()
+    leaf.stop_gradient = False
+    return leaf
+
+
 def warp(x: paddle.Tensor, flow: paddle.Tensor, align_corners: bool = True) -> paddle.Tensor:
     """Sample `x` (N, C, H, W) at pixel + `flow` (N, 2, H, W). align_corners: the grid geometry CoNR is trained
-    with (True); parity tests plant the other one as a port fault."""
+    with (True); parity tests plant the other one as a port fault. Safe to differentiate: `sampled_for_backward`."""
     n, _, h, w = x.shape
     scaled = paddle.concat([flow[:, 0:1] / ((w - 1.0) / 2.0), flow[:, 1:2] / ((h - 1.0) / 2.0)], axis=1)
-    grid = (base_grid(n, h, w, flow) + scaled).transpose([0, 2, 3, 1])  # (N, H, W, 2)
-    return F.grid_sample(x, grid.astype(x.dtype), mode="bilinear", padding_mode="border", align_corners=align_corners)
+    grid = (base_grid(n, h, w, flow) + scaled).transpose([0, 2, 3, 1]).astype(x.dtype)  # (N, H, W, 2)
+    return F.grid_sample(sampled_for_backward(x, grid), grid, mode="bilinear", padding_mode="border",
+                         align_corners=align_corners)
 
 
 def warp_grouped(x: paddle.Tensor, flow: paddle.Tensor) -> paddle.Tensor:

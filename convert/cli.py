@@ -1,5 +1,5 @@
 """Command line of the checkpoint converter: `python -m convert torch2paddle|paddle2torch|inspect ...`
-(and `verify`, `verify-pair`, `export-onnx`).
+(and `verify`, `verify-pair`, `train-parity`, `export-onnx`).
 
 Every input problem is reported as one line `error: <message>` on stderr with exit status 2, and no output file
 is left behind. Subcommands are added by `add_*_parser(subparsers)` functions; a `verify` subcommand plugs in
@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     # `export-onnx`: convert/onnx_export.py (its dependencies, the [onnx] extra, are imported only when it runs)
     if importlib.util.find_spec(f"{__package__}.onnx_export") is not None:
         importlib.import_module(f"{__package__}.onnx_export").add_export_onnx_parser(subparsers)
+    # `train-parity`: N training steps of CoNR in both frameworks against float64 runs (convert/train_parity.py)
+    from .train_parity import add_train_parity_parser
+
+    add_train_parity_parser(subparsers)
     # `verify-pair`: any torch module against its Paddle port (portcheck, the framework-neutral engine)
     from portcheck.cli import add_verify_pair_parser
 

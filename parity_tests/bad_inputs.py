@@ -367,6 +367,16 @@ PROBES: list[Probe] = [
         "convert", "verify-pair", "parity_tests.portcheck_pairs:TorchNet", "parity_tests.portcheck_pairs:PaddleNet",
         "--input-shape", "2,3,6,6", "--rename", str(_file(s, "rename.json")), "--report", str(s.root / "pair")],
         "--rename"),
+    # ---- issue 22 (training engineer): convert train-parity
+    Probe("convert train-parity: --steps 0", lambda s: [
+        "convert", "train-parity", "--steps", "0", "--report", str(s.root / "train")], "--steps"),
+    Probe("convert train-parity: --size 100", lambda s: [
+        "convert", "train-parity", "--size", "100", "--report", str(s.root / "train")], "128"),
+    Probe("convert train-parity: --optimizer sgd --momentum -1", lambda s: [
+        "convert", "train-parity", "--optimizer", "sgd", "--momentum", "-1", "--report", str(s.root / "train")],
+        "momentum"),
+    Probe("convert train-parity: --torch folder missing", lambda s: [
+        "convert", "train-parity", "--torch", str(s.root / "nope"), "--report", str(s.root / "train")], "--torch"),
 ]
 
 
