@@ -55,19 +55,26 @@ def _grad_passes(torch_module, paddle_layer, inputs, truth: str, train: bool, se
     return runs
 
 
+def _truth_of(g: list):
+    """The float64 truth of a gradient's passes (torch float64), or torch float32 without truth passes."""
+    return g[2] if len(g) == 4 and g[2] is not None else g[0]
+
+
 def _largest(rows_grads: list[list]) -> float:
-    """The largest |float64 truth| (torch float64; torch float32 without a truth) over the gradients of one kind."""
-    return max((float(np.abs(g[2] if g[2] is not None else g[0]).max(initial=0.0)) for g in rows_grads
-                if (g[2] if g[2] is not None else g[0]) is not None), default=0.0)
+    """The largest |float64 truth| over the gradients of one kind (`_truth_of`)."""
+    return max((float(np.abs(_truth_of(g)).max(initial=0.0)) for g in rows_grads if _truth_of(g) is not None),
+               default=0.0)
 
 
 def _judge(name_t: str, name_p: str, grads: list, head: dict, largest: float) -> dict:
-    """One gradient row from the four passes' arrays (None: no gradient on that pass); `largest`: `_largest` of
+    """One gradient row from the passes' arrays (2 or 4; None: no gradient on that pass); `largest`: `_largest` of
     its kind, for the VANISHING_GRADIENT floor."""
     row = _judge_plain(name_t, name_p, grads, head)
+    if len(grads) < 4 or "error" in row or row.get("unused"):
+        return row
     t64, p64 = grads[2], grads[3]
     floor = VANISHING_GRADIENT * largest
-    if t64 is None or p64 is None or "error" in row or t64.shape != p64.shape or not floor:
+    if t64 is None or p64 is None or t64.shape != p64.shape or not floor:
         return row
     if max(float(np.abs(t64).max(initial=0.0)), float(np.abs(p64).max(initial=0.0))) >= floor:
         return row
@@ -79,20 +86,21 @@ def _judge(name_t: str, name_p: str, grads: list, head: dict, largest: float) ->
 def _judge_plain(name_t: str, name_p: str, grads: list, head: dict) -> dict:
     row = {"torch": name_t, "paddle": name_p, **head}
     present = [g is not None for g in grads]
-    if grads[2] is None and grads[3] is None and all(present[:2]):  # no truth passes
-        return {**row, **judge_outputs(grads[0], grads[1], None, None)}
-    if all(present):
-        return {**row, **judge_outputs(*grads, structure_bound=BOUND)}
-    zero = [g for g in grads if g is not None]
-    if zero and all(not np.any(g) for g in zero):  # a zero gradient on the sides that have one: the same thing
-        return {**row, **judge_outputs(*(np.zeros_like(zero[0]) if g is None else g for g in grads),
-                                       structure_bound=BOUND)}
-    sides = ", ".join(k for k, p in zip(FOUR, present) if not p)
-    return {**row, "structure": False, "precision": None, "error": f"no gradient in {sides}"}
+    if not any(present):  # no pass of either side sends a gradient here: the loss does not use it
+        return {**row, "structure": True, "precision": None, "unused": True}
+    if not all(present):
+        some = [g for g in grads if g is not None]
+        if any(np.any(g) for g in some):
+            sides = ", ".join(k for k, p in zip(FOUR, present) if not p)
+            return {**row, "structure": False, "precision": None, "error": f"no gradient in {sides}"}
+        grads = [np.zeros_like(some[0]) if g is None else g for g in grads]  # zero where it reached: the same
+    full = list(grads) + [None] * (4 - len(grads))
+    return {**row, **judge_outputs(*full, structure_bound=BOUND)}
 
 
 def _four(runs: dict, get: Callable) -> list:
-    return [get(runs[k]) if runs[k] is not None else None for k in FOUR]
+    """The passes that ran (2 or 4), each through `get`."""
+    return [get(runs[k]) for k in FOUR if runs[k] is not None]
 
 
 def _judged(items: list[tuple]) -> list[dict]:
@@ -107,14 +115,13 @@ def _layer_rows(runs: dict, modules) -> list[dict]:
     items: list = []
     for pair in reversed(calls):  # backward order
         tk, pk = pair.torch_key, pair.paddle_key
-        lists = [runs[k].grads.get(tk if k.startswith("torch") else pk) if runs[k] is not None else None
-                 for k in FOUR]
+        lists = [runs[k].grads.get(tk if k.startswith("torch") else pk) for k in FOUR if runs[k] is not None]
         head = {"rule": pair.rule, "torch_type": t32.types[tk.rpartition("#")[0]], "call_torch": tk,
                 "call_paddle": pk}
         counts = {len(x) for x in lists if x is not None}
         if len(counts) != 1:
             items.append({"torch": tk, "paddle": pk, **head, "structure": False, "precision": None,
-                          "error": f"{len(lists[0])} output tensor(s) in torch, {len(lists[1])} in Paddle"})
+                          "error": f"{len(lists[0] or [])} output tensor(s) in torch, {len(lists[1] or [])} in Paddle"})
             continue
         n = counts.pop()
         for i, (k1, k2) in enumerate(zip(output_keys(tk, n), output_keys(pk, n))):
@@ -127,8 +134,7 @@ def _layer_rows(runs: dict, modules) -> list[dict]:
 def _param_rows(runs: dict, names: Sequence[tuple[str, str, bool]]) -> list[dict]:
     items = []
     for tq, pq, linear in names:
-        grads = [runs[k].params.get(tq if k.startswith("torch") else pq) if runs[k] is not None else None
-                 for k in FOUR]
+        grads = [runs[k].params.get(tq if k.startswith("torch") else pq) for k in FOUR if runs[k] is not None]
         flip = linear and grads[1] is not None and grads[0] is not None and grads[1].shape == grads[0].shape[::-1] \
             and grads[1].ndim == 2 and grads[0].shape != grads[1].shape
         if flip:
@@ -177,7 +183,7 @@ def compare_backward(torch_module, paddle_layer, inputs, *, modules=None, rename
     for i, row in enumerate(layers):
         row["index"] = i
     for row in layers + params + inputs_rows:
-        row["verdict"] = verdict_of(row)
+        row["verdict"] = "unused by the loss" if row.get("unused") else verdict_of(row)
     losses = {k: runs[k].loss for k in FOUR if runs[k] is not None}
     paired_t = {t for t, _, _ in parameter_pairs(torch_module, paddle_layer, modules)}
     return {"layers": layers, "parameters": params, "inputs": inputs_rows, "losses": losses,
