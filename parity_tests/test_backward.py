@@ -186,3 +186,56 @@ def test_a_momentum_of_the_wrong_convention_is_not_a_convention():
     transfer_weights(tm, pm)
     result = compare(tm, pm, np.random.default_rng(0).standard_normal((2, 3, 6, 6)), train=True)
     assert not result.passed and result.summary()["running_stats_conventions"] == 0
+
+
+# ------------------------------------------------------------------------------------- CoNR at 128 px, 1 view
+@pytest.fixture(scope="module")
+def conr_inputs(samples):
+    from conr_common.pipeline import list_pose_files, load_character_sheet, load_udp_pose, sheet_array, udp_arrays
+
+    sheet = sheet_array(load_character_sheet(samples.character_sheet, 128)[:1], np.float32)
+    xyz, alpha = udp_arrays([load_udp_pose(list_pose_files(samples.poses, images=False)[0], 128)], np.float32)
+    return sheet, xyz, alpha
+
+
+def _detached_flow_warp(ops):
+    """The planted fault: a warp that detaches its flow (the flow stops learning); same forward."""
+    import paddle
+
+    class DetachedFlowWarp(paddle.nn.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops = ops
+
+        def forward(self, x, flow):
+            return self.ops.warp(x, flow.detach())
+
+    return DetachedFlowWarp()
+
+
+@pytest.mark.slow
+def test_conr_planted_backward_faults_are_found(torch_model, paddle_model, conr_inputs):
+    """Two faults planted on a copy of the Paddle CoNR, judged in one comparison (4 passes of 180 M parameters at
+    128 px / 1 view cost ~150 s on 2 cores, so both share it; they touch different rows):
+    - `shader.warp` replaced by a warp that detaches its flow (the flow stops learning through the warps): the first
+      diverging gradient in backward order is a rescaled flow, and the warp that consumes it is the suspect;
+    - the slope of the shader's first PReLU set stop_gradient: its parameter row, and no other PReLU's, has no
+      Paddle gradient.
+    Float32-only passes (truth="none") cannot do this for CoNR: torch's own float32 gradients are more than 1e-3
+    (scaled) from Paddle's near the output (measured: rgbadecodernet.bottleneck.r0.norm2), so every row fails."""
+    import copy
+
+    from convert.backward import conr_backward
+
+    planted = copy.deepcopy(paddle_model)
+    planted.shader.warp = _detached_flow_warp(planted.ops)
+    name, layer = next((n, m) for n, m in planted.shader.named_sublayers() if type(m).__name__ == "PReLU")
+    layer._weight.stop_gradient = True
+    g = conr_backward(torch_model, planted, conr_inputs)
+    del planted
+    first = g["summary"]["first_diverging"]
+    missing = [r["paddle"] for r in g["parameters"] if "no gradient" in r.get("error", "")]
+    print("planted detach:", first, "| planted stop_gradient:", missing)
+    assert first["paddle"].startswith("shader.rescale_flow#")
+    assert any(s["paddle"].startswith("shader.warp#") for s in first["suspects"])
+    assert missing == [f"shader.{name}._weight"]
