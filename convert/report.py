@@ -227,6 +227,10 @@ def render_markdown(report: dict) -> str:
     lines += [f"## Worst {len(worst)} layer outputs (relative to tolerance, in execution order)", ""]
     lines += _layer_table(worst, st["single_step"])
     lines.append("")
+    if report.get("backward"):
+        from portcheck.report import gradient_lines
+
+        lines += gradient_lines(report["backward"], report["backward"]["losses"].keys() >= {"torch64"}) + [""]
     lines += _environment_section(report["environment"])
     lines += [f"## Every layer output ({len(rows)}, execution order: a container follows its children)", ""]
     lines += _layer_table(rows, st["single_step"])

@@ -299,6 +299,19 @@ def _load_models(plan: VerifyPlan, torch, paddle, say, timings: dict):
     return params, files, tm, pm
 
 
+def _backward(tm, pm, inputs: tuple, plan: VerifyPlan, say, timings: dict) -> dict:
+    """--backward: portcheck's gradient comparison of the four networks (convert.backward), against the float64
+    truth when the forward report uses it."""
+    from .backward import conr_backward
+
+    truth = "fp64" if plan.truth_first or plan.truth == "fp64" else "none"
+    say(f"backward passes (torch and Paddle float32{', and both in float64' if truth == 'fp64' else ''})")
+    t0 = time.perf_counter()
+    g = conr_backward(tm, pm, tuple(a.astype("float32") for a in inputs), truth=truth, seed=plan.seed)
+    timings["backward_s"] = time.perf_counter() - t0
+    return g
+
+
 def verify(
     torch_dir: str | Path,
     paddle_dir: str | Path,
@@ -316,6 +329,7 @@ def verify(
     engine: str = "eager",
     onnx_dir: str | Path | None = None,
     stdout: TextIO | None = None,
+    backward: bool = False,
 ) -> dict:
     """Build the parity report, write it to `out`, return it. Raises ConrInputError on bad input."""
     from conr_common.checkpoints import import_paddle, import_torch
@@ -346,7 +360,11 @@ def verify(
         passes = _compare_passes(plan, torch, paddle, tm, pm, inputs, tol, say, timings)
         _extra_passes(plan, torch, paddle, tm, pm, inputs, passes, say, timings)
     passes.calls, passes.truth_calls = [], None
+    gradients = _backward(tm, pm, inputs, plan, say, timings) if backward else None
     report = _report(plan, passes, params, tol, source, files, env, timings, int(inputs[0].shape[0]), started)
+    if gradients is not None:
+        report["backward"] = gradients
+        report["passed"] = report["passed"] and gradients["summary"]["passed"]
     from .report import write_report
 
     plan.out.mkdir(parents=True, exist_ok=True)
@@ -382,6 +400,10 @@ def verdict_lines(report: dict) -> list[str]:
         lines.append(onnx_verdict_line(report["onnxruntime"]))
     if s["first_failing_local"]:
         lines.append(f"first leaf layer over tolerance when run alone: {s['first_failing_local']}")
+    if report.get("backward"):
+        from .backward import backward_lines
+
+        lines += backward_lines(report["backward"])
     return lines
 
 
@@ -390,6 +412,7 @@ def _run_verify(args: argparse.Namespace) -> int:
         args.torch, args.paddle, args.report, size=args.size, views=args.views,
         character_sheet=args.character_sheet, poses=args.poses, fp64=args.fp64, single_step=args.single_step,
         seed=args.seed, device=args.device, truth=args.truth, engine=args.engine, onnx_dir=args.onnx,
+        backward=args.backward,
     )
     for line in verdict_lines(report):
         print(line)
@@ -431,4 +454,8 @@ def add_verify_parser(subparsers) -> None:
                    help="also run the ONNX graphs in DIR (python -m convert export-onnx, same --size/--views, batch 1) "
                         "on onnxruntime: a third column, every exported output (sheet features, each shader level's "
                         "fused message, RGBA) against torch, eager Paddle and the float64 truth")
+    p.add_argument("--backward", action="store_true",
+                   help="also compare gradients (portcheck's backward comparison): a fixed random projection of the "
+                        "RGBA as the loss, every layer output's, parameter's and input's gradient, against the "
+                        "float64 truth when the report uses it (--truth fp64, or auto at 128 px)")
     p.set_defaults(func=_run_verify)

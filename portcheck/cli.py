@@ -151,7 +151,7 @@ def run_verify_pair(args: argparse.Namespace, stdout: TextIO | None = None) -> i
     tm, pm, weights = _models(args, say)
     t0 = time.perf_counter()
     result = compare(tm, pm, _inputs(shapes, args.seed), rename=rename, pairing=args.pairing, truth=args.truth,
-                     train=args.train)
+                     train=args.train, backward=args.backward)
     seconds = time.perf_counter() - t0
     context = {"torch": args.torch_spec, "paddle": args.paddle_spec, "input_shapes": [list(s) for s in shapes],
                "seed": args.seed, "weights": weights}
@@ -165,6 +165,13 @@ def run_verify_pair(args: argparse.Namespace, stdout: TextIO | None = None) -> i
           f"torch {s['unpaired_torch']} / Paddle {s['unpaired_paddle']}; structure failing {s['structure_failing']}, "
           f"precision failing {s['precision_failing']}; parameters differing {s['parameters_differing']}/"
           f"{s['parameters']}", file=out)
+    g = s["gradients"]
+    if g:
+        print(f"backward: {g['layer_gradients']} layer-output, {g['parameter_gradients']} parameter, "
+              f"{g['input_gradients']} input gradients; structure failing {g['structure_failing']}, precision "
+              f"failing {g['precision_failing']}; median parameter-gradient ratio "
+              f"{g['median_parameter_ratio'] if g['median_parameter_ratio'] is None else round(g['median_parameter_ratio'], 3)}",
+              file=out)
     if not result.passed:
         print(result.failure_line(), file=out)
     print(f"comparison time: {seconds:.1f} s ({'4 passes: float32 and float64' if args.truth == 'fp64' else '2 float32 passes, no float64 truth'})"
@@ -196,6 +203,9 @@ def add_verify_pair_parser(subparsers) -> None:
     p.add_argument("--rename", metavar="FILE.json", help="JSON object mapping torch name prefixes to Paddle ones")
     p.add_argument("--train", action="store_true",
                    help="BatchNorm in train mode (batch statistics); compares the running statistics after the pass")
+    p.add_argument("--backward", action="store_true",
+                   help="also compare gradients: a fixed random projection of the outputs as the loss, backward on "
+                        "all four passes; every layer output's, parameter's and input's gradient judged twice")
     p.add_argument("--report", metavar="DIR", help="write DIR/report.{json,md,png}")
     p.add_argument("--junit", metavar="FILE", help="write a JUnit XML file, one test case per layer output")
     p.add_argument("--verbose", action="store_true", help="show the traceback of an internal error")

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .backward import LOSS_NOTE, PROJECTION_SEED, compare_backward
 from .errors import PortInputError
 from .pairing import PAIRINGS, check_rename, pair_calls, pair_modules
 from .params import compare_parameters
@@ -73,9 +74,12 @@ def _check(truth: str, pairing: str) -> None:
 
 
 def compare(torch_module, paddle_layer, inputs, *, rename: Mapping[str, str] | None = None, pairing: str = "name",
-            truth: str = "fp64", train: bool = False) -> Comparison:
+            truth: str = "fp64", train: bool = False, backward: bool = False,
+            projection_seed: int = PROJECTION_SEED) -> Comparison:
     """Compare a torch module with its Paddle port on `inputs` (a numpy array or a tuple of them: the float ones are
-    cast to each pass's dtype). See the module docstring; returns a `Comparison`."""
+    cast to each pass's dtype). See the module docstring; returns a `Comparison`. backward: also four
+    forward+backward passes of a fixed random projection of the outputs (`portcheck.backward`, its seed
+    `projection_seed`): every layer output's, parameter's and input's gradient judged with the same two verdicts."""
     _check(truth, pairing)
     rename = check_rename(rename)
     started, timings = time.perf_counter(), {}
@@ -92,14 +96,19 @@ def compare(torch_module, paddle_layer, inputs, *, rename: Mapping[str, str] | N
         pairs = _batchnorm_pairs(torch_module, paddle_layer, modules)
         stats = running_stat_rows(pairs, runs)
         notes += batchnorm_notes(pairs)
+    gradients: dict = {}
+    if backward:
+        gradients = compare_backward(torch_module, paddle_layer, inputs, modules=modules, truth=truth, train=train,
+                                     seed=projection_seed, timings=timings)
+        notes.append(LOSS_NOTE.format(seed=projection_seed))
     timings["total_s"] = time.perf_counter() - started
-    settings = {"truth": truth, "pairing": pairing, "train": train, "rename": rename,
+    settings = {"truth": truth, "pairing": pairing, "train": train, "backward": backward, "rename": rename,
                 "structure_bound": STRUCTURE_SCALED_FP64 if truth == "fp64" else FP32_SCALED_NO_TRUTH,
                 "ratio_limit": TRUTH_RATIO_LIMIT, "floor": TRUTH_FLOOR_SCALED}
     return Comparison(rows=rows, unpaired_torch=torch_only, unpaired_paddle=paddle_only, parameters=params,
                       parameters_unpaired_torch=params_torch_only, parameters_unpaired_paddle=params_paddle_only,
                       running_stats=stats, modules=[m.__dict__ for m in modules], notes=notes, settings=settings,
-                      timings=timings)
+                      timings=timings, gradients=gradients)
 
 
 def _batchnorm_pairs(torch_module, paddle_layer, modules) -> list[tuple]:

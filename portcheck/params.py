@@ -14,7 +14,7 @@ import numpy as np
 
 from .pairing import ModulePair
 
-__all__ = ["FRAMEWORK_RENAMES", "compare_parameters"]
+__all__ = ["FRAMEWORK_RENAMES", "compare_parameters", "parameter_pairs"]
 
 FRAMEWORK_RENAMES = {"running_mean": "_mean", "running_var": "_variance"}
 TORCH_ONLY = ("num_batches_tracked",)
@@ -85,3 +85,19 @@ def compare_parameters(torch_module, paddle_layer, modules: Sequence[ModulePair]
         if n not in paired_p:
             p_only += [_qualified(n, k) for k, _ in _paddle_tensors(lay)]
     return rows, t_only, p_only
+
+
+def parameter_pairs(torch_module, paddle_layer, modules: Sequence[ModulePair]) -> list[tuple[str, str, bool]]:
+    """(torch name, Paddle name, Linear) of every paired trainable parameter, qualified, in torch order: the same
+    pairing as `compare_parameters` (buffers left out). Linear: a torch Linear's tensor, which Paddle may store
+    transposed (its gradient too)."""
+    t_mods, p_mods = dict(torch_module.named_modules()), dict(paddle_layer.named_sublayers(include_self=True))
+    out = []
+    for m in modules:
+        tm, pm = t_mods[m.torch], p_mods[m.paddle]
+        tt = [(n, None) for n, _ in tm.named_parameters(recurse=False)]
+        pt = [(n, None) for n, _ in pm.named_parameters(include_sublayers=False)]
+        pairs, _, _ = _pair_local(tt, pt)
+        linear = type(tm).__name__ == "Linear"
+        out += [(_qualified(m.torch, t[0]), _qualified(m.paddle, p[0]), linear) for t, p, _ in pairs]
+    return out

@@ -42,7 +42,8 @@ def report_document(result: Comparison, context: dict) -> dict:
             "parameters": result.parameters,
             "parameters_unpaired": {"torch": result.parameters_unpaired_torch,
                                     "paddle": result.parameters_unpaired_paddle},
-            "running_stats": result.running_stats, "modules": result.modules, "timings": result.timings}
+            "running_stats": result.running_stats, "gradients": result.gradients, "modules": result.modules,
+            "timings": result.timings}
 
 
 def _e(x) -> str:
@@ -92,6 +93,28 @@ def _summary_lines(doc: dict) -> list[str]:
     return lines
 
 
+def gradient_lines(g: dict, truth: bool) -> list[str]:
+    """The backward section: the loss, the verdicts, the failing or worst gradient rows."""
+    from .backward import gradient_summary
+
+    s = gradient_summary(g)
+    lines = ["", "## Backward: gradients of every layer output, parameter and input", "", f"- {g['loss']}",
+             f"- {s['layer_gradients']} layer-output, {s['parameter_gradients']} parameter and {s['input_gradients']} "
+             f"input gradients; structure failing {s['structure_failing']}, precision failing "
+             f"{s['precision_failing']}; worst float64 scaled error {_e(s['worst_fp64_scaled'])}",
+             f"- Parameter gradients, Paddle's float32 distance to the truth over torch's: median "
+             f"{_e(s['median_parameter_ratio'])}, worst {_e(s['worst_parameter_ratio'])}"]
+    if s["first_diverging"]:
+        f = s["first_diverging"]
+        lines.append(f"- First diverging layer-output gradient in backward order: torch `{f['torch']}` / Paddle "
+                     f"`{f['paddle']}`; suspects (consumers whose gradients agree): "
+                     f"{', '.join(x['paddle'] for x in f['suspects']) or 'none'}")
+    rows = g["layers"] + g["parameters"] + g["inputs"]
+    worst = sorted(rows, key=lambda r: (r["verdict"] != "exact", r.get("fp64_scaled") or r.get("scaled") or 0.0),
+                   reverse=True)[:WORST_ROWS]
+    return lines + ["", f"### Worst {len(worst)} gradients", ""] + _table(worst, truth)
+
+
 def render_markdown(doc: dict) -> str:
     truth = doc["settings"]["truth"] == "fp64"
     ctx = doc["context"]
@@ -110,7 +133,11 @@ def render_markdown(doc: dict) -> str:
     if doc["running_stats"]:
         lines += ["", "## BatchNorm running statistics after the train-mode pass", ""]
         lines += _table(doc["running_stats"], truth)
-        lines += [f"- `{r['torch']}`: {r['finding']}" for r in doc["running_stats"] if r.get("finding")]
+        lines += [f"- `{r['torch']}`: {r['finding']}" + (" -- a framework convention, not a port bug (precision judged "
+                  "against each framework's own float64 run)" if r.get("convention") else "")
+                  for r in doc["running_stats"] if r.get("finding")]
+    if doc.get("gradients"):
+        lines += gradient_lines(doc["gradients"], truth)
     bad = [p for p in doc["parameters"] if not p["ok"]]
     if bad:
         lines += ["", "## Parameters that differ", "", "| torch | Paddle | shape | max abs |", "|---|---|---|---:|"]
@@ -159,9 +186,12 @@ def junit_xml(doc: dict) -> bytes:
     for the parameters."""
     suite = ET.Element("testsuite", name="portcheck", time=f"{doc['timings']['total_s']:.3f}")
     cases = 0
-    for r in doc["layers"] + doc["running_stats"]:
-        case = ET.SubElement(suite, "testcase", classname="portcheck.layers", name=f"{r['torch']} -> {r['paddle']}")
-        if r["verdict"] != "exact":
+    g = doc.get("gradients") or {}
+    for cls, r in ([("portcheck.layers", r) for r in doc["layers"] + doc["running_stats"]]
+                   + [("portcheck.gradients", r) for r in g.get("layers", []) + g.get("parameters", [])
+                      + g.get("inputs", [])]):
+        case = ET.SubElement(suite, "testcase", classname=cls, name=f"{r['torch']} -> {r['paddle']}")
+        if r["verdict"] not in ("exact", "framework convention"):
             msg = r.get("error") or r.get("finding") or f"{r['verdict']}: fp64 scaled {_e(r.get('fp64_scaled'))}, " \
                 f"ratio {_e(r.get('ratio'))}, fp32 scaled {_e(r.get('scaled'))}"
             ET.SubElement(case, "failure", message=msg, type=r["verdict"])

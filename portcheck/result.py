@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .backward import gradient_failure_line, gradient_summary
+
 __all__ = ["Comparison"]
 
 
@@ -25,6 +27,7 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    gradients: dict = field(default_factory=dict)  # `portcheck.backward.compare_backward`'s rows (backward=True)
 
     @property
     def first_diverging(self) -> dict | None:
@@ -41,9 +44,15 @@ class Comparison:
         return [p for p in self.parameters if not p["ok"]]
 
     @property
+    def gradients_passed(self) -> bool:
+        return not self.gradients or gradient_summary(self.gradients)["passed"]
+
+    @property
     def passed(self) -> bool:
-        rows_ok = all(r["structure"] and r["precision"] is not False for r in self.rows + self.running_stats)
-        return (rows_ok and not self.unpaired_torch and not self.unpaired_paddle and not self.parameters_differing
+        rows_ok = all(r["structure"] and r["precision"] is not False for r in self.rows)
+        stats_ok = all((r["structure"] or r.get("convention")) and r["precision"] is not False
+                       for r in self.running_stats)
+        return (rows_ok and stats_ok and self.gradients_passed and not self.unpaired_torch and not self.unpaired_paddle and not self.parameters_differing
                 and not self.parameters_unpaired_torch and not self.parameters_unpaired_paddle)
 
     def summary(self) -> dict:
@@ -69,12 +78,16 @@ class Comparison:
             "parameters": len(self.parameters),
             "parameters_differing": len(self.parameters_differing),
             "parameters_unpaired": len(self.parameters_unpaired_torch) + len(self.parameters_unpaired_paddle),
-            "running_stats_failing": sum(not r["structure"] or r["precision"] is False for r in self.running_stats),
+            "running_stats_failing": sum((not r["structure"] and not r.get("convention")) or r["precision"] is False
+                                         for r in self.running_stats),
+            "running_stats_conventions": sum(bool(r.get("convention")) for r in self.running_stats),
+            "gradients": gradient_summary(self.gradients) if self.gradients else None,
         }
 
     def failure_line(self) -> str | None:
         """One line naming what fails first: a structural layer, an unpaired call or tensor, a less precise layer."""
-        first = self.first_diverging or next((r for r in self.running_stats if not r["structure"]), None)
+        first = self.first_diverging or next((r for r in self.running_stats
+                                              if not r["structure"] and not r.get("convention")), None)
         if first is not None:
             if "error" in first:
                 figures = first["error"]
@@ -93,6 +106,8 @@ class Comparison:
             names = [f"{p['torch']} / {p['paddle']}" for p in bad[:5]]
             return (f"parameters differ: {names}; unpaired torch {self.parameters_unpaired_torch[:5]}, "
                     f"Paddle {self.parameters_unpaired_paddle[:5]}")
+        if self.gradients and not self.gradients_passed:
+            return gradient_failure_line(self.gradients, self.gradients["structure_bound"])
         less = self.first_less_precise or next((r for r in self.running_stats if r["precision"] is False), None)
         if less is not None:
             return (f"structurally exact but less precise: torch `{less['torch']}` / Paddle `{less['paddle']}` "

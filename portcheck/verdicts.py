@@ -16,7 +16,8 @@ import numpy as np
 
 from .metrics import diff, scaled_error, truth_distances
 
-__all__ = ["TRUTH_RATIO_LIMIT", "TRUTH_FLOOR_SCALED", "STRUCTURE_SCALED_FP64", "FP32_SCALED_NO_TRUTH",
+__all__ = ["TRUTH_RATIO_LIMIT", "TRUTH_FLOOR_SCALED", "STRUCTURE_SCALED_FP64", "STRUCTURE_SCALED_FP64_GRADIENTS",
+           "FP32_SCALED_NO_TRUTH",
            "within_truth", "within_structure", "within_fp32", "judge_outputs", "verdict_of"]
 
 # The float64 referee (the precision verdict; CoNR's `convert verify --truth fp64` and its multi-world tests): a
@@ -37,6 +38,13 @@ TRUTH_FLOOR_SCALED = 1e-6
 # float32's own unit roundoff (6e-8 relative: one float32 op inside a float64 run shows), let alone a port bug
 # (the smallest planted one, a weight moved by 1e-2, gives 1e-4 scaled and more at its layer).
 STRUCTURE_SCALED_FP64 = 1e-8
+
+# The structure verdict of gradients (`compare(..., backward=True)`): the same test with a wider bound, because a
+# backward pass through train-mode BatchNorm at few values per channel is worse conditioned than any forward pass:
+# float64 gradients of mobilenet_v2 (52 train-mode BatchNorms, 3x3 pixels per channel at the end, 2x3x96x96)
+# differ by up to 1.8e-8 scaled between the frameworks (BatchNorm scales of features.15/16), resnet18's by 1.0e-11.
+# 1e-7 is 5x over the worst of them and still 1e3x under the smallest planted port bug (1e-4 scaled).
+STRUCTURE_SCALED_FP64_GRADIENTS = 1e-7
 
 # No truth (`truth="none"`): the float32 outputs of the two sides, scaled, compared directly. Float32 rounding
 # differences grow with depth and conditioning: CoNR's stages reach 1.07e-4 on a correct port (conr_common/
@@ -63,8 +71,10 @@ def within_fp32(fp32_scaled: float, bound: float = FP32_SCALED_NO_TRUTH) -> bool
     return bool(math.isfinite(fp32_scaled) and fp32_scaled <= bound)
 
 
-def judge_outputs(t32: np.ndarray, p32: np.ndarray, t64: np.ndarray | None, p64: np.ndarray | None) -> dict:
-    """The figures and both verdicts of one output (or one running statistic)."""
+def judge_outputs(t32: np.ndarray, p32: np.ndarray, t64: np.ndarray | None, p64: np.ndarray | None,
+                  structure_bound: float = STRUCTURE_SCALED_FP64) -> dict:
+    """The figures and both verdicts of one output (or one running statistic, or one gradient with
+    `structure_bound=STRUCTURE_SCALED_FP64_GRADIENTS`)."""
     row = {"shape": list(t32.shape), "paddle_shape": list(p32.shape)}
     if t32.shape != p32.shape or (t64 is not None and (t64.shape != t32.shape or p64.shape != t32.shape)):
         return {**row, "error": "shape mismatch", "structure": False, "precision": None}
@@ -75,7 +85,7 @@ def judge_outputs(t32: np.ndarray, p32: np.ndarray, t64: np.ndarray | None, p64:
     tr = truth_distances(t64, t32, p32)
     fp64 = scaled_error(t64, p64)
     row.update({"torch_fp32_vs_truth": tr["torch"], "paddle_fp32_vs_truth": tr["paddle"], "ratio": tr["ratio"],
-                "fp64_scaled": fp64, "structure": within_structure(fp64),
+                "fp64_scaled": fp64, "structure": within_structure(fp64, structure_bound),
                 "precision": within_truth(tr["paddle"], tr["torch"])})
     return row
 
