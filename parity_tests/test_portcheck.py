@@ -256,3 +256,21 @@ def test_cli_torch_weights_file_is_loaded_strictly(capsys, tmp_path):
     rc, _, err = _cli(capsys, f"{PAIRS}:TorchNet", f"{PAIRS}:PaddleNet", "--input-shape", "2,3,6,6",
                       "--torch-weights", str(tmp_path / "part.pt"))
     assert rc == 2 and err.startswith(f"error: --torch-weights {tmp_path / 'part.pt'}: does not fit the model")
+
+
+def test_a_square_linear_weight_is_compared_transposed_by_layer_type():
+    """A 4 x 4 Linear fits either layout: moved transposed by portcheck.transfer (the layer types say Linear), its
+    parameter row must compare it transposed too and find it identical (vgg11_bn's 4096 x 4096 classifier.3)."""
+    import paddle
+    import torch
+
+    from portcheck.transfer import transfer_weights
+
+    torch.manual_seed(0)
+    t = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
+    p = paddle.nn.Sequential(paddle.nn.Linear(4, 4), paddle.nn.ReLU())
+    moves = {m.torch_name: m.transposed for m in transfer_weights(t, p).moves}
+    result = compare(t, p, np.random.default_rng(0).standard_normal((2, 4)))
+    rows = {r["torch"]: r for r in result.parameters}
+    assert moves["0.weight"] and rows["0.weight"]["transposed"] and not rows["0.bias"]["transposed"]
+    assert rows["0.weight"]["max_abs"] == 0.0 and result.parameters_differing == [] and result.passed

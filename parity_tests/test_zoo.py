@@ -61,12 +61,6 @@ EXPECTED_UNPAIRED = {"mobilenet_v2": ([], ["pool2d_avg#0"])}
 DOCUMENTED_LESS_PRECISE = {"vgg11_bn": "classifier.0"}
 
 
-# portcheck.params decides a Linear transpose from the shapes, so a square Linear weight (vgg's 4096 x 4096
-# classifier.3) is compared untransposed and reported differing though moved exactly (test_weights_move_...).
-# Listed so the fault test stays exact; remove once the engine decides the transpose from the layer types.
-ENGINE_SQUARE_LINEAR_MISREAD = {"vgg11_bn": ["classifier.3.weight"]}
-
-
 @dataclass
 class Built:
     name: str
@@ -129,10 +123,8 @@ def test_every_layer_paired_and_structure_passes(zoo, seed, capsys):
         result.failure_line()
 
 
-def test_every_weight_compares_equal(zoo, request):
-    if zoo.name == "vgg11_bn":
-        # ENGINE_SQUARE_LINEAR_MISREAD; strict, so this turns into a failure once the engine is fixed
-        request.applymarker(pytest.mark.xfail(strict=True, reason="engine: square Linear compared untransposed"))
+def test_every_weight_compares_equal(zoo):
+    """vgg11_bn's square 4096 x 4096 classifier.3 included: transposed by layer type, as it was moved."""
     result = _main_comparison(zoo, 0)
     assert len(result.parameters) == len(zoo.transfer.moves)
     assert result.parameters_differing == [], [p["torch"] for p in result.parameters_differing]
@@ -234,5 +226,4 @@ def test_planted_fault_is_found_at_its_layer_and_structural(zoo, fault):
     assert first["structure"] is False and first["fp64_scaled"] > result.settings["structure_bound"]
     assert not result.passed
     if fault == "weight":
-        expected = sorted([sites.weight, *ENGINE_SQUARE_LINEAR_MISREAD.get(zoo.name, [])])
-        assert sorted(p["paddle"] for p in result.parameters_differing) == expected
+        assert [p["paddle"] for p in result.parameters_differing] == [sites.weight]
