@@ -274,3 +274,45 @@ def test_a_square_linear_weight_is_compared_transposed_by_layer_type():
     rows = {r["torch"]: r for r in result.parameters}
     assert moves["0.weight"] and rows["0.weight"]["transposed"] and not rows["0.bias"]["transposed"]
     assert rows["0.weight"]["max_abs"] == 0.0 and result.parameters_differing == [] and result.passed
+
+
+def test_a_declared_parameter_free_unpaired_layer_is_listed_as_declared_and_passes():
+    """mobilenet_v2's case in small: Paddle calls a parameter-free layer (`extra`, an Identity) where torch calls
+    nothing. Undeclared it fails; declared it is listed with the reason and the pair passes."""
+    from portcheck.declared import DECLARED_REASON
+
+    undeclared = compare(*make_pair(extra=True), X)
+    assert not undeclared.passed and undeclared.unpaired_paddle == ["extra#0"]
+    declared = compare(*make_pair(extra=True), X, unpaired_ok=("extra",))
+    assert declared.passed, declared.failure_line()
+    assert declared.unpaired_paddle == [] and declared.unpaired_torch == []
+    assert declared.unpaired_declared == [{"side": "paddle", "call": "extra#0", "reason": DECLARED_REASON}]
+    assert declared.summary()["unpaired_declared"] == 1 and declared.settings["unpaired_ok"] == ["extra"]
+
+
+@pytest.mark.parametrize("names, expect", [
+    (("fc",), "unpaired_ok 'fc': the torch layer holds parameters or buffers (weight, bias)"),
+    (("bn",), "holds parameters or buffers"),
+    (("no_such_layer",), "no layer of that name"),
+    ("extra", "expected a list of layer names"),
+])
+def test_declaring_a_layer_with_parameters_or_no_layer_is_refused(names, expect):
+    from portcheck.errors import PortInputError
+
+    with pytest.raises(PortInputError, match=expect.replace("(", r"\(").replace(")", r"\)")):
+        compare(*make_pair(extra=True), X, unpaired_ok=names)
+
+
+def test_cli_allow_unpaired(capsys, tmp_path):
+    rc, out, err = _cli(capsys, f"{PAIRS}:TorchNet", f"{PAIRS}:PaddleNet(extra=True)", "--input-shape", "2,3,6,6",
+                        "--allow-unpaired", "extra", "--report", str(tmp_path / "rep"))
+    assert rc == 0 and "Paddle 0 (1 declared)" in out, out + err
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Declared unpaired layer calls" in md and "- paddle `extra#0`: declared unpaired" in md
+    rc, out, err = _cli(capsys, f"{PAIRS}:TorchNet", f"{PAIRS}:PaddleNet(extra=True)", "--input-shape", "2,3,6,6")
+    assert rc == 1 and "unpaired layer calls: torch [], Paddle ['extra#0']" in out
+    rc, out, err = _cli(capsys, f"{PAIRS}:TorchNet", f"{PAIRS}:PaddleNet(extra=True)", "--input-shape", "2,3,6,6",
+                        "--allow-unpaired", "conv")
+    assert rc == 2 and err.strip().splitlines() == [
+        "error: --allow-unpaired 'conv': the torch layer holds parameters or buffers (weight, bias); only a "
+        "parameter-free layer may be declared unpaired (pair it with a rename table instead)"]

@@ -20,6 +20,7 @@ from typing import TextIO
 
 import numpy as np
 
+from .declared import check_unpaired_ok
 from .errors import PortInputError
 from .pairing import PAIRINGS, check_rename
 
@@ -150,8 +151,9 @@ def run_verify_pair(args: argparse.Namespace, stdout: TextIO | None = None) -> i
     _check_outputs(args)
     tm, pm, weights = _models(args, say)
     t0 = time.perf_counter()
+    unpaired_ok = check_unpaired_ok(args.allow_unpaired, tm, pm, "--allow-unpaired")
     result = compare(tm, pm, _inputs(shapes, args.seed), rename=rename, pairing=args.pairing, truth=args.truth,
-                     train=args.train)
+                     train=args.train, unpaired_ok=unpaired_ok)
     seconds = time.perf_counter() - t0
     context = {"torch": args.torch_spec, "paddle": args.paddle_spec, "input_shapes": [list(s) for s in shapes],
                "seed": args.seed, "weights": weights}
@@ -162,7 +164,7 @@ def run_verify_pair(args: argparse.Namespace, stdout: TextIO | None = None) -> i
         write_junit(args.junit, doc)
     s = result.summary()
     print(f"{'PASS' if result.passed else 'FAIL'}: {s['layer_outputs']} layer outputs paired, unpaired calls "
-          f"torch {s['unpaired_torch']} / Paddle {s['unpaired_paddle']}; structure failing {s['structure_failing']}, "
+          f"torch {s['unpaired_torch']} / Paddle {s['unpaired_paddle']} ({s['unpaired_declared']} declared); structure failing {s['structure_failing']}, "
           f"precision failing {s['precision_failing']}; parameters differing {s['parameters_differing']}/"
           f"{s['parameters']}", file=out)
     if not result.passed:
@@ -194,6 +196,10 @@ def add_verify_pair_parser(subparsers) -> None:
                    help="name: by qualified name after --rename, execution order where names differ; order: by "
                         "execution order inside each paired parent only")
     p.add_argument("--rename", metavar="FILE.json", help="JSON object mapping torch name prefixes to Paddle ones")
+    p.add_argument("--allow-unpaired", action="append", default=[], metavar="NAME",
+                   help="a parameter-free layer (qualified name, either side) whose calls are expected to have no "
+                        "counterpart, e.g. a pooling layer where the other side calls a function (repeatable); "
+                        "listed as declared; a layer holding parameters is refused")
     p.add_argument("--train", action="store_true",
                    help="BatchNorm in train mode (batch statistics); compares the running statistics after the pass")
     p.add_argument("--report", metavar="DIR", help="write DIR/report.{json,md,png}")

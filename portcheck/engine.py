@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .declared import check_unpaired_ok, split_declared
 from .errors import PortInputError
 from .pairing import PAIRINGS, check_rename, pair_calls, pair_modules
 from .params import compare_parameters
@@ -73,17 +74,21 @@ def _check(truth: str, pairing: str) -> None:
 
 
 def compare(torch_module, paddle_layer, inputs, *, rename: Mapping[str, str] | None = None, pairing: str = "name",
-            truth: str = "fp64", train: bool = False) -> Comparison:
+            truth: str = "fp64", train: bool = False, unpaired_ok=None) -> Comparison:
     """Compare a torch module with its Paddle port on `inputs` (a numpy array or a tuple of them: the float ones are
-    cast to each pass's dtype). See the module docstring; returns a `Comparison`."""
+    cast to each pass's dtype). `unpaired_ok`: names of parameter-free layers whose calls are expected to have no
+    counterpart (`portcheck.declared`). See the module docstring; returns a `Comparison`."""
     _check(truth, pairing)
     rename = check_rename(rename)
+    declared = check_unpaired_ok(unpaired_ok, torch_module, paddle_layer)
     started, timings = time.perf_counter(), {}
     runs = _passes(torch_module, paddle_layer, inputs, truth, train, timings)
     t32, p32 = runs["torch32"], runs["paddle32"]
     modules = pair_modules(t32.names, p32.names, torch_first_call=t32.first_call, paddle_first_call=p32.first_call,
                            rename=rename, pairing=pairing)
     calls, torch_only, paddle_only = pair_calls(t32.keys, p32.keys, modules)
+    (torch_only, declared_t), (paddle_only, declared_p) = (split_declared(torch_only, declared, "torch"),
+                                                           split_declared(paddle_only, declared, "paddle"))
     rows = _output_rows(calls, runs)
     params, params_torch_only, params_paddle_only = compare_parameters(torch_module, paddle_layer, modules)
     notes = _notes(torch_module, paddle_layer, truth)
@@ -93,13 +98,13 @@ def compare(torch_module, paddle_layer, inputs, *, rename: Mapping[str, str] | N
         stats = running_stat_rows(pairs, runs)
         notes += batchnorm_notes(pairs)
     timings["total_s"] = time.perf_counter() - started
-    settings = {"truth": truth, "pairing": pairing, "train": train, "rename": rename,
+    settings = {"truth": truth, "pairing": pairing, "train": train, "rename": rename, "unpaired_ok": list(declared),
                 "structure_bound": STRUCTURE_SCALED_FP64 if truth == "fp64" else FP32_SCALED_NO_TRUTH,
                 "ratio_limit": TRUTH_RATIO_LIMIT, "floor": TRUTH_FLOOR_SCALED}
     return Comparison(rows=rows, unpaired_torch=torch_only, unpaired_paddle=paddle_only, parameters=params,
                       parameters_unpaired_torch=params_torch_only, parameters_unpaired_paddle=params_paddle_only,
                       running_stats=stats, modules=[m.__dict__ for m in modules], notes=notes, settings=settings,
-                      timings=timings)
+                      timings=timings, unpaired_declared=declared_t + declared_p)
 
 
 def _batchnorm_pairs(torch_module, paddle_layer, modules) -> list[tuple]:

@@ -25,6 +25,7 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    unpaired_declared: list[dict] = field(default_factory=list)  # calls excused by `unpaired_ok`, with the reason
 
     @property
     def first_diverging(self) -> dict | None:
@@ -66,6 +67,7 @@ class Comparison:
             "final_ratio": self.rows[-1].get("ratio") if self.rows else None,
             "unpaired_torch": len(self.unpaired_torch),
             "unpaired_paddle": len(self.unpaired_paddle),
+            "unpaired_declared": len(self.unpaired_declared),
             "parameters": len(self.parameters),
             "parameters_differing": len(self.parameters_differing),
             "parameters_unpaired": len(self.parameters_unpaired_torch) + len(self.parameters_unpaired_paddle),
