@@ -365,6 +365,10 @@ PROBES: list[Probe] = [
         "convert", "verify-pair", "parity_tests.portcheck_pairs:TorchNet", "parity_tests.portcheck_pairs:PaddleNet",
         "--input-shape", "2,3,6,6", "--rename", str(_file(s, "rename.json")), "--report", str(s.root / "pair")],
         "--rename"),
+    # ---- portcheck fixes (wp-pcfix): an input the torch model itself rejects is a bad --input-shape
+    Probe("convert verify-pair: --input-shape the torch model rejects", lambda s: [
+        "convert", "verify-pair", "parity_tests.portcheck_pairs:TorchNet", "parity_tests.portcheck_pairs:PaddleNet",
+        "--input-shape", "2,3,8,8", "--report", str(s.root / "pair")], "the torch model does not accept this input"),
 ]
 
 

@@ -237,11 +237,15 @@ def test_cli_a_network_that_is_not_the_same(capsys, tmp_path):
 
 
 def test_cli_weights_that_cannot_move_are_reported_and_compared(capsys, tmp_path):
-    """Different widths: transfer_weights refuses; both sides keep their own weights, the comparison fails at the
-    first layer, exit 1, one line saying the weights were not moved."""
-    rc, out, err = _cli(capsys, f"{PAIRS}:TorchNet", "paddle.vision.models:LeNet", "--input-shape", "1,1,28,28")
-    assert rc in (1,) and "Traceback" not in err, err
-    assert "weights NOT moved" in out
+    """A rename entry that matches no tensor: transfer_weights refuses; both sides keep their own weights, the
+    comparison runs and fails at the first layer, exit 1, one line saying the weights were not moved. (It used
+    TorchNet against LeNet on a 1-channel input, which TorchNet itself rejects: it passed on an internal error.)"""
+    (tmp_path / "rename.json").write_text('{"no_such_layer": "other"}')
+    rc, out, err = _cli(capsys, f"{PAIRS}:TorchNet", f"{PAIRS}:PaddleNet", "--input-shape", "2,3,6,6",
+                        "--rename", str(tmp_path / "rename.json"))
+    assert rc == 1 and err == "", err
+    assert "weights NOT moved (cannot move the weights: rename table entry 'no_such_layer' matches no torch" in out
+    assert "first diverging layer: torch `conv#0` / Paddle `conv#0`" in out
 
 
 def test_cli_torch_weights_file_is_loaded_strictly(capsys, tmp_path):
@@ -316,3 +320,27 @@ def test_cli_allow_unpaired(capsys, tmp_path):
     assert rc == 2 and err.strip().splitlines() == [
         "error: --allow-unpaired 'conv': the torch layer holds parameters or buffers (weight, bias); only a "
         "parameter-free layer may be declared unpaired (pair it with a rename table instead)"]
+
+
+def test_a_model_whose_own_forward_raises_is_named_with_its_side_and_pass(capsys, tmp_path):
+    """googlenet's case in small: torch pools to 6 x 6 before its Linear, the Paddle port does not, so at 8 x 8 only
+    the Paddle side raises (in a matmul): one line naming the Paddle float32 pass and the exception's first line,
+    exit 1, nothing written. The plain torch model raises too: the input is wrong for the network itself, exit 2."""
+    from portcheck.errors import ForwardError
+
+    rc, out, err = _cli(capsys, f"{PAIRS}:TorchNet(pool=True)", f"{PAIRS}:PaddleNet", "--input-shape", "2,3,8,8",
+                        "--report", str(tmp_path / "rep"))
+    lines = err.strip().splitlines()
+    assert rc == 1 and len(lines) == 1 and "internal error" not in err and "Traceback" not in err, err
+    assert lines[0].startswith("error: --input-shape 2,3,8,8: the Paddle model's own forward raised in its float32 "
+                               "pass (ValueError: (InvalidArgument) In operator matmul")
+    assert lines[0].endswith("torch ran on this input, so the pair is not the same network on it")
+    rc, out, err = _cli(capsys, f"{PAIRS}:TorchNet", f"{PAIRS}:PaddleNet", "--input-shape", "2,3,8,8",
+                        "--report", str(tmp_path / "rep"))
+    assert rc == 2 and err.strip().splitlines() == [
+        "error: --input-shape 2,3,8,8: the torch model's own forward raised in its float32 pass (RuntimeError: "
+        "mat1 and mat2 shapes cannot be multiplied (2x512 and 288x10)); the torch model does not accept this input"]
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ForwardError) as caught:
+        compare(*make_pair(), np.zeros((2, 3, 8, 8)))
+    assert (caught.value.side, caught.value.dtype) == ("torch", "float32")

@@ -21,7 +21,7 @@ from typing import TextIO
 import numpy as np
 
 from .declared import check_unpaired_ok
-from .errors import PortInputError
+from .errors import ForwardError, PortInputError
 from .pairing import PAIRINGS, check_rename
 
 __all__ = ["add_verify_pair_parser", "run_verify_pair", "parse_shapes", "read_rename", "load_torch_weights"]
@@ -136,6 +136,23 @@ def _check_outputs(args: argparse.Namespace) -> None:
             raise PortInputError(f"--junit {args.junit}: must be a file in an existing folder")
 
 
+def _forward_failed(exc: ForwardError, args: argparse.Namespace) -> int:
+    """A model's forward raised. The torch model's float32 pass rejecting the input means the input is wrong for the
+    network being ported: a bad --input-shape (exit 2). Anything else is the pair's own failure on a valid input
+    (exit 1): one line, no traceback (--verbose shows it)."""
+    if getattr(args, "verbose", False):
+        raise exc
+    shapes = " ".join(args.input_shape)
+    if exc.side == "torch" and exc.dtype == "float32":
+        raise PortInputError(f"--input-shape {shapes}: {exc}; the torch model does not accept this input") from None
+    if exc.side == "torch":
+        hint = "its float64 truth cannot run: retry with --truth none"
+    else:
+        hint = "torch ran on this input, so the pair is not the same network on it"
+    print(f"error: --input-shape {shapes}: {exc}; {hint}", file=sys.stderr)
+    return 1
+
+
 def run_verify_pair(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     """The subcommand: 0 pass, 1 fail; bad input raises PortInputError (the host prints one line, exit 2)."""
     from .engine import compare
@@ -150,10 +167,13 @@ def run_verify_pair(args: argparse.Namespace, stdout: TextIO | None = None) -> i
     rename = read_rename(args.rename)
     _check_outputs(args)
     tm, pm, weights = _models(args, say)
-    t0 = time.perf_counter()
     unpaired_ok = check_unpaired_ok(args.allow_unpaired, tm, pm, "--allow-unpaired")
-    result = compare(tm, pm, _inputs(shapes, args.seed), rename=rename, pairing=args.pairing, truth=args.truth,
-                     train=args.train, unpaired_ok=unpaired_ok)
+    t0 = time.perf_counter()
+    try:
+        result = compare(tm, pm, _inputs(shapes, args.seed), rename=rename, pairing=args.pairing, truth=args.truth,
+                         train=args.train, unpaired_ok=unpaired_ok)
+    except ForwardError as exc:
+        return _forward_failed(exc, args)
     seconds = time.perf_counter() - t0
     context = {"torch": args.torch_spec, "paddle": args.paddle_spec, "input_shapes": [list(s) for s in shapes],
                "seed": args.seed, "weights": weights}

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .declared import check_unpaired_ok, split_declared
-from .errors import PortInputError
+from .errors import ForwardError, PortInputError
 from .pairing import PAIRINGS, check_rename, pair_calls, pair_modules
 from .params import compare_parameters
 from .record import output_keys
@@ -61,7 +61,10 @@ def _passes(torch_module, paddle_layer, inputs, truth: str, train: bool, timings
         plan += [("torch64", torch_run, torch_module, "float64"), ("paddle64", paddle_run, paddle_layer, "float64")]
     for key, run, model, dtype in plan:
         t0 = time.perf_counter()
-        runs[key] = run(model, inputs, dtype, train)
+        try:
+            runs[key] = run(model, inputs, dtype, train)
+        except Exception as exc:  # the model's own code failed on this input: say which side and pass
+            raise ForwardError("torch" if key.startswith("torch") else "Paddle", dtype, exc) from exc
         timings[f"{key}_s"] = time.perf_counter() - t0
     return runs
 
@@ -76,7 +79,7 @@ def _check(truth: str, pairing: str) -> None:
 def compare(torch_module, paddle_layer, inputs, *, rename: Mapping[str, str] | None = None, pairing: str = "name",
             truth: str = "fp64", train: bool = False, unpaired_ok=None) -> Comparison:
     """Compare a torch module with its Paddle port on `inputs` (a numpy array or a tuple of them: the float ones are
-    cast to each pass's dtype). `unpaired_ok`: names of parameter-free layers whose calls are expected to have no
+    cast to each pass's dtype). Raises ForwardError when either model's own forward raises. `unpaired_ok`: names of parameter-free layers whose calls are expected to have no
     counterpart (`portcheck.declared`). See the module docstring; returns a `Comparison`."""
     _check(truth, pairing)
     rename = check_rename(rename)
