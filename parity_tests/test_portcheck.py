@@ -344,3 +344,18 @@ def test_a_model_whose_own_forward_raises_is_named_with_its_side_and_pass(capsys
     with pytest.raises(ForwardError) as caught:
         compare(*make_pair(), np.zeros((2, 3, 8, 8)))
     assert (caught.value.side, caught.value.dtype) == ("torch", "float32")
+
+
+def test_precision_gates_by_default_and_is_a_finding_when_informative(capsys):
+    """The overall verdict: a less precise layer fails the pair unless precision="informative"
+    (--precision-informative), where it is still reported; a structural fault fails either way."""
+    informative = compare(*make_pair(act="lossy"), X, precision="informative")
+    assert informative.passed and informative.settings["precision"] == "informative"
+    assert informative.failure_line().startswith("structurally exact but less precise: torch `act#0`")
+    assert not compare(*make_pair(epsilon=1e-3), X, precision="informative").passed
+    argv = (f"{PAIRS}:TorchNet", f"{PAIRS}:PaddleNet(act='lossy')", "--input-shape", "2,3,6,6")
+    rc, out, _ = _cli(capsys, *argv)
+    assert rc == 1 and "\nstructurally exact but less precise: torch `act#0`" in out
+    rc, out, _ = _cli(capsys, *argv, "--precision-informative")
+    assert rc == 0 and out.splitlines()[-3].startswith("PASS: ")
+    assert out.splitlines()[-2].startswith("finding (precision informative): structurally exact but less precise")

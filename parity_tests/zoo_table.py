@@ -42,7 +42,8 @@ def table_row(name: str, comparison, transfer) -> tuple[str, ...]:
         f"{len(transfer.moves)} / {s['parameters_differing'] + s['parameters_unpaired']}",
         f"{'PASS' if s['structure_failing'] == 0 else 'FAIL'} ({s['worst_fp64_scaled']:.1e})",
         f"{s['final_ratio']:.2f} ({s['worst_ratio']:.2f})",
-        "PASS" if less is None else f"less precise from `{_path(less['torch'])}` (ratio {less['ratio']:.2f})",
+        "PASS" if less is None else (f"finding about the pair: Paddle's fp32 `{_path(less['torch'])}` is "
+                                     f"{less['ratio']:.2f}x torch's distance from the truth (limit 2x)"),
         "none" if first is None else f"`{_path(first['torch'])}` / `{_path(first['paddle'])}`",
         f"{comparison.timings['total_s']:.1f}",
     )

@@ -171,7 +171,8 @@ def run_verify_pair(args: argparse.Namespace, stdout: TextIO | None = None) -> i
     t0 = time.perf_counter()
     try:
         result = compare(tm, pm, _inputs(shapes, args.seed), rename=rename, pairing=args.pairing, truth=args.truth,
-                         train=args.train, unpaired_ok=unpaired_ok)
+                         train=args.train, unpaired_ok=unpaired_ok,
+                         precision="informative" if args.precision_informative else "gate")
     except ForwardError as exc:
         return _forward_failed(exc, args)
     seconds = time.perf_counter() - t0
@@ -184,11 +185,12 @@ def run_verify_pair(args: argparse.Namespace, stdout: TextIO | None = None) -> i
         write_junit(args.junit, doc)
     s = result.summary()
     print(f"{'PASS' if result.passed else 'FAIL'}: {s['layer_outputs']} layer outputs paired, unpaired calls "
-          f"torch {s['unpaired_torch']} / Paddle {s['unpaired_paddle']} ({s['unpaired_declared']} declared); structure failing {s['structure_failing']}, "
+          f"torch {s['unpaired_torch']} / Paddle {s['unpaired_paddle']} ({s['unpaired_declared']} declared); "
+          f"structure failing {s['structure_failing']}, "
           f"precision failing {s['precision_failing']}; parameters differing {s['parameters_differing']}/"
           f"{s['parameters']}", file=out)
-    if not result.passed:
-        print(result.failure_line(), file=out)
+    if result.failure_line():  # with --precision-informative a less precise layer is printed, as a finding
+        print(("" if not result.passed else "finding (precision informative): ") + result.failure_line(), file=out)
     print(f"comparison time: {seconds:.1f} s ({'4 passes: float32 and float64' if args.truth == 'fp64' else '2 float32 passes, no float64 truth'})"
           + (f"; report: {Path(args.report) / 'report.md'}" if args.report else ""), file=out)
     return 0 if result.passed else 1
@@ -220,6 +222,9 @@ def add_verify_pair_parser(subparsers) -> None:
                    help="a parameter-free layer (qualified name, either side) whose calls are expected to have no "
                         "counterpart, e.g. a pooling layer where the other side calls a function (repeatable); "
                         "listed as declared; a layer holding parameters is refused")
+    p.add_argument("--precision-informative", action="store_true",
+                   help="report a structurally exact but less precise layer as a finding about the pair without "
+                        "failing it (default: it fails, exit 1)")
     p.add_argument("--train", action="store_true",
                    help="BatchNorm in train mode (batch statistics); compares the running statistics after the pass")
     p.add_argument("--report", metavar="DIR", help="write DIR/report.{json,md,png}")

@@ -29,6 +29,9 @@ from .verdicts import (FP32_SCALED_NO_TRUTH, STRUCTURE_SCALED_FP64, TRUTH_FLOOR_
 __all__ = ["TRUTHS", "compare", "Comparison"]
 
 TRUTHS = ("fp64", "none")
+# "gate": a less precise layer fails the pair (the default); "informative": it is reported as a finding about the
+# pair and the pair passes when everything else does (structure, pairing, weights).
+PRECISIONS = ("gate", "informative")
 
 
 def _output_rows(pairs, runs: dict[str, Run | None]) -> list[dict]:
@@ -69,7 +72,9 @@ def _passes(torch_module, paddle_layer, inputs, truth: str, train: bool, timings
     return runs
 
 
-def _check(truth: str, pairing: str) -> None:
+def _check(truth: str, pairing: str, precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise PortInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if truth not in TRUTHS:
         raise PortInputError(f"truth must be one of {', '.join(TRUTHS)}, got {truth!r}")
     if pairing not in PAIRINGS:
@@ -77,11 +82,12 @@ def _check(truth: str, pairing: str) -> None:
 
 
 def compare(torch_module, paddle_layer, inputs, *, rename: Mapping[str, str] | None = None, pairing: str = "name",
-            truth: str = "fp64", train: bool = False, unpaired_ok=None) -> Comparison:
+            truth: str = "fp64", train: bool = False, unpaired_ok=None, precision: str = "gate") -> Comparison:
     """Compare a torch module with its Paddle port on `inputs` (a numpy array or a tuple of them: the float ones are
-    cast to each pass's dtype). Raises ForwardError when either model's own forward raises. `unpaired_ok`: names of parameter-free layers whose calls are expected to have no
-    counterpart (`portcheck.declared`). See the module docstring; returns a `Comparison`."""
-    _check(truth, pairing)
+    cast to each pass's dtype). Raises ForwardError when either model's own forward raises. `unpaired_ok`: names of
+    parameter-free layers whose calls are expected to have no counterpart (`portcheck.declared`); `precision`: one
+    of PRECISIONS. See the module docstring; returns a `Comparison`."""
+    _check(truth, pairing, precision)
     rename = check_rename(rename)
     declared = check_unpaired_ok(unpaired_ok, torch_module, paddle_layer)
     started, timings = time.perf_counter(), {}
@@ -102,6 +108,7 @@ def compare(torch_module, paddle_layer, inputs, *, rename: Mapping[str, str] | N
         notes += batchnorm_notes(pairs)
     timings["total_s"] = time.perf_counter() - started
     settings = {"truth": truth, "pairing": pairing, "train": train, "rename": rename, "unpaired_ok": list(declared),
+                "precision": precision,
                 "structure_bound": STRUCTURE_SCALED_FP64 if truth == "fp64" else FP32_SCALED_NO_TRUTH,
                 "ratio_limit": TRUTH_RATIO_LIMIT, "floor": TRUTH_FLOOR_SCALED}
     return Comparison(rows=rows, unpaired_torch=torch_only, unpaired_paddle=paddle_only, parameters=params,

@@ -76,8 +76,9 @@ def _table(rows: list[dict], truth: bool) -> list[str]:
 
 def _summary_lines(doc: dict) -> list[str]:
     s, st = doc["summary"], doc["settings"]
-    lines = [f"- {doc['failure']}" if doc["failure"] else "- Every paired layer output structurally exact and "
-             "as precise as torch; every parameter identical"]
+    finding = "Finding (precision informative): " if doc["passed"] else ""
+    lines = [f"- {finding}{doc['failure']}" if doc["failure"] else "- Every paired layer output structurally exact "
+             "and as precise as torch; every parameter identical"]
     lines.append(f"- {s['layer_outputs']} layer outputs paired ({', '.join(f'{k} {v}' for k, v in s['pairs_by_rule'].items())}); "
                  f"unpaired calls: torch {s['unpaired_torch']}, Paddle {s['unpaired_paddle']}"
                  + (f"; declared unpaired: {s['unpaired_declared']}" if s["unpaired_declared"] else ""))
