@@ -377,6 +377,10 @@ PROBES: list[Probe] = [
         "momentum"),
     Probe("convert train-parity: --torch folder missing", lambda s: [
         "convert", "train-parity", "--torch", str(s.root / "nope"), "--report", str(s.root / "train")], "--torch"),
+    # ---- portcheck fixes (wp-pcfix): an input the torch model itself rejects is a bad --input-shape
+    Probe("convert verify-pair: --input-shape the torch model rejects", lambda s: [
+        "convert", "verify-pair", "parity_tests.portcheck_pairs:TorchNet", "parity_tests.portcheck_pairs:PaddleNet",
+        "--input-shape", "2,3,8,8", "--report", str(s.root / "pair")], "the torch model does not accept this input"),
 ]
 
 

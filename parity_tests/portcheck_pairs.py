@@ -12,8 +12,12 @@ WIDTH = 8
 
 
 class TorchNet(torch.nn.Module):
-    def __init__(self) -> None:
+    """`pool=True` pools to 6 x 6 before the Linear (any input size works; PaddleNet's Linear then fails on inputs
+    other than 6 x 6, as paddle.vision's googlenet does at 64 px)."""
+
+    def __init__(self, pool: bool = False) -> None:
         super().__init__()
+        self.pool = torch.nn.AdaptiveAvgPool2d(6) if pool else None
         self.conv = torch.nn.Conv2d(3, WIDTH, 3, padding=1)
         self.bn = torch.nn.BatchNorm2d(WIDTH)
         self.act = torch.nn.ReLU()
@@ -22,6 +26,7 @@ class TorchNet(torch.nn.Module):
 
     def forward(self, x):
         x = self.act(self.bn(self.conv(x)))  # (N, C, 6, 6)
+        x = self.pool(x) if self.pool is not None else x
         return self.act(self.fc(self.drop(torch.flatten(x, 1))))  # act called a second time
 
 

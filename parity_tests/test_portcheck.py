@@ -237,11 +237,15 @@ def test_cli_a_network_that_is_not_the_same(capsys, tmp_path):
 
 
 def test_cli_weights_that_cannot_move_are_reported_and_compared(capsys, tmp_path):
-    """Different widths: transfer_weights refuses; both sides keep their own weights, the comparison fails at the
-    first layer, exit 1, one line saying the weights were not moved."""
-    rc, out, err = _cli(capsys, f"{PAIRS}:TorchNet", "paddle.vision.models:LeNet", "--input-shape", "1,1,28,28")
-    assert rc in (1,) and "Traceback" not in err, err
-    assert "weights NOT moved" in out
+    """A rename entry that matches no tensor: transfer_weights refuses; both sides keep their own weights, the
+    comparison runs and fails at the first layer, exit 1, one line saying the weights were not moved. (It used
+    TorchNet against LeNet on a 1-channel input, which TorchNet itself rejects: it passed on an internal error.)"""
+    (tmp_path / "rename.json").write_text('{"no_such_layer": "other"}')
+    rc, out, err = _cli(capsys, f"{PAIRS}:TorchNet", f"{PAIRS}:PaddleNet", "--input-shape", "2,3,6,6",
+                        "--rename", str(tmp_path / "rename.json"))
+    assert rc == 1 and err == "", err
+    assert "weights NOT moved (cannot move the weights: rename table entry 'no_such_layer' matches no torch" in out
+    assert "first diverging layer: torch `conv#0` / Paddle `conv#0`" in out
 
 
 def test_cli_torch_weights_file_is_loaded_strictly(capsys, tmp_path):
@@ -256,3 +260,102 @@ def test_cli_torch_weights_file_is_loaded_strictly(capsys, tmp_path):
     rc, _, err = _cli(capsys, f"{PAIRS}:TorchNet", f"{PAIRS}:PaddleNet", "--input-shape", "2,3,6,6",
                       "--torch-weights", str(tmp_path / "part.pt"))
     assert rc == 2 and err.startswith(f"error: --torch-weights {tmp_path / 'part.pt'}: does not fit the model")
+
+
+def test_a_square_linear_weight_is_compared_transposed_by_layer_type():
+    """A 4 x 4 Linear fits either layout: moved transposed by portcheck.transfer (the layer types say Linear), its
+    parameter row must compare it transposed too and find it identical (vgg11_bn's 4096 x 4096 classifier.3)."""
+    import paddle
+    import torch
+
+    from portcheck.transfer import transfer_weights
+
+    torch.manual_seed(0)
+    t = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
+    p = paddle.nn.Sequential(paddle.nn.Linear(4, 4), paddle.nn.ReLU())
+    moves = {m.torch_name: m.transposed for m in transfer_weights(t, p).moves}
+    result = compare(t, p, np.random.default_rng(0).standard_normal((2, 4)))
+    rows = {r["torch"]: r for r in result.parameters}
+    assert moves["0.weight"] and rows["0.weight"]["transposed"] and not rows["0.bias"]["transposed"]
+    assert rows["0.weight"]["max_abs"] == 0.0 and result.parameters_differing == [] and result.passed
+
+
+def test_a_declared_parameter_free_unpaired_layer_is_listed_as_declared_and_passes():
+    """mobilenet_v2's case in small: Paddle calls a parameter-free layer (`extra`, an Identity) where torch calls
+    nothing. Undeclared it fails; declared it is listed with the reason and the pair passes."""
+    from portcheck.declared import DECLARED_REASON
+
+    undeclared = compare(*make_pair(extra=True), X)
+    assert not undeclared.passed and undeclared.unpaired_paddle == ["extra#0"]
+    declared = compare(*make_pair(extra=True), X, unpaired_ok=("extra",))
+    assert declared.passed, declared.failure_line()
+    assert declared.unpaired_paddle == [] and declared.unpaired_torch == []
+    assert declared.unpaired_declared == [{"side": "paddle", "call": "extra#0", "reason": DECLARED_REASON}]
+    assert declared.summary()["unpaired_declared"] == 1 and declared.settings["unpaired_ok"] == ["extra"]
+
+
+@pytest.mark.parametrize("names, expect", [
+    (("fc",), "unpaired_ok 'fc': the torch layer holds parameters or buffers (weight, bias)"),
+    (("bn",), "holds parameters or buffers"),
+    (("no_such_layer",), "no layer of that name"),
+    ("extra", "expected a list of layer names"),
+])
+def test_declaring_a_layer_with_parameters_or_no_layer_is_refused(names, expect):
+    from portcheck.errors import PortInputError
+
+    with pytest.raises(PortInputError, match=expect.replace("(", r"\(").replace(")", r"\)")):
+        compare(*make_pair(extra=True), X, unpaired_ok=names)
+
+
+def test_cli_allow_unpaired(capsys, tmp_path):
+    rc, out, err = _cli(capsys, f"{PAIRS}:TorchNet", f"{PAIRS}:PaddleNet(extra=True)", "--input-shape", "2,3,6,6",
+                        "--allow-unpaired", "extra", "--report", str(tmp_path / "rep"))
+    assert rc == 0 and "Paddle 0 (1 declared)" in out, out + err
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Declared unpaired layer calls" in md and "- paddle `extra#0`: declared unpaired" in md
+    rc, out, err = _cli(capsys, f"{PAIRS}:TorchNet", f"{PAIRS}:PaddleNet(extra=True)", "--input-shape", "2,3,6,6")
+    assert rc == 1 and "unpaired layer calls: torch [], Paddle ['extra#0']" in out
+    rc, out, err = _cli(capsys, f"{PAIRS}:TorchNet", f"{PAIRS}:PaddleNet(extra=True)", "--input-shape", "2,3,6,6",
+                        "--allow-unpaired", "conv")
+    assert rc == 2 and err.strip().splitlines() == [
+        "error: --allow-unpaired 'conv': the torch layer holds parameters or buffers (weight, bias); only a "
+        "parameter-free layer may be declared unpaired (pair it with a rename table instead)"]
+
+
+def test_a_model_whose_own_forward_raises_is_named_with_its_side_and_pass(capsys, tmp_path):
+    """googlenet's case in small: torch pools to 6 x 6 before its Linear, the Paddle port does not, so at 8 x 8 only
+    the Paddle side raises (in a matmul): one line naming the Paddle float32 pass and the exception's first line,
+    exit 1, nothing written. The plain torch model raises too: the input is wrong for the network itself, exit 2."""
+    from portcheck.errors import ForwardError
+
+    rc, out, err = _cli(capsys, f"{PAIRS}:TorchNet(pool=True)", f"{PAIRS}:PaddleNet", "--input-shape", "2,3,8,8",
+                        "--report", str(tmp_path / "rep"))
+    lines = err.strip().splitlines()
+    assert rc == 1 and len(lines) == 1 and "internal error" not in err and "Traceback" not in err, err
+    assert lines[0].startswith("error: --input-shape 2,3,8,8: the Paddle model's own forward raised in its float32 "
+                               "pass (ValueError: (InvalidArgument) In operator matmul")
+    assert lines[0].endswith("torch ran on this input, so the pair is not the same network on it")
+    rc, out, err = _cli(capsys, f"{PAIRS}:TorchNet", f"{PAIRS}:PaddleNet", "--input-shape", "2,3,8,8",
+                        "--report", str(tmp_path / "rep"))
+    assert rc == 2 and err.strip().splitlines() == [
+        "error: --input-shape 2,3,8,8: the torch model's own forward raised in its float32 pass (RuntimeError: "
+        "mat1 and mat2 shapes cannot be multiplied (2x512 and 288x10)); the torch model does not accept this input"]
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ForwardError) as caught:
+        compare(*make_pair(), np.zeros((2, 3, 8, 8)))
+    assert (caught.value.side, caught.value.dtype) == ("torch", "float32")
+
+
+def test_precision_gates_by_default_and_is_a_finding_when_informative(capsys):
+    """The overall verdict: a less precise layer fails the pair unless precision="informative"
+    (--precision-informative), where it is still reported; a structural fault fails either way."""
+    informative = compare(*make_pair(act="lossy"), X, precision="informative")
+    assert informative.passed and informative.settings["precision"] == "informative"
+    assert informative.failure_line().startswith("structurally exact but less precise: torch `act#0`")
+    assert not compare(*make_pair(epsilon=1e-3), X, precision="informative").passed
+    argv = (f"{PAIRS}:TorchNet", f"{PAIRS}:PaddleNet(act='lossy')", "--input-shape", "2,3,6,6")
+    rc, out, _ = _cli(capsys, *argv)
+    assert rc == 1 and "\nstructurally exact but less precise: torch `act#0`" in out
+    rc, out, _ = _cli(capsys, *argv, "--precision-informative")
+    assert rc == 0 and out.splitlines()[-3].startswith("PASS: ")
+    assert out.splitlines()[-2].startswith("finding (precision informative): structurally exact but less precise")

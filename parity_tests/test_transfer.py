@@ -159,3 +159,15 @@ def test_zoo_pairs_move_every_tensor_bit_for_bit(name):
     _assert_moved_exactly(torch_net, paddle_net, report)
     assert report.count("shape") == 0  # names (and the BatchNorm spellings) suffice for these ports
     assert report.count("spelling") > 0 and sum(m.transposed for m in report.moves) == 1  # the classifier
+
+
+def test_one_rename_rule_shared_with_the_engine_and_its_table_checked():
+    """transfer applies the engine's rename rule (portcheck.pairing.apply_rename), not a copy that could drift, and
+    checks the table the way the engine does: a non-string entry is a bad input naming the table, not a TypeError."""
+    import portcheck.transfer as transfer
+    from portcheck.errors import PortInputError
+    from portcheck.pairing import apply_rename
+
+    assert not hasattr(transfer, "_renamed") and transfer.apply_rename is apply_rename
+    with pytest.raises(PortInputError, match="rename table: every entry must map"):
+        transfer_weights(_torch_net(), _paddle_net(), rename={"fc": 3})

@@ -16,12 +16,14 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ZooPair:
-    """One network in both frameworks: `module:callable` and keyword arguments on each side."""
+    """One network in both frameworks: `module:callable` and keyword arguments on each side, and the
+    parameter-free layers declared unpaired (`compare(..., unpaired_ok=...)`)."""
 
     name: str
     torch_callable: str
     paddle_callable: str
     paddle_kwargs: dict = field(default_factory=dict)
+    unpaired_ok: tuple[str, ...] = ()
 
     @property
     def paddle_spec(self) -> str:
@@ -29,10 +31,13 @@ class ZooPair:
         return f"{self.paddle_callable}({args})" if args else self.paddle_callable
 
 
-# The issue's three pairs. Paddle spells vgg11_bn as vgg11(batch_norm=True).
+# The issue's three pairs. Paddle spells vgg11_bn as vgg11(batch_norm=True). torchvision's mobilenet_v2 pools with
+# F.adaptive_avg_pool2d inside forward(), paddle.vision's with an AdaptiveAvgPool2D layer, `pool2d_avg`: a
+# parameter-free call with nothing to pair with, declared (the classifier after it is paired).
 ZOO = (
     ZooPair("resnet18", "torchvision.models:resnet18", "paddle.vision.models:resnet18"),
-    ZooPair("mobilenet_v2", "torchvision.models:mobilenet_v2", "paddle.vision.models:mobilenet_v2"),
+    ZooPair("mobilenet_v2", "torchvision.models:mobilenet_v2", "paddle.vision.models:mobilenet_v2",
+            unpaired_ok=("pool2d_avg",)),
     ZooPair("vgg11_bn", "torchvision.models:vgg11_bn", "paddle.vision.models:vgg11", {"batch_norm": True}),
 )
 ZOO_BY_NAME = {pair.name: pair for pair in ZOO}

@@ -20,7 +20,8 @@ from typing import TextIO
 
 import numpy as np
 
-from .errors import PortInputError
+from .declared import check_unpaired_ok
+from .errors import ForwardError, PortInputError
 from .pairing import PAIRINGS, check_rename
 
 __all__ = ["add_verify_pair_parser", "run_verify_pair", "parse_shapes", "read_rename", "load_torch_weights"]
@@ -135,6 +136,23 @@ def _check_outputs(args: argparse.Namespace) -> None:
             raise PortInputError(f"--junit {args.junit}: must be a file in an existing folder")
 
 
+def _forward_failed(exc: ForwardError, args: argparse.Namespace) -> int:
+    """A model's forward raised. The torch model's float32 pass rejecting the input means the input is wrong for the
+    network being ported: a bad --input-shape (exit 2). Anything else is the pair's own failure on a valid input
+    (exit 1): one line, no traceback (--verbose shows it)."""
+    if getattr(args, "verbose", False):
+        raise exc
+    shapes = " ".join(args.input_shape)
+    if exc.side == "torch" and exc.dtype == "float32":
+        raise PortInputError(f"--input-shape {shapes}: {exc}; the torch model does not accept this input") from None
+    if exc.side == "torch":
+        hint = "its float64 truth cannot run: retry with --truth none"
+    else:
+        hint = "torch ran on this input, so the pair is not the same network on it"
+    print(f"error: --input-shape {shapes}: {exc}; {hint}", file=sys.stderr)
+    return 1
+
+
 def run_verify_pair(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     """The subcommand: 0 pass, 1 fail; bad input raises PortInputError (the host prints one line, exit 2)."""
     from .engine import compare
@@ -149,9 +167,14 @@ def run_verify_pair(args: argparse.Namespace, stdout: TextIO | None = None) -> i
     rename = read_rename(args.rename)
     _check_outputs(args)
     tm, pm, weights = _models(args, say)
+    unpaired_ok = check_unpaired_ok(args.allow_unpaired, tm, pm, "--allow-unpaired")
     t0 = time.perf_counter()
-    result = compare(tm, pm, _inputs(shapes, args.seed), rename=rename, pairing=args.pairing, truth=args.truth,
-                     train=args.train, backward=args.backward)
+    try:
+        result = compare(tm, pm, _inputs(shapes, args.seed), rename=rename, pairing=args.pairing, truth=args.truth,
+                         train=args.train, backward=args.backward, unpaired_ok=unpaired_ok,
+                         precision="informative" if args.precision_informative else "gate")
+    except ForwardError as exc:
+        return _forward_failed(exc, args)
     seconds = time.perf_counter() - t0
     context = {"torch": args.torch_spec, "paddle": args.paddle_spec, "input_shapes": [list(s) for s in shapes],
                "seed": args.seed, "weights": weights}
@@ -162,7 +185,8 @@ def run_verify_pair(args: argparse.Namespace, stdout: TextIO | None = None) -> i
         write_junit(args.junit, doc)
     s = result.summary()
     print(f"{'PASS' if result.passed else 'FAIL'}: {s['layer_outputs']} layer outputs paired, unpaired calls "
-          f"torch {s['unpaired_torch']} / Paddle {s['unpaired_paddle']}; structure failing {s['structure_failing']}, "
+          f"torch {s['unpaired_torch']} / Paddle {s['unpaired_paddle']} ({s['unpaired_declared']} declared); "
+          f"structure failing {s['structure_failing']}, "
           f"precision failing {s['precision_failing']}; parameters differing {s['parameters_differing']}/"
           f"{s['parameters']}", file=out)
     g = s["gradients"]
@@ -172,8 +196,8 @@ def run_verify_pair(args: argparse.Namespace, stdout: TextIO | None = None) -> i
               f"failing {g['precision_failing']}; median parameter-gradient ratio "
               f"{g['median_parameter_ratio'] if g['median_parameter_ratio'] is None else round(g['median_parameter_ratio'], 3)}",
               file=out)
-    if not result.passed:
-        print(result.failure_line(), file=out)
+    if result.failure_line():  # with --precision-informative a less precise layer is printed, as a finding
+        print(("" if not result.passed else "finding (precision informative): ") + result.failure_line(), file=out)
     print(f"comparison time: {seconds:.1f} s ({'4 passes: float32 and float64' if args.truth == 'fp64' else '2 float32 passes, no float64 truth'})"
           + (f"; report: {Path(args.report) / 'report.md'}" if args.report else ""), file=out)
     return 0 if result.passed else 1
@@ -201,6 +225,13 @@ def add_verify_pair_parser(subparsers) -> None:
                    help="name: by qualified name after --rename, execution order where names differ; order: by "
                         "execution order inside each paired parent only")
     p.add_argument("--rename", metavar="FILE.json", help="JSON object mapping torch name prefixes to Paddle ones")
+    p.add_argument("--allow-unpaired", action="append", default=[], metavar="NAME",
+                   help="a parameter-free layer (qualified name, either side) whose calls are expected to have no "
+                        "counterpart, e.g. a pooling layer where the other side calls a function (repeatable); "
+                        "listed as declared; a layer holding parameters is refused")
+    p.add_argument("--precision-informative", action="store_true",
+                   help="report a structurally exact but less precise layer as a finding about the pair without "
+                        "failing it (default: it fails, exit 1)")
     p.add_argument("--train", action="store_true",
                    help="BatchNorm in train mode (batch statistics); compares the running statistics after the pass")
     p.add_argument("--backward", action="store_true",

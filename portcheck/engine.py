@@ -16,7 +16,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from .backward import LOSS_NOTE, PROJECTION_SEED, compare_backward
-from .errors import PortInputError
+from .declared import check_unpaired_ok, split_declared
+from .errors import ForwardError, PortInputError
 from .pairing import PAIRINGS, check_rename, pair_calls, pair_modules
 from .params import compare_parameters
 from .record import output_keys
@@ -29,6 +30,9 @@ from .verdicts import (FP32_SCALED_NO_TRUTH, STRUCTURE_SCALED_FP64, TRUTH_FLOOR_
 __all__ = ["TRUTHS", "compare", "Comparison"]
 
 TRUTHS = ("fp64", "none")
+# "gate": a less precise layer fails the pair (the default); "informative": it is reported as a finding about the
+# pair and the pair passes when everything else does (structure, pairing, weights).
+PRECISIONS = ("gate", "informative")
 
 
 def _output_rows(pairs, runs: dict[str, Run | None]) -> list[dict]:
@@ -61,12 +65,17 @@ def _passes(torch_module, paddle_layer, inputs, truth: str, train: bool, timings
         plan += [("torch64", torch_run, torch_module, "float64"), ("paddle64", paddle_run, paddle_layer, "float64")]
     for key, run, model, dtype in plan:
         t0 = time.perf_counter()
-        runs[key] = run(model, inputs, dtype, train)
+        try:
+            runs[key] = run(model, inputs, dtype, train)
+        except Exception as exc:  # the model's own code failed on this input: say which side and pass
+            raise ForwardError("torch" if key.startswith("torch") else "Paddle", dtype, exc) from exc
         timings[f"{key}_s"] = time.perf_counter() - t0
     return runs
 
 
-def _check(truth: str, pairing: str) -> None:
+def _check(truth: str, pairing: str, precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise PortInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if truth not in TRUTHS:
         raise PortInputError(f"truth must be one of {', '.join(TRUTHS)}, got {truth!r}")
     if pairing not in PAIRINGS:
@@ -74,20 +83,25 @@ def _check(truth: str, pairing: str) -> None:
 
 
 def compare(torch_module, paddle_layer, inputs, *, rename: Mapping[str, str] | None = None, pairing: str = "name",
-            truth: str = "fp64", train: bool = False, backward: bool = False,
-            projection_seed: int = PROJECTION_SEED) -> Comparison:
+            truth: str = "fp64", train: bool = False, backward: bool = False, unpaired_ok=None,
+            precision: str = "gate", projection_seed: int = PROJECTION_SEED) -> Comparison:
     """Compare a torch module with its Paddle port on `inputs` (a numpy array or a tuple of them: the float ones are
-    cast to each pass's dtype). See the module docstring; returns a `Comparison`. backward: also four
-    forward+backward passes of a fixed random projection of the outputs (`portcheck.backward`, its seed
-    `projection_seed`): every layer output's, parameter's and input's gradient judged with the same two verdicts."""
-    _check(truth, pairing)
+    cast to each pass's dtype). Raises ForwardError when either model's own forward raises. `unpaired_ok`: names of
+    parameter-free layers whose calls are expected to have no counterpart (`portcheck.declared`); `precision`: one
+    of PRECISIONS. backward: also four forward+backward passes of a fixed random projection of the outputs
+    (`portcheck.backward`, its seed `projection_seed`): every layer output's, parameter's and input's gradient judged
+    with the same two verdicts. See the module docstring; returns a `Comparison`."""
+    _check(truth, pairing, precision)
     rename = check_rename(rename)
+    declared = check_unpaired_ok(unpaired_ok, torch_module, paddle_layer)
     started, timings = time.perf_counter(), {}
     runs = _passes(torch_module, paddle_layer, inputs, truth, train, timings)
     t32, p32 = runs["torch32"], runs["paddle32"]
     modules = pair_modules(t32.names, p32.names, torch_first_call=t32.first_call, paddle_first_call=p32.first_call,
                            rename=rename, pairing=pairing)
     calls, torch_only, paddle_only = pair_calls(t32.keys, p32.keys, modules)
+    (torch_only, declared_t), (paddle_only, declared_p) = (split_declared(torch_only, declared, "torch"),
+                                                           split_declared(paddle_only, declared, "paddle"))
     rows = _output_rows(calls, runs)
     params, params_torch_only, params_paddle_only = compare_parameters(torch_module, paddle_layer, modules)
     notes = _notes(torch_module, paddle_layer, truth)
@@ -103,12 +117,13 @@ def compare(torch_module, paddle_layer, inputs, *, rename: Mapping[str, str] | N
         notes.append(LOSS_NOTE.format(seed=projection_seed))
     timings["total_s"] = time.perf_counter() - started
     settings = {"truth": truth, "pairing": pairing, "train": train, "backward": backward, "rename": rename,
+                "unpaired_ok": list(declared), "precision": precision,
                 "structure_bound": STRUCTURE_SCALED_FP64 if truth == "fp64" else FP32_SCALED_NO_TRUTH,
                 "ratio_limit": TRUTH_RATIO_LIMIT, "floor": TRUTH_FLOOR_SCALED}
     return Comparison(rows=rows, unpaired_torch=torch_only, unpaired_paddle=paddle_only, parameters=params,
                       parameters_unpaired_torch=params_torch_only, parameters_unpaired_paddle=params_paddle_only,
                       running_stats=stats, modules=[m.__dict__ for m in modules], notes=notes, settings=settings,
-                      timings=timings, gradients=gradients)
+                      timings=timings, gradients=gradients, unpaired_declared=declared_t + declared_p)
 
 
 def _batchnorm_pairs(torch_module, paddle_layer, modules) -> list[tuple]:

@@ -3,8 +3,8 @@
 Tensors are paired inside each pair of modules (`portcheck.pairing`): by local name, then the frameworks' known
 renames (BatchNorm `running_mean` -> `_mean`, `running_var` -> `_variance`), then in registration order when both
 sides have the same number left. torch's `num_batches_tracked` has no Paddle counterpart and is left out. A
-Linear weight is stored transposed in Paddle ((in, out) against torch's (out, in)): compared transposed, and the
-row says so. After a weight move the values must be identical (max abs 0).
+Linear weight is stored transposed in Paddle ((in, out) against torch's (out, in)): compared transposed, decided
+from the layer types by the rule the weight move uses (`portcheck.layout`), and the row says so. After a weight move the values must be identical (max abs 0).
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .layout import is_paddle_linear, is_torch_linear, linear_transposed
 from .pairing import ModulePair
 
 __all__ = ["FRAMEWORK_RENAMES", "compare_parameters", "parameter_pairs"]
@@ -47,8 +48,7 @@ def _pair_local(tt: list, pt: list) -> tuple[list[tuple], list[str], list[str]]:
     return pairs, [n for n, _ in t_left], [n for n, _ in p_left]
 
 
-def _row(tq: str, pq: str, a: np.ndarray, b: np.ndarray, rule: str, linear: bool) -> dict:
-    transposed = linear and a.ndim == 2 and a.shape != b.shape and a.shape == b.shape[::-1]
+def _row(tq: str, pq: str, a: np.ndarray, b: np.ndarray, rule: str, transposed: bool) -> dict:
     row = {"torch": tq, "paddle": pq, "rule": rule, "shape": list(a.shape), "paddle_shape": list(b.shape),
            "transposed": bool(transposed), "torch_dtype": str(a.dtype), "paddle_dtype": str(b.dtype)}
     b = b.T if transposed else b
@@ -73,9 +73,9 @@ def compare_parameters(torch_module, paddle_layer, modules: Sequence[ModulePair]
         paired_p.add(m.paddle)
         tm, pm = t_mods[m.torch], p_mods[m.paddle]
         pairs, tl, pl = _pair_local(_torch_tensors(tm), _paddle_tensors(pm))
-        linear = type(tm).__name__ == "Linear"
-        rows += [_row(_qualified(m.torch, t[0]), _qualified(m.paddle, p[0]), t[1], p[1], rule, linear)
-                 for t, p, rule in pairs]
+        linear = (is_torch_linear(tm), is_paddle_linear(pm))
+        rows += [_row(_qualified(m.torch, t[0]), _qualified(m.paddle, p[0]), t[1], p[1], rule,
+                      linear_transposed(t[0], *linear)) for t, p, rule in pairs]
         t_only += [_qualified(m.torch, n) for n in tl]
         p_only += [_qualified(m.paddle, n) for n in pl]
     for n, mod in t_mods.items():

@@ -39,6 +39,7 @@ def report_document(result: Comparison, context: dict) -> dict:
             "failure": result.failure_line(), "summary": result.summary(), "settings": result.settings,
             "notes": result.notes, "context": context, "layers": result.rows,
             "unpaired": {"torch": result.unpaired_torch, "paddle": result.unpaired_paddle},
+            "unpaired_declared": result.unpaired_declared,
             "parameters": result.parameters,
             "parameters_unpaired": {"torch": result.parameters_unpaired_torch,
                                     "paddle": result.parameters_unpaired_paddle},
@@ -76,10 +77,12 @@ def _table(rows: list[dict], truth: bool) -> list[str]:
 
 def _summary_lines(doc: dict) -> list[str]:
     s, st = doc["summary"], doc["settings"]
-    lines = [f"- {doc['failure']}" if doc["failure"] else "- Every paired layer output structurally exact and "
-             "as precise as torch; every parameter identical"]
+    finding = "Finding (precision informative): " if doc["passed"] else ""
+    lines = [f"- {finding}{doc['failure']}" if doc["failure"] else "- Every paired layer output structurally exact "
+             "and as precise as torch; every parameter identical"]
     lines.append(f"- {s['layer_outputs']} layer outputs paired ({', '.join(f'{k} {v}' for k, v in s['pairs_by_rule'].items())}); "
-                 f"unpaired calls: torch {s['unpaired_torch']}, Paddle {s['unpaired_paddle']}")
+                 f"unpaired calls: torch {s['unpaired_torch']}, Paddle {s['unpaired_paddle']}"
+                 + (f"; declared unpaired: {s['unpaired_declared']}" if s["unpaired_declared"] else ""))
     lines.append(f"- Structure: {s['structure_failing']} failing; worst float64 scaled error "
                  f"{_e(s['worst_fp64_scaled'])} (bound {_e(st['structure_bound'])})")
     if st["truth"] == "fp64":
@@ -146,6 +149,9 @@ def render_markdown(doc: dict) -> str:
     for side in ("torch", "paddle"):
         if doc["unpaired"][side]:
             lines += ["", f"## Unpaired {side} layer calls", ""] + [f"- `{k}`" for k in doc["unpaired"][side]]
+    if doc["unpaired_declared"]:
+        lines += ["", "## Declared unpaired layer calls (`unpaired_ok`)", ""]
+        lines += [f"- {d['side']} `{d['call']}`: {d['reason']}" for d in doc["unpaired_declared"]]
     lines += ["", f"## Every layer output ({len(rows)}, torch execution order)", ""] + _table(rows, truth) + [""]
     return "\n".join(lines)
 
@@ -201,6 +207,10 @@ def junit_xml(doc: dict) -> bytes:
             case = ET.SubElement(suite, "testcase", classname="portcheck.unpaired", name=f"{side} {k}")
             ET.SubElement(case, "failure", message=f"{side} call {k} has no counterpart", type="unpaired")
             cases += 1
+    for d in doc["unpaired_declared"]:
+        case = ET.SubElement(suite, "testcase", classname="portcheck.unpaired", name=f"{d['side']} {d['call']}")
+        ET.SubElement(case, "skipped", message=d["reason"])
+        cases += 1
     case = ET.SubElement(suite, "testcase", classname="portcheck.parameters", name="every parameter and buffer")
     s = doc["summary"]
     if s["parameters_differing"] or s["parameters_unpaired"]:

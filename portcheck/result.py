@@ -28,6 +28,7 @@ class Comparison:
     settings: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     gradients: dict = field(default_factory=dict)  # `portcheck.backward.compare_backward`'s rows (backward=True)
+    unpaired_declared: list[dict] = field(default_factory=list)  # calls excused by `unpaired_ok`, with the reason
 
     @property
     def first_diverging(self) -> dict | None:
@@ -49,10 +50,15 @@ class Comparison:
 
     @property
     def passed(self) -> bool:
-        rows_ok = all(r["structure"] and r["precision"] is not False for r in self.rows)
-        stats_ok = all((r["structure"] or r.get("convention")) and r["precision"] is not False
+        """Structure passes for every paired output and running statistic (a running statistic may differ by a named
+        framework convention), no undeclared unpaired call, every weight paired and identical, the gradients pass
+        (backward=True); and, unless settings["precision"] is "informative", no less precise output."""
+        gate = self.settings.get("precision", "gate") == "gate"
+        rows_ok = all(r["structure"] and (r["precision"] is not False or not gate) for r in self.rows)
+        stats_ok = all((r["structure"] or r.get("convention")) and (r["precision"] is not False or not gate)
                        for r in self.running_stats)
-        return (rows_ok and stats_ok and self.gradients_passed and not self.unpaired_torch and not self.unpaired_paddle and not self.parameters_differing
+        return (rows_ok and stats_ok and self.gradients_passed and not self.unpaired_torch and not self.unpaired_paddle
+                and not self.parameters_differing
                 and not self.parameters_unpaired_torch and not self.parameters_unpaired_paddle)
 
     def summary(self) -> dict:
@@ -75,6 +81,7 @@ class Comparison:
             "final_ratio": self.rows[-1].get("ratio") if self.rows else None,
             "unpaired_torch": len(self.unpaired_torch),
             "unpaired_paddle": len(self.unpaired_paddle),
+            "unpaired_declared": len(self.unpaired_declared),
             "parameters": len(self.parameters),
             "parameters_differing": len(self.parameters_differing),
             "parameters_unpaired": len(self.parameters_unpaired_torch) + len(self.parameters_unpaired_paddle),

@@ -22,6 +22,9 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .layout import is_paddle_linear, is_torch_linear, linear_transposed
+from .pairing import apply_rename, check_rename
+
 # The frameworks' own spellings of one tensor (torch local name -> Paddle local names): BatchNorm's statistics and
 # PReLU's slope. Tried after the identical name, never instead of it.
 PADDLE_SPELLINGS: dict[str, tuple[str, ...]] = {
@@ -106,7 +109,7 @@ def transfer_weights(torch_module, paddle_layer, rename: Mapping[str, str] | Non
 
     `rename` maps torch qualified-name prefixes (module paths or whole tensor names) to Paddle ones. Raises
     TransferError, writing nothing, when anything is left unmatched, ambiguous, or of another shape or dtype."""
-    rename = dict(rename or {})
+    rename = check_rename(rename)
     torch_entries, arrays, dropped = _torch_entries(torch_module)
     paddle_entries = _paddle_entries(paddle_layer)
     problems = [f"rename table entry {key!r} matches no torch tensor" for key in rename
@@ -131,8 +134,6 @@ def transfer_weights(torch_module, paddle_layer, rename: Mapping[str, str] | Non
 
 def _torch_entries(torch_module) -> tuple[list[_Entry], dict, list[str]]:
     """The entries in definition order, their detached CPU tensors by name, and the dropped names."""
-    import torch
-
     kept = set(torch_module.state_dict().keys())  # parameters and persistent buffers only
     entries, arrays, dropped = [], {}, []
     for path, module in torch_module.named_modules():
@@ -145,14 +146,12 @@ def _torch_entries(torch_module) -> tuple[list[_Entry], dict, list[str]]:
                 dropped.append(name)
                 continue
             arrays[name] = tensor.detach().cpu()
-            entries.append(_Entry(name, local, isinstance(module, torch.nn.Linear), tuple(tensor.shape),
+            entries.append(_Entry(name, local, is_torch_linear(module), tuple(tensor.shape),
                                   str(tensor.dtype).removeprefix("torch.")))
     return entries, arrays, dropped
 
 
 def _paddle_entries(paddle_layer) -> dict[str, _Entry]:
-    import paddle
-
     kept = set(paddle_layer.state_dict().keys())
     entries = {}
     for path, layer in paddle_layer.named_sublayers(include_self=True):
@@ -161,21 +160,12 @@ def _paddle_entries(paddle_layer) -> dict[str, _Entry]:
             name = f"{path}.{local}" if path else local
             if name in kept:
                 dtype = str(tensor.dtype).removeprefix("paddle.")
-                entries[name] = _Entry(name, local, isinstance(layer, paddle.nn.Linear), tuple(tensor.shape), dtype)
+                entries[name] = _Entry(name, local, is_paddle_linear(layer), tuple(tensor.shape), dtype)
     return entries
 
 
 def _under(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
-
-
-def _renamed(name: str, rename: Mapping[str, str]) -> str:
-    """`name` with its longest prefix (at a dot boundary) found in `rename` replaced by the table's value."""
-    keys = [key for key in rename if _under(name, key)]
-    if not keys:
-        return name
-    key = max(keys, key=len)
-    return rename[key] + name[len(key):] if rename[key] else name[len(key) + 1:]
 
 
 def _paddle_names(target: str) -> list[tuple[str, bool]]:
@@ -188,7 +178,7 @@ def _paddle_names(target: str) -> list[tuple[str, bool]]:
 def _match_by_name(torch_entries: list[_Entry], paddle_entries: dict[str, _Entry], rename: Mapping[str, str]):
     pairs, problems, taken = [], [], set()
     for entry in torch_entries:
-        target = _renamed(entry.name, rename)
+        target = apply_rename(entry.name, rename)
         found = [(name, spelled) for name, spelled in _paddle_names(target) if name in paddle_entries]
         if len(found) > 1:
             problems.append(f"torch {entry.name} has several Paddle names: {', '.join(name for name, _ in found)}")
@@ -236,7 +226,7 @@ def _match_by_shape(left_torch: list[_Entry], left_paddle: list[_Entry]):
 def _plan_move(torch_entry: _Entry, paddle_entry: _Entry, rule: str) -> tuple[Move, str]:
     """The move, and what is wrong with it ("" when nothing): Linear on one side only, shape or dtype."""
     linear_weight = torch_entry.local == "weight" and (torch_entry.is_linear or paddle_entry.is_linear)
-    transposed = linear_weight and torch_entry.is_linear and paddle_entry.is_linear
+    transposed = linear_transposed(torch_entry.local, torch_entry.is_linear, paddle_entry.is_linear)
     move = Move(torch_entry.name, paddle_entry.name, paddle_entry.shape, rule, transposed)
     pair = f"torch {torch_entry.name} {list(torch_entry.shape)} vs Paddle {paddle_entry.name} {list(paddle_entry.shape)}"
     if linear_weight and not transposed:
