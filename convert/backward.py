@@ -34,7 +34,7 @@ def conr_backward(tm, pm, inputs: tuple, *, truth: str = "fp64", seed: int = 0, 
         rows = [r for r in g["parameters"] if r["torch"].startswith(net + ".")]
         sub = gradient_summary({"layers": [], "parameters": rows, "inputs": []})
         g["networks"][net] = {"parameters": len(rows), "structure_failing": sub["structure_failing"],
-                              "precision_failing": sub["precision_failing"],
+                              "rows_above_ratio_limit": len(sub["rows_above_ratio_limit"]),
                               "median_parameter_ratio": sub["median_parameter_ratio"],
                               "worst_fp64_scaled": sub["worst_fp64_scaled"]}
     return g
@@ -42,14 +42,17 @@ def conr_backward(tm, pm, inputs: tuple, *, truth: str = "fp64", seed: int = 0, 
 
 def backward_lines(g: dict) -> list[str]:
     """The verdict lines `convert verify --backward` prints."""
+    from portcheck.backward import gradient_failure_line, kink_lines
+
     s = g["summary"]
+    median = "-" if s["median_parameter_ratio"] is None else f"{s['median_parameter_ratio']:.3f}"
     lines = [f"backward {'PASS' if s['passed'] else 'FAIL'}: {s['layer_gradients']} layer-output, "
              f"{s['parameter_gradients']} parameter, {s['input_gradients']} input gradients; structure failing "
-             f"{s['structure_failing']}, precision failing {s['precision_failing']}; median over parameters of "
-             f"Paddle's fp32 gradient distance to the float64 truth over torch's: "
-             + ("-" if s["median_parameter_ratio"] is None else f"{s['median_parameter_ratio']:.3f}")]
+             f"{s['structure_failing']} (kinks {len(s['kinks'])}, rows following them {s['rows_following_kinks']}); "
+             f"precision: median over parameters of Paddle's fp32 gradient distance to the float64 truth over "
+             f"torch's {median} (limit {s['median_ratio_limit']}); rows above the per-row limit (information) "
+             f"{len(s['rows_above_ratio_limit'])}"]
+    lines += [f"kink: {line}" for line in kink_lines(g)]
     if not s["passed"]:
-        from portcheck.backward import gradient_failure_line
-
         lines.append(gradient_failure_line(g, g["structure_bound"]))
     return lines

@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     for net, f in g["networks"].items():
         print(f"  {net}: {f['parameters']} parameter gradients, structure failing {f['structure_failing']}, "
               f"worst fp64 scaled {f['worst_fp64_scaled']:.1e}, median ratio {f['median_parameter_ratio']:.3f}, "
-              f"precision failing {f['precision_failing']}")
+              f"rows above the per-row ratio limit {f['rows_above_ratio_limit']}")
     for r in g["inputs"]:
         print(f"  {r['torch']}: fp64 scaled {r['fp64_scaled']:.1e}, ratio {r['ratio']:.3f}")
     for line in backward_lines(g):

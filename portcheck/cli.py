@@ -192,10 +192,11 @@ def run_verify_pair(args: argparse.Namespace, stdout: TextIO | None = None) -> i
     g = s["gradients"]
     if g:
         print(f"backward: {g['layer_gradients']} layer-output, {g['parameter_gradients']} parameter, "
-              f"{g['input_gradients']} input gradients; structure failing {g['structure_failing']}, precision "
-              f"failing {g['precision_failing']}; median parameter-gradient ratio "
-              f"{g['median_parameter_ratio'] if g['median_parameter_ratio'] is None else round(g['median_parameter_ratio'], 3)}",
-              file=out)
+              f"{g['input_gradients']} input gradients; structure failing {g['structure_failing']}, kinks "
+              f"{len(g['kinks'])}; median parameter-gradient ratio "
+              f"{g['median_parameter_ratio'] if g['median_parameter_ratio'] is None else round(g['median_parameter_ratio'], 3)}"
+              f" (limit {g['median_ratio_limit']}); rows above the per-row ratio limit (information) "
+              f"{len(g['rows_above_ratio_limit'])}", file=out)
     if result.failure_line():  # with --precision-informative a less precise layer is printed, as a finding
         print(("" if not result.passed else "finding (precision informative): ") + result.failure_line(), file=out)
     print(f"comparison time: {seconds:.1f} s ({'4 passes: float32 and float64' if args.truth == 'fp64' else '2 float32 passes, no float64 truth'})"

@@ -33,7 +33,8 @@ class GradRun:
     """keys: call keys in forward execution order; grads[key][i]: the gradient of output i (None where it took no
     part in the loss); params: qualified parameter name -> gradient (None: no gradient reached it, or it does not
     require one); inputs: one gradient per input (None for integer inputs); consumers: call key -> call keys that
-    took one of its outputs as an argument; names/types/leaf: as `portcheck.runs.Run`."""
+    took one of its outputs as an argument; names/types/leaf: as `portcheck.runs.Run`; kink_inputs: the forward
+    input of every max-pool call (`KINK_TYPES`), where `portcheck.kinks` checks a gradient difference for a tie."""
 
     keys: list[str] = field(default_factory=list)
     grads: dict[str, list] = field(default_factory=dict)
@@ -44,6 +45,7 @@ class GradRun:
     types: dict[str, str] = field(default_factory=dict)
     leaf: dict[str, bool] = field(default_factory=dict)
     loss: float = 0.0
+    kink_inputs: dict[str, np.ndarray] = field(default_factory=dict)  # call key -> input of a max-pool call
 
     @property
     def first_call(self) -> dict[str, int]:
@@ -51,6 +53,11 @@ class GradRun:
         for i, key in enumerate(self.keys):
             out.setdefault(key.rpartition("#")[0], i)
         return out
+
+
+# Layer types whose forward has kinks that ties reach in practice (a max over a window of equal values): their
+# inputs are kept so that a gradient difference can be checked against the forward point (`portcheck.kinks`).
+KINK_TYPES = ("MaxPool1d", "MaxPool2d", "MaxPool3d", "MaxPool1D", "MaxPool2D", "MaxPool3D")
 
 
 def default_call(model, *inputs):
@@ -81,6 +88,8 @@ class _Tracker:
             for src in self.producer.get(id(t), ()):
                 if key not in self.run.consumers[src]:
                     self.run.consumers[src].append(key)
+        if self.run.types.get(name) in KINK_TYPES and args:
+            self.run.kink_inputs[key] = to_numpy(args[0].detach())
         slots = [None] * len(outputs)
         self.run.grads[key] = slots
         for i, t in enumerate(outputs):

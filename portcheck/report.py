@@ -98,15 +98,18 @@ def _summary_lines(doc: dict) -> list[str]:
 
 def gradient_lines(g: dict, truth: bool) -> list[str]:
     """The backward section: the loss, the verdicts, the failing or worst gradient rows."""
-    from .backward import gradient_summary
+    from .backward import gradient_summary, kink_lines
 
     s = gradient_summary(g)
     lines = ["", "## Backward: gradients of every layer output, parameter and input", "", f"- {g['loss']}",
              f"- {s['layer_gradients']} layer-output, {s['parameter_gradients']} parameter and {s['input_gradients']} "
-             f"input gradients; structure failing {s['structure_failing']}, precision failing "
-             f"{s['precision_failing']}; worst float64 scaled error {_e(s['worst_fp64_scaled'])}",
-             f"- Parameter gradients, Paddle's float32 distance to the truth over torch's: median "
-             f"{_e(s['median_parameter_ratio'])}, worst {_e(s['worst_parameter_ratio'])}"]
+             f"input gradients; structure failing {s['structure_failing']}; worst float64 scaled error "
+             f"{_e(s['worst_fp64_scaled'])}",
+             f"- Precision verdict (once, over the parameters): median of Paddle's float32 gradient distance to the "
+             f"truth over torch's {_e(s['median_parameter_ratio'])} (limit {s['median_ratio_limit']}; a single "
+             f"gradient is one reduction whose float32 rounding scatters per row), worst {_e(s['worst_parameter_ratio'])}",
+             f"- Rows above the per-row ratio limit (information, not a verdict): {len(s['rows_above_ratio_limit'])}"]
+    lines += [f"- Kink: {line}" for line in kink_lines(g)]
     if s["first_diverging"]:
         f = s["first_diverging"]
         lines.append(f"- First diverging layer-output gradient in backward order: torch `{f['torch']}` / Paddle "
@@ -187,9 +190,14 @@ def plot_png(doc: dict) -> bytes:
     return buf.getvalue()
 
 
+# Gradient rows fail a JUnit case only when structural: their precision is judged once, as the median over the
+# parameters (`portcheck.verdicts.GRADIENT_MEDIAN_RATIO_LIMIT`), and a measured kink (`portcheck.kinks`) is no fault.
+GRADIENT_ROW_PASSING = ("exact", "less precise", "follows a kink", "unused by the loss")
+
+
 def junit_xml(doc: dict) -> bytes:
-    """One test case per paired layer output (failing: structural or less precise), one per unpaired call and one
-    for the parameters."""
+    """One test case per paired layer output (failing: structural or less precise), one per gradient row (failing:
+    structural), one per unpaired call and one for the parameters."""
     suite = ET.Element("testsuite", name="portcheck", time=f"{doc['timings']['total_s']:.3f}")
     cases = 0
     g = doc.get("gradients") or {}
@@ -197,7 +205,8 @@ def junit_xml(doc: dict) -> bytes:
                    + [("portcheck.gradients", r) for r in g.get("layers", []) + g.get("parameters", [])
                       + g.get("inputs", [])]):
         case = ET.SubElement(suite, "testcase", classname=cls, name=f"{r['torch']} -> {r['paddle']}")
-        if r["verdict"] not in ("exact", "framework convention"):
+        passing = ("exact", "framework convention") if cls == "portcheck.layers" else GRADIENT_ROW_PASSING
+        if not (r["verdict"] in passing or r["verdict"].startswith("kink of")):
             msg = r.get("error") or r.get("finding") or f"{r['verdict']}: fp64 scaled {_e(r.get('fp64_scaled'))}, " \
                 f"ratio {_e(r.get('ratio'))}, fp32 scaled {_e(r.get('scaled'))}"
             ET.SubElement(case, "failure", message=msg, type=r["verdict"])
