@@ -26,7 +26,9 @@ VENV_BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
-def dist_inputs(samples, tmp_path_factory):
+def dist_inputs(samples, graph_cache, tmp_path_factory):
+    """One sheet view and POSES; the session's graph cache (its compiled operators and, at 128 px / 1 view, the
+    graphs test_kill_resume.py's reference run exports)."""
     root = tmp_path_factory.mktemp("dist_inputs")
     sheet, poses = root / "sheet", root / "poses"
     sheet.mkdir()
@@ -37,7 +39,7 @@ def dist_inputs(samples, tmp_path_factory):
     np.savez_compressed(poses / "4.npz", i=np.zeros((200, 200, 4), np.float32))
     with np.load(samples.poses / "1.npz") as f:
         np.savez_compressed(poses / "5.npz", i=np.pad(f["i"], ((20, 4), (0, 0), (0, 0))))
-    return {"sheet": sheet, "poses": poses, "cache": root / "cache"}
+    return {"sheet": sheet, "poses": poses, "cache": graph_cache}
 
 
 def _args(pdparams_dir, inputs, out: Path, *extra: str) -> list[str]:
