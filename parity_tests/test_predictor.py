@@ -21,13 +21,15 @@ from parity_tests.harness import ROOT, child_env
 pytestmark = pytest.mark.slow  # predictor exports at 128 and 256 px and the bench in a child process
 
 
-def test_bench_smoke(tmp_path, graph_cache):
-    """The bench's table and JSON (every column, the onnxruntime and bf16 ones included) at its cheapest settings;
-    its children use the session cache (compiled operators, graphs) through $CONR_PADDLE_CACHE, as a user's run does."""
+def test_bench_smoke(tmp_path, graph_cache, weights_dir, pdparams_dir):
+    """The bench's table and JSON (every column, the onnxruntime and bf16 ones included) at its cheapest settings,
+    on the session's checkpoint (--weights/--torch-weights: no child draws 180 M parameters) and its graph cache
+    ($CONR_PADDLE_CACHE): at 128 px / 2 views the fp32 and onnxruntime graphs are those the render and predictor
+    tests export, the bf16 ones those test_bf16_psnr_vs_float64_truth renders, and the operators are compiled once."""
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "parity_tests.bench", "--size", "128", "--views", "1", "--frames", "1",
-         "--json", str(out)],
+        [sys.executable, "-m", "parity_tests.bench", "--size", "128", "--views", "2", "--frames", "1",
+         "--weights", str(pdparams_dir), "--torch-weights", str(weights_dir), "--json", str(out)],
         cwd=ROOT, env=child_env(CONR_PADDLE_CACHE=str(graph_cache)), capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -36,6 +38,7 @@ def test_bench_smoke(tmp_path, graph_cache):
     for name in CONTENDERS:
         assert name in proc.stdout, f"{name} missing from the table:\n{proc.stdout}"
     report = json.loads(out.read_text())
+    assert report["config"]["weights"] == str(pdparams_dir)
     assert report["ceiling_gflops"] > 0
     assert report["flops"]["frame"] > 0
     results = report["results"]
