@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from conr_paddle.__main__ import main
+from parity_tests.harness import child_env
 
 SIZE = 128
 POSES = ["0", "1", "2", "3", "4", "5"]  # 4 is empty (transparent, no model call); 5 has another frame size
@@ -55,8 +56,9 @@ def _launch(args: list[str], log_dir: Path) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    # the venv's console scripts on PATH, as after `. .venv/bin/activate`
-    return dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    # the venv's console scripts on PATH, as after `. .venv/bin/activate`; this checkout first on PYTHONPATH, so the
+    # ranks run the code under test even where the venv's editable install points at another tree
+    return child_env(PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
 
 
 def _frame_bytes(folder: Path) -> dict[str, bytes]:
