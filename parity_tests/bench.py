@@ -2,6 +2,7 @@
 
     python -m parity_tests.bench [--size 256] [--views 4] [--frames N] [--batch N] [--draw seeded]
                                  [--no-custom-ops] [--no-truth] [--json out.json]
+                                 [--weights PDPARAMS_DIR --torch-weights PTH_DIR]
     python -m parity_tests.bench --memory [--sizes 128,256,512,1024]   (peak RSS per engine: bench_memory.py)
 
 Contenders: the PyTorch reference (eager), the eager Paddle port, Paddle Inference fp32 and bf16
@@ -10,7 +11,8 @@ predictor with Paddle's native float32 instance norm (`predictor_fp32_native_nor
 `conr_paddle.layers.AccurateInstanceNorm2D`), and onnxruntime on the Paddle port's ONNX graphs
 (`conr_paddle.onnx_runner.OnnxRunner`, its own float32 sheet graph; skipped with the reason when the [onnx] extra
 is absent). All use one weight draw (`conr_common.draws`, default the project's
-seeded weights) and the same procedural sample data (`conr_common.samples`: character sheet views and a UDP walk
+seeded weights; or, with --weights/--torch-weights, one checkpoint's .pdparams and official .pth folders, whose
+exported graphs are then cached under the same key as `render`'s) and the same procedural sample data (`conr_common.samples`: character sheet views and a UDP walk
 cycle). Sheet features are computed once (timed apart); the per-frame step is timed over `--frames` frames after
 one warm-up call. Peak RSS is the child's VmHWM. The machine's ceiling is a torch Conv2d 224->224 3x3 on 4x64x64
 in the same run; GFLOP/s come from `conr_paddle.flops` (convs only).
@@ -21,6 +23,7 @@ output and bf16's PSNR against fp32.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -73,12 +76,32 @@ def _peak_rss_mb() -> float:
     return float("nan")
 
 
-def _paddle_model(draw: WeightDraw):
+@dataclasses.dataclass(frozen=True)
+class BenchWeights:
+    """What every contender loads: a weight draw, or one checkpoint's folders (`paddle_dir` of .pdparams for the
+    Paddle contenders, `torch_dir` of official .pth for the torch reference and the truth)."""
+
+    draw: WeightDraw
+    paddle_dir: Path | None = None
+    torch_dir: Path | None = None
+
+    def label(self) -> str:
+        """The exported-graph cache's weights field: `render`'s (sha256 of the files) for a checkpoint folder."""
+        if self.paddle_dir is None:
+            return f"bench-{self.draw!r}"
+        from conr_common.checkpoints import check_weights_dir, weights_hash
+
+        return weights_hash(check_weights_dir(self.paddle_dir))
+
+
+def _paddle_model(weights: BenchWeights):
     from conr_common.manifest import torch_to_paddle
-    from conr_paddle.model import CoNR, load_networks
+    from conr_paddle.model import CoNR, load_networks, load_pdparams
     from conr_torch_ref.seeded import seeded_state_dicts
 
-    states = seeded_state_dicts(draw)
+    if weights.paddle_dir is not None:
+        return load_pdparams(CoNR(), weights.paddle_dir)
+    states = seeded_state_dicts(weights.draw)
     model = CoNR()
     load_networks(model, {n: torch_to_paddle(n, {k: v.numpy() for k, v in s.items()}) for n, s in states.items()})
     del states
@@ -88,16 +111,19 @@ def _paddle_model(draw: WeightDraw):
 class _TorchRunner:
     """The torch reference; `float64=True` is the truth (weights and inputs widened to float64)."""
 
-    def __init__(self, draw: WeightDraw, float64: bool = False) -> None:
+    def __init__(self, weights: BenchWeights, float64: bool = False) -> None:
         import torch
 
-        from conr_torch_ref.model import CoNR, load_networks
+        from conr_torch_ref.model import CoNR, load_networks, load_official
         from conr_torch_ref.seeded import seeded_state_dicts
 
         self.torch = torch
-        states = {n: {k: v.numpy() for k, v in s.items()} for n, s in seeded_state_dicts(draw).items()}
-        self.model = load_networks(CoNR(), states)
-        del states
+        if weights.torch_dir is not None:
+            self.model = load_official(CoNR(), weights.torch_dir)
+        else:
+            states = {n: {k: v.numpy() for k, v in s.items()} for n, s in seeded_state_dicts(weights.draw).items()}
+            self.model = load_networks(CoNR(), states)
+            del states
         self.model.eval()
         self.dtype = np.float64 if float64 else np.float32
         if float64:
@@ -138,7 +164,7 @@ def _child_flops(size: int, views: int) -> dict:
     return {"frame": c.frame, "sheet": c.sheet, "first_frame": c.first_frame, "pose_parse": c.pose_parse}
 
 
-def _child_contender(name: str, work: Path, options: RenderOptions, views: int, draw: WeightDraw,
+def _child_contender(name: str, work: Path, options: RenderOptions, views: int, weights: BenchWeights,
                      custom_ops: bool = True) -> dict:
     """One contender's run in this (child) process at `options.size` px, `options.batch` frames per call.
     The engine and precision are the contender's (its name)."""
@@ -147,11 +173,11 @@ def _child_contender(name: str, work: Path, options: RenderOptions, views: int, 
     info: dict = {}
     t = time.perf_counter()
     if name in ("torch", "truth"):
-        runner = _TorchRunner(draw, float64=name == "truth")
+        runner = _TorchRunner(weights, float64=name == "truth")
     elif name == "paddle_eager":
         from conr_paddle.runner import EagerRunner
 
-        runner = EagerRunner(_paddle_model(draw))
+        runner = EagerRunner(_paddle_model(weights))
     elif name == "onnxruntime":
         try:
             import onnxruntime  # noqa: F401
@@ -160,9 +186,9 @@ def _child_contender(name: str, work: Path, options: RenderOptions, views: int, 
             from conr_paddle.onnx_runner import OnnxRunner
         except ImportError as e:
             return {"skipped": f"[onnx] extra not installed ({e})", "peak_rss_mb": _peak_rss_mb()}
-        model = _paddle_model(draw)
+        model = _paddle_model(weights)
         t_export = time.perf_counter()
-        runner = OnnxRunner(model, f"bench-{draw!r}", size=options.size, views=views, batch=options.batch)
+        runner = OnnxRunner(model, weights.label(), size=options.size, views=views, batch=options.batch)
         info.update(export_seconds=time.perf_counter() - t_export, exported=runner.exported,
                     cache=str(runner.folder), warp=runner.warp_kind)
         del model
@@ -176,12 +202,12 @@ def _child_contender(name: str, work: Path, options: RenderOptions, views: int, 
             ok, why = bf16_support()
             if not ok:
                 return {"skipped": why, "peak_rss_mb": _peak_rss_mb()}
-        model = _paddle_model(draw)
+        model = _paddle_model(weights)
         if name.endswith("_native_norm"):
             set_norm_statistics(model, "native")
         t_export = time.perf_counter()
         runner = PredictorRunner(
-            model, f"bench-{draw!r}", size=options.size, views=views, batch=options.batch, precision=precision,
+            model, weights.label(), size=options.size, views=views, batch=options.batch, precision=precision,
             custom_warp=custom_ops,
         )
         info.update(export_seconds=time.perf_counter() - t_export, exported=runner.exported,
@@ -214,6 +240,8 @@ def _run_child(kind: str, work: Path, args) -> dict:
            "--size", str(args.size), "--views", str(args.views), "--batch", str(args.batch), "--draw", args.draw]
     if args.no_custom_ops:
         cmd.append("--no-custom-ops")
+    if args.weights is not None:
+        cmd += ["--weights", str(args.weights), "--torch-weights", str(args.torch_weights)]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -320,6 +348,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the float64 truth run (torch reference in float64; about 3x a torch fp32 run)")
     parser.add_argument("--no-custom-ops", action="store_true",
                         help="export the predictor graphs with Paddle's grid_sample/resizes (conr_paddle.ext not used)")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="a folder of .pdparams (python -m convert torch2paddle) for the Paddle contenders, "
+                             "instead of --draw; needs --torch-weights")
+    parser.add_argument("--torch-weights", type=Path, default=None,
+                        help="the official .pth folder the --weights were converted from (torch reference, truth)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -327,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         RenderOptions(size=args.size, batch=args.batch)  # the renderer's bounds, checked once before any child
     except ConrInputError as exc:
         parser.error(str(exc))
+    if (args.weights is None) != (args.torch_weights is None):
+        parser.error("--weights and --torch-weights go together (one checkpoint, both formats)")
+    weights = BenchWeights(draw_named(args.draw), args.weights, args.torch_weights)
 
     if args.child:
         if args.child == "ceiling":
@@ -335,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             result = _child_flops(args.size, args.views)
         else:
             result = _child_contender(args.child, args.work, RenderOptions(size=args.size, batch=args.batch),
-                                      args.views, draw_named(args.draw), custom_ops=not args.no_custom_ops)
+                                      args.views, weights, custom_ops=not args.no_custom_ops)
         (args.work / f"{args.child}.json").write_text(json.dumps(result, indent=1))
         return 0
 
@@ -368,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "truth": results_truth,
         "config": {"size": args.size, "views": args.views, "frames": args.frames, "batch": args.batch, "draw": args.draw,
+                   "weights": None if args.weights is None else str(args.weights),
                    "custom_ops": not args.no_custom_ops, "cpu_count": os.cpu_count()},
         "ceiling_gflops": ceiling.get("gflops"),
         "flops": flops_ok or None,

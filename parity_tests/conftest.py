@@ -1,8 +1,15 @@
 """Session fixtures: the seeded official-format weight set is built once per test session (180 M parameters).
 
-Both frameworks live in one process, both in eval mode, fed the same numpy inputs.
+Both frameworks live in one process, both in eval mode, fed the same numpy inputs. Exported graphs and the compiled
+operators live in one session cache (`graph_cache`); a test keeps a private cache only where the cache itself
+(filling, trust, keys) is what it tests. At the end, the suite's cost is printed (`pytest_terminal_summary`).
 """
 from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,21 +40,59 @@ def paddle_states(official_states):
     return {n: torch_to_paddle(n, s) for n, s in official_states.items()}
 
 
+def _torch_fingerprint(model) -> tuple:
+    return (model.training, tuple((n, str(p.dtype), float(p.detach().double().abs().sum()))
+                                  for n, p in model.named_parameters()))
+
+
+def _paddle_fingerprint(model) -> tuple:
+    from conr_paddle.layers import norm_statistics
+
+    return (model.training, norm_statistics(model),
+            tuple((n, str(p.dtype), float(p.abs().sum())) for n, p in model.named_parameters()))
+
+
 @pytest.fixture(scope="session")
 def torch_model(weights_dir):
-    """The torch reference, built once per session and loaded by the production loader (strict, weights_only)."""
+    """The torch reference, built once per session and loaded by the production loader (strict, weights_only).
+    Shared by every test that needs the seeded reference (`harness.models_for_draw` too): a test that changed it
+    (mode, dtype, a parameter) fails at the end of the session."""
     from conr_torch_ref.model import CoNR, load_official
 
-    return load_official(CoNR(), weights_dir).eval()
+    model = load_official(CoNR(), weights_dir).eval()
+    before = _torch_fingerprint(model)
+    yield model
+    assert _torch_fingerprint(model) == before, "a test changed the session's torch_model"
 
 
 @pytest.fixture(scope="session")
 def paddle_model(pdparams_dir):
     """The Paddle port, built once per session and loaded by the production loader (strict, restricted unpickler)
-    from the converter's output: every parity test runs on weights that went through the converter."""
+    from the converter's output: every parity test runs on weights that went through the converter. Shared like
+    `torch_model`, with the same end-of-session check (mode, norm statistics, parameters)."""
     from conr_paddle.model import CoNR, load_pdparams
 
-    return load_pdparams(CoNR(), pdparams_dir)
+    model = load_pdparams(CoNR(), pdparams_dir)
+    before = _paddle_fingerprint(model)
+    yield model
+    assert _paddle_fingerprint(model) == before, "a test changed the session's paddle_model"
+
+
+@pytest.fixture(scope="session")
+def weights_label(pdparams_dir) -> str:
+    """The cache key's weights field for `paddle_model`, as `render` computes it for `pdparams_dir`: graphs exported
+    by one test from the session model are found by the next (and by in-process renders of the same folder)."""
+    from conr_common.checkpoints import check_weights_dir, weights_hash
+
+    return weights_hash(check_weights_dir(pdparams_dir))
+
+
+@pytest.fixture(scope="session")
+def graph_cache(tmp_path_factory) -> Path:
+    """The session's exported-graph cache (predictor and onnxruntime engines) and compiled-operator cache
+    (`<graph_cache>/ops`, filled by `custom_ops`): what a user's `~/.cache/conr_paddle` is after the first run. Its
+    keys hold the weights, size, views, batch, precision, warp and norm, so tests that only need *a* graph share it."""
+    return tmp_path_factory.mktemp("graph_cache")
 
 
 @pytest.fixture(scope="session")
@@ -79,17 +124,91 @@ def pdparams_dir(weights_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def custom_ops(tmp_path_factory):
-    """The compiled operators (conr_paddle.ext), built once per session into a session cache folder.
+def custom_ops(graph_cache):
+    """The compiled operators (conr_paddle.ext), built once per session into the session cache (`graph_cache`), where
+    every predictor built with `cache_dir=graph_cache` finds them.
 
     Where no C++ compiler exists, the tests that need them skip with the package's own reason: that is the
     documented fallback (the exporter keeps grid_sample), tested by test_custom_ops.py's simulated "no compiler"
     cases. With a compiler present, a failed build is a failure."""
     from conr_paddle.ext import find_cxx_compiler, load_warp_op
 
-    op = load_warp_op(tmp_path_factory.mktemp("conr_ops_cache"))
+    op = load_warp_op(graph_cache)
     if not op.available:
         if find_cxx_compiler() is None:
             pytest.skip(f"custom operators cannot be built here (the predictor falls back to grid_sample): {op.reason}")
         pytest.fail(f"a C++ compiler is installed but the custom operators did not build: {op.reason}")
     return op
+
+
+# ------------------------------------------------------------------------------------------ the suite's own cost
+# Printed at the end of every run (`make test`): wall time, peak RSS of this process and of its largest child, what
+# was written, and the temporary folder's size (its peak, sampled as each test ends, and at the end before pytest
+# removes it). Figures, never assertions: a shared machine's load changes them.
+
+_COST = pytest.StashKey[dict]()
+
+
+def _folder_bytes(root: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:  # removed while we walk (a child process's temporary file)
+                pass
+    return total
+
+
+def _io_counters() -> dict[str, int]:
+    try:
+        with open("/proc/self/io") as f:
+            return {k: int(v) for k, v in (line.split(":") for line in f)}
+    except OSError:  # not Linux
+        return {}
+
+
+def pytest_sessionstart(session) -> None:
+    session.config.stash[_COST] = {"start": time.monotonic(), "temp_peak": 0, "temp_end": None, "basetemp": None}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cost_basetemp(request, tmp_path_factory) -> None:
+    request.config.stash[_COST]["basetemp"] = tmp_path_factory.getbasetemp()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item):
+    cost = item.config.stash.get(_COST, None)
+    if cost is not None and cost["basetemp"] is not None:  # before the test's own tmp_path is removed
+        cost["temp_peak"] = max(cost["temp_peak"], _folder_bytes(cost["basetemp"]))
+    yield
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session) -> None:
+    cost = session.config.stash.get(_COST, None)
+    if cost is not None and cost["basetemp"] is not None and cost["basetemp"].is_dir():
+        cost["temp_end"] = _folder_bytes(cost["basetemp"])  # before tmpdir's own clean-up runs
+        cost["temp_peak"] = max(cost["temp_peak"], cost["temp_end"])
+
+
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    cost = config.stash.get(_COST, None)
+    if cost is None:
+        return
+    gb = 1024 ** 3
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    io = _io_counters()
+    lines = [
+        f"wall time {time.monotonic() - cost['start']:.0f} s "
+        f"(CPU: this process {me.ru_utime + me.ru_stime:.0f} s, children {children.ru_utime + children.ru_stime:.0f} s)",
+        f"peak RSS: pytest {me.ru_maxrss / 1024 ** 2:.2f} GB, largest child {children.ru_maxrss / 1024 ** 2:.2f} GB",
+        f"written: pytest {io.get('wchar', 0) / gb:.2f} GB through write() ({io.get('write_bytes', 0) / gb:.2f} GB "
+        f"to storage), children {children.ru_oublock * 512 / gb:.2f} GB to storage",
+        f"temporary folder {cost['basetemp']}: peak {cost['temp_peak'] / gb:.2f} GB, at the end "
+        + ("-" if cost["temp_end"] is None else f"{cost['temp_end'] / gb:.2f} GB") + " (before clean-up)",
+    ]
+    terminalreporter.write_sep("-", "suite cost")
+    for line in lines:
+        terminalreporter.write_line(line)

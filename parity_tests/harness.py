@@ -2,6 +2,9 @@
 the same numpy arrays, stage by stage ("each network alone") and end to end."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import paddle
 import torch
@@ -9,6 +12,15 @@ import torch
 from conr_common.draws import SEEDED, WeightDraw
 from conr_common.pipeline import (PoseFrame, list_pose_files, load_character_sheet, load_pose_image, load_udp_pose,
                                    pose_image_array, sheet_array, udp_arrays)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a child Python process of the tests: this checkout first on PYTHONPATH (so the child
+    imports the code under test, not an installed copy), plus `extra` (e.g. CONR_PADDLE_CACHE)."""
+    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra)
 
 
 def sheet_input(samples, size: int, views: int, dtype: str = "float32") -> np.ndarray:
@@ -63,9 +75,11 @@ def end_to_end(tm, pm, sheet, xyz, alpha) -> tuple[np.ndarray, np.ndarray]:
     return _np(ref), _np(out)
 
 
-def models_for_draw(draw: WeightDraw, official_states: dict):
-    """(torch reference in eval mode, Paddle port) loaded with one weight draw; the seeded draw reuses the session's
-    official_states (numpy, torch names) instead of drawing 180 M parameters again."""
+def models_for_draw(draw: WeightDraw, official_states: dict, seeded_models: tuple | None = None):
+    """(torch reference in eval mode, Paddle port) loaded with one weight draw. The seeded draw is the session's
+    `seeded_models` (conftest's torch_model, paddle_model: nothing is built) when given, else a pair built from the
+    session's official_states (numpy, torch names) instead of drawing 180 M parameters again. Other draws are new
+    pairs: drop every reference to them after use and call `release_models()`."""
     from conr_common.manifest import torch_to_paddle
     from conr_paddle.model import CoNR as PCoNR
     from conr_paddle.model import load_networks
@@ -73,6 +87,8 @@ def models_for_draw(draw: WeightDraw, official_states: dict):
     from conr_torch_ref.model import load_networks as load_torch_networks
     from conr_torch_ref.seeded import seeded_state_dicts
 
+    if draw == SEEDED and seeded_models is not None:
+        return seeded_models
     if draw == SEEDED:
         states = official_states
     else:
@@ -80,3 +96,11 @@ def models_for_draw(draw: WeightDraw, official_states: dict):
     tm = load_torch_networks(TCoNR(), states)
     pm = load_networks(PCoNR(), {n: torch_to_paddle(n, s) for n, s in states.items()})
     return tm.eval(), pm
+
+
+def release_models() -> None:
+    """Give the memory of dropped models back to the OS (garbage collection, then malloc_trim): a 180 M-parameter
+    pair is about 1.5 GB, and without this the process keeps the peak of every draw it built."""
+    from conr_common.memory import return_freed_memory
+
+    return_freed_memory()

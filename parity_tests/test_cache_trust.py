@@ -17,16 +17,15 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # every case exports or builds in child processes
+from parity_tests.harness import ROOT, child_env
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # every case exports or builds in child processes
 paddle = pytest.importorskip("paddle")
 
 
 def _child(code: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
+                          timeout=timeout, env=child_env(), cwd=ROOT)
 
 
 LOAD_OPS = """
@@ -40,12 +39,15 @@ LOAD_OPS = """
 
 
 @pytest.fixture(scope="module")
-def built_cache(custom_ops, tmp_path_factory) -> Path:
-    """A cache with the operator library built by a child process (skips with the reason where no C++ compiler
-    exists: conftest's `custom_ops`)."""
+def built_cache(custom_ops, graph_cache, tmp_path_factory) -> Path:
+    """A cache with the operator library built by another process: a copy of the session's build (conftest's
+    `custom_ops`, which skips with the reason where no C++ compiler exists), loaded by a child process as is."""
+    import shutil
+
     cache = tmp_path_factory.mktemp("ops_cache")
+    shutil.copytree(graph_cache / "ops", cache / "ops")
     proc = _child(LOAD_OPS.format(setup="", cache=str(cache)))
-    assert "AVAILABLE" in proc.stdout, proc.stderr[-2000:]
+    assert "AVAILABLE" in proc.stdout and "not trusted" not in proc.stderr, proc.stderr[-2000:]
     return cache
 
 

@@ -134,17 +134,16 @@ def test_find_cxx_compiler_follows_cxx(monkeypatch):
 
 
 @pytest.mark.slow  # predictor exports
-def test_predictor_without_compiler_renders_with_grid_sample(tmp_path, monkeypatch):
+def test_predictor_without_compiler_renders_with_grid_sample(tmp_path, monkeypatch, paddle_model):
     """The documented fallback: where the operators cannot be built, PredictorRunner (custom_warp left on) exports
-    with grid_sample, its warp label and meta.json say so, the reason is kept, and its frame is the eager model's."""
+    with grid_sample, its warp label and meta.json say so, the reason is kept, and its frame is the eager model's.
+    A private cache: the session's has the operators built."""
     from conr_paddle.ext import find_cxx_compiler
     from conr_paddle.predictor import PredictorRunner
-    from conr_paddle.model import CoNR
 
     _simulate_no_compiler(monkeypatch)
     assert find_cxx_compiler() is None
-    paddle.seed(0)
-    model = CoNR()
+    model = paddle_model  # the session's (nothing to build); the fallback does not depend on the weights
     runner = PredictorRunner(model, "no-compiler-test", size=128, views=1, batch=1, cache_dir=tmp_path)
     assert runner.warp_op is not None and not runner.warp_op.available
     assert "no C++ compiler" in runner.warp_op.reason
@@ -162,15 +161,14 @@ def test_predictor_without_compiler_renders_with_grid_sample(tmp_path, monkeypat
 
 
 @pytest.mark.slow  # predictor exports
-def test_predictor_with_and_without_custom_ops_agree(custom_ops, tmp_path):
-    """The step graph exported with conr_warp/conr_resize and with grid_sample/matmul resizes, side by side."""
+def test_predictor_with_and_without_custom_ops_agree(custom_ops, graph_cache, paddle_model, weights_label):
+    """The step graph exported with conr_warp/conr_resize and with grid_sample/matmul resizes, side by side (the
+    session's seeded model and cache: the graphs test_predictor_parity.py renders, exported once)."""
     from conr_paddle.predictor import PredictorRunner
-    from conr_paddle.model import CoNR
 
-    paddle.seed(0)
-    model = CoNR()
-    custom = PredictorRunner(model, "ops-test", size=128, views=2, batch=1, cache_dir=tmp_path)
-    plain = PredictorRunner(model, "ops-test", size=128, views=2, batch=1, cache_dir=tmp_path, custom_warp=False)
+    model = paddle_model
+    custom = PredictorRunner(model, weights_label, size=128, views=2, batch=1, cache_dir=graph_cache)
+    plain = PredictorRunner(model, weights_label, size=128, views=2, batch=1, cache_dir=graph_cache, custom_warp=False)
     assert custom.warp.startswith("conr_warp-") and custom.meta["warp"] == custom.warp
     assert plain.warp == "grid_sample" and plain.folder != custom.folder
     rs = np.random.RandomState(0)
@@ -182,11 +180,12 @@ def test_predictor_with_and_without_custom_ops_agree(custom_ops, tmp_path):
     assert np.abs(a - b).max() <= PREDICTOR_RGBA_ATOL
 
 
-@pytest.mark.slow  # builds the library again in a child process
-def test_conr_warp_nan_flow_gives_nan_not_a_crash(custom_ops, tmp_path):
+@pytest.mark.slow  # loads the library in a child process
+def test_conr_warp_nan_flow_gives_nan_not_a_crash(custom_ops, graph_cache):
     """A NaN in the flow (NaN weights upstream) used to become a wild index in the kernel: exit 139. Run in a child
     process so a crash fails this test instead of killing the suite; NaN must come out where the flow is NaN (as
-    grid_sample's arithmetic propagates it) and every other pixel must be the eager warp's."""
+    grid_sample's arithmetic propagates it) and every other pixel must be the eager warp's. The child loads the
+    session's build (`graph_cache/ops`) instead of compiling again."""
     import subprocess
     import sys
     import textwrap
@@ -195,7 +194,7 @@ def test_conr_warp_nan_flow_gives_nan_not_a_crash(custom_ops, tmp_path):
         import numpy as np, paddle
         from conr_paddle.ext import load_warp_op
         from conr_paddle.warp import warp
-        op = load_warp_op({str(tmp_path)!r})
+        op = load_warp_op({str(graph_cache)!r})
         assert op.available, op.reason
         rs = np.random.RandomState(0)
         x = rs.standard_normal((1, 3, 16, 16)).astype(np.float32)

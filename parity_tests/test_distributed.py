@@ -20,6 +20,7 @@ import pytest
 
 from conr_paddle.__main__ import main
 from conr_paddle.resume import RECORD_FILES
+from parity_tests.harness import child_env
 
 SIZE = 128
 POSES = ["0", "1", "2", "3", "4", "5"]  # 4 is empty (transparent, no model call); 5 has another frame size
@@ -27,7 +28,9 @@ VENV_BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
-def dist_inputs(samples, tmp_path_factory):
+def dist_inputs(samples, graph_cache, tmp_path_factory):
+    """One sheet view and POSES; the session's graph cache (its compiled operators and, at 128 px / 1 view, the
+    graphs test_kill_resume.py's reference run exports)."""
     root = tmp_path_factory.mktemp("dist_inputs")
     sheet, poses = root / "sheet", root / "poses"
     sheet.mkdir()
@@ -38,7 +41,7 @@ def dist_inputs(samples, tmp_path_factory):
     np.savez_compressed(poses / "4.npz", i=np.zeros((200, 200, 4), np.float32))
     with np.load(samples.poses / "1.npz") as f:
         np.savez_compressed(poses / "5.npz", i=np.pad(f["i"], ((20, 4), (0, 0), (0, 0))))
-    return {"sheet": sheet, "poses": poses, "cache": root / "cache"}
+    return {"sheet": sheet, "poses": poses, "cache": graph_cache}
 
 
 def _args(pdparams_dir, inputs, out: Path, *extra: str) -> list[str]:
@@ -54,8 +57,9 @@ def _launch(args: list[str], log_dir: Path) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    # the venv's console scripts on PATH, as after `. .venv/bin/activate`
-    return dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    # the venv's console scripts on PATH, as after `. .venv/bin/activate`; this checkout first on PYTHONPATH, so the
+    # ranks run the code under test even where the venv's editable install points at another tree
+    return child_env(PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
 
 
 def _frame_bytes(folder: Path) -> dict[str, bytes]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from conr_common.compare import diff
-from parity_tests.harness import end_to_end, network_stages, pose_image_input, pose_input, sheet_input
+from parity_tests.harness import (end_to_end, network_stages, pose_image_input, pose_input, release_models,
+                                  sheet_input)
 from conr_common.tolerances import FEATURE_SCALED_FP64, RGBA_ATOL_FP64
 
 pytestmark = pytest.mark.slow
@@ -27,6 +28,7 @@ def models64(official_states, paddle_states):
     load_networks(pm, paddle_states)
     yield tm.eval(), pm
     del tm, pm
+    release_models()  # 2.9 GB of float64 parameters back to the OS, not kept as the process's peak
 
 
 def test_float64_every_stage_exact(models64, samples):

@@ -5,7 +5,6 @@ graph export, between frames and during the video encode, then rerun with --resu
 Also the sweep itself: only temporaries of dead processes on this host are removed."""
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -15,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from parity_tests.harness import ROOT, child_env
+
 FRAMES = 10
 
 
@@ -57,10 +57,6 @@ def _command(pdparams_dir, scene, out: Path, video: Path, cache: Path, *extra: s
             "--cache-dir", str(cache), "--quiet", *extra]
 
 
-def _env(**extra: str) -> dict:
-    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra)
-
-
 def _kill_when(cmd: list[str], ready, env: dict, timeout: float = 600.0) -> None:
     """Start `cmd`, SIGKILL it as soon as `ready()` is true; fail if it finishes first."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
@@ -83,22 +79,26 @@ def _temporaries(*folders: Path) -> list[Path]:
 
 
 @pytest.mark.slow  # subprocess renders killed and resumed
-def test_sigkill_at_export_frames_and_video_then_resume(pdparams_dir, scene, tmp_path):
+def test_sigkill_at_export_frames_and_video_then_resume(pdparams_dir, scene, graph_cache, tmp_path):
+    """The uninterrupted reference run uses the session cache; the killed runs a private one (the export is one
+    of the kill points), holding a copy of the session's compiled operators when they exist, as a user's does."""
     from imageio_ffmpeg import count_frames_and_secs
 
     from conr_paddle.video import ffmpeg_exe
 
     ref_out, ref_video = tmp_path / "ref", tmp_path / "ref_video" / "clip.mp4"
-    done = subprocess.run(_command(pdparams_dir, scene, ref_out, ref_video, tmp_path / "ref_cache"),
-                          capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=900)
+    done = subprocess.run(_command(pdparams_dir, scene, ref_out, ref_video, graph_cache),
+                          capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
 
     out, video, cache = tmp_path / "out", tmp_path / "video" / "clip.mp4", tmp_path / "cache"
+    if (graph_cache / "ops").is_dir():
+        shutil.copytree(graph_cache / "ops", cache / "ops")
     cmd = _command(pdparams_dir, scene, out, video, cache)
     # 1. during the graph export: its temporary folder exists in the cache
-    _kill_when(cmd, lambda: any(cache.glob("*.tmp-*")), _env())
+    _kill_when(cmd, lambda: any(cache.glob("*.tmp-*")), child_env())
     # 2. between frames: some frames are on disk, not all
-    _kill_when(cmd + ["--resume"], lambda: len(list(out.glob("*.png"))) >= 3, _env())
+    _kill_when(cmd + ["--resume"], lambda: len(list(out.glob("*.png"))) >= 3, child_env())
     assert 3 <= len(list(out.glob("*.png"))) < FRAMES
     # 3. during the video encode: an ffmpeg that waits before encoding, so the kill lands while the temporary
     # video exists (the frames are all complete by then)
@@ -106,10 +106,10 @@ def test_sigkill_at_export_frames_and_video_then_resume(pdparams_dir, scene, tmp
     slow.write_text(f"#!/bin/sh\nsleep 5\nexec {ffmpeg_exe()} \"$@\"\n")
     slow.chmod(0o755)
     _kill_when(cmd + ["--resume"], lambda: any(p.name.startswith(".clip.") for p in video.parent.glob(".*")),
-               _env(IMAGEIO_FFMPEG_EXE=str(slow)))
+               child_env(IMAGEIO_FFMPEG_EXE=str(slow)))
     assert not video.exists()
     # 4. the rerun completes everything
-    final = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=900)
+    final = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=900)
     assert final.returncode == 0, final.stderr[-2000:]
 
     ref = {p.name: p.read_bytes() for p in ref_out.glob("*.png")}

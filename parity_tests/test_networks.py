@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from conr_common.compare import diff
-from parity_tests.harness import models_for_draw, network_stages, pose_image_input, pose_input, sheet_input
+from parity_tests.harness import (models_for_draw, network_stages, pose_image_input, pose_input, release_models,
+                                  sheet_input)
 from conr_common.tolerances import stage_tolerance
 
 
@@ -18,13 +19,13 @@ def stages(request, official_states, torch_model, paddle_model, samples):
     size, views = 128, 4
     sheet = sheet_input(samples, size, views)
     xyz, alpha, _ = pose_input(samples, size, frames=1)
-    if request.param == "seeded":
-        tm, pm = torch_model, paddle_model
-    else:
-        from conr_common.draws import draw_named
+    from conr_common.draws import draw_named
 
-        tm, pm = models_for_draw(draw_named(request.param), official_states)
-    return network_stages(tm, pm, sheet, xyz, alpha, pose_image_input(samples, size))
+    tm, pm = models_for_draw(draw_named(request.param), official_states, seeded_models=(torch_model, paddle_model))
+    out = network_stages(tm, pm, sheet, xyz, alpha, pose_image_input(samples, size))
+    del tm, pm  # another draw's pair (1.5 GB) is given back before the next draw is built
+    release_models()
+    return out
 
 
 def test_every_stage_within_float32_rounding(stages):

@@ -29,20 +29,24 @@ SIZE, VIEWS = 128, 2
 
 @pytest.fixture(scope="module")
 def paddle_onnx(pdparams_dir, tmp_path_factory):
+    """The Paddle side's ONNX export (the files are removed when this module is done: about 0.7 GB per side)."""
     from convert.onnx_export import export_onnx
 
     out = tmp_path_factory.mktemp("onnx") / "paddle"
     meta = export_onnx("paddle", pdparams_dir, out, size=SIZE, views=VIEWS, graphs="sheet,step")
-    return out, meta
+    yield out, meta
+    shutil.rmtree(out)
 
 
 @pytest.fixture(scope="module")
 def torch_onnx(weights_dir, tmp_path_factory):
+    """The torch side's ONNX export (removed when this module is done, as `paddle_onnx`)."""
     from convert.onnx_export import export_onnx
 
     out = tmp_path_factory.mktemp("onnx") / "torch"
     meta = export_onnx("torch", weights_dir, out, size=SIZE, views=VIEWS, graphs="sheet,step")
-    return out, meta
+    yield out, meta
+    shutil.rmtree(out)
 
 
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
@@ -122,9 +126,10 @@ def test_paddle_and_torch_onnx_agree_on_one_runtime(paddle_onnx, torch_onnx, sam
 
 
 @pytest.mark.slow  # ONNX exports
-def test_render_engine_onnxruntime_matches_predictor(pdparams_dir, samples, tmp_path, capsys):
+def test_render_engine_onnxruntime_matches_predictor(pdparams_dir, samples, graph_cache, tmp_path, capsys):
     """`render --engine onnxruntime` writes frames >= 99.9% identical (max 1 level) to the predictor's; its
-    export is cached (a second construction reuses it)."""
+    export is cached (a second construction reuses it). Both engines use the session cache (`--cache-dir`): the
+    predictor's graphs at 128 px / 2 views are test_predictor_parity.py's."""
     import cv2
 
     from conr_common.compare import pixel_agreement
@@ -144,7 +149,7 @@ def test_render_engine_onnxruntime_matches_predictor(pdparams_dir, samples, tmp_
     for engine in ("predictor", "onnxruntime"):
         out = tmp_path / engine
         args = ["render", "--weights", str(pdparams_dir), "--character-sheet", str(sheet), "--poses", str(poses),
-                "--out", str(out), "--size", str(SIZE), "--engine", engine, "--cache-dir", str(tmp_path / "cache"),
+                "--out", str(out), "--size", str(SIZE), "--engine", engine, "--cache-dir", str(graph_cache),
                 "--quiet"]
         assert main(args) == 0, capsys.readouterr().err
         assert f"({engine}" in capsys.readouterr().out
@@ -153,7 +158,7 @@ def test_render_engine_onnxruntime_matches_predictor(pdparams_dir, samples, tmp_
     for name, ref in frames["predictor"].items():
         same, levels = pixel_agreement(ref, frames["onnxruntime"][name])
         assert same >= PIXEL_MIN_IDENTICAL and levels <= PIXEL_MAX_LEVELS, (name, same, levels)
-    again = OnnxRunner(None, weights_hash(check_weights_dir(pdparams_dir)), size=SIZE, views=VIEWS, cache_dir=tmp_path / "cache",
+    again = OnnxRunner(None, weights_hash(check_weights_dir(pdparams_dir)), size=SIZE, views=VIEWS, cache_dir=graph_cache,
                        sheet_parser="onnx")
     assert not again.exported and (again.folder / "pose.onnx").is_file()
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,24 +16,21 @@ import numpy as np
 import pytest
 
 from conr_common.tolerances import BF16_MIN_PSNR_DB, PREDICTOR_RGBA_ATOL, WORLD_RATIO_WORST
+from parity_tests.harness import ROOT, child_env
 
 pytestmark = pytest.mark.slow  # predictor exports at 128 and 256 px and the bench in a child process
 
-ROOT = Path(__file__).resolve().parents[1]
 
-def _env(cache: Path) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["CONR_PADDLE_CACHE"] = str(cache)
-    return env
-
-
-def test_bench_smoke(tmp_path):
+def test_bench_smoke(tmp_path, graph_cache, weights_dir, pdparams_dir):
+    """The bench's table and JSON (every column, the onnxruntime and bf16 ones included) at its cheapest settings,
+    on the session's checkpoint (--weights/--torch-weights: no child draws 180 M parameters) and its graph cache
+    ($CONR_PADDLE_CACHE): at 128 px / 2 views the fp32 and onnxruntime graphs are those the render and predictor
+    tests export, the bf16 ones those test_bf16_psnr_vs_float64_truth renders, and the operators are compiled once."""
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "parity_tests.bench", "--size", "128", "--views", "1", "--frames", "1",
-         "--json", str(out)],
-        cwd=ROOT, env=_env(tmp_path / "cache"), capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "parity_tests.bench", "--size", "128", "--views", "2", "--frames", "1",
+         "--weights", str(pdparams_dir), "--torch-weights", str(weights_dir), "--json", str(out)],
+        cwd=ROOT, env=child_env(CONR_PADDLE_CACHE=str(graph_cache)), capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     from parity_tests.bench import CONTENDERS
@@ -41,6 +38,7 @@ def test_bench_smoke(tmp_path):
     for name in CONTENDERS:
         assert name in proc.stdout, f"{name} missing from the table:\n{proc.stdout}"
     report = json.loads(out.read_text())
+    assert report["config"]["weights"] == str(pdparams_dir)
     assert report["ceiling_gflops"] > 0
     assert report["flops"]["frame"] > 0
     results = report["results"]
@@ -80,13 +78,14 @@ def _mtimes(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in sorted(folder.iterdir())}
 
 
-def test_export_cache_reused_and_rebuilt(tmp_path):
-    paddle = pytest.importorskip("paddle")
+def test_export_cache_reused_and_rebuilt(tmp_path, paddle_model, graph_cache):
+    """A private cache (its filling is what is tested), holding a copy of the session's compiled operators when
+    they exist (as a user's cache does after the first run: nothing to compile again)."""
     from conr_paddle.predictor import PredictorRunner
-    from conr_paddle.model import CoNR
 
-    paddle.seed(0)
-    model = CoNR()  # default initialisation: the cache logic does not care which weights
+    if (graph_cache / "ops").is_dir():
+        shutil.copytree(graph_cache / "ops", tmp_path / "ops")
+    model = paddle_model  # the cache logic does not care which weights; the session's model costs nothing to build
     first = PredictorRunner(model, "test-weights", size=128, views=1, batch=1, cache_dir=tmp_path)
     assert first.exported
     files = _mtimes(first.folder)
@@ -111,7 +110,7 @@ def test_export_cache_reused_and_rebuilt(tmp_path):
     np.testing.assert_allclose(runner.render(sheet, xyz[2:], alpha[2:])[0], out[2], atol=PREDICTOR_RGBA_ATOL)
 
 
-def test_bf16_psnr_vs_float64_truth(tmp_path, torch_model, paddle_model, samples):
+def test_bf16_psnr_vs_float64_truth(graph_cache, weights_label, torch_model, paddle_model, samples):
     """The bf16 predictor against the float64 truth (the torch reference in float64), not only against fp32:
     >= 40 dB at 128 px on the He-normal seeded weights (docs/bf16_bisect.md: 61.5 dB measured with 3 views)."""
     pytest.importorskip("paddle")
@@ -135,7 +134,7 @@ def test_bf16_psnr_vs_float64_truth(tmp_path, torch_model, paddle_model, samples
     with torch.no_grad():
         truth = truth_model.render(truth_model.parse_sheet(f64(sheet)), f64(xyz), f64(alpha)).numpy()
     del truth_model
-    runner = PredictorRunner(paddle_model, "test-bf16-truth", size=128, views=2, precision="bf16", cache_dir=tmp_path)
+    runner = PredictorRunner(paddle_model, weights_label, size=128, views=2, precision="bf16", cache_dir=graph_cache)
     out = runner.render(runner.parse_sheet(sheet), xyz, alpha)
     assert np.isfinite(out).all()
     psnr = psnr_db(truth, out)

@@ -17,21 +17,20 @@ SIZE, VIEWS, FRAMES = 128, 2, 2
 
 
 @pytest.mark.parametrize("custom_warp", [True, False], ids=["conr_warp", "grid_sample"])
-def test_predictor_matches_eager_rgba(paddle_model, samples, tmp_path, request, custom_warp):
+def test_predictor_matches_eager_rgba(paddle_model, weights_label, samples, graph_cache, request, custom_warp):
     from conr_paddle.predictor import PredictorRunner
     from conr_paddle.runner import EagerRunner
 
-    cache_dir = tmp_path
     if custom_warp:
         # conftest's rule: skip where no C++ compiler exists, fail when one exists and the build fails; the
-        # predictor then finds the session's build in that cache instead of compiling again
-        cache_dir = request.getfixturevalue("custom_ops").build_dir.parent.parent
+        # predictor then finds the session's build in the session cache instead of compiling again
+        request.getfixturevalue("custom_ops")
     sheet = sheet_input(samples, SIZE, VIEWS)
     xyz, alpha, _ = pose_input(samples, SIZE, FRAMES)
     eager = EagerRunner(paddle_model)
     want = eager.render(eager.parse_sheet(sheet), xyz, alpha)
-    predictor = PredictorRunner(paddle_model, "test-predictor-parity", size=SIZE, views=VIEWS, batch=1,
-                                cache_dir=cache_dir, custom_warp=custom_warp)
+    predictor = PredictorRunner(paddle_model, weights_label, size=SIZE, views=VIEWS, batch=1, cache_dir=graph_cache,
+                                custom_warp=custom_warp)
     assert predictor.warp_kind == ("conr_warp" if custom_warp else "grid_sample"), getattr(predictor.warp_op,
                                                                                         "reason", None)
     got = predictor.render(predictor.parse_sheet(sheet), xyz, alpha)

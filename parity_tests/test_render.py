@@ -147,15 +147,15 @@ def test_pose_images_path(pdparams_dir, inputs, torch_model, shared_model, tmp_p
 
 
 @pytest.mark.slow  # predictor export
-def test_predictor_engine(pdparams_dir, inputs, full_run, shared_model, tmp_path, capsys):
-    """The default engine (Paddle Inference graphs, exported into --cache-dir) gives the eager frames."""
+def test_predictor_engine(pdparams_dir, inputs, full_run, shared_model, graph_cache, tmp_path, capsys):
+    """The default engine (Paddle Inference graphs, exported into --cache-dir: the session's) gives the eager frames."""
     from conr_paddle.ext import find_cxx_compiler
 
     poses = tmp_path / "poses"
     poses.mkdir()
     shutil.copy(inputs["poses"] / "0.npz", poses / "0.npz")
     out = tmp_path / "out"
-    args = _render_args(pdparams_dir, inputs, out, "--cache-dir", str(tmp_path / "cache"))
+    args = _render_args(pdparams_dir, inputs, out, "--cache-dir", str(graph_cache))
     args[args.index("--poses") + 1] = str(poses)
     args[args.index("--engine") + 1] = "predictor"
     assert main(args) == 0, capsys.readouterr().err
@@ -439,7 +439,8 @@ def test_bf16_is_refused_with_one_line_where_the_cpu_lacks_it(pdparams_dir, inpu
 
 
 @pytest.mark.slow  # predictor export
-def test_bf16_render_prints_psnr_against_fp32(pdparams_dir, inputs, shared_model, tmp_path, capsys, monkeypatch):
+def test_bf16_render_prints_psnr_against_fp32(pdparams_dir, inputs, shared_model, graph_cache, tmp_path, capsys,
+                                              monkeypatch):
     """On a bf16 CPU: the bf16 graphs render, and the first frame's PSNR against fp32 meets the bar. The fp32 side of
     that figure is the eager model already loaded: no second (fp32) graph set is exported for it."""
     from conr_common.tolerances import BF16_MIN_PSNR_DB
@@ -462,7 +463,7 @@ def test_bf16_render_prints_psnr_against_fp32(pdparams_dir, inputs, shared_model
     poses.mkdir()
     shutil.copy(inputs["poses"] / "0.npz", poses / "0.npz")
     out = tmp_path / "out"
-    args = _render_args(pdparams_dir, inputs, out, "--precision", "bf16", "--cache-dir", str(tmp_path / "cache"))
+    args = _render_args(pdparams_dir, inputs, out, "--precision", "bf16", "--cache-dir", str(graph_cache))
     args[args.index("--poses") + 1] = str(poses)
     args[args.index("--engine") + 1] = "predictor"
     assert main(args) == 0, capsys.readouterr().err

@@ -37,6 +37,18 @@ def nan_official(weights_dir, tmp_path_factory):
     return _copy_with(weights_dir, tmp_path_factory.mktemp("nan") / "official", put_nan)
 
 
+@pytest.fixture(scope="module")
+def nan_pdparams(nan_official, tmp_path_factory):
+    """nan_official converted with allow_nonfinite (the converter's library call), once for this module's two
+    readers of it (the Paddle loader and `render`): a full-size conversion, 0.7 GB, removed when the module ends."""
+    from conr_common.conversion import convert_checkpoints
+
+    out = tmp_path_factory.mktemp("nan") / "paddle"
+    convert_checkpoints("torch2paddle", nan_official, out, allow_nonfinite=True)
+    yield out
+    shutil.rmtree(out)
+
+
 def test_converter_refuses_nan_weights_naming_file_and_tensor(nan_official, tmp_path, capsys):
     from convert.cli import main
 
@@ -50,14 +62,12 @@ def test_converter_refuses_nan_weights_naming_file_and_tensor(nan_official, tmp_
 
 
 @pytest.mark.slow  # a full-size conversion and two 180 M models
-def test_converter_allow_nonfinite_converts_and_loaders_still_refuse(nan_official, tmp_path):
+def test_converter_allow_nonfinite_converts_and_loaders_still_refuse(nan_official, nan_pdparams):
     from conr_paddle.model import CoNR, load_pdparams
     from conr_torch_ref.model import CoNR as TorchCoNR
     from conr_torch_ref.model import load_official
-    from conr_common.conversion import convert_checkpoints
 
-    out = tmp_path / "paddle"
-    convert_checkpoints("torch2paddle", nan_official, out, allow_nonfinite=True)
+    out = nan_pdparams
     assert (out / "shader.pdparams").is_file()
     with pytest.raises(ConrInputError, match=r"shader\.pdparams: tensor decoder_blocks\.2\.conv0\.0\.weight .*NaN"):
         load_pdparams(CoNR(), out)
@@ -66,20 +76,19 @@ def test_converter_allow_nonfinite_converts_and_loaders_still_refuse(nan_officia
 
 
 @pytest.mark.slow  # a full-size conversion and a subprocess render
-def test_render_refuses_nan_weights_in_one_line(nan_official, samples, tmp_path):
+def test_render_refuses_nan_weights_in_one_line(nan_pdparams, samples, tmp_path):
     import subprocess
     import sys
 
-    from conr_common.conversion import convert_checkpoints
+    from parity_tests.harness import ROOT, child_env
 
-    weights = tmp_path / "paddle"
-    convert_checkpoints("torch2paddle", nan_official, weights, allow_nonfinite=True)
+    weights = nan_pdparams
     out = tmp_path / "frames"
     proc = subprocess.run(
         [sys.executable, "-m", "conr_paddle", "render", "--weights", str(weights), "--character-sheet",
          str(samples.character_sheet), "--poses", str(samples.poses), "--out", str(out), "--size", "128",
          "--engine", "eager"],
-        capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True, text=True, timeout=600, cwd=ROOT, env=child_env(),
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]

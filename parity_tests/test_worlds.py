@@ -11,6 +11,7 @@ is judged against its own float64 truth, bf16 included.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import statistics
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from conr_common.pipeline import load_udp_pose, paste_back, to_uint8, udp_arrays
 from conr_common.compare import psnr_db
 from conr_common.tolerances import (BF16_MIN_PSNR_DB, MIN_RENDER_STD, PIXEL_MAX_LEVELS, PIXEL_MIN_IDENTICAL_WORLDS,
                                     WORLD_RATIO_MEDIAN, WORLD_RATIO_WORST)
-from parity_tests.harness import models_for_draw, sheet_input
+from parity_tests.harness import models_for_draw, release_models, sheet_input
 
 pytestmark = pytest.mark.slow
 SIZE = 128
@@ -79,10 +80,11 @@ def _udp_frame(kind: str, hw: tuple[int, int], samples) -> np.ndarray:
     return out
 
 
-def _run_world(world: World, size: int, official_states, samples, folder: Path, cache: Path, *,
-               truth: bool, bf16: bool) -> dict:
-    """One world at one size: torch fp32, Paddle eager fp32, the fp32 predictor; the float64 truth (torch in
-    float64) and the bf16 predictor (on a CPU with bfloat16) when asked."""
+def _run_world(world: World, size: int, models: tuple, samples, folder: Path, cache: Path, *,
+               truth: bool, bf16: bool) -> tuple[dict, set[Path]]:
+    """One world at one size on `models` (its draw's torch reference and Paddle port): torch fp32, Paddle eager fp32,
+    the fp32 predictor; the float64 truth (torch in float64) and the bf16 predictor (on a CPU with bfloat16) when
+    asked. Returns the outputs and the graph folders the predictors used."""
     from conr_torch_ref.model import float64_twin
 
     from conr_common.cpu import bf16_support
@@ -92,7 +94,7 @@ def _run_world(world: World, size: int, official_states, samples, folder: Path, 
     pose = load_udp_pose(folder / "0.npz", size)
     sheet = sheet_input(samples, size, world.views)
     xyz, alpha = udp_arrays([pose])
-    tm, pm = models_for_draw(world.draw, official_states)
+    tm, pm = models
     T, P = torch.from_numpy, paddle.to_tensor
     out: dict = {"pose": pose}
     with torch.no_grad(), paddle.no_grad():
@@ -109,30 +111,53 @@ def _run_world(world: World, size: int, official_states, samples, folder: Path, 
         out["p32"] = pm.render(p_sheet, P(xyz), P(alpha)).numpy()
         out["sheet_p"] = p_sheet.features[0].numpy()
     precisions = ["fp32"] + (["bf16"] if bf16 and bf16_support()[0] else [])
+    folders = set()
     for precision in precisions:
         runner = PredictorRunner(pm, f"world-{world.draw!r}", size=size, views=world.views, precision=precision,
                                  cache_dir=cache)
         out["pred" if precision == "fp32" else "bf16"] = runner.render(runner.parse_sheet(sheet), xyz, alpha)
+        folders.add(runner.folder)
         del runner
+    return out, folders
+
+
+@pytest.fixture(scope="module")
+def world_results(official_states, torch_model, paddle_model, samples, graph_cache, tmp_path_factory):
+    """{size: {world id: outputs}}. At 128 px every world: torch fp32, torch fp64 (truth), Paddle eager fp32, the
+    fp32 and the bf16 predictor. At 256 px every world and the issue's case: torch fp32, Paddle eager and the fp32
+    predictor; the issue's case also with the float64 truth and the bf16 predictor.
+
+    One weight draw at a time: its models are built once for both sizes (the seeded draw is the session's pair,
+    built by nobody here) and released before the next; its graphs, exported into the session cache (its compiled
+    operators) under this module's own labels, are removed once the draw is done (used nowhere else)."""
+    jobs = [(w, SIZE, True, True) for w in WORLDS]
+    jobs += [(w, SIZE_LARGE, w == HARD_CASE, w == HARD_CASE) for w in WORLDS + [HARD_CASE]]
+    out: dict[int, dict] = {SIZE: {}, SIZE_LARGE: {}}
+    for draw in dict.fromkeys(w.draw for w, _, _, _ in jobs):
+        models = models_for_draw(draw, official_states, seeded_models=(torch_model, paddle_model))
+        folders: set[Path] = set()
+        for world, size, truth, bf16 in (job for job in jobs if job[0].draw == draw):
+            folder = tmp_path_factory.mktemp(f"{world.id}-{size}")
+            out[size][world.id], used = _run_world(world, size, models, samples, folder, graph_cache, truth=truth,
+                                                   bf16=bf16)
+            folders |= used
+        del models
+        release_models()
+        for folder in folders:
+            shutil.rmtree(folder)
     return out
 
 
 @pytest.fixture(scope="module")
-def results(official_states, samples, tmp_path_factory):
-    """Every world run once at 128 px: torch fp32, torch fp64 (truth), Paddle eager fp32, the fp32 predictor and
-    the bf16 predictor."""
-    cache = tmp_path_factory.mktemp("world_cache")
-    return {w.id: _run_world(w, SIZE, official_states, samples, tmp_path_factory.mktemp(w.id), cache,
-                             truth=True, bf16=True) for w in WORLDS}
+def results(world_results):
+    """Every world at 128 px (`world_results`)."""
+    return world_results[SIZE]
 
 
 @pytest.fixture(scope="module")
-def results_256(official_states, samples, tmp_path_factory):
-    """Every world and the issue's case at 256 px: torch fp32, Paddle eager and the fp32 predictor; the issue's case
-    also with the float64 truth and the bf16 predictor."""
-    cache = tmp_path_factory.mktemp("world_cache_256")
-    return {w.id: _run_world(w, SIZE_LARGE, official_states, samples, tmp_path_factory.mktemp(w.id + "-256"), cache,
-                             truth=w == HARD_CASE, bf16=w == HARD_CASE) for w in WORLDS + [HARD_CASE]}
+def results_256(world_results):
+    """Every world and the issue's case at 256 px (`world_results`)."""
+    return world_results[SIZE_LARGE]
 
 
 def _ratio(r: dict, key: str) -> float:
