@@ -311,8 +311,9 @@ def add_train_parity_parser(subparsers) -> None:
         "float64 curves agree (or part no more than torch's float64 run from weights perturbed by 1e-15 does: "
         "that fifth leg runs only when they part), 1 otherwise, 2 bad input. The default optimizer is SGD with "
         "momentum: its step is linear in the gradient, so the run is well conditioned. Adam/AdamW normalise "
-        "every element's step (m / sqrt(v)): at lr 1e-4 the 20-step CoNR run is chaotic (float64 runs from "
-        "weights 1e-12 apart part within a few steps), so their curves can only agree to that sensitivity.")
+        "every element's step (m / sqrt(v)): at lr 1e-4 the CoNR run is chaotic (torch's float64 run from "
+        "weights x (1 +- 1e-15) parts from itself at step 5 and is 4e-4 away by step 8, as Paddle's float64 run "
+        "is), so their curves can only agree to that sensitivity.")
     p.add_argument("--torch", metavar="DIR", help="folder with the four official .pth files (default: seeded weights)")
     p.add_argument("--report", required=True, metavar="OUT", help="output folder for report.{json,md,png}")
     p.add_argument("--size", type=int, default=128, help="working size S, a multiple of 128 (default 128)")
