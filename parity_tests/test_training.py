@@ -125,10 +125,11 @@ def test_curve_verdicts_follow_the_stated_rule():
 
 
 def test_fp64_parting_is_judged_against_the_perturbed_torch_run():
-    """Where the float64 curves part, torch's own float64 run from perturbed weights decides: a perturbed run that
-    parts as early (one step of lead allowed) and about as far makes the parting the run's sensitivity (PASS); one
-    that does not part, parts two steps later, or stays more than SENSITIVITY_LIMIT x closer leaves a port
-    difference (FAIL). The curves are the shape measured with Adam (README): 1e-14 growing to 1e-3 in 6 steps."""
+    """Where the float64 curves part, torch's own float64 run from perturbed weights decides: one that parts as
+    early (one step of lead allowed) with Paddle's distance within SENSITIVITY_LIMIT x the run's chaotic amplitude
+    makes the parting the run's sensitivity (PASS); one that does not part, parts two steps later, or a Paddle
+    curve further than that amplitude allows, is a port difference (FAIL). The shape is the Adam run's (README):
+    1e-14 growing to 1e-3 in 6 steps."""
     from convert.train_parity import SENSITIVITY_LIMIT, judge_curves
 
     t64 = [0.3, 0.2, 0.10, 0.09, 0.08]
@@ -144,6 +145,11 @@ def test_fp64_parting_is_judged_against_the_perturbed_torch_run():
     small = judge_curves({**base, "torch64_perturbed": [0.3, 0.2, 0.10 + 1e-12, 0.09 + 4e-5,
                                                         0.08 + 0.9e-3 / SENSITIVITY_LIMIT]})
     assert not small["structure"] and not small["parting_within_sensitivity"]
+    # torch's float32 drift is the second measure of the chaotic amplitude: a large one lifts the bound
+    wide32 = judge_curves({**base, "torch32": [0.3, 0.2, 0.10, 0.09, 0.08 + 0.9e-3],
+                           "paddle32": [0.3, 0.2, 0.10, 0.09, 0.08 + 0.9e-3],
+                           "torch64_perturbed": [0.3, 0.2, 0.10 + 1e-12, 0.09 + 4e-5, 0.08 + 1e-4]})
+    assert wide32["structure"] and wide32["sensitivity_max_abs"] == pytest.approx(0.9e-3)
 
 
 @pytest.mark.slow
