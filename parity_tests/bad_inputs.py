@@ -16,6 +16,7 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import shutil
 import struct
 import sys
@@ -476,8 +477,13 @@ def run_probe(probe: Probe, scene: Scene) -> Outcome:
 
 
 def message(outcome: Outcome, scene: Scene) -> str:
-    """The printed line with the scene's folder replaced by `…`, so the table does not depend on where it ran."""
-    return outcome.line.replace(str(scene.root), "…").replace(sys.executable, "python")
+    """The printed line with the scene's folder replaced by `…`, so the table does not depend on where it ran. The
+    over-long path probes also print the whole path's length, which contains the scene's folder: that count becomes
+    `…` too (the name's own length, which does not depend on the folder, stays)."""
+    line = outcome.line.replace(str(scene.root), "…").replace(sys.executable, "python")
+    line = re.sub(r"\(\d+ characters\): the", "(… characters): the", line)
+    line = re.sub(r"([ab])\1+…\(… characters\)", r"\1\1\1…(… characters)", line)  # shown up to 60 characters
+    return re.sub(r"the path needs \d+ characters", "the path needs … characters", line)
 
 
 def markdown(rows: list[tuple[str, str, int]]) -> str:
