@@ -132,11 +132,17 @@ def test_every_weight_compares_equal(zoo):
 
 
 def test_readme_zoo_table_is_what_the_engine_reports(zoo):
-    """Every column but the seconds, recomputed from this module's own comparison (seed 0, 224 px)."""
+    """Every column but the fp32 ratio and the seconds, recomputed from this module's own comparison (seed 0,
+    224 px). The fp32 ratio is a float32 rounding figure: it moved from 2.90 to 2.65 for mobilenet_v2 between two runs
+    with 2 threads on the same CPU (reduction order), so the table states it as measured and the test checks the
+    columns that a port bug would change."""
     text = README.read_text()
     assert readme_columns(text) == COLUMNS
     row = table_row(zoo.name, _main_comparison(zoo, 0), zoo.transfer)
-    assert readme_rows(text).get(zoo.name, ())[:-1] == row[:-1], "run `python -m parity_tests.zoo_table`"
+    ratio = COLUMNS.index(next(c for c in COLUMNS if c.startswith("fp32 ratio")))
+    keep = [i for i in range(len(COLUMNS) - 1) if i != ratio]
+    readme = readme_rows(text).get(zoo.name, ())
+    assert [readme[i] for i in keep] == [row[i] for i in keep], "run `python -m parity_tests.zoo_table`"
 
 
 # ------------------------------------------------------------------------------------------------ planted faults
