@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from conr_common.atomic import atomic_path, atomic_write_bytes
+from portcheck.report import json_safe  # one NaN-safe JSON conversion for both reports
 
 __all__ = ["REPORT_FILES", "write_report", "render_markdown", "plot_report", "json_safe"]
 
@@ -23,17 +24,6 @@ NETWORK_COLORS = {
 WORST_ROWS = 15
 
 
-def json_safe(obj):
-    """NaN and infinities as strings: strict JSON readers reject the bare tokens."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return json_safe(obj.item())
-    return obj
 
 
 def write_report(out: Path, report: dict, ref_rgba: np.ndarray, paddle_rgba: np.ndarray) -> None:

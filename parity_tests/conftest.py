@@ -212,3 +212,17 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
     terminalreporter.write_sep("-", "suite cost")
     for line in lines:
         terminalreporter.write_line(line)
+
+
+@pytest.fixture()
+def web_ctx(tmp_path):
+    """A web-app AppContext over four placeholder weight files that are never loaded (upload and request checks
+    read no weights), with one empty upload folder `u0`."""
+    from conr_web.context import AppContext
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for name in ("udpparsernet", "target_pose_encoder", "shader", "rgbadecodernet"):
+        (weights / f"{name}.pdparams").write_bytes(b"unused")
+    (tmp_path / "uploads" / "u0").mkdir(parents=True)
+    return AppContext(weights, tmp_path / "work", tmp_path / "uploads")

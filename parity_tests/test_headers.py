@@ -19,7 +19,6 @@ from conr_common.errors import ConrInputError
 from conr_common.headers import MAX_FRAME_SIDE, header_shape
 from parity_tests.bad_inputs import png_claiming
 
-NETWORKS = ("udpparsernet", "target_pose_encoder", "shader", "rgbadecodernet")
 
 
 # --------------------------------------------------------------------------------------------------- crafted files
@@ -159,17 +158,6 @@ def test_huge_background_image_refused_before_decoding(tmp_path, no_decoding):
 # --------------------------------------------------------------------------------------------------- the web app
 
 
-@pytest.fixture()
-def web_ctx(tmp_path):
-    """An AppContext whose weights are never loaded: upload checks read no weights."""
-    from conr_web.context import AppContext
-
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    for name in NETWORKS:
-        (weights / f"{name}.pdparams").write_bytes(b"unused")
-    (tmp_path / "uploads" / "u0").mkdir(parents=True)
-    return AppContext(weights, tmp_path / "work", tmp_path / "uploads")
 
 
 def test_web_upload_check_refuses_a_huge_header_with_our_line(web_ctx, no_decoding):

@@ -8,20 +8,8 @@ from pathlib import Path
 
 import pytest
 
-NETWORKS = ("udpparsernet", "target_pose_encoder", "shader", "rgbadecodernet")
 
 
-@pytest.fixture()
-def web_ctx(tmp_path):
-    """An AppContext whose weights are never loaded (nothing here renders)."""
-    from conr_web.context import AppContext
-
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    for name in NETWORKS:
-        (weights / f"{name}.pdparams").write_bytes(b"unused")
-    (tmp_path / "uploads" / "u0").mkdir(parents=True)
-    return AppContext(weights, tmp_path / "work", tmp_path / "uploads")
 
 
 def _file(path: Path | str) -> dict:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .record import flatten_tensors
-from .runs import _as_tuple, _cast, paddle_batchnorms, torch_batchnorms
+from .runs import _as_tuple, _cast, first_calls, paddle_batchnorms, torch_batchnorms
 
 __all__ = ["GradRun", "projection", "torch_grad_run", "paddle_grad_run", "default_call"]
 
@@ -49,10 +49,7 @@ class GradRun:
 
     @property
     def first_call(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for i, key in enumerate(self.keys):
-            out.setdefault(key.rpartition("#")[0], i)
-        return out
+        return first_calls(self.keys)
 
 
 # Layer types whose forward has kinks that ties reach in practice (a max over a window of equal values): their

@@ -32,10 +32,7 @@ class Run:
 
     @property
     def first_call(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for i, key in enumerate(self.keys):
-            out.setdefault(key.rpartition("#")[0], i)
-        return out
+        return first_calls(self.keys)
 
 
 def dropout_names(named) -> list[str]:
@@ -127,3 +124,12 @@ def paddle_run(layer, inputs, dtype: str, train: bool) -> Run:
         run.stats = {n: {"mean": bn._mean.numpy().copy(), "variance": bn._variance.numpy().copy()}
                      for n, bn in bns.items()}
     return run
+
+
+def first_calls(keys) -> dict[str, int]:
+    """Module name -> index of its first call among `keys` (`<name>#<call>` in execution order): what the pairing's
+    execution-order fallback sorts children by."""
+    out: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        out.setdefault(key.rpartition("#")[0], i)
+    return out
