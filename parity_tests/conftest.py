@@ -6,6 +6,7 @@ operators live in one session cache (`graph_cache`); a test keeps a private cach
 """
 from __future__ import annotations
 
+import json
 import os
 import resource
 import time
@@ -175,6 +176,39 @@ def pytest_sessionstart(session) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _cost_basetemp(request, tmp_path_factory) -> None:
     request.config.stash[_COST]["basetemp"] = tmp_path_factory.getbasetemp()
+
+
+def _rss_now() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):  # not Linux
+        return 0
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With CONR_COST_LOG=<file>, one json line per test: seconds, this process's RSS after it and the peak so far,
+    bytes written by this process and its children during it, and the temporary folder after it (what finding the
+    expensive tests in `make test` starts from)."""
+    log = os.environ.get("CONR_COST_LOG")
+    if not log:
+        yield
+        return
+    start, io0 = time.monotonic(), _io_counters()
+    kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    yield
+    io1, kids1 = _io_counters(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cost = item.config.stash.get(_COST, None)
+    row = {"test": item.nodeid, "seconds": round(time.monotonic() - start, 2),
+           "rss_gb": round(_rss_now() / 1024 ** 3, 2),
+           "peak_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, 2),
+           "written_gb": round((io1.get("wchar", 0) - io0.get("wchar", 0)) / 1024 ** 3, 3),
+           "children_written_gb": round((kids1.ru_oublock - kids0.ru_oublock) * 512 / 1024 ** 3, 3),
+           "children_cpu_s": round(kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime, 1),
+           "temp_gb": round(_folder_bytes(cost["basetemp"]) / 1024 ** 3, 2) if cost and cost["basetemp"] else None}
+    with open(log, "a") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 @pytest.hookimpl(hookwrapper=True)
