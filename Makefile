@@ -24,10 +24,10 @@ test-fast: $(STAMP)
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q -ra -m "not slow" parity_tests
 
 demo: $(STAMP)
-	$(PY) -m conr_paddle demo
+	$(PY) -m conr_app demo
 
 serve: $(STAMP)
-	$(PY) -m conr_web
+	$(PY) -m conr_app serve
 
 bench: $(STAMP)
 	$(PY) -m parity_tests.bench

@@ -3,5 +3,5 @@
 Lin et al., "Collaborative Neural Rendering using Anime Character Sheets", arXiv:2207.05378;
 behaviour follows the official PyTorch code megvii-research/CoNR @ 660c4f7 (MIT).
 Parameter names equal the official checkpoint keys except InstanceNorm `weight` -> `scale` and PReLU
-`weight` -> `_weight` (see conr_common.rename).
+`weight` -> `_weight` (see conr_common.contract.rename).
 """

@@ -9,8 +9,8 @@ from __future__ import annotations
 import paddle
 import paddle.nn as nn
 
-from conr_common.config import UNetConfig
-from .layers import InstanceNorm, conv, deconv
+from conr_common.contract.config import UNetConfig
+from conr_paddle.layers import InstanceNorm, conv, deconv
 
 
 class BasicBlock(nn.Layer):

@@ -5,8 +5,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from conr_common.config import DecoderConfig
-from .layers import conv
+from conr_common.contract.config import DecoderConfig
+from conr_paddle.layers import conv
 
 
 class ResBlock2d(nn.Layer):

@@ -8,7 +8,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 if TYPE_CHECKING:
-    from .ops import Ops
+    from conr_paddle.ops import Ops
 
 # How a float32 instance norm computes its per-channel statistics:
 # - "float64": the input is cast to float64, normalised by Paddle's float64 kernel, and cast back (default);

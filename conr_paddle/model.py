@@ -9,15 +9,15 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from conr_common.checkpoints import network_path, read_network
-from conr_common.checks import check_pose_shape, check_sheet_shapes
-from conr_common.config import INPUT_MEAN, INPUT_STD, NETWORK_NAMES, OFFICIAL, CoNRConfig
-from .backbone import ResEncUnet
-from .decoder import RGBADecoderNet
-from .layers import AccurateInstanceNorm2D
-from .ops import EAGER_OPS, Ops
-from .shader import CINN
-from .strict import strict_load
+from conr_common.weights.checkpoints import network_path, read_network
+from conr_common.data.checks import check_pose_shape, check_sheet_shapes
+from conr_common.contract.config import INPUT_MEAN, INPUT_STD, NETWORK_NAMES, OFFICIAL, CoNRConfig
+from conr_paddle.backbone import ResEncUnet
+from conr_paddle.decoder import RGBADecoderNet
+from conr_paddle.layers import AccurateInstanceNorm2D
+from conr_paddle.ops import EAGER_OPS, Ops
+from conr_paddle.shader import CINN
+from conr_paddle.strict import strict_load
 
 
 def build_networks(config: CoNRConfig = OFFICIAL, ops: Ops = EAGER_OPS) -> dict[str, nn.Layer]:
@@ -179,7 +179,7 @@ def load_networks(model: CoNR, states: dict[str, dict]) -> CoNR:
 def load_pdparams(model: CoNR, folder: str | Path) -> CoNR:
     """Strictly load the four `<network>.pdparams` written by `python -m convert torch2paddle`, one at a time.
 
-    Read with the restricted unpickler of `conr_common.checkpoints` (plain `paddle.load` would run any code a
+    Read with the restricted unpickler of `conr_common.weights.checkpoints` (plain `paddle.load` would run any code a
     pickle carries): a missing, damaged, foreign or code-carrying file is a ConrInputError naming it."""
     for name in NETWORK_NAMES:
         path = network_path(folder, name, "paddle")

@@ -3,9 +3,9 @@
 A model is built with one `Ops` (`CoNR(config, ops)`, `CoNR.with_ops`) and its layers call what it holds, so the
 model file shows every path it can take and nothing is swapped behind its back:
 - `EAGER_OPS`: the eager model, the parity reference (grid_sample warps, bilinear_interp resizes, the prelu op);
-- `export_ops(...)`: the static graphs of `conr_paddle.export` (the custom operators of `conr_paddle.ext` or
+- `export_ops(...)`: the static graphs of `conr_engines.inference.export` (the custom operators of `conr_engines.inference.ext` or
   matmul resizes, one-frame view repeats, and for bf16 PReLU without the prelu op plus float32 regions);
-- `conr_paddle.onnx_graphs.ONNX_OPS`: the graphs converted to ONNX.
+- `conr_engines.onnx.graphs.ONNX_OPS`: the graphs converted to ONNX.
 Why each export variant exists (measured with Paddle 3.3.1): docs/predictor.md.
 """
 from __future__ import annotations
@@ -19,12 +19,12 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from .layers import prelu
-from .shader import fuse_views, fusion_weights, repeat_views
-from .warp import warp, warp_grouped
+from conr_paddle.layers import prelu
+from conr_paddle.shader import fuse_views, fusion_weights, repeat_views
+from conr_paddle.warp import warp, warp_grouped
 
 if TYPE_CHECKING:
-    from .ext import WarpOp
+    from conr_engines.inference.ext import WarpOp
 
 __all__ = ["Ops", "EAGER_OPS", "export_ops"]
 
@@ -103,7 +103,7 @@ def interpolate_for_export(original: Callable, resize_op: Callable | None = None
 
 
 def add_as_subtract(x: paddle.Tensor, y: paddle.Tensor) -> paddle.Tensor:
-    """x + y written x - (-y): bit-identical, and subtract is not on oneDNN's bf16 list (`conr_paddle.bf16_marks`)."""
+    """x + y written x - (-y): bit-identical, and subtract is not on oneDNN's bf16 list (`conr_engines.inference.bf16_marks`)."""
     return x - (-y)
 
 

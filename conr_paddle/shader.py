@@ -11,12 +11,12 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from conr_common.config import ShaderConfig
-from .layers import PReLU, conv, deconv
-from .warp import FlowRescale, GroupedWarp, Resize, Warp
+from conr_common.contract.config import ShaderConfig
+from conr_paddle.layers import PReLU, conv, deconv
+from conr_paddle.warp import FlowRescale, GroupedWarp, Resize, Warp
 
 if TYPE_CHECKING:
-    from .ops import Ops
+    from conr_paddle.ops import Ops
 
 
 class DecoderBlock(nn.Layer):

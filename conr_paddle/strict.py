@@ -6,8 +6,8 @@ from collections.abc import Mapping
 import numpy as np
 import paddle
 
-from conr_common.checkpoints import check_state_fits
-from conr_common.checks import check_weight_values
+from conr_common.weights.checkpoints import check_state_fits
+from conr_common.data.checks import check_weight_values
 
 
 def strict_load(layer: paddle.nn.Layer, state: Mapping[str, object], what: str = "state dict") -> None:

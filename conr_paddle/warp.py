@@ -12,7 +12,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 if TYPE_CHECKING:
-    from .ops import Ops
+    from conr_paddle.ops import Ops
 
 
 def base_grid(n: int, h: int, w: int, like: paddle.Tensor) -> paddle.Tensor:

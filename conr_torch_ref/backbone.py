@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from conr_common.config import UNetConfig
-from .layers import InstanceNorm, conv, deconv
+from conr_common.contract.config import UNetConfig
+from conr_torch_ref.layers import InstanceNorm, conv, deconv
 
 
 class BasicBlock(nn.Module):

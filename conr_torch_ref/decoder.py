@@ -5,8 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conr_common.config import DecoderConfig
-from .layers import conv
+from conr_common.contract.config import DecoderConfig
+from conr_torch_ref.layers import conv
 
 
 class ResBlock2d(nn.Module):

@@ -2,7 +2,7 @@
 
 Inference: parse the character sheet once (parser features + premultiplied reference), encode the target pose
 (UDP xyz * alpha, alpha), run the shader over all views, decode RGBA and premultiply it.
-Inputs are float tensors in [0, 1]; the data pipeline (conr_common.pipeline) produces them.
+Inputs are float tensors in [0, 1]; the data pipeline (conr_common.data.pipeline) produces them.
 """
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from conr_common.config import INPUT_MEAN, INPUT_STD, NETWORK_NAMES, OFFICIAL, CoNRConfig
-from conr_common.checkpoints import check_state_fits, network_path, read_network
-from conr_common.checks import check_pose_shape, check_sheet_shapes, check_weight_values
-from .backbone import ResEncUnet
-from .decoder import RGBADecoderNet
-from .shader import CINN
+from conr_common.contract.config import INPUT_MEAN, INPUT_STD, NETWORK_NAMES, OFFICIAL, CoNRConfig
+from conr_common.weights.checkpoints import check_state_fits, network_path, read_network
+from conr_common.data.checks import check_pose_shape, check_sheet_shapes, check_weight_values
+from conr_torch_ref.backbone import ResEncUnet
+from conr_torch_ref.decoder import RGBADecoderNet
+from conr_torch_ref.shader import CINN
 
 
 def build_network(name: str, config: CoNRConfig = OFFICIAL) -> nn.Module:
@@ -133,7 +133,7 @@ def load_networks(model: CoNR, states: dict[str, dict]) -> CoNR:
 
 def load_official(model: CoNR, folder: str | Path) -> CoNR:
     """Strictly load the four official `.pth` files, one at a time, through the safe reader of
-    `conr_common.checkpoints` (`torch.load(weights_only=True)`: a checkpoint never runs code). A missing, damaged or
+    `conr_common.weights.checkpoints` (`torch.load(weights_only=True)`: a checkpoint never runs code). A missing, damaged or
     mismatching file, or one holding NaN/Inf, is a ConrInputError naming it."""
     for name in NETWORK_NAMES:
         path = network_path(folder, name, "torch")

@@ -1,5 +1,5 @@
 """The PyTorch reference's graphs for ONNX export (`python -m convert export-onnx --torch`): the same names, inputs
-and outputs as `conr_paddle.onnx_graphs`, so the two ONNX files of one checkpoint compare op for op on one runtime.
+and outputs as `conr_engines.onnx.graphs`, so the two ONNX files of one checkpoint compare op for op on one runtime.
 
 The reference is exported as it computes (torch's Softmax over the views axis and its scale-factor resizes are
 kept): it is the referee, not the fast path.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .model import CoNR, Sheet, broadcast_sheet, normalize, premultiply
+from conr_torch_ref.model import CoNR, Sheet, broadcast_sheet, normalize, premultiply
 
 __all__ = ["SheetGraph", "StepGraph", "PoseGraph"]
 

@@ -2,8 +2,8 @@
 @ 660c4f7), one frame at a time, on the shared numpy pipeline. Parity tests and the demo compare the Paddle
 renderer's frames with these.
 
-Deliberately independent of `conr_paddle.render` (no batching, no resume, no atomic writes): only the data
-pipeline (`conr_common.pipeline`) is shared, so a bug in the Paddle loop (order, batching, naming, alpha) shows.
+Deliberately independent of `conr_app.rendering.render` (no batching, no resume, no atomic writes): only the data
+pipeline (`conr_common.data.pipeline`) is shared, so a bug in the Paddle loop (order, batching, naming, alpha) shows.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from conr_common.pipeline import (
+from conr_common.data.pipeline import (
     list_pose_files,
     load_character_sheet,
     load_pose_image,
@@ -24,7 +24,7 @@ from conr_common.pipeline import (
     to_uint8,
     udp_arrays,
 )
-from .model import CoNR, load_official
+from conr_torch_ref.model import CoNR, load_official
 
 __all__ = ["load_reference_model", "render_reference_frames"]
 

@@ -2,7 +2,7 @@
 and the demo (the project's one generator of random weights).
 
 `torch.save(net.state_dict())` under the official file names (udpparsernet.pth, ...), exactly what the official
-inference code loads. How the tensors are drawn is a `conr_common.draws.WeightDraw`: He-normal convolutions,
+inference code loads. How the tensors are drawn is a `conr_common.verification.draws.WeightDraw`: He-normal convolutions,
 random instance-norm scales/biases and PReLU slopes, so renders have contrast and a swapped or dropped parameter
 shows in parity tests.
 """
@@ -17,11 +17,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from conr_common.atomic import atomic_path
-from conr_common.config import NETWORK_NAMES, OFFICIAL, CoNRConfig
-from conr_common.draws import DRAWS, SEEDED, WeightDraw, draw_named
-from conr_common.manifest import official_manifest
-from .model import build_network, build_networks
+from conr_common.platform.atomic import atomic_path
+from conr_common.contract.config import NETWORK_NAMES, OFFICIAL, CoNRConfig
+from conr_common.verification.draws import DRAWS, SEEDED, WeightDraw, draw_named
+from conr_common.contract.manifest import official_manifest
+from conr_torch_ref.model import build_network, build_networks
 
 COMPLETE_MARKER = ".seeded-complete"
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m conr_torch_ref.seeded", description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="folder to write udpparsernet.pth, target_pose_encoder.pth, ...")
     parser.add_argument("--draw", default=SEEDED.name, choices=sorted(DRAWS),
-                        help=f"weight draw (conr_common.draws; default {SEEDED.name})")
+                        help=f"weight draw (conr_common.verification.draws; default {SEEDED.name})")
     args = parser.parse_args(argv)
     draw = draw_named(args.draw)
     write_seeded_weights(args.out, draw)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from conr_common.config import ShaderConfig
-from .layers import conv, deconv
-from .warp import FlowRescale, GroupedWarp, Resize, Warp
+from conr_common.contract.config import ShaderConfig
+from conr_torch_ref.layers import conv, deconv
+from conr_torch_ref.warp import FlowRescale, GroupedWarp, Resize, Warp
 
 
 class DecoderBlock(nn.Module):

@@ -1,7 +1,7 @@
 """`python -m convert ...`"""
 import sys
 
-from .cli import main
+from convert.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

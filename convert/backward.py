@@ -8,7 +8,7 @@ parser copy the renderer uses for inference is a copy, and its parameters would 
 """
 from __future__ import annotations
 
-from conr_common.config import NETWORK_NAMES
+from conr_common.contract.config import NETWORK_NAMES
 
 __all__ = ["torch_step", "paddle_step", "conr_backward", "backward_lines"]
 

@@ -12,8 +12,8 @@ import importlib
 import importlib.util
 import sys
 
-from conr_common.cli import OneLineParser, one_line, one_line_warnings
-from conr_common.errors import ConrInputError, internal_error_line
+from conr_common.cli.args import OneLineParser, one_line, one_line_warnings
+from conr_common.platform.errors import ConrInputError, internal_error_line
 from portcheck.errors import PortInputError
 
 __all__ = ["main", "build_parser", "add_torch2paddle_parser", "add_paddle2torch_parser", "add_inspect_parser"]
@@ -21,7 +21,7 @@ __all__ = ["main", "build_parser", "add_torch2paddle_parser", "add_paddle2torch_
 
 
 def _run_torch2paddle(args: argparse.Namespace) -> int:
-    from .run import convert_and_print
+    from convert.run import convert_and_print
 
     convert_and_print("torch2paddle", args.src, args.out, fmt=args.format, force=args.force, verbose=args.verbose,
                       allow_nonfinite=args.allow_nonfinite)
@@ -29,7 +29,7 @@ def _run_torch2paddle(args: argparse.Namespace) -> int:
 
 
 def _run_paddle2torch(args: argparse.Namespace) -> int:
-    from .run import convert_and_print
+    from convert.run import convert_and_print
 
     convert_and_print("paddle2torch", args.src, args.out, force=args.force, verbose=args.verbose,
                       allow_nonfinite=args.allow_nonfinite)
@@ -37,7 +37,7 @@ def _run_paddle2torch(args: argparse.Namespace) -> int:
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
-    from .run import inspect_paths
+    from convert.run import inspect_paths
 
     return inspect_paths(args.path)
 
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     if importlib.util.find_spec(f"{__package__}.onnx_export") is not None:
         importlib.import_module(f"{__package__}.onnx_export").add_export_onnx_parser(subparsers)
     # `train-parity`: N training steps of CoNR in both frameworks against float64 runs (convert/train_parity.py)
-    from .train_parity import add_train_parity_parser
+    from convert.train_parity import add_train_parity_parser
 
     add_train_parity_parser(subparsers)
     # `verify-pair`: any torch module against its Paddle port (portcheck, the framework-neutral engine)

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from conr_common.cpu import cpu_model, simd_flags
-from conr_common.versions import dist_version
+from conr_common.platform.cpu import cpu_model, simd_flags
+from conr_common.platform.versions import dist_version
 
 __all__ = ["environment", "numerics_pinned"]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from conr_common.compare import diff
-from conr_common.tolerances import stage_of
+from conr_common.verification.compare import diff
+from conr_common.verification.tolerances import stage_of
 from portcheck.metrics import truth_distances
 from portcheck.verdicts import within_truth
 
@@ -16,7 +16,7 @@ __all__ = ["tolerances_for", "within_truth", "accuracy_row", "diff_row", "within
 
 
 def tolerances_for(dtype: str) -> dict:
-    """The tolerances of a report, per dtype: the suite's numbers (conr_common/tolerances.py, reasons there).
+    """The tolerances of a report, per dtype: the suite's numbers (conr_common/verification/tolerances.py, reasons there).
 
     layer: per stage (udpparsernet, target_pose_encoder, shader, rgbadecodernet), the scaled error (max abs /
       max |reference|) allowed for any of its layer outputs, error carried from upstream included;
@@ -27,7 +27,7 @@ def tolerances_for(dtype: str) -> dict:
     truth_ratio, truth_floor: the float64 referee's verdict (`within_truth`), which replaces layer and rgba
       whenever the referee runs.
     """
-    from conr_common import tolerances as t
+    from conr_common.verification import tolerances as t
 
     truth = {"truth_ratio": t.TRUTH_RATIO_LIMIT, "truth_floor": t.TRUTH_FLOOR_SCALED}
     if dtype == "float64":

@@ -4,9 +4,9 @@
                                   [--graphs sheet,step,pose] [--no-measure] [--force]
     python -m convert export-onnx --torch WEIGHTS -o DIR ...
 
-Graphs, names and shapes: `conr_paddle.onnx_graphs` (fixed shapes; one file per graph, DIR/<graph>.onnx); the
-format and opset numbers, the checks and the atomic folder: `conr_common.onnx_contract`.
-Paddle path (`conr_paddle.onnx_export`): `paddle.jit.to_static` + `paddle.jit.save` (PIR `.json`) in a temporary folder, then paddle2onnx's
+Graphs, names and shapes: `conr_engines.onnx.graphs` (fixed shapes; one file per graph, DIR/<graph>.onnx); the
+format and opset numbers, the checks and the atomic folder: `conr_engines.onnx.contract`.
+Paddle path (`conr_engines.onnx.export`): `paddle.jit.to_static` + `paddle.jit.save` (PIR `.json`) in a temporary folder, then paddle2onnx's
 converter called directly (its C++ entry point): paddle2onnx's Python `export` logs conversion errors instead of
 raising, and its default optimiser ("polygraphy") sets POLYGRAPHY_AUTOINSTALL_DEPS=1 and pip-installs packages
 during export. Here nothing is installed or downloaded, and any conversion error raises `OnnxExportError`.
@@ -35,11 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from conr_common.checkpoints import check_weights_dir, network_files, weights_hash
-from conr_common.cli import one_line
-from conr_common.config import NETWORK_NAMES
-from conr_common.errors import ConrInputError
-from conr_common.onnx_contract import (
+from conr_common.weights.checkpoints import check_weights_dir, network_files, weights_hash
+from conr_common.cli.args import one_line
+from conr_common.contract.config import NETWORK_NAMES
+from conr_common.platform.errors import ConrInputError
+from conr_engines.onnx.contract import (
     DEFAULT_OPSET,
     ONNX_FORMAT,
     OPSET_RANGE,
@@ -49,7 +49,7 @@ from conr_common.onnx_contract import (
     export_versions,
     write_folder,
 )
-from conr_common.outputs import SWAP, check_output
+from conr_common.platform.outputs import SWAP, check_output
 
 __all__ = ["export_onnx", "export_torch_graphs", "add_export_onnx_parser", "FRAMEWORKS"]
 
@@ -74,8 +74,8 @@ def export_torch_graphs(model, folder: Path, size: int, views: int, batch: int, 
     import onnx
     import torch
 
-    from conr_common.quiet import output_to
-    from conr_paddle.onnx_export import io_contract
+    from conr_common.platform.quiet import output_to
+    from conr_engines.onnx.export import io_contract
     from conr_torch_ref.onnx_graphs import PoseGraph, SheetGraph, StepGraph
 
     contract = io_contract(size, views, batch)
@@ -105,7 +105,7 @@ def export_torch_graphs(model, folder: Path, size: int, views: int, batch: int, 
 def sample_inputs(size: int, views: int) -> dict[str, np.ndarray]:
     """The built-in sample (float32): sheet (M, 4, S, S) with its views repeated up to M, one UDP frame, and a
     pose image (the UDP preview's premultiplied RGB stands in for one)."""
-    from .verify import load_inputs
+    from convert.verify import load_inputs
 
     with tempfile.TemporaryDirectory(prefix="conr-onnx-sample-") as work:
         sheet, xyz, alpha, _ = load_inputs(size, views, None, None, 0, Path(work))
@@ -123,7 +123,7 @@ def _named(contract: dict, graph: str, tensors) -> dict[str, np.ndarray]:
 def _paddle_outputs(pm, x: dict[str, np.ndarray], sheet_features: list[np.ndarray], contract: dict) -> dict[str, dict]:
     import paddle
 
-    from conr_paddle.onnx_graphs import PoseGraph, SheetGraph, StepGraph
+    from conr_engines.onnx.graphs import PoseGraph, SheetGraph, StepGraph
 
     T = paddle.to_tensor
     with paddle.no_grad():
@@ -159,8 +159,8 @@ def _torch_outputs(tm, x: dict[str, np.ndarray], sheet_features: list[np.ndarray
 def measure(folder: Path, graphs: list[str], pm, tm, size: int, views: int, batch: int) -> dict:
     """Max abs of every exported output against eager Paddle and torch on the sample. The step graph is fed the
     eager Paddle sheet features on every side, so its figures are the step's own."""
-    from conr_paddle.onnx_export import io_contract
-    from conr_paddle.onnx_runner import make_session
+    from conr_engines.onnx.export import io_contract
+    from conr_engines.onnx.runner import make_session
 
     x = sample_inputs(size, views)
     x = {k: np.concatenate([v] * batch) if k in ("xyz", "alpha", "rgb") else v for k, v in x.items()}
@@ -200,7 +200,7 @@ def measure(folder: Path, graphs: list[str], pm, tm, size: int, views: int, batc
 
 def _load_models(framework: str, weights: Path):
     """(Paddle model, torch model) of one checkpoint: the other side is built through the converter's table."""
-    from conr_common.manifest import paddle_to_torch, torch_to_paddle
+    from conr_common.contract.manifest import paddle_to_torch, torch_to_paddle
     from conr_paddle.model import CoNR as PaddleCoNR
     from conr_paddle.model import load_networks, load_pdparams
     from conr_torch_ref.model import CoNR as TorchCoNR
@@ -223,7 +223,7 @@ def _load_models(framework: str, weights: Path):
 
 
 def parse_graphs(text: str) -> list[str]:
-    from conr_paddle.onnx_graphs import GRAPHS
+    from conr_engines.onnx.graphs import GRAPHS
 
     graphs = [g.strip() for g in text.split(",") if g.strip()]
     unknown = [g for g in graphs if g not in GRAPHS]
@@ -236,7 +236,7 @@ def export_onnx(framework: str, weights: str | Path, out: str | Path, *, size: i
                 batch: int = 1, opset: int = DEFAULT_OPSET, graphs: str | list[str] = "sheet,step,pose",
                 measure_sample: bool = True, force: bool = False, stdout=None) -> dict:
     """Export one framework's graphs of the checkpoint in `weights` into `out`; returns meta.json's content."""
-    from conr_common.quiet import import_paddle
+    from conr_common.platform.quiet import import_paddle
 
     import_paddle()  # first (the graphs' modules and paddle2onnx import it): its ccache warning stays off stderr
     stdout = stdout or sys.stdout
@@ -265,7 +265,7 @@ def export_onnx(framework: str, weights: str | Path, out: str | Path, *, size: i
         say(f"reading {framework} weights from {weights}")
         pm, tm = _load_models(framework, weights)
         say(f"exporting {', '.join(graphs)} at {size} px, {views} views, batch {batch}, opset {opset}")
-        from conr_paddle.onnx_export import export_paddle_graphs, io_contract
+        from conr_engines.onnx.export import export_paddle_graphs, io_contract
 
         exporter = export_paddle_graphs if framework == "paddle" else export_torch_graphs
         model = pm if framework == "paddle" else tm

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from conr_common.compare import diff
-from conr_common.errors import ConrInputError
+from conr_common.verification.compare import diff
+from conr_common.platform.errors import ConrInputError
 
 __all__ = ["read_onnx_dir", "onnx_column", "onnx_verdict_line"]
 
@@ -57,7 +57,7 @@ def _torch_side(tm, sheet, xyz, alpha, dtype) -> list[np.ndarray]:
 def _paddle_side(pm, sheet, xyz, alpha) -> list[np.ndarray]:
     import paddle
 
-    from conr_paddle.onnx_graphs import StepGraph
+    from conr_engines.onnx.graphs import StepGraph
 
     T = lambda a: paddle.to_tensor(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
     with paddle.no_grad():
@@ -68,7 +68,7 @@ def _paddle_side(pm, sheet, xyz, alpha) -> list[np.ndarray]:
 
 
 def _onnx_side(folder: Path, sheet, xyz, alpha) -> list[np.ndarray]:
-    from conr_paddle.onnx_runner import make_session
+    from conr_engines.onnx.runner import make_session
 
     f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
     s = make_session(folder / "sheet.onnx")
@@ -84,7 +84,7 @@ def _onnx_side(folder: Path, sheet, xyz, alpha) -> list[np.ndarray]:
 def _output_names(size: int, views: int) -> list[str]:
     """`graph.output` for every output of the sheet graph then the step graph, in the contract's order (the order
     every side returns them in)."""
-    from conr_paddle.onnx_export import io_contract
+    from conr_engines.onnx.export import io_contract
 
     contract = io_contract(size, views, 1)
     return [f"{graph}.{name}" for graph in ("sheet", "step") for name in contract[graph]["outputs"]]

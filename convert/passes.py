@@ -10,9 +10,9 @@ import time
 
 import numpy as np
 
-from conr_common.compare import diff
+from conr_common.verification.compare import diff
 
-from .judge import diff_row, truth_errors
+from convert.judge import diff_row, truth_errors
 
 __all__ = ["build_models", "paddle_place", "torch_pass", "truth_pass", "paddle_pass", "predictor_accuracy",
            "single_step"]
@@ -134,9 +134,9 @@ def paddle_pass(paddle, pm, calls, sheet, xyz, alpha, truth_calls=None):
 
 def predictor_accuracy(pm, sheet, xyz, alpha, truth_rgba) -> dict:
     """Final RGBA of the Paddle Inference predictor against the float64 truth: fp32, and bf16 where supported."""
-    from conr_common.compare import psnr_db
-    from conr_common.cpu import bf16_support
-    from conr_paddle.predictor import PredictorRunner
+    from conr_common.verification.compare import psnr_db
+    from conr_common.platform.cpu import bf16_support
+    from conr_engines.inference.predictor import PredictorRunner
 
     out = {}
     precisions = ["fp32"] + (["bf16"] if bf16_support()[0] else [])

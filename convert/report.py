@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conr_common.atomic import atomic_path, atomic_write_bytes
+from conr_common.platform.atomic import atomic_path, atomic_write_bytes
 from portcheck.report import json_safe  # one NaN-safe JSON conversion for both reports
 
 __all__ = ["REPORT_FILES", "write_report", "render_markdown", "plot_report", "json_safe"]
@@ -206,7 +206,7 @@ def render_markdown(report: dict) -> str:
     lines += _summary_lines(report)
     lines += ["", "![renders, difference and per-layer error](report.png)", ""]
     lines.append("Scaled error = max abs error / max |reference| of that output. Tolerances (`convert.judge."
-                 f"tolerances_for`, reasons in `conr_common/tolerances.py`): layer outputs and leaf layers run alone, "
+                 f"tolerances_for`, reasons in `conr_common/verification/tolerances.py`): layer outputs and leaf layers run alone, "
                  f"scaled, per stage: {_stage_bounds(tol['layer'])}; final RGBA {_e(tol['rgba'])} absolute "
                  "(RGBA_ATOL); weights bit-exact. With the float64 referee a layer passes when Paddle's error against "
                  "the truth is within the ratio stated above.")

@@ -1,6 +1,6 @@
 """What `python -m convert torch2paddle|paddle2torch|inspect` run and print.
 
-The conversion itself is the library function `conr_common.conversion.convert_checkpoints` (it prints nothing);
+The conversion itself is the library function `convert.conversion.convert_checkpoints` (it prints nothing);
 `convert_and_print` adds the command's lines. `inspect_paths` prints the table of `inspect`.
 """
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import TextIO
 
 import numpy as np
 
-from conr_common import checkpoints as ckpt
-from conr_common.conversion import REPORT_NAME, ConversionResult, convert_checkpoints, report_outputs
-from conr_common.errors import ConrInputError
-from conr_common.integrity import sha256_file
-from conr_common.manifest import check_against_manifest, dtype_name, identify_network, unwrap
+from conr_common.weights import checkpoints as ckpt
+from convert.conversion import REPORT_NAME, ConversionResult, convert_checkpoints, report_outputs
+from conr_common.platform.errors import ConrInputError
+from conr_common.platform.integrity import sha256_file
+from conr_common.contract.manifest import check_against_manifest, dtype_name, identify_network, unwrap
 
 __all__ = ["convert_and_print", "summary_lines", "inspect_paths", "report_problems"]
 

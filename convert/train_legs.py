@@ -10,7 +10,7 @@ backward crash there (conr_paddle.warp, branch wp-backward).
 
 The loss is the L1 reconstruction of the pose frame's RGBA: mean over 4 x S x S of |render - target|, both
 premultiplied RGBA in [0, 1], the target being the procedural character's own textured render in the same pose
-(`conr_common.samples`' pose image of the UDP frame, cropped and resized exactly like the UDP frame): the image CoNR
+(`conr_common.data.samples`' pose image of the UDP frame, cropped and resized exactly like the UDP frame): the image CoNR
 is trained to produce for that pose.
 
 A leg keeps only its loss per step, its seconds, and a summary of the final parameters: the update of a fixed
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from conr_common.config import NETWORK_NAMES
+from conr_common.contract.config import NETWORK_NAMES
 from portcheck.optim import OptimizerSpec, paddle_effective, paddle_optimizer, torch_optimizer
 
 __all__ = ["TRAINED", "TRAIN_CHOICES", "frozen", "Leg", "sample_indices", "perturb_", "torch_leg",
@@ -125,7 +125,7 @@ def paddle_leg(states: dict, paddle_states: dict, data: dict, spec: OptimizerSpe
     """The Paddle port, the same steps (paddle_states: Paddle names; the summary under official names)."""
     import paddle
 
-    from conr_common.rename import torch_to_paddle_key
+    from conr_common.contract.rename import torch_to_paddle_key
     from conr_paddle.model import CoNR, load_networks
 
     t0 = time.perf_counter()

@@ -31,14 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from conr_common.errors import ConrInputError
+from conr_common.platform.errors import ConrInputError
 from portcheck.errors import PortInputError
 from portcheck.metrics import scaled_error
 from portcheck.optim import KINDS, OptimizerSpec, mapping_rows
 from portcheck.steps import STEP_STRUCTURE_FP64
 from portcheck.verdicts import TRUTH_FLOOR_SCALED
 
-from .train_legs import PERTURB_REL, TRAIN_CHOICES
+from convert.train_legs import PERTURB_REL, TRAIN_CHOICES
 
 __all__ = ["add_train_parity_parser", "train_parity", "plan_train", "judge_curves", "LEGS"]
 
@@ -69,8 +69,8 @@ class TrainPlan:
 def plan_train(torch_dir, out, *, size: int, views: int, steps: int, seed: int, optimizer: str,
                lr: float | None, momentum: float, weight_decay: float, train: str = "all") -> TrainPlan:
     """Every argument checked before a model is built (ConrInputError, one line)."""
-    from conr_common.checks import check_positive_int
-    from conr_common.pipeline import check_size
+    from conr_common.data.checks import check_positive_int
+    from conr_common.data.pipeline import check_size
 
     check_size(size)
     check_positive_int("--views", views)
@@ -96,10 +96,10 @@ def plan_train(torch_dir, out, *, size: int, views: int, steps: int, seed: int, 
 
 def load_data(size: int, views: int, seed: int, work: Path) -> tuple[dict, dict]:
     """Sheet, pose (xyz, alpha) and the target RGBA of the procedural sample, float64, and where they came from."""
-    from conr_common.pipeline import crop_and_resize, load_udp_pose, read_rgba
-    from conr_common.samples import ensure_samples
+    from conr_common.data.pipeline import crop_and_resize, load_udp_pose, read_rgba
+    from conr_common.data.samples import ensure_samples
 
-    from .verify import load_inputs
+    from convert.verify import load_inputs
 
     sheet, xyz, alpha, source = load_inputs(size, views, None, None, seed, work)
     pose = load_udp_pose(Path(source["pose_frame"]), size)
@@ -114,8 +114,8 @@ def load_data(size: int, views: int, seed: int, work: Path) -> tuple[dict, dict]
 
 def load_weights(torch_dir: Path | None) -> tuple[dict, dict, str]:
     """Official-named and Paddle-named numpy states: `--torch` files, or the project's seeded draw."""
-    from conr_common.checkpoints import load_folder
-    from conr_common.manifest import torch_to_paddle
+    from conr_common.weights.checkpoints import load_folder
+    from conr_common.contract.manifest import torch_to_paddle
 
     if torch_dir is not None:
         states, what = load_folder(torch_dir, "torch"), str(torch_dir)
@@ -207,7 +207,7 @@ def peak_rss_gb() -> float:
 
 
 def _leg(plan: TrainPlan, key: str, states: dict, paddle_states: dict, data: dict, idx: dict):
-    from .train_legs import paddle_leg, torch_leg
+    from convert.train_legs import paddle_leg, torch_leg
 
     dtype = "float32" if key.endswith("32") else "float64"
     if key.startswith("torch"):
@@ -219,7 +219,7 @@ def _leg(plan: TrainPlan, key: str, states: dict, paddle_states: dict, data: dic
 def _run_legs(plan: TrainPlan, states: dict, paddle_states: dict, data: dict, say) -> dict:
     """The four legs; then, only when the float64 curves part, torch's float64 run from perturbed weights (the
     run's own sensitivity, `_fp64_verdict`)."""
-    from .train_legs import sample_indices
+    from convert.train_legs import sample_indices
 
     idx = sample_indices(states, plan.seed, plan.trained)
     legs, rss = {}, {}
@@ -241,10 +241,10 @@ def train_parity(torch_dir=None, out="train-parity-report", *, size: int = 128, 
                  seed: int = 0, optimizer: str = "sgd", lr: float | None = None, momentum: float = 0.9,
                  weight_decay: float = 0.0, train: str = "all", stdout=None) -> dict:
     """Run the four legs, judge them, write the report folder, return the report (ConrInputError on bad input)."""
-    from conr_common.checkpoints import import_paddle, import_torch
+    from conr_common.weights.checkpoints import import_paddle, import_torch
 
-    from .environment import environment
-    from .train_legs import frozen
+    from convert.environment import environment
+    from convert.train_legs import frozen
 
     stdout = stdout or sys.stdout
     started = time.perf_counter()
@@ -271,7 +271,7 @@ def train_parity(torch_dir=None, out="train-parity-report", *, size: int = 128, 
     }
     report["passed"] = report["curves"]["passed"]
     report["timings"]["total_s"] = time.perf_counter() - started
-    from .train_report import write_train_report
+    from convert.train_report import write_train_report
 
     write_train_report(plan.out, report)
     return report

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from portcheck.files import write_folder_atomic
 
-from .report import json_safe
+from convert.report import json_safe
 
 __all__ = ["write_train_report", "train_markdown", "train_png"]
 

@@ -2,12 +2,12 @@
 PyTorch checkpoints, on one real inference step (character sheet + one target pose).
 
 What it proves, in order:
-1. the weights: every official tensor, renamed through the converter's table (`conr_common.rename`), is present in the
+1. the weights: every official tensor, renamed through the converter's table (`conr_common.contract.rename`), is present in the
    Paddle files with the same shape and the same values (max abs difference per tensor; the converter is bit-exact,
    so the tolerance is 0). A perturbed tensor is named directly.
 2. the computation: both models run the same numpy input; forward hooks on every named layer of the four networks
    (containers and leaves, call-indexed keys `name#k`, see `portcheck.record`) record each output, paired by name,
-   and compared element-wise (`conr_common.compare.diff`). Every layer is held to the parity suite's tolerance
+   and compared element-wise (`conr_common.verification.compare.diff`). Every layer is held to the parity suite's tolerance
    (scaled error for every layer output, max abs for the final RGBA; see `tolerances_for`) and the first layer, in
    execution order, over its tolerance is named: that is where a port bug starts.
 3. with `--single-step`, every Paddle leaf layer is also run alone on the reference's own recorded input, so its
@@ -28,14 +28,14 @@ from typing import TextIO
 
 import numpy as np
 
-from conr_common.errors import ConrInputError
-from conr_common.outputs import FILE, check_output, check_own_files
+from conr_common.platform.errors import ConrInputError
+from conr_common.platform.outputs import FILE, check_output, check_own_files
 
-from .environment import environment, numerics_pinned
-from .judge import judge, numerics_ok, tolerances_for, verdicts
-from .passes import build_models, paddle_pass, paddle_place, predictor_accuracy, single_step, torch_pass, truth_pass
-from .report import REPORT_FILES
-from .weights import check_parameters, load_weight_states
+from convert.environment import environment, numerics_pinned
+from convert.judge import judge, numerics_ok, tolerances_for, verdicts
+from convert.passes import build_models, paddle_pass, paddle_place, predictor_accuracy, single_step, torch_pass, truth_pass
+from convert.report import REPORT_FILES
+from convert.weights import check_parameters, load_weight_states
 
 __all__ = ["add_verify_parser", "verify", "plan_verify", "verdict_lines", "REPORT_FILES"]
 
@@ -63,13 +63,13 @@ def _check_folder(path: Path, what: str) -> Path:
 def load_inputs(size: int, views: int, character_sheet: Path | None, poses: Path | None, seed: int,
                 work: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """sheet (M, 4, S, S), xyz (1, 3, S, S), alpha (1, 1, S, S) in float64 [0, 1], and where they came from."""
-    from conr_common.pipeline import list_pose_files, load_character_sheet, load_udp_pose, sheet_array, udp_arrays
-    from conr_common.samples import ensure_samples
+    from conr_common.data.pipeline import list_pose_files, load_character_sheet, load_udp_pose, sheet_array, udp_arrays
+    from conr_common.data.samples import ensure_samples
 
     source = {}
     if character_sheet is None or poses is None:
         samples = ensure_samples(work / "samples", size=max(256, size), frames=1, seed=seed)
-        source["samples"] = f"built-in procedural sample (conr_common.samples, seed {seed})"
+        source["samples"] = f"built-in procedural sample (conr_common.data.samples, seed {seed})"
     sheet_dir = character_sheet if character_sheet is not None else samples.character_sheet
     pose_dir = poses if poses is not None else samples.poses
     sheet_u8 = load_character_sheet(sheet_dir, size)
@@ -127,8 +127,8 @@ def _truth_from_start(fp64: bool, truth: str, size: int) -> bool:
 
 
 def _check_values(size: int, views: int, device: str, truth: str, engine: str) -> None:
-    from conr_common.checks import check_positive_int
-    from conr_common.pipeline import check_size
+    from conr_common.data.checks import check_positive_int
+    from conr_common.data.pipeline import check_size
 
     check_size(size)
     check_positive_int("--views", views)
@@ -154,7 +154,7 @@ def plan_verify(torch_dir: str | Path, paddle_dir: str | Path, out: str | Path, 
     poses = _check_folder(Path(poses), "--poses") if poses else None
     onnx_meta = None
     if onnx_dir is not None:
-        from .onnx_verify import read_onnx_dir
+        from convert.onnx_verify import read_onnx_dir
 
         onnx_dir = _check_folder(Path(onnx_dir), "--onnx")
         onnx_meta = read_onnx_dir(onnx_dir, size, views)
@@ -229,7 +229,7 @@ def _extra_passes(plan: VerifyPlan, torch, paddle, tm, pm, inputs: tuple, passes
         passes.predictors = predictor_accuracy(pm, sheet, xyz, alpha, passes.truth_rgba)
         timings["predictor_s"] = time.perf_counter() - t0
     if plan.onnx_meta is not None:
-        from .onnx_verify import onnx_column as _onnx_column
+        from convert.onnx_verify import onnx_column as _onnx_column
 
         say(f"onnxruntime pass ({plan.onnx_meta['framework']} ONNX graphs in {plan.onnx_dir})")
         t0 = time.perf_counter()
@@ -302,7 +302,7 @@ def _load_models(plan: VerifyPlan, torch, paddle, say, timings: dict):
 def _backward(tm, pm, inputs: tuple, plan: VerifyPlan, say, timings: dict) -> dict:
     """--backward: portcheck's gradient comparison of the four networks (convert.backward), against the float64
     truth when the forward report uses it."""
-    from .backward import conr_backward
+    from convert.backward import conr_backward
 
     truth = "fp64" if plan.truth_first or plan.truth == "fp64" else "none"
     say(f"backward passes (torch and Paddle float32{', and both in float64' if truth == 'fp64' else ''})")
@@ -332,7 +332,7 @@ def verify(
     backward: bool = False,
 ) -> dict:
     """Build the parity report, write it to `out`, return it. Raises ConrInputError on bad input."""
-    from conr_common.checkpoints import import_paddle, import_torch
+    from conr_common.weights.checkpoints import import_paddle, import_torch
 
     stdout = stdout or sys.stdout
     started = time.perf_counter()
@@ -365,7 +365,7 @@ def verify(
     if gradients is not None:
         report["backward"] = gradients
         report["passed"] = report["passed"] and gradients["summary"]["passed"]
-    from .report import write_report
+    from convert.report import write_report
 
     plan.out.mkdir(parents=True, exist_ok=True)
     write_report(plan.out, report, passes.ref_rgba[0], passes.pd_rgba[0])
@@ -395,13 +395,13 @@ def verdict_lines(report: dict) -> list[str]:
                          f"({acc[f'predictor_{precision}_psnr_db']:.1f} dB)")
         lines.append(line)
     if report.get("onnxruntime"):
-        from .onnx_verify import onnx_verdict_line
+        from convert.onnx_verify import onnx_verdict_line
 
         lines.append(onnx_verdict_line(report["onnxruntime"]))
     if s["first_failing_local"]:
         lines.append(f"first leaf layer over tolerance when run alone: {s['first_failing_local']}")
     if report.get("backward"):
-        from .backward import backward_lines
+        from convert.backward import backward_lines
 
         lines += backward_lines(report["backward"])
     return lines

@@ -1,6 +1,6 @@
 """The weight check of the parity report (`python -m convert verify`): both weight sets read with
-`conr_common.checkpoints`' safe readers, and every official tensor compared, renamed through the converter's table
-(`conr_common.rename`), with its Paddle counterpart (name, shape, max abs difference of the values).
+`conr_common.weights.checkpoints`' safe readers, and every official tensor compared, renamed through the converter's table
+(`conr_common.contract.rename`), with its Paddle counterpart (name, shape, max abs difference of the values).
 """
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from conr_common.config import NETWORK_NAMES
-from conr_common.errors import ConrInputError
+from conr_common.contract.config import NETWORK_NAMES
+from conr_common.platform.errors import ConrInputError
 
 __all__ = ["load_weight_states", "check_parameters"]
 
 
 def load_weight_states(torch_dir: Path, paddle_dir: Path) -> tuple[dict, dict, dict]:
-    """(torch states, paddle states, file names) as numpy dicts, read with `conr_common.checkpoints`' safe readers."""
-    from conr_common.checkpoints import network_path, read_network
+    """(torch states, paddle states, file names) as numpy dicts, read with `conr_common.weights.checkpoints`' safe readers."""
+    from conr_common.weights.checkpoints import network_path, read_network
 
     torch_states, paddle_states, files = {}, {}, {}
     for name in NETWORK_NAMES:
@@ -34,7 +34,7 @@ def check_parameters(torch_states: dict, paddle_states: dict) -> list[dict]:
 
     Missing or unexpected names and shape mismatches are not a numerical finding but a wrong file: ConrInputError.
     """
-    from conr_common.rename import to_paddle_tensor, torch_to_paddle_key
+    from conr_common.contract.rename import to_paddle_tensor, torch_to_paddle_key
 
     rows, problems = [], []
     for name in NETWORK_NAMES:

@@ -95,7 +95,7 @@ def _sheet_with(scene: Scene, name: str, rgba: np.ndarray | None = None, data: b
 
 def _weights_with(scene: Scene, network: str, mutate: Callable[[dict], dict] | None = None,
                   data: bytes | None = None) -> Path:
-    from conr_common import checkpoints as cio
+    from conr_common.weights import checkpoints as cio
 
     weights = _folder(scene, "bad_weights")
     for name in NETWORKS:
@@ -122,11 +122,11 @@ def _weights_not_regular(scene: Scene, network: str, plant: Callable[[Path], Non
 
 
 def _rendered_before(scene: Scene, size: int = 128, weights: Path | None = None) -> Path:
-    """An output folder holding the record of an earlier render of the scene (conr_paddle.resume) at `size`, with
+    """An output folder holding the record of an earlier render of the scene (conr_app.rendering.resume) at `size`, with
     the weights of `weights` (default: the scene's)."""
-    from conr_common import checkpoints as cio
-    from conr_common.pipeline import load_character_sheet
-    from conr_paddle.resume import RenderIdentity, begin_record, sheet_sha256
+    from conr_common.weights import checkpoints as cio
+    from conr_common.data.pipeline import load_character_sheet
+    from conr_app.rendering.resume import RenderIdentity, begin_record, sheet_sha256
 
     out = _folder(scene, "out")
     files = cio.check_weights_dir(weights) if weights is not None else cio.check_weights_dir(scene.weights)
@@ -291,7 +291,7 @@ PROBES: list[Probe] = [
         "largest side"),
     Probe("--precision bf16 with --engine eager", lambda s: s.render("--precision", "bf16"), "bf16"),
     Probe("--workers 0", lambda s: s.render("--workers", "0"), "--workers"),
-    # ---- guard group (issue 23): every output path through conr_common.outputs.check_output
+    # ---- guard group (issue 23): every output path through conr_common.platform.outputs.check_output
     Probe("--video equal to the --background image", lambda s: s.render(
         "--video", str(_image_file(s, "bg.mp4")), "--background", str(s.root / "bg.mp4")), "is the --background file"),
     Probe("--out frame name taken by a folder", lambda s: s.render(out=_frame_folder(s)),
@@ -466,7 +466,7 @@ def run_probe(probe: Probe, scene: Scene) -> Outcome:
 
                 status = convert_main(args[1:])
             else:
-                from conr_paddle.__main__ import main as paddle_main
+                from conr_app.cli import main as paddle_main
 
                 status = paddle_main(args)
         except SystemExit as e:  # argparse's own errors
@@ -500,9 +500,9 @@ def readme_table(readme: str) -> str | None:
 
 
 def _build_inputs(root: Path) -> tuple[Path, Path, Path]:
-    from conr_common.samples import ensure_samples
+    from conr_common.data.samples import ensure_samples
     from conr_torch_ref.seeded import write_seeded_weights
-    from conr_common.conversion import convert_checkpoints
+    from convert.conversion import convert_checkpoints
 
     samples = ensure_samples(root / "samples", size=256, frames=4, seed=0)
     official = write_seeded_weights(root / "official")

@@ -6,16 +6,16 @@
     python -m parity_tests.bench --memory [--sizes 128,256,512,1024]   (peak RSS per engine: bench_memory.py)
 
 Contenders: the PyTorch reference (eager), the eager Paddle port, Paddle Inference fp32 and bf16
-(`conr_paddle.predictor.PredictorRunner`; bf16 is skipped with the reason on a CPU without bfloat16), and the fp32
+(`conr_engines.inference.predictor.PredictorRunner`; bf16 is skipped with the reason on a CPU without bfloat16), and the fp32
 predictor with Paddle's native float32 instance norm (`predictor_fp32_native_norm`: what the accurate norm costs,
 `conr_paddle.layers.AccurateInstanceNorm2D`), and onnxruntime on the Paddle port's ONNX graphs
-(`conr_paddle.onnx_runner.OnnxRunner`, its own float32 sheet graph; skipped with the reason when the [onnx] extra
-is absent). All use one weight draw (`conr_common.draws`, default the project's
+(`conr_engines.onnx.runner.OnnxRunner`, its own float32 sheet graph; skipped with the reason when the [onnx] extra
+is absent). All use one weight draw (`conr_common.verification.draws`, default the project's
 seeded weights; or, with --weights/--torch-weights, one checkpoint's .pdparams and official .pth folders, whose
-exported graphs are then cached under the same key as `render`'s) and the same procedural sample data (`conr_common.samples`: character sheet views and a UDP walk
+exported graphs are then cached under the same key as `render`'s) and the same procedural sample data (`conr_common.data.samples`: character sheet views and a UDP walk
 cycle). Sheet features are computed once (timed apart); the per-frame step is timed over `--frames` frames after
 one warm-up call. Peak RSS is the child's VmHWM. The machine's ceiling is a torch Conv2d 224->224 3x3 on 4x64x64
-in the same run; GFLOP/s come from `conr_paddle.flops` (convs only).
+in the same run; GFLOP/s come from `conr_engines.flops` (convs only).
 Accuracy: every contender's frames against the float64 truth (the torch reference run in float64 on the same
 inputs, its own child; `--no-truth` skips it): max abs and PSNR (range 1); also max abs against the eager Paddle
 output and bf16's PSNR against fp32.
@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from conr_common.compare import psnr_db
-from conr_common.draws import DRAWS, WeightDraw, draw_named
-from conr_common.errors import ConrInputError
-from conr_common.options import RenderOptions
+from conr_common.verification.compare import psnr_db
+from conr_common.verification.draws import DRAWS, WeightDraw, draw_named
+from conr_common.platform.errors import ConrInputError
+from conr_common.cli.options import RenderOptions
 
 CONTENDERS = ("torch", "paddle_eager", "predictor_fp32", "predictor_fp32_native_norm", "predictor_bf16", "onnxruntime")
 CEILING_SHAPE = (4, 224, 64, 64)
@@ -49,8 +49,8 @@ CEILING_SHAPE = (4, 224, 64, 64)
 
 def make_inputs(size: int, views: int, frames: int) -> dict[str, np.ndarray]:
     """Sheet (views, 4, S, S) and UDP frames xyz (F, 3, S, S), alpha (F, 1, S, S), float32 in [0, 1]."""
-    from conr_common.pipeline import load_character_sheet, sheet_array
-    from conr_common.samples import make_character_sheet, udp_frame
+    from conr_common.data.pipeline import load_character_sheet, sheet_array
+    from conr_common.data.samples import make_character_sheet, udp_frame
 
     with tempfile.TemporaryDirectory() as tmp:
         make_character_sheet(tmp, size=size, seed=0)
@@ -89,13 +89,13 @@ class BenchWeights:
         """The exported-graph cache's weights field: `render`'s (sha256 of the files) for a checkpoint folder."""
         if self.paddle_dir is None:
             return f"bench-{self.draw!r}"
-        from conr_common.checkpoints import check_weights_dir, weights_hash
+        from conr_common.weights.checkpoints import check_weights_dir, weights_hash
 
         return weights_hash(check_weights_dir(self.paddle_dir))
 
 
 def _paddle_model(weights: BenchWeights):
-    from conr_common.manifest import torch_to_paddle
+    from conr_common.contract.manifest import torch_to_paddle
     from conr_paddle.model import CoNR, load_networks, load_pdparams
     from conr_torch_ref.seeded import seeded_state_dicts
 
@@ -158,7 +158,7 @@ def _child_ceiling() -> dict:
 
 
 def _child_flops(size: int, views: int) -> dict:
-    from conr_paddle.flops import count
+    from conr_engines.flops import count
 
     c = count(size, views)
     return {"frame": c.frame, "sheet": c.sheet, "first_frame": c.first_frame, "pose_parse": c.pose_parse}
@@ -175,7 +175,7 @@ def _child_contender(name: str, work: Path, options: RenderOptions, views: int, 
     if name in ("torch", "truth"):
         runner = _TorchRunner(weights, float64=name == "truth")
     elif name == "paddle_eager":
-        from conr_paddle.runner import EagerRunner
+        from conr_engines.runner import EagerRunner
 
         runner = EagerRunner(_paddle_model(weights))
     elif name == "onnxruntime":
@@ -183,7 +183,7 @@ def _child_contender(name: str, work: Path, options: RenderOptions, views: int, 
             import onnxruntime  # noqa: F401
             import paddle2onnx  # noqa: F401
 
-            from conr_paddle.onnx_runner import OnnxRunner
+            from conr_engines.onnx.runner import OnnxRunner
         except ImportError as e:
             return {"skipped": f"[onnx] extra not installed ({e})", "peak_rss_mb": _peak_rss_mb()}
         model = _paddle_model(weights)
@@ -193,8 +193,8 @@ def _child_contender(name: str, work: Path, options: RenderOptions, views: int, 
                     cache=str(runner.folder), warp=runner.warp_kind)
         del model
     else:
-        from conr_common.cpu import bf16_support
-        from conr_paddle.predictor import PredictorRunner
+        from conr_common.platform.cpu import bf16_support
+        from conr_engines.inference.predictor import PredictorRunner
         from conr_paddle.layers import set_norm_statistics
 
         precision = name.split("_")[1]
@@ -343,11 +343,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="where to write the results (default: bench-<size>px-<views>v.json in the cache dir)")
     parser.add_argument("--only", default=",".join(CONTENDERS), help="comma-separated subset of " + ",".join(CONTENDERS))
     parser.add_argument("--draw", default="seeded", choices=sorted(DRAWS),
-                        help="weight draw (conr_common.draws; default the project's seeded weights)")
+                        help="weight draw (conr_common.verification.draws; default the project's seeded weights)")
     parser.add_argument("--no-truth", action="store_true",
                         help="skip the float64 truth run (torch reference in float64; about 3x a torch fp32 run)")
     parser.add_argument("--no-custom-ops", action="store_true",
-                        help="export the predictor graphs with Paddle's grid_sample/resizes (conr_paddle.ext not used)")
+                        help="export the predictor graphs with Paddle's grid_sample/resizes (conr_engines.inference.ext not used)")
     parser.add_argument("--weights", type=Path, default=None,
                         help="a folder of .pdparams (python -m convert torch2paddle) for the Paddle contenders, "
                              "instead of --draw; needs --torch-weights")
@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown contenders {unknown}")
     if args.json is None:
-        cache = os.environ.get("CONR_PADDLE_CACHE") or Path.home() / ".cache" / "conr_paddle"  # as conr_paddle.cache.cache_root
+        cache = os.environ.get("CONR_PADDLE_CACHE") or Path.home() / ".cache" / "conr_paddle"  # as conr_engines.export.cache.cache_root
         args.json = Path(cache) / f"bench-{args.size}px-{args.views}v.json"
     with tempfile.TemporaryDirectory(prefix="conr-bench-") as tmp:
         work = Path(tmp)

@@ -1,5 +1,5 @@
 """Figures of CoNR's backward parity (README "Training parity"): portcheck's gradient comparison of the four
-networks at 128 px, for a weight draw of `conr_common.draws`, printed as one line per network.
+networks at 128 px, for a weight draw of `conr_common.verification.draws`, printed as one line per network.
 
     python -m parity_tests.bench_backward [--draw seeded] [--views 1] [--size 128]
 
@@ -19,8 +19,8 @@ from pathlib import Path
 
 
 def build(draw_name: str):
-    from conr_common.draws import draw_named
-    from conr_common.manifest import torch_to_paddle
+    from conr_common.verification.draws import draw_named
+    from conr_common.contract.manifest import torch_to_paddle
     from conr_paddle.model import CoNR as PaddleCoNR
     from conr_paddle.model import load_networks
     from conr_torch_ref.model import CoNR as TorchCoNR

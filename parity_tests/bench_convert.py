@@ -6,7 +6,7 @@ Writes the four official-size random checkpoints (about 180 M parameters, 720 MB
 (or uses/creates them in DIR), then runs, each in its own child process:
   idle      import torch and paddle, nothing else (the framework import cost);
   baseline  torch.load(weights_only=True) of each file + paddle.save of the same tensors (as numpy arrays);
-  convert   the CLI's library function, conr_common.conversion.convert_checkpoints("torch2paddle", ...):
+  convert   the CLI's library function, convert.conversion.convert_checkpoints("torch2paddle", ...):
             validation, hashes, renaming, writing, re-reading every written file and comparing every tensor bit for bit.
 Time is measured inside the child after its imports. Peak memory is the child's maximum resident set size as the
 parent sees it when it reaps that child (`os.wait4`, the per-child form of getrusage(RUSAGE_CHILDREN), which
@@ -29,8 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from conr_common.config import NETWORK_NAMES
-from conr_common.manifest import official_manifest
+from conr_common.contract.config import NETWORK_NAMES
+from conr_common.contract.manifest import official_manifest
 
 MODES = ("idle", "baseline", "convert")
 
@@ -53,7 +53,7 @@ def _child(mode: str, src: Path, out: Path, result: Path) -> None:
             paddle.save({k: v.numpy() for k, v in state.items()}, str(out / f"{name}.pdparams"), protocol=4)
             del state
     elif mode == "convert":
-        from conr_common.conversion import convert_checkpoints
+        from convert.conversion import convert_checkpoints
 
         convert_checkpoints("torch2paddle", src, out, force=True)
     seconds = time.perf_counter() - start

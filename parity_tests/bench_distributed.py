@@ -1,4 +1,4 @@
-"""Frames per second of `python -m conr_paddle render` with 1 and 2 (or more) workers on the same inputs, one run.
+"""Frames per second of `python -m conr_app render` with 1 and 2 (or more) workers on the same inputs, one run.
 
     python -m parity_tests.bench_distributed [--size 256] [--frames 8] [--workers 1 2] [--weights DIR]
                                              [--engine predictor] [--keep DIR]
@@ -21,16 +21,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from conr_common.cpu import cpu_model
-from conr_paddle.distributed import RankInfo, threads_per_rank
+from conr_common.platform.cpu import cpu_model
+from conr_app.rendering.distributed import RankInfo, threads_per_rank
 
 
 def _prepare(root: Path, size: int, frames: int, weights: Path | None) -> tuple[Path, Path, Path]:
-    from conr_common.samples import ensure_samples
+    from conr_common.data.samples import ensure_samples
 
     samples = ensure_samples(root / "samples", size=max(size, 256), frames=frames, seed=0)
     if weights is None:
-        from conr_paddle.demo import prepare_weights
+        from conr_app.rendering.demo import prepare_weights
 
         _, weights = prepare_weights(root)  # root/official (seeded .pth) converted into root/paddle
     return weights, samples.character_sheet, samples.poses
@@ -38,7 +38,7 @@ def _prepare(root: Path, size: int, frames: int, weights: Path | None) -> tuple[
 
 def _render(workers: int, base: list[str], out: Path) -> tuple[float, float, str]:
     """(frames/s from the summary, wall seconds, summary line)."""
-    command = [sys.executable, "-m", "conr_paddle", *base, "--out", str(out), "--quiet", "--workers", str(workers)]
+    command = [sys.executable, "-m", "conr_app", *base, "--out", str(out), "--quiet", "--workers", str(workers)]
     start = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - start

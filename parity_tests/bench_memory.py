@@ -1,9 +1,9 @@
-"""Peak memory of a whole render per engine and size: what `conr_common.memory.estimate_render_bytes` is fitted to.
+"""Peak memory of a whole render per engine and size: what `conr_common.platform.memory.estimate_render_bytes` is fitted to.
 
     python -m parity_tests.bench --memory [--sizes 128,256,512,1024] [--views 4] [--engines eager,predictor,onnxruntime]
 
-Each measurement is one child process, `python -m conr_paddle render` of one sample pose with the sample character
-(`conr_common.samples`, 4 views) and the seeded weights (written and converted like the demo's), run one at a time;
+Each measurement is one child process, `python -m conr_app render` of one sample pose with the sample character
+(`conr_common.data.samples`, 4 views) and the seeded weights (written and converted like the demo's), run one at a time;
 its peak resident memory is the child's `ru_maxrss` as returned by `os.wait4` (the child alone, with any process
 it waited for). The export cache is a fresh folder of this run, so the predictor and onnxruntime figures include
 exporting their graphs (a user's first render at that size, the worst case).
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from conr_common.cpu import cpu_model
-from conr_common.memory import available_memory_bytes
+from conr_common.platform.cpu import cpu_model
+from conr_common.platform.memory import available_memory_bytes
 
 ENGINES = ("eager", "predictor", "onnxruntime")
 SIZES = (128, 256, 512, 1024)
@@ -46,8 +46,8 @@ def fit(sizes: list[int], peaks: list[float]) -> tuple[float, float] | None:
 
 def _inputs(root: Path) -> tuple[Path, Path, Path]:
     """(paddle weights folder, sheet folder, pose folder with one pose) under `root`."""
-    from conr_common.samples import ensure_samples
-    from conr_paddle.demo import prepare_weights
+    from conr_common.data.samples import ensure_samples
+    from conr_app.rendering.demo import prepare_weights
 
     samples = ensure_samples(root / "samples", size=256, frames=1, seed=0)
     _, paddle_dir = prepare_weights(root / "weights")
@@ -58,7 +58,7 @@ def measure(engine: str, size: int, inputs: tuple[Path, Path, Path], work: Path)
     """One render child: {"peak_bytes", "seconds", "exit"} (and "stderr" on failure)."""
     weights, sheet, poses = inputs
     out = work / f"out-{engine}-{size}"
-    cmd = [sys.executable, "-m", "conr_paddle", "render", "--weights", str(weights), "--character-sheet", str(sheet),
+    cmd = [sys.executable, "-m", "conr_app", "render", "--weights", str(weights), "--character-sheet", str(sheet),
            "--poses", str(poses), "--out", str(out), "--size", str(size), "--engine", engine, "--quiet",
            "--cache-dir", str(work / "cache")]
     t = time.perf_counter()

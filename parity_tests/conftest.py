@@ -27,16 +27,16 @@ def weights_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def official_states(weights_dir):
     """The seeded official checkpoints as numpy dicts (torch names), read back by the production reader
-    (`conr_common.checkpoints`: torch.load with weights_only=True)."""
-    from conr_common.checkpoints import load_folder
+    (`conr_common.weights.checkpoints`: torch.load with weights_only=True)."""
+    from conr_common.weights.checkpoints import load_folder
 
     return load_folder(weights_dir, "torch")
 
 
 @pytest.fixture(scope="session")
 def paddle_states(official_states):
-    """The same tensors under Paddle names, through the converter's strict mapping (`conr_common.manifest`)."""
-    from conr_common.manifest import torch_to_paddle
+    """The same tensors under Paddle names, through the converter's strict mapping (`conr_common.contract.manifest`)."""
+    from conr_common.contract.manifest import torch_to_paddle
 
     return {n: torch_to_paddle(n, s) for n, s in official_states.items()}
 
@@ -83,7 +83,7 @@ def paddle_model(pdparams_dir):
 def weights_label(pdparams_dir) -> str:
     """The cache key's weights field for `paddle_model`, as `render` computes it for `pdparams_dir`: graphs exported
     by one test from the session model are found by the next (and by in-process renders of the same folder)."""
-    from conr_common.checkpoints import check_weights_dir, weights_hash
+    from conr_common.weights.checkpoints import check_weights_dir, weights_hash
 
     return weights_hash(check_weights_dir(pdparams_dir))
 
@@ -99,7 +99,7 @@ def graph_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def samples(tmp_path_factory):
     """The procedural sample character and a short UDP sequence (256 px sources, cropped per test size)."""
-    from conr_common.samples import ensure_samples
+    from conr_common.data.samples import ensure_samples
 
     return ensure_samples(tmp_path_factory.mktemp("samples"), size=256, frames=4, seed=0)
 
@@ -114,8 +114,8 @@ def pdparams_dir(weights_dir, tmp_path_factory):
     """The seeded weights converted to `<network>.pdparams` by the converter's library function (what
     `python -m convert torch2paddle` runs). No fallback: a converter failure fails every test that needs these
     files, loudly."""
-    from conr_common import conversion
-    from conr_common.config import NETWORK_NAMES
+    from convert import conversion
+    from conr_common.contract.config import NETWORK_NAMES
 
     out = tmp_path_factory.mktemp("pdparams")
     conversion.convert_checkpoints("torch2paddle", weights_dir, out, force=True)
@@ -126,13 +126,13 @@ def pdparams_dir(weights_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def custom_ops(graph_cache):
-    """The compiled operators (conr_paddle.ext), built once per session into the session cache (`graph_cache`), where
+    """The compiled operators (conr_engines.inference.ext), built once per session into the session cache (`graph_cache`), where
     every predictor built with `cache_dir=graph_cache` finds them.
 
     Where no C++ compiler exists, the tests that need them skip with the package's own reason: that is the
     documented fallback (the exporter keeps grid_sample), tested by test_custom_ops.py's simulated "no compiler"
     cases. With a compiler present, a failed build is a failure."""
-    from conr_paddle.ext import find_cxx_compiler, load_warp_op
+    from conr_engines.inference.ext import find_cxx_compiler, load_warp_op
 
     op = load_warp_op(graph_cache)
     if not op.available:
@@ -252,7 +252,7 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
 def web_ctx(tmp_path):
     """A web-app AppContext over four placeholder weight files that are never loaded (upload and request checks
     read no weights), with one empty upload folder `u0`."""
-    from conr_web.context import AppContext
+    from conr_app.web.context import AppContext
 
     weights = tmp_path / "weights"
     weights.mkdir()

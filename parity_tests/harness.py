@@ -9,8 +9,8 @@ import numpy as np
 import paddle
 import torch
 
-from conr_common.draws import SEEDED, WeightDraw
-from conr_common.pipeline import (PoseFrame, list_pose_files, load_character_sheet, load_pose_image, load_udp_pose,
+from conr_common.verification.draws import SEEDED, WeightDraw
+from conr_common.data.pipeline import (PoseFrame, list_pose_files, load_character_sheet, load_pose_image, load_udp_pose,
                                    pose_image_array, sheet_array, udp_arrays)
 
 
@@ -80,7 +80,7 @@ def models_for_draw(draw: WeightDraw, official_states: dict, seeded_models: tupl
     `seeded_models` (conftest's torch_model, paddle_model: nothing is built) when given, else a pair built from the
     session's official_states (numpy, torch names) instead of drawing 180 M parameters again. Other draws are new
     pairs: drop every reference to them after use and call `release_models()`."""
-    from conr_common.manifest import torch_to_paddle
+    from conr_common.contract.manifest import torch_to_paddle
     from conr_paddle.model import CoNR as PCoNR
     from conr_paddle.model import load_networks
     from conr_torch_ref.model import CoNR as TCoNR
@@ -101,6 +101,6 @@ def models_for_draw(draw: WeightDraw, official_states: dict, seeded_models: tupl
 def release_models() -> None:
     """Give the memory of dropped models back to the OS (garbage collection, then malloc_trim): a 180 M-parameter
     pair is about 1.5 GB, and without this the process keeps the peak of every draw it built."""
-    from conr_common.memory import return_freed_memory
+    from conr_common.platform.memory import return_freed_memory
 
     return_freed_memory()

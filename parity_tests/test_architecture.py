@@ -30,13 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 MAX_FUNCTION_LINES = 60
 
 # The packages the project ships (pyproject's [tool.setuptools] packages, minus the tests, which may monkeypatch);
-# conr_web only once the web app has moved there.
-PACKAGES = tuple(p for p in ("portcheck", "conr_common", "conr_paddle", "conr_torch_ref", "convert", "conr_web")
-                 if (ROOT / p).is_dir())
+PACKAGES = ("portcheck", "conr_common", "conr_paddle", "conr_torch_ref", "conr_engines", "convert", "conr_app")
 # The packages that must not depend on the converter (the issue's grep: conr_paddle conr_torch_ref conr_common).
-CONVERTER_FREE = ("conr_paddle", "conr_torch_ref", "conr_common")
+CONVERTER_FREE = ("conr_paddle", "conr_torch_ref", "conr_common", "conr_engines")
 # The project's own packages: portcheck (the framework-neutral port verifier, issue 21) may import none of them.
-PROJECT_PACKAGES = ("conr_common", "conr_torch_ref", "conr_paddle", "conr_web", "convert", "parity_tests")
+PROJECT_PACKAGES = ("conr_common", "conr_torch_ref", "conr_paddle", "conr_engines", "convert", "conr_app", "parity_tests")
 
 
 @dataclass(frozen=True)
@@ -418,7 +416,7 @@ def test_no_converter_imports_in_model_packages():
 
 
 def test_project_imports_detects_every_spelling():
-    planted = ("import conr_common\nfrom conr_common.atomic import atomic_path\nfrom convert import cli\n"
+    planted = ("import conr_common\nfrom conr_common.platform.atomic import atomic_path\nfrom convert import cli\n"
                "def f():\n    import conr_paddle.model\nimport numpy\nfrom . import metrics\nfrom .. import convert\n")
     lines = [f.line for f in project_imports(planted, module="portcheck.demo")]
     assert lines == [1, 2, 2, 3, 3, 5, 8], lines

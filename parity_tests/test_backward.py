@@ -318,7 +318,7 @@ def test_a_momentum_of_the_wrong_convention_is_not_a_convention():
 # ------------------------------------------------------------------------------------- CoNR at 128 px, 1 view
 @pytest.fixture(scope="module")
 def conr_inputs(samples):
-    from conr_common.pipeline import list_pose_files, load_character_sheet, load_udp_pose, sheet_array, udp_arrays
+    from conr_common.data.pipeline import list_pose_files, load_character_sheet, load_udp_pose, sheet_array, udp_arrays
 
     sheet = sheet_array(load_character_sheet(samples.character_sheet, 128)[:1], np.float32)
     xyz, alpha = udp_arrays([load_udp_pose(list_pose_files(samples.poses, images=False)[0], 128)], np.float32)

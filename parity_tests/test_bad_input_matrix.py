@@ -55,7 +55,7 @@ def test_truncated_image_error_is_one_line_on_the_real_stderr(samples, pdparams_
     (sheet / "0_front.png").write_bytes(data[: len(data) // 3])
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.run(
-        [sys.executable, "-m", "conr_paddle", "render", "--weights", str(pdparams_dir), "--character-sheet",
+        [sys.executable, "-m", "conr_app", "render", "--weights", str(pdparams_dir), "--character-sheet",
          str(sheet), "--poses", str(samples.poses), "--out", str(tmp_path / "out"), "--size", "128"],
         capture_output=True, text=True, timeout=300, cwd=root,
         env=dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")),

@@ -11,13 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
-from conr_common.errors import ConrInputError
-from conr_common.headers import MAX_FRAME_SIDE, header_shape
+from conr_common.platform.errors import ConrInputError
+from conr_common.data.headers import MAX_FRAME_SIDE, header_shape
 
 
 def _main(args: list[str]) -> int:
     """The CLI in-process; argparse's own errors exit through SystemExit."""
-    from conr_paddle.__main__ import main
+    from conr_app.cli import main
 
     try:
         return main(args)
@@ -63,7 +63,7 @@ def test_headers_give_sizes_without_decoding(tmp_path, long_png):
 
 
 def test_oversized_sheet_view_is_refused_before_decoding(long_png, monkeypatch):
-    from conr_common import pipeline
+    from conr_common.data import pipeline
 
     monkeypatch.setattr(pipeline.cv2, "imdecode", lambda *a: pytest.fail("decoded before the size check"))
     with pytest.raises(ConrInputError, match=rf"long\.png: image is 10x20000 pixels; the largest side .* {MAX_FRAME_SIDE}"):
@@ -72,7 +72,7 @@ def test_oversized_sheet_view_is_refused_before_decoding(long_png, monkeypatch):
 
 def test_oversized_udp_npz_is_refused_from_its_header(tmp_path):
     """(1, 100000, 4) used to request 37 GiB; the check must not even decompress the array."""
-    from conr_common.pipeline import read_udp
+    from conr_common.data.pipeline import read_udp
 
     path = tmp_path / "0.npz"
     np.savez_compressed(path, i=np.zeros((1, 100000, 4), np.float32))
@@ -97,7 +97,7 @@ def test_demo_arguments_checked_before_anything_is_written(tmp_path, capsys, arg
 
 
 def test_render_cache_dir_that_is_a_file_is_refused_before_loading(tmp_path, capsys, samples, monkeypatch):
-    from conr_paddle import render as render_module
+    from conr_app.rendering import render as render_module
 
     monkeypatch.setattr(render_module, "make_runner", lambda *a, **k: pytest.fail("model loaded before the check"))
     cache = tmp_path / "cache.txt"
@@ -118,7 +118,7 @@ def test_output_in_a_read_only_folder_is_refused_before_loading(tmp_path, capsys
     access(2) says the same to root)."""
     import os
 
-    from conr_paddle import render as render_module
+    from conr_app.rendering import render as render_module
 
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -140,7 +140,7 @@ def test_python_warnings_are_one_line():
     import subprocess
     import sys
 
-    code = ("from conr_common.cli import one_line_warnings; one_line_warnings(); import warnings; "
+    code = ("from conr_common.cli.args import one_line_warnings; one_line_warnings(); import warnings; "
             "warnings.warn('overflow encountered\\nin cast', RuntimeWarning)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           cwd=Path(__file__).resolve().parent.parent)
@@ -160,7 +160,7 @@ def test_python_warnings_are_one_line():
     ("fps", 1001.0, "--fps must be a number in (0, 1000], got 1001.0"),
 ])
 def test_render_options_are_checked_once_with_the_cli_message(field, value, needle):
-    from conr_common.options import RenderOptions
+    from conr_common.cli.options import RenderOptions
 
     with pytest.raises(ConrInputError) as info:
         RenderOptions(**{field: value})
@@ -170,7 +170,7 @@ def test_render_options_are_checked_once_with_the_cli_message(field, value, need
 def test_render_options_bf16_needs_the_predictor_and_defaults_are_valid():
     from dataclasses import FrozenInstanceError
 
-    from conr_common.options import DEFAULT_ENGINE, RenderOptions
+    from conr_common.cli.options import DEFAULT_ENGINE, RenderOptions
 
     with pytest.raises(ConrInputError, match=r"--precision bf16 needs --engine predictor \(eager runs fp32 only\)"):
         RenderOptions(engine="eager", precision="bf16")

@@ -1,4 +1,4 @@
-"""`conr_paddle.cache.cached_folder`, the one cache of both fast engines (the predictor's graphs, the onnxruntime
+"""`conr_engines.export.cache.cached_folder`, the one cache of both fast engines (the predictor's graphs, the onnxruntime
 engine's ONNX files), on stand-in files: what it records, when it reuses, when it builds again. No model, no export:
 the exports themselves are covered by test_cache_trust.py and test_onnx.py."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("paddle")
 
-from conr_paddle.cache import cache_identity, cache_key, cached_folder  # noqa: E402
+from conr_engines.export.cache import cache_identity, cache_key, cached_folder  # noqa: E402
 
 
 class _Filler:

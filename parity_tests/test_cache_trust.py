@@ -52,7 +52,7 @@ def built_cache(custom_ops, graph_cache, tmp_path_factory) -> Path:
 
 
 def _library(cache: Path) -> Path:
-    from conr_paddle import ext
+    from conr_engines.inference import ext
 
     (lib,) = list(cache.glob(f"ops/*/{ext.LIBRARY_FILE}"))
     return lib
@@ -100,7 +100,7 @@ def test_read_only_complete_cache_is_used_as_is(built_cache, tmp_path):
 EXPORT = """
     import json
     import paddle
-    from conr_paddle.predictor import PredictorRunner
+    from conr_engines.inference.predictor import PredictorRunner
     from conr_paddle.model import CoNR
     paddle.seed(0)
     runner = PredictorRunner(CoNR(), "trust-test", size=128, views=1, cache_dir={cache!r}, custom_warp=False)

@@ -20,15 +20,15 @@ import numpy as np
 import pytest
 import torch
 
-from conr_common import checkpoints as cio
-from conr_common.compare import diff
-from conr_common.config import NETWORK_NAMES, OFFICIAL
-from conr_common.draws import SEEDED
-from conr_common.errors import ConrInputError
-from conr_common.integrity import sha256_file
-from conr_common.tolerances import DECODER_SCALED_FP32
+from conr_common.weights import checkpoints as cio
+from conr_common.verification.compare import diff
+from conr_common.contract.config import NETWORK_NAMES, OFFICIAL
+from conr_common.verification.draws import SEEDED
+from conr_common.platform.errors import ConrInputError
+from conr_common.platform.integrity import sha256_file
+from conr_common.verification.tolerances import DECODER_SCALED_FP32
 from conr_paddle.strict import strict_load
-from conr_common.manifest import (
+from conr_common.contract.manifest import (
     check_against_manifest,
     expected_specs,
     identify_network,
@@ -37,7 +37,7 @@ from conr_common.manifest import (
     torch_to_paddle,
     unwrap,
 )
-from conr_common.rename import (
+from conr_common.contract.rename import (
     layer_kind,
     paddle_to_torch_key,
     to_paddle_tensor,

@@ -1,4 +1,4 @@
-"""The custom CPU operators of the fast path (conr_paddle/csrc/conr_warp.cc) against the eager ops they replace.
+"""The custom CPU operators of the fast path (conr_engines/inference/csrc/conr_warp.cc) against the eager ops they replace.
 
 `conr_warp` stands for conr_paddle.warp.warp / warp_grouped (grid_sample, bilinear, border, align_corners=True),
 `conr_resize` for conr_paddle.warp.resize (bilinear, align_corners=False, align_mode=0) and `conr_fuse` for
@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conr_common.compare import diff
-from conr_common.tolerances import OP_SCALED_FP32, PREDICTOR_RGBA_ATOL
+from conr_common.verification.compare import diff
+from conr_common.verification.tolerances import OP_SCALED_FP32, PREDICTOR_RGBA_ATOL
 
 paddle = pytest.importorskip("paddle")
 
@@ -98,7 +98,7 @@ def test_conr_warp_rejects_mismatched_flow(custom_ops):
 
 def test_failed_build_falls_back_to_grid_sample(tmp_path, monkeypatch):
     """No compiler: load_warp_op reports why instead of raising, and the exporter keeps grid_sample."""
-    from conr_paddle import ext
+    from conr_engines.inference import ext
 
     _simulate_no_compiler(monkeypatch)
     op = ext.load_warp_op(tmp_path)
@@ -107,11 +107,11 @@ def test_failed_build_falls_back_to_grid_sample(tmp_path, monkeypatch):
 
 
 def _simulate_no_compiler(monkeypatch) -> None:
-    """What a machine without a C++ compiler looks like to conr_paddle.ext: $CXX names nothing installed and the
+    """What a machine without a C++ compiler looks like to conr_engines.inference.ext: $CXX names nothing installed and the
     build raises; a fresh build key, so the library this process may already have registered is not reused."""
     import paddle.utils.cpp_extension as cpp_extension
 
-    from conr_paddle import ext
+    from conr_engines.inference import ext
 
     def no_compiler(**kwargs):
         raise OSError("no C++ compiler")
@@ -125,7 +125,7 @@ def test_find_cxx_compiler_follows_cxx(monkeypatch):
     """The skip decision of conftest's `custom_ops`: None exactly where the named compiler is not installed."""
     import sys
 
-    from conr_paddle.ext import find_cxx_compiler
+    from conr_engines.inference.ext import find_cxx_compiler
 
     monkeypatch.setenv("CXX", "/nonexistent/c++")
     assert find_cxx_compiler() is None
@@ -138,8 +138,8 @@ def test_predictor_without_compiler_renders_with_grid_sample(tmp_path, monkeypat
     """The documented fallback: where the operators cannot be built, PredictorRunner (custom_warp left on) exports
     with grid_sample, its warp label and meta.json say so, the reason is kept, and its frame is the eager model's.
     A private cache: the session's has the operators built."""
-    from conr_paddle.ext import find_cxx_compiler
-    from conr_paddle.predictor import PredictorRunner
+    from conr_engines.inference.ext import find_cxx_compiler
+    from conr_engines.inference.predictor import PredictorRunner
 
     _simulate_no_compiler(monkeypatch)
     assert find_cxx_compiler() is None
@@ -164,7 +164,7 @@ def test_predictor_without_compiler_renders_with_grid_sample(tmp_path, monkeypat
 def test_predictor_with_and_without_custom_ops_agree(custom_ops, graph_cache, paddle_model, weights_label):
     """The step graph exported with conr_warp/conr_resize and with grid_sample/matmul resizes, side by side (the
     session's seeded model and cache: the graphs test_predictor_parity.py renders, exported once)."""
-    from conr_paddle.predictor import PredictorRunner
+    from conr_engines.inference.predictor import PredictorRunner
 
     model = paddle_model
     custom = PredictorRunner(model, weights_label, size=128, views=2, batch=1, cache_dir=graph_cache)
@@ -192,7 +192,7 @@ def test_conr_warp_nan_flow_gives_nan_not_a_crash(custom_ops, graph_cache):
 
     script = textwrap.dedent(f"""
         import numpy as np, paddle
-        from conr_paddle.ext import load_warp_op
+        from conr_engines.inference.ext import load_warp_op
         from conr_paddle.warp import warp
         op = load_warp_op({str(graph_cache)!r})
         assert op.available, op.reason

@@ -1,4 +1,4 @@
-"""One sequence rendered by several ranks (`conr_paddle.distributed`): the documented launch line with the
+"""One sequence rendered by several ranks (`conr_app.rendering.distributed`): the documented launch line with the
 `conr-paddle` console script, a rank killed mid-way then `--resume --workers 2`, and bad input.
 
 Small on purpose (128 px, one sheet view, six poses, the default predictor engine): every launcher run starts two
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conr_paddle.__main__ import main
-from conr_paddle.resume import RECORD_FILES
+from conr_app.cli import main
+from conr_app.rendering.resume import RECORD_FILES
 from parity_tests.harness import child_env
 
 SIZE = 128
@@ -176,7 +176,7 @@ def test_bad_rank_environment(pdparams_dir, dist_inputs, tmp_path, capsys, monke
 
 
 def test_shards_cover_the_sequence_once():
-    from conr_paddle.distributed import RankInfo, rank_info, shard, threads_per_rank
+    from conr_app.rendering.distributed import RankInfo, rank_info, shard, threads_per_rank
 
     items = list(range(11))
     for world in (1, 2, 3, 4):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conr_common.compare import diff, pixel_agreement
-from conr_common.pipeline import paste_back, to_uint8
+from conr_common.verification.compare import diff, pixel_agreement
+from conr_common.data.pipeline import paste_back, to_uint8
 from parity_tests.harness import end_to_end, pose_input, sheet_input
-from conr_common.tolerances import PIXEL_MAX_LEVELS, PIXEL_MIN_IDENTICAL, RGBA_ATOL_FP32
+from conr_common.verification.tolerances import PIXEL_MAX_LEVELS, PIXEL_MIN_IDENTICAL, RGBA_ATOL_FP32
 
 CASES = [
     pytest.param(128, 1, 2, id="128px-1view-2frames"),

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from conr_common.compare import diff
+from conr_common.verification.compare import diff
 from parity_tests.harness import (end_to_end, network_stages, pose_image_input, pose_input, release_models,
                                   sheet_input)
-from conr_common.tolerances import FEATURE_SCALED_FP64, RGBA_ATOL_FP64
+from conr_common.verification.tolerances import FEATURE_SCALED_FP64, RGBA_ATOL_FP64
 
 pytestmark = pytest.mark.slow
 SIZE, VIEWS = 128, 2

@@ -1,5 +1,5 @@
 """Sizes from headers, always (issue #23, finding 4): every image format the pipeline accepts has its size read by
-conr_common.headers, whatever Pillow's decompression-bomb limit says, and a header claiming a side above
+conr_common.data.headers, whatever Pillow's decompression-bomb limit says, and a header claiming a side above
 MAX_FRAME_SIDE is refused before any decoder runs, in the CLI's readers, for `--background` and in the web app's
 upload checks.
 
@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from conr_common.errors import ConrInputError
-from conr_common.headers import MAX_FRAME_SIDE, header_shape
+from conr_common.platform.errors import ConrInputError
+from conr_common.data.headers import MAX_FRAME_SIDE, header_shape
 from parity_tests.bad_inputs import png_claiming
 
 
@@ -116,7 +116,7 @@ def test_reader_does_not_depend_on_pillow(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", sorted(HUGE))
 def test_huge_header_refused_before_decoding_as_sheet_view_and_pose_image(tmp_path, no_decoding, name):
-    from conr_common.pipeline import read_rgba
+    from conr_common.data.pipeline import read_rgba
 
     path = tmp_path / name
     path.write_bytes(HUGE[name])
@@ -127,7 +127,7 @@ def test_huge_header_refused_before_decoding_as_sheet_view_and_pose_image(tmp_pa
 
 @pytest.mark.parametrize("name", ["png_60000.png", "tiff_be.tif"])
 def test_huge_header_refused_before_decoding_as_udp_image(tmp_path, no_decoding, name):
-    from conr_common.pipeline import read_udp
+    from conr_common.data.pipeline import read_udp
 
     path = tmp_path / name
     path.write_bytes(HUGE[name])
@@ -138,7 +138,7 @@ def test_huge_header_refused_before_decoding_as_udp_image(tmp_path, no_decoding,
 def test_format_with_no_header_reader_is_refused_before_decoding(tmp_path, no_decoding):
     """OpenCV decodes by content, not by suffix: a PPM named .png claiming 60000x60000 used to go to it (Pillow
     raised its bomb error, the check was skipped). A format the reader does not know is now refused."""
-    from conr_common.pipeline import read_rgba
+    from conr_common.data.pipeline import read_rgba
 
     path = tmp_path / "view.png"
     path.write_bytes(b"P6\n60000 60000\n255\n" + bytes(64))
@@ -147,7 +147,7 @@ def test_format_with_no_header_reader_is_refused_before_decoding(tmp_path, no_de
 
 
 def test_huge_background_image_refused_before_decoding(tmp_path, no_decoding):
-    from conr_paddle.video import parse_background
+    from conr_app.rendering.video import parse_background
 
     path = tmp_path / "back.png"
     path.write_bytes(HUGE["png_60000.png"])
@@ -162,7 +162,7 @@ def test_huge_background_image_refused_before_decoding(tmp_path, no_decoding):
 
 def test_web_upload_check_refuses_a_huge_header_with_our_line(web_ctx, no_decoding):
     """A 60000x60000 PNG header used to reach OpenCV, whose internal message came back to the page."""
-    from conr_web.uploads import Upload, check_pose_uploads, check_sheet_view
+    from conr_app.web.uploads import Upload, check_pose_uploads, check_sheet_view
 
     path = web_ctx.upload_root / "u0" / "huge.png"
     path.write_bytes(HUGE["png_60000.png"])

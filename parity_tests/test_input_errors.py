@@ -6,7 +6,7 @@ import paddle
 import pytest
 import torch
 
-from conr_common.errors import ConrInputError
+from conr_common.platform.errors import ConrInputError
 
 
 def _frameworks(torch_model, paddle_model):

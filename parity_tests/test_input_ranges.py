@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from conr_common.errors import ConrInputError
-from conr_common.pipeline import (MIN_PEAK_ALPHA, MIN_VIEW_SIDE, UDP_RANGE_TOLERANCE, load_character_sheet,
+from conr_common.platform.errors import ConrInputError
+from conr_common.data.pipeline import (MIN_PEAK_ALPHA, MIN_VIEW_SIDE, UDP_RANGE_TOLERANCE, load_character_sheet,
                                   load_udp_pose, read_udp)
 
 

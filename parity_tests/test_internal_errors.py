@@ -12,8 +12,8 @@ def _render_args(pdparams_dir, samples, out, *extra: str) -> list[str]:
 
 
 def test_export_failure_is_internal_exit_1_naming_the_step(pdparams_dir, samples, tmp_path, capsys, monkeypatch):
-    from conr_paddle import export
-    from conr_paddle.__main__ import main
+    from conr_engines.inference import export
+    from conr_app.cli import main
 
     def broken_export(*args, **kwargs):
         raise RuntimeError("simulated PIR failure")
@@ -28,8 +28,8 @@ def test_export_failure_is_internal_exit_1_naming_the_step(pdparams_dir, samples
 
 
 def test_verbose_shows_the_traceback(pdparams_dir, samples, tmp_path, monkeypatch):
-    from conr_paddle import render
-    from conr_paddle.__main__ import main
+    from conr_app.rendering import render
+    from conr_app.cli import main
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated bug")
@@ -40,7 +40,7 @@ def test_verbose_shows_the_traceback(pdparams_dir, samples, tmp_path, monkeypatc
 
 
 def test_convert_ctrl_c_is_one_line_and_writes_nothing(weights_dir, tmp_path, capsys, monkeypatch):
-    from conr_common import conversion
+    from convert import conversion
     from convert.cli import main
 
     calls = {"n": 0}

@@ -20,7 +20,7 @@ FRAMES = 10
 
 
 def test_sweep_removes_only_dead_writers_temporaries(tmp_path):
-    from conr_common.atomic import _owner_tag, sweep_stale_temporaries
+    from conr_common.platform.atomic import _owner_tag, sweep_stale_temporaries
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -52,7 +52,7 @@ def scene(samples, tmp_path_factory):
 
 def _command(pdparams_dir, scene, out: Path, video: Path, cache: Path, *extra: str) -> list[str]:
     sheet, poses = scene
-    return [sys.executable, "-m", "conr_paddle", "render", "--weights", str(pdparams_dir), "--character-sheet",
+    return [sys.executable, "-m", "conr_app", "render", "--weights", str(pdparams_dir), "--character-sheet",
             str(sheet), "--poses", str(poses), "--out", str(out), "--size", "128", "--video", str(video),
             "--cache-dir", str(cache), "--quiet", *extra]
 
@@ -84,7 +84,7 @@ def test_sigkill_at_export_frames_and_video_then_resume(pdparams_dir, scene, gra
     of the kill points), holding a copy of the session's compiled operators when they exist, as a user's does."""
     from imageio_ffmpeg import count_frames_and_secs
 
-    from conr_paddle.video import ffmpeg_exe
+    from conr_app.rendering.video import ffmpeg_exe
 
     ref_out, ref_video = tmp_path / "ref", tmp_path / "ref_video" / "clip.mp4"
     done = subprocess.run(_command(pdparams_dir, scene, ref_out, ref_video, graph_cache),

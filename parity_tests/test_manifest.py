@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conr_common.config import NETWORK_NAMES
-from conr_common.errors import ConrInputError
-from conr_common.manifest import official_manifest
+from conr_common.contract.config import NETWORK_NAMES
+from conr_common.platform.errors import ConrInputError
+from conr_common.contract.manifest import official_manifest
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_torch_reference_state_dict_equals_manifest(torch_nets, name):
 
 @pytest.mark.parametrize("name", NETWORK_NAMES)
 def test_paddle_names_are_official_after_rename(paddle_nets, name):
-    from conr_common.rename import paddle_to_torch_key
+    from conr_common.contract.rename import paddle_to_torch_key
 
     spec = official_manifest()[name]
     state = paddle_nets[name].state_dict()

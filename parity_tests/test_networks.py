@@ -1,25 +1,25 @@
 """Each network alone, float32: parser features and UDP output, pose-encoder features, shader fused outputs at
 every level, decoder RGBA; each stage fed the reference's own upstream outputs and held to its own bound
-(conr_common.tolerances.STAGE_SCALED_FP32), on three weight draws."""
+(conr_common.verification.tolerances.STAGE_SCALED_FP32), on three weight draws."""
 from __future__ import annotations
 
 import pytest
 
-from conr_common.compare import diff
+from conr_common.verification.compare import diff
 from parity_tests.harness import (models_for_draw, network_stages, pose_image_input, pose_input, release_models,
                                   sheet_input)
-from conr_common.tolerances import stage_tolerance
+from conr_common.verification.tolerances import stage_tolerance
 
 
 @pytest.fixture(scope="module", params=["seeded", pytest.param("narrow", marks=pytest.mark.slow),
                                         pytest.param("wide", marks=pytest.mark.slow)])  # two more 180 M models each
 def stages(request, official_states, torch_model, paddle_model, samples):
-    """Every stage on three weight draws (conr_common.draws): the project's seeded weights (session models) and two
+    """Every stage on three weight draws (conr_common.verification.draws): the project's seeded weights (session models) and two
     draws with other init scales, so each stage's bound holds on more than one world."""
     size, views = 128, 4
     sheet = sheet_input(samples, size, views)
     xyz, alpha, _ = pose_input(samples, size, frames=1)
-    from conr_common.draws import draw_named
+    from conr_common.verification.draws import draw_named
 
     tm, pm = models_for_draw(draw_named(request.param), official_states, seeded_models=(torch_model, paddle_model))
     out = network_stages(tm, pm, sheet, xyz, alpha, pose_image_input(samples, size))

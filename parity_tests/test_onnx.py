@@ -15,8 +15,8 @@ pytest.importorskip("onnx", reason="the [onnx] extra is not installed (pip insta
 pytest.importorskip("onnxruntime", reason="the [onnx] extra is not installed (pip install -e '.[onnx]')")
 pytest.importorskip("paddle2onnx", reason="the [onnx] extra is not installed (pip install -e '.[onnx]')")
 
-from conr_common.compare import diff  # noqa: E402
-from conr_common.tolerances import (  # noqa: E402
+from conr_common.verification.compare import diff  # noqa: E402
+from conr_common.verification.tolerances import (  # noqa: E402
     ONNX_RGBA_ATOL,
     ONNX_SHEET_SCALED_FP32,
     ONNX_STEP_SCALED_FP32,
@@ -98,7 +98,7 @@ def test_export_checked_named_and_measured(side, paddle_onnx, torch_onnx):
 @pytest.mark.slow  # ONNX exports
 def test_paddle_and_torch_onnx_agree_on_one_runtime(paddle_onnx, torch_onnx, samples):
     """The two ONNX files of one checkpoint, op for op on onnxruntime, on identical inputs per graph."""
-    from conr_paddle.onnx_runner import make_session
+    from conr_engines.onnx.runner import make_session
     from parity_tests.harness import pose_input, sheet_input
 
     sheet = sheet_input(samples, SIZE, VIEWS)
@@ -132,10 +132,10 @@ def test_render_engine_onnxruntime_matches_predictor(pdparams_dir, samples, grap
     predictor's graphs at 128 px / 2 views are test_predictor_parity.py's."""
     import cv2
 
-    from conr_common.compare import pixel_agreement
-    from conr_paddle.__main__ import main
-    from conr_paddle.onnx_runner import OnnxRunner
-    from conr_common.checkpoints import check_weights_dir, weights_hash
+    from conr_common.verification.compare import pixel_agreement
+    from conr_app.cli import main
+    from conr_engines.onnx.runner import OnnxRunner
+    from conr_common.weights.checkpoints import check_weights_dir, weights_hash
 
     sheet = tmp_path / "sheet"
     sheet.mkdir()

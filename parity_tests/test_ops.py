@@ -8,8 +8,8 @@ import torch
 
 import conr_paddle.warp as pw
 import conr_torch_ref.warp as tw
-from conr_common.compare import diff
-from conr_common.tolerances import OP_SCALED_FP32, OP_SCALED_FP64
+from conr_common.verification.compare import diff
+from conr_common.verification.tolerances import OP_SCALED_FP32, OP_SCALED_FP64
 
 DTYPES = {"float32": OP_SCALED_FP32, "float64": OP_SCALED_FP64}
 

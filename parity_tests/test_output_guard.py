@@ -1,6 +1,6 @@
 """One guard for every output path (issue 23, the "guard" findings 1, 2, 3, 6, 7, 8 and 13).
 
-`conr_common.outputs.check_output` decides, before anything loads, whether an output may be written given every
+`conr_common.platform.outputs.check_output` decides, before anything loads, whether an output may be written given every
 input of the command; `check_own_files` is the rule of --force (only what this toolkit's manifest lists is
 replaced). Each test runs the command in-process on a case that did damage or failed late before, and checks the
 one-line refusal (exit 2), that no model was loaded where that matters, and that every input file is unchanged.
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from conr_common.config import NETWORK_NAMES
-from conr_common.errors import ConrInputError
-from conr_common.outputs import FILE, SWAP, check_output, check_own_files
+from conr_common.contract.config import NETWORK_NAMES
+from conr_common.platform.errors import ConrInputError
+from conr_common.platform.outputs import FILE, SWAP, check_output, check_own_files
 
 
 def _snapshot(*roots: Path) -> dict[str, str]:
@@ -32,7 +32,7 @@ def _snapshot(*roots: Path) -> dict[str, str]:
 
 
 def _paddle_main(args: list[str]) -> int:
-    from conr_paddle.__main__ import main
+    from conr_app.cli import main
 
     try:
         return main(args)
@@ -61,7 +61,7 @@ def _refused(capsys, rc: int, *needles: str) -> str:
 @pytest.fixture()
 def no_model(monkeypatch):
     """Loading a model fails the test: the refusals below must come first."""
-    from conr_paddle import render as render_module
+    from conr_app.rendering import render as render_module
 
     monkeypatch.setattr(render_module, "make_runner", lambda *a, **k: pytest.fail("model loaded before the check"))
 
@@ -266,7 +266,7 @@ def test_export_force_never_removes_the_weights(weights_dir, scene, tmp_path, ca
 def test_force_replaces_only_an_earlier_export(tmp_path):
     """Finding 1 at its root: write_folder(--force) replaced any folder. Now only one whose every entry an earlier
     export's meta.json lists (its graphs, meta.json, export.log)."""
-    from conr_common.onnx_contract import ONNX_FORMAT, write_folder
+    from conr_engines.onnx.contract import ONNX_FORMAT, write_folder
 
     def fill(folder: Path) -> dict:
         (folder / "pose.onnx").write_bytes(b"graph")
@@ -302,9 +302,9 @@ def test_export_under_a_read_only_parent_names_the_given_path(scene, tmp_path, c
 # ---------------------------------------------------------------------------------------------------- web app
 def test_web_job_folders_go_through_the_guard(pdparams_dir, tmp_path, samples):
     """The web app's job folders, staging folders and job outputs are checked by the same function."""
-    from conr_web.context import AppContext
-    from conr_web.jobs import check_job_outputs
-    from conr_web.uploads import Upload, stage_uploads
+    from conr_app.web.context import AppContext
+    from conr_app.web.jobs import check_job_outputs
+    from conr_app.web.uploads import Upload, stage_uploads
 
     weights = tmp_path / "weights"
     shutil.copytree(pdparams_dir, weights, copy_function=os.symlink)

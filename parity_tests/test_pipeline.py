@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from conr_common.atomic import (atomic_folder, atomic_path, atomic_paths, atomic_write_bytes, sweep_stale_folders,
+from conr_common.platform.atomic import (atomic_folder, atomic_path, atomic_paths, atomic_write_bytes, sweep_stale_folders,
                                 write_png_atomic)
-from conr_common.errors import ConrInputError
-from conr_common.pipeline import (
+from conr_common.platform.errors import ConrInputError
+from conr_common.data.pipeline import (
     Crop,
     check_size,
     crop_and_resize,

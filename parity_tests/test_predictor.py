@@ -1,4 +1,4 @@
-"""Smoke tests of the Paddle Inference path (conr_paddle.predictor, conr_paddle.export) and its benchmark (parity_tests.bench).
+"""Smoke tests of the Paddle Inference path (conr_engines.inference.predictor, conr_engines.inference.export) and its benchmark (parity_tests.bench).
 
 Small on purpose (128 px, one sheet view, one frame): about two minutes on 2 cores. The full figures come from
 `python -m parity_tests.bench` at 256 px / 4 views.
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conr_common.tolerances import BF16_MIN_PSNR_DB, PREDICTOR_RGBA_ATOL, WORLD_RATIO_WORST
+from conr_common.verification.tolerances import BF16_MIN_PSNR_DB, PREDICTOR_RGBA_ATOL, WORLD_RATIO_WORST
 from parity_tests.harness import ROOT, child_env
 
 pytestmark = pytest.mark.slow  # predictor exports at 128 and 256 px and the bench in a child process
@@ -81,7 +81,7 @@ def _mtimes(folder: Path) -> dict[str, int]:
 def test_export_cache_reused_and_rebuilt(tmp_path, paddle_model, graph_cache):
     """A private cache (its filling is what is tested), holding a copy of the session's compiled operators when
     they exist (as a user's cache does after the first run: nothing to compile again)."""
-    from conr_paddle.predictor import PredictorRunner
+    from conr_engines.inference.predictor import PredictorRunner
 
     if (graph_cache / "ops").is_dir():
         shutil.copytree(graph_cache / "ops", tmp_path / "ops")
@@ -114,8 +114,8 @@ def test_bf16_psnr_vs_float64_truth(graph_cache, weights_label, torch_model, pad
     """The bf16 predictor against the float64 truth (the torch reference in float64), not only against fp32:
     >= 40 dB at 128 px on the He-normal seeded weights (docs/bf16_bisect.md: 61.5 dB measured with 3 views)."""
     pytest.importorskip("paddle")
-    from conr_common.cpu import bf16_support
-    from conr_paddle.predictor import PredictorRunner
+    from conr_common.platform.cpu import bf16_support
+    from conr_engines.inference.predictor import PredictorRunner
 
     ok, why = bf16_support()
     if not ok:
@@ -124,7 +124,7 @@ def test_bf16_psnr_vs_float64_truth(graph_cache, weights_label, torch_model, pad
 
     import torch
 
-    from conr_common.compare import psnr_db
+    from conr_common.verification.compare import psnr_db
     from parity_tests.harness import pose_input, sheet_input
 
     sheet = sheet_input(samples, 128, 2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conr_common.tolerances import PREDICTOR_RGBA_ATOL
+from conr_common.verification.tolerances import PREDICTOR_RGBA_ATOL
 from parity_tests.harness import pose_input, sheet_input
 
 SIZE, VIEWS, FRAMES = 128, 2, 2
@@ -18,8 +18,8 @@ SIZE, VIEWS, FRAMES = 128, 2, 2
 
 @pytest.mark.parametrize("custom_warp", [True, False], ids=["conr_warp", "grid_sample"])
 def test_predictor_matches_eager_rgba(paddle_model, weights_label, samples, graph_cache, request, custom_warp):
-    from conr_paddle.predictor import PredictorRunner
-    from conr_paddle.runner import EagerRunner
+    from conr_engines.inference.predictor import PredictorRunner
+    from conr_engines.runner import EagerRunner
 
     if custom_warp:
         # conftest's rule: skip where no C++ compiler exists, fail when one exists and the build fails; the

@@ -1,8 +1,8 @@
-"""`python -m conr_paddle render`: frames equal to the PyTorch reference loop, resume after Ctrl-C, videos, and a
+"""`python -m conr_app render`: frames equal to the PyTorch reference loop, resume after Ctrl-C, videos, and a
 one-line exit-2 error (nothing written) for every kind of bad input.
 
 Small on purpose (128 px, one sheet view, three rendered frames): eager Paddle needs seconds per frame here.
-The CLI runs in-process through `conr_paddle.__main__.main`; only `--help` runs in a subprocess.
+The CLI runs in-process through `conr_app.cli.main`; only `--help` runs in a subprocess.
 """
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import cv2
 import numpy as np
 import pytest
 
-from conr_common.config import NETWORK_NAMES
-from conr_common.errors import ConrInputError
-from conr_common.tolerances import PIXEL_MAX_LEVELS, PIXEL_MIN_IDENTICAL
-from conr_paddle.__main__ import main
+from conr_common.contract.config import NETWORK_NAMES
+from conr_common.platform.errors import ConrInputError
+from conr_common.verification.tolerances import PIXEL_MAX_LEVELS, PIXEL_MIN_IDENTICAL
+from conr_app.cli import main
 
 SIZE = 128
 # The sequence: natural order puts 10 after 2; 2 is empty (transparent output, no model call); 10 has another size.
@@ -64,7 +64,7 @@ def full_run(pdparams_dir, inputs, tmp_path_factory):
 @pytest.fixture()
 def shared_model(paddle_model, monkeypatch):
     """Skip re-reading 720 MB of .pdparams in every test: the session model holds the same tensors."""
-    from conr_paddle.render import Renderer
+    from conr_app.rendering.render import Renderer
 
     monkeypatch.setattr(Renderer, "_load_model", lambda self: paddle_model)
     return paddle_model
@@ -81,13 +81,13 @@ def _frames(folder: Path) -> dict[str, np.ndarray]:
 
 
 def _no_temporaries(folder: Path) -> bool:
-    from conr_paddle.resume import RECORD_FILES
+    from conr_app.rendering.resume import RECORD_FILES
 
     return not [p for p in folder.rglob(".*") if p.is_file() and p.name not in RECORD_FILES]
 
 
 def _assert_close(reference: dict, frames: dict) -> None:
-    from conr_paddle.demo import compare_frames
+    from conr_app.rendering.demo import compare_frames
 
     result = compare_frames(reference, frames)
     assert result.identical_fraction >= PIXEL_MIN_IDENTICAL, str(result)
@@ -105,7 +105,7 @@ def _render_args(pdparams_dir, inputs, out, *extra) -> list[str]:
 
 def test_help_subprocess():
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    proc = subprocess.run([sys.executable, "-m", "conr_paddle", "--help"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "conr_app", "--help"], capture_output=True, text=True,
                           env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "render" in proc.stdout and "demo" in proc.stdout
@@ -149,7 +149,7 @@ def test_pose_images_path(pdparams_dir, inputs, torch_model, shared_model, tmp_p
 @pytest.mark.slow  # predictor export
 def test_predictor_engine(pdparams_dir, inputs, full_run, shared_model, graph_cache, tmp_path, capsys):
     """The default engine (Paddle Inference graphs, exported into --cache-dir: the session's) gives the eager frames."""
-    from conr_paddle.ext import find_cxx_compiler
+    from conr_engines.inference.ext import find_cxx_compiler
 
     poses = tmp_path / "poses"
     poses.mkdir()
@@ -163,7 +163,7 @@ def test_predictor_engine(pdparams_dir, inputs, full_run, shared_model, graph_ca
     warp = "conr_warp" if find_cxx_compiler() is not None else "grid_sample"
     assert f"(predictor, {warp})" in capsys.readouterr().out
     _assert_close({"0": _read(full_run / "0.png")}, _frames(out))
-    from conr_paddle.to_static_files import to_static_folder
+    from conr_engines.export.to_static_files import to_static_folder
 
     assert not to_static_folder().exists(), "the export left Paddle's to_static sources behind (issue 23)"
 
@@ -173,9 +173,10 @@ def test_predictor_engine(pdparams_dir, inputs, full_run, shared_model, graph_ca
 def test_fast_engines_get_the_threads_option(engine, monkeypatch):
     """--threads (or a rank's share of the cores under --workers) reaches both fast engines: onnxruntime's sessions
     used every core whatever was asked. The runners are stand-ins that record their arguments (no export)."""
-    from conr_common.options import RenderOptions
-    from conr_paddle import onnx_runner, predictor
-    from conr_paddle.runner import make_runner
+    from conr_common.cli.options import RenderOptions
+    from conr_engines.onnx import runner as onnx_runner
+    from conr_engines.inference import predictor
+    from conr_engines.runner import make_runner
 
     if engine == "onnxruntime":
         pytest.importorskip("onnxruntime")
@@ -196,7 +197,7 @@ def test_fast_engines_get_the_threads_option(engine, monkeypatch):
 
 
 def test_interrupt_then_resume(pdparams_dir, inputs, full_run, shared_model, tmp_path, monkeypatch, capsys):
-    import conr_paddle.frames as frames_module
+    import conr_app.rendering.frames as frames_module
 
     real_write = frames_module.atomic_write_bytes
     calls = {"n": 0}
@@ -418,7 +419,7 @@ def test_bad_background(pdparams_dir, inputs, tmp_path, capsys):
 
 def test_psnr_db_is_exact_on_known_arrays():
     """The figure printed for --precision bf16 (first frame against fp32)."""
-    from conr_common.compare import psnr_db
+    from conr_common.verification.compare import psnr_db
 
     a = np.zeros((4, 8, 8))
     assert psnr_db(a, a) == float("inf")
@@ -426,10 +427,10 @@ def test_psnr_db_is_exact_on_known_arrays():
 
 
 def test_bf16_is_refused_with_one_line_where_the_cpu_lacks_it(pdparams_dir, inputs, tmp_path, capsys, monkeypatch):
-    import conr_paddle.predictor as predictor
+    import conr_engines.inference.predictor as predictor
 
     # a CPU without bfloat16, whatever this one has: the answer bf16_support() gives there, patched where the
-    # predictor looks it up (its own name for conr_common.cpu.bf16_support)
+    # predictor looks it up (its own name for conr_common.platform.cpu.bf16_support)
     monkeypatch.setattr(predictor, "bf16_support", lambda: (False, "CPU lacks AVX512-BF16 and AMX"))
     out = tmp_path / "out"
     args = _render_args(pdparams_dir, inputs, out, "--precision", "bf16", "--cache-dir", str(tmp_path / "cache"))
@@ -443,9 +444,9 @@ def test_bf16_render_prints_psnr_against_fp32(pdparams_dir, inputs, shared_model
                                               monkeypatch):
     """On a bf16 CPU: the bf16 graphs render, and the first frame's PSNR against fp32 meets the bar. The fp32 side of
     that figure is the eager model already loaded: no second (fp32) graph set is exported for it."""
-    from conr_common.tolerances import BF16_MIN_PSNR_DB
-    from conr_paddle import render as render_module
-    from conr_common.cpu import bf16_support
+    from conr_common.verification.tolerances import BF16_MIN_PSNR_DB
+    from conr_app.rendering import render as render_module
+    from conr_common.platform.cpu import bf16_support
 
     built = []
     real_make_runner = render_module.make_runner
@@ -499,8 +500,8 @@ def test_each_pose_is_decoded_once_and_bad_input_still_stops_before_writing(pdpa
                                                                             shared_model, tmp_path, monkeypatch):
     """Validation decodes every pose before anything is written and the render reuses those arrays: one decode per
     pose file. A pose past the memory budget is decoded again when rendered (and only then)."""
-    from conr_common.options import RenderOptions
-    from conr_paddle import render as render_module
+    from conr_common.cli.options import RenderOptions
+    from conr_app.rendering import render as render_module
 
     decoded: list[str] = []
     real_load = render_module.load_udp_pose
@@ -531,8 +532,8 @@ def test_each_pose_is_decoded_once_and_bad_input_still_stops_before_writing(pdpa
 
 def test_renderer_keeps_one_runner_and_releases_it(pdparams_dir, shared_model):
     """One runner (one view count's predictors) at a time: another view count replaces it; close() drops it."""
-    from conr_common.options import RenderOptions
-    from conr_paddle.render import Renderer
+    from conr_common.cli.options import RenderOptions
+    from conr_app.rendering.render import Renderer
 
     renderer = Renderer(pdparams_dir, RenderOptions(size=SIZE, engine="eager"))
     one = renderer.runner(views=1)

@@ -1,4 +1,4 @@
-"""`--resume` knows what it resumes (issue 23, finding 10; conr_paddle.resume).
+"""`--resume` knows what it resumes (issue 23, finding 10; conr_app.rendering.resume).
 
 Before: any RGBA PNG of the right size counted as a finished frame, so a frame rendered at `--size 128` survived a
 resume at 256 px, and an output `0.png` that was a symbolic link to another image counted as done. Now the output
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conr_common import checkpoints as cio
-from conr_paddle.__main__ import main
-from conr_paddle.resume import JOURNAL, RECORD, FrameJournal, read_identity, read_journal
+from conr_common.weights import checkpoints as cio
+from conr_app.cli import main
+from conr_app.rendering.resume import JOURNAL, RECORD, FrameJournal, read_identity, read_journal
 
 SIZE = 128
 
@@ -44,7 +44,7 @@ def scene(samples, tmp_path_factory):
 def session_model(paddle_model, monkeypatch):
     """The session's model instead of re-reading the .pdparams in every render (the weights files are still the
     ones hashed into the record)."""
-    from conr_paddle.render import Renderer
+    from conr_app.rendering.render import Renderer
 
     monkeypatch.setattr(Renderer, "_load_model", lambda self: paddle_model)
 
@@ -61,7 +61,7 @@ def base(pdparams_dir, scene, paddle_model, tmp_path_factory):
     """One complete render: its frames, record and journal."""
     out = tmp_path_factory.mktemp("resume_base") / "frames"
     with pytest.MonkeyPatch.context() as mp:
-        from conr_paddle.render import Renderer
+        from conr_app.rendering.render import Renderer
 
         mp.setattr(Renderer, "_load_model", lambda self: paddle_model)
         assert main(_args(pdparams_dir, scene, out)) == 0
@@ -190,7 +190,7 @@ def test_a_render_without_resume_rewrites_the_record(base, pdparams_dir, scene, 
 
 
 def _append(out: str, rank: int, frames: int) -> None:
-    from conr_paddle.frames import FrameJob
+    from conr_app.rendering.frames import FrameJob
 
     pose = Path(out) / "pose.npz"
     for i in range(frames):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conr_common.errors import ConrInputError
+from conr_common.platform.errors import ConrInputError
 
 ROOT = Path(__file__).resolve().parent.parent
 # finite weights 1e3 times too large: float32 overflows within a few layers (issue 23, finding 9)
@@ -26,8 +26,8 @@ def _render_args(weights, samples, out, *extra: str) -> list[str]:
 
 def _scaled_weights(pdparams_dir: Path, folder: Path, networks: tuple[str, ...]) -> Path:
     """A copy of the seeded Paddle weights with every tensor of `networks` multiplied by WRONG_SCALE."""
-    from conr_common.checkpoints import network_path, read_network, save_pdparams
-    from conr_common.config import NETWORK_NAMES
+    from conr_common.weights.checkpoints import network_path, read_network, save_pdparams
+    from conr_common.contract.config import NETWORK_NAMES
 
     folder.mkdir()
     for name in NETWORK_NAMES:
@@ -41,8 +41,8 @@ def _scaled_weights(pdparams_dir: Path, folder: Path, networks: tuple[str, ...])
 def test_nonfinite_output_is_an_error_naming_the_first_stage(pdparams_dir, samples, tmp_path, capsys):
     """The issue's case: every network scaled by 1e3. The parser and the pose encoder stay finite (their instance
     norms take the scale out), the shader's output overflows first."""
-    from conr_common.config import NETWORK_NAMES
-    from conr_paddle.__main__ import main
+    from conr_common.contract.config import NETWORK_NAMES
+    from conr_app.cli import main
 
     stage = "the shader"
     weights = _scaled_weights(pdparams_dir, tmp_path / "scaled", tuple(NETWORK_NAMES))
@@ -53,9 +53,9 @@ def test_nonfinite_output_is_an_error_naming_the_first_stage(pdparams_dir, sampl
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
     assert f"the output of {stage} became NaN/Inf" in err and "scaled wrongly" in err, err
     assert "0.npz" in err, err  # the first pose, where it stopped
-    from conr_paddle.resume import RECORD_FILES
+    from conr_app.rendering.resume import RECORD_FILES
 
-    # the render's own record (settings and an empty frame journal, conr_paddle.resume) may stay: no frame, no temporary
+    # the render's own record (settings and an empty frame journal, conr_app.rendering.resume) may stay: no frame, no temporary
     written = [p for p in out.rglob("*") if p.is_file() and p.name not in RECORD_FILES]
     assert not written, f"a frame (or temporary file) was written: {written}"
 
@@ -65,8 +65,8 @@ def test_nonfinite_locator_names_the_stage_that_saw_it_first(paddle_model, sampl
     """With finite inputs and weights the locator blames no stage. An all-NaN sheet is named at the shader, not
     the parser: the parser's ReLUs and max-pool drop NaN (its features stay finite, measured), while the
     premultiplied reference carries the NaN straight into the shader."""
-    from conr_common.pipeline import list_pose_files, load_character_sheet, load_udp_pose, sheet_array, udp_arrays
-    from conr_paddle.nonfinite import first_nonfinite_stage
+    from conr_common.data.pipeline import list_pose_files, load_character_sheet, load_udp_pose, sheet_array, udp_arrays
+    from conr_app.rendering.nonfinite import first_nonfinite_stage
 
     arrays = {"sheet": sheet_array(load_character_sheet(samples.character_sheet, 128))}
     arrays["xyz"], arrays["alpha"] = udp_arrays([load_udp_pose(list_pose_files(samples.poses, images=False)[0], 128)])
@@ -79,8 +79,8 @@ def test_nonfinite_locator_names_the_stage_that_saw_it_first(paddle_model, sampl
 
 
 def test_workers_beyond_the_usable_cores_is_refused(pdparams_dir, samples, tmp_path, capsys):
-    from conr_common.cpu import usable_cores
-    from conr_paddle.__main__ import main
+    from conr_common.platform.cpu import usable_cores
+    from conr_app.cli import main
 
     out = tmp_path / "out"
     too_many = usable_cores() + 1
@@ -92,8 +92,8 @@ def test_workers_beyond_the_usable_cores_is_refused(pdparams_dir, samples, tmp_p
 
 
 def test_render_options_bound_workers_by_the_usable_cores():
-    from conr_common.cpu import usable_cores
-    from conr_common.options import RenderOptions
+    from conr_common.platform.cpu import usable_cores
+    from conr_common.cli.options import RenderOptions
 
     assert RenderOptions(workers=usable_cores()).workers == usable_cores()
     with pytest.raises(ConrInputError, match=r"^--workers \d+: more processes than"):
@@ -102,7 +102,7 @@ def test_render_options_bound_workers_by_the_usable_cores():
 
 @pytest.mark.slow  # the launcher and two ranks in child processes
 def test_failed_multiprocess_run_removes_its_log_folder(tmp_path, capsys):
-    from conr_paddle.launch import run_launcher
+    from conr_app.rendering.launch import run_launcher
 
     temp_root = tmp_path / "tmp"
     temp_root.mkdir()
@@ -119,9 +119,9 @@ def test_failed_multiprocess_run_removes_its_log_folder(tmp_path, capsys):
 
 
 def test_render_beyond_available_memory_is_refused_before_loading(pdparams_dir, samples, tmp_path):
-    from conr_common.memory import estimate_render_bytes
-    from conr_common.options import RenderOptions
-    from conr_paddle.render import Renderer
+    from conr_common.platform.memory import estimate_render_bytes
+    from conr_common.cli.options import RenderOptions
+    from conr_app.rendering.render import Renderer
 
     renderer = Renderer(pdparams_dir, RenderOptions(size=512, engine="eager"))
     plan = renderer.plan(samples.character_sheet, samples.poses, tmp_path / "out")
@@ -138,8 +138,8 @@ def test_render_beyond_available_memory_is_refused_before_loading(pdparams_dir, 
 
 
 def test_memory_estimate_grows_with_size_views_and_workers():
-    from conr_common.memory import RENDER_PEAKS, estimate_render_bytes
-    from conr_common.options import ENGINES
+    from conr_common.platform.memory import RENDER_PEAKS, estimate_render_bytes
+    from conr_common.cli.options import ENGINES
 
     assert set(RENDER_PEAKS) == set(ENGINES)
     for engine in ENGINES:
@@ -160,7 +160,7 @@ def _run(code: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow  # child processes: Paddle's warnings are printed by its import and by C++ (fd 2)
 @pytest.mark.parametrize("argv", [
-    ["conr_paddle", "render", "--weights", "{tmp}/nope", "--character-sheet", "{tmp}", "--poses", "{tmp}",
+    ["conr_app", "render", "--weights", "{tmp}/nope", "--character-sheet", "{tmp}", "--poses", "{tmp}",
      "--out", "{tmp}/out", "--engine", "eager", "--workers", "2"],
     ["convert", "export-onnx", "--paddle", "{tmp}/nope", "-o", "{tmp}/onnx"],
 ], ids=["render --workers", "export-onnx"])
@@ -177,8 +177,8 @@ def test_error_output_is_one_line(tmp_path, argv):
 def test_bf16_config_prints_nothing(tmp_path):
     for name in ("m.json", "m.pdiparams"):  # Config checks that the files exist; nothing is read from them
         (tmp_path / name).write_bytes(b"")
-    proc = _run("from conr_common.quiet import import_paddle; import_paddle()\n"
-                "from conr_paddle.inference_config import inference_config\n"
+    proc = _run("from conr_common.platform.quiet import import_paddle; import_paddle()\n"
+                "from conr_engines.inference.inference_config import inference_config\n"
                 f"inference_config({str(tmp_path / 'm.json')!r}, {str(tmp_path / 'm.pdiparams')!r}, 'bf16', 1, 1)\n")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "", proc.stderr
@@ -189,7 +189,7 @@ def test_to_static_files_of_this_process_are_removed(tmp_path):
     this process's folder (and no other)."""
     import paddle
 
-    from conr_paddle.to_static_files import removing_to_static_files, to_static_folder
+    from conr_engines.export.to_static_files import removing_to_static_files, to_static_folder
 
     class Twice(paddle.nn.Layer):  # defined here: to_static translates (and writes out) code outside Paddle only
         def forward(self, x):

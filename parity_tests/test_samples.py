@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conr_common.pipeline import list_pose_files, load_character_sheet, load_udp_pose, read_rgba, read_udp
-from conr_common.samples import ensure_samples, main, udp_frame
+from conr_common.data.pipeline import list_pose_files, load_character_sheet, load_udp_pose, read_rgba, read_udp
+from conr_common.data.samples import ensure_samples, main, udp_frame
 
 SIZE = 128
 FRAMES = 4

@@ -1,4 +1,4 @@
-"""The web app (package conr_web: `python -m conr_web` = `python -m conr_paddle serve`, issue 16): its render function end to end, bad uploads, one job at a
+"""The web app (package conr_app.web: `python -m conr_app.web` = `python -m conr_app serve`, issue 16): its render function end to end, bad uploads, one job at a
 time, cancel, the parity tab, the server on a free local port, and a real browser (Debian's headless chromium
 through Selenium) uploading the sample and playing the rendered video.
 
@@ -24,11 +24,11 @@ import cv2
 import numpy as np
 import pytest
 
-from conr_paddle.__main__ import main as cli_main
-from conr_web.context import AppContext
-from conr_web.jobs import POSE_SOURCES, SHEET_SOURCES, Job, JobEvent, RenderRequest, RenderResult
-from conr_web.parity import run_parity
-from conr_web.uploads import Upload, check_sheet_view, stage_uploads
+from conr_app.cli import main as cli_main
+from conr_app.web.context import AppContext
+from conr_app.web.jobs import POSE_SOURCES, SHEET_SOURCES, Job, JobEvent, RenderRequest, RenderResult
+from conr_app.web.parity import run_parity
+from conr_app.web.uploads import Upload, check_sheet_view, stage_uploads
 
 pytestmark = pytest.mark.slow  # the web app: renders, a server process and a browser
 
@@ -43,7 +43,7 @@ BACKGROUND = "#3A6EA5"
 @pytest.fixture()
 def ctx(pdparams_dir, weights_dir, tmp_path, paddle_model, monkeypatch):
     """An AppContext in a fresh work folder; the Renderer gets the session model (same tensors as the files)."""
-    from conr_paddle.render import Renderer
+    from conr_app.rendering.render import Renderer
 
     monkeypatch.setattr(Renderer, "_load_model", lambda self: paddle_model)
     (tmp_path / "uploads").mkdir()
@@ -118,7 +118,7 @@ def test_render_function_end_to_end(ctx):
     assert np.abs(decoded[0][y, x].astype(int) - [0x3A, 0x6E, 0xA5]).max() <= 6
 
     # WebM: VP9 with an alpha plane (ffmpeg reports the stream's alpha_mode)
-    from conr_paddle.video import ffmpeg_exe
+    from conr_app.rendering.video import ffmpeg_exe
 
     probe = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(result.webm)], capture_output=True, text=True)
     assert "vp9" in probe.stderr and "alpha_mode" in probe.stderr, probe.stderr
@@ -296,7 +296,7 @@ def test_page_says_when_weights_are_seeded(ctx, monkeypatch):
     # as the server does: Gradio (read at its import) keeps its files in the app's own folder, and sends nothing
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(ctx.upload_root))
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-    from conr_web.app import build_app
+    from conr_app.web.app import build_app
 
     ctx.seeded = True
     text = str(build_app(ctx).config)
@@ -307,9 +307,9 @@ def test_page_says_when_weights_are_seeded(ctx, monkeypatch):
 
 
 def test_both_front_doors_take_the_same_flags():
-    """`python -m conr_web` and `python -m conr_paddle serve` are one command: same flags in their help."""
+    """`python -m conr_app.web` and `python -m conr_app serve` are one command: same flags in their help."""
     helps = []
-    for args in (["-m", "conr_web", "--help"], ["-m", "conr_paddle", "serve", "--help"]):
+    for args in (["-m", "conr_app.web", "--help"], ["-m", "conr_app", "serve", "--help"]):
         proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120,
                               cwd=Path(__file__).resolve().parent.parent)
         assert proc.returncode == 0, proc.stderr
@@ -327,13 +327,13 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(pdparams_dir, weights_dir, tmp_path_factory):
-    """`python -m conr_paddle serve` in a subprocess on a free port of 127.0.0.1; stopped with SIGTERM."""
+    """`python -m conr_app serve` in a subprocess on a free port of 127.0.0.1; stopped with SIGTERM."""
     port = _free_port()
     log = tmp_path_factory.mktemp("serve_log") / "serve.log"
     env = dict(os.environ, OMP_NUM_THREADS="2", CONR_PADDLE_CACHE=str(tmp_path_factory.mktemp("serve_cache")))
     t0 = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "conr_paddle", "serve", "--weights", str(pdparams_dir),
+        proc = subprocess.Popen([sys.executable, "-m", "conr_app", "serve", "--weights", str(pdparams_dir),
                                  "--torch-weights", str(weights_dir), "--port", str(port)],
                                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
     url = f"http://127.0.0.1:{port}/"

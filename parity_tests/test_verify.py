@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conr_common import checkpoints as cio
+from conr_common.weights import checkpoints as cio
 from convert.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -247,9 +247,9 @@ def test_badly_conditioned_world_calls_in_the_referee_above_128px(tmp_path_facto
     """256 px (no referee by default), the "wide" weight draw, 1 view: torch fp32 itself is far from its float64 run
     there, so the fixed per-stage bounds fail on a correct port (shader.warp_grouped, RGBA 1.8e-3 against torch);
     `--truth auto` then calls in the float64 referee, which finds Paddle closer to the truth than torch and passes."""
-    from conr_common.draws import DRAWS
+    from conr_common.verification.draws import DRAWS
     from conr_torch_ref.seeded import write_seeded_weights
-    from conr_common.conversion import convert_checkpoints
+    from convert.conversion import convert_checkpoints
 
     torch_dir = write_seeded_weights(tmp_path_factory.mktemp("wide_official"), draw=DRAWS["wide"])
     paddle_dir = tmp_path_factory.mktemp("wide_paddle")

@@ -17,7 +17,7 @@ def _file(path: Path | str) -> dict:
 
 
 def test_never_uploaded_finds_the_first_foreign_file(web_ctx, tmp_path):
-    from conr_web.uploads import never_uploaded
+    from conr_app.web.uploads import never_uploaded
 
     uploaded = web_ctx.upload_root / "u0" / "view.png"
     uploaded.write_bytes(b"x")
@@ -39,7 +39,7 @@ def test_page_answers_a_file_never_uploaded_with_its_own_line(web_ctx, tmp_path,
     from gradio.context import LocalContext
     from gradio.utils import error_payload
 
-    from conr_web.app import build_app
+    from conr_app.web.app import build_app
 
     app = build_app(web_ctx)
     monkeypatch.setattr(app, "has_launched", True)  # Gradio checks upload paths only in a launched app

@@ -1,6 +1,6 @@
 """Weights files that exist but are not regular files (issue 23, findings 15 and 16): a FIFO, a symbolic link to
 /dev/zero, a folder or a broken link named like a network is "not a regular file" for every reader and folder
-check (conr_common.checkpoints, `convert inspect`, `torch2paddle`, `render --weights`), never "missing", never
+check (conr_common.weights.checkpoints, `convert inspect`, `torch2paddle`, `render --weights`), never "missing", never
 skipped, and never opened (a FIFO blocks its reader forever, /dev/zero never ends).
 
 No real weights are needed: each refusal comes from the name's file type, before any byte is read, so the other
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conr_common import checkpoints as ckpt
-from conr_common.config import NETWORK_NAMES
-from conr_common.errors import ConrInputError
+from conr_common.weights import checkpoints as ckpt
+from conr_common.contract.config import NETWORK_NAMES
+from conr_common.platform.errors import ConrInputError
 
 OFFICIAL = {name: ckpt.official_manifest()[name].file for name in NETWORK_NAMES}
 KINDS = {
@@ -119,7 +119,7 @@ def test_torch2paddle_and_inspect_of_the_file_itself(tmp_path, capsys, kind):
 @pytest.mark.parametrize("kind", ["fifo", "link_to_dev_zero"])
 def test_render_weights_folder(tmp_path, capsys, kind):
     """Finding 16: `render --weights` with a FIFO or a link to /dev/zero said "missing"."""
-    from conr_paddle.__main__ import main
+    from conr_app.cli import main
 
     folder, bad = _folder(tmp_path / "w", "paddle", kind)
     argv = ["render", "--weights", str(folder), "--character-sheet", str(tmp_path), "--poses", str(tmp_path),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conr_common.errors import ConrInputError
+from conr_common.platform.errors import ConrInputError
 
 NAN_TENSOR = "decoder_blocks.2.conv0.0.weight"  # shader, same name on both sides
 
@@ -41,7 +41,7 @@ def nan_official(weights_dir, tmp_path_factory):
 def nan_pdparams(nan_official, tmp_path_factory):
     """nan_official converted with allow_nonfinite (the converter's library call), once for this module's two
     readers of it (the Paddle loader and `render`): a full-size conversion, 0.7 GB, removed when the module ends."""
-    from conr_common.conversion import convert_checkpoints
+    from convert.conversion import convert_checkpoints
 
     out = tmp_path_factory.mktemp("nan") / "paddle"
     convert_checkpoints("torch2paddle", nan_official, out, allow_nonfinite=True)
@@ -85,7 +85,7 @@ def test_render_refuses_nan_weights_in_one_line(nan_pdparams, samples, tmp_path)
     weights = nan_pdparams
     out = tmp_path / "frames"
     proc = subprocess.run(
-        [sys.executable, "-m", "conr_paddle", "render", "--weights", str(weights), "--character-sheet",
+        [sys.executable, "-m", "conr_app", "render", "--weights", str(weights), "--character-sheet",
          str(samples.character_sheet), "--poses", str(samples.poses), "--out", str(out), "--size", "128",
          "--engine", "eager"],
         capture_output=True, text=True, timeout=600, cwd=ROOT, env=child_env(),
@@ -111,7 +111,7 @@ def test_paddle_loader_refuses_integer_weights():
 @pytest.mark.parametrize("side", ["paddle", "torch"])
 def test_both_loaders_name_a_missing_or_damaged_file_in_one_line(side, weights_dir, pdparams_dir, tmp_path):
     """The torch reference's loader reports a missing or unreadable file as the Paddle loader does: one
-    ConrInputError line naming the file (both read through conr_common.checkpoints)."""
+    ConrInputError line naming the file (both read through conr_common.weights.checkpoints)."""
     if side == "paddle":
         from conr_paddle.model import CoNR, load_pdparams as load
 

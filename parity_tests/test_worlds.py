@@ -20,11 +20,11 @@ import paddle
 import pytest
 import torch
 
-from conr_common.compare import diff, pixel_agreement
-from conr_common.draws import DRAWS, SEEDED, WeightDraw
-from conr_common.pipeline import load_udp_pose, paste_back, to_uint8, udp_arrays
-from conr_common.compare import psnr_db
-from conr_common.tolerances import (BF16_MIN_PSNR_DB, MIN_RENDER_STD, PIXEL_MAX_LEVELS, PIXEL_MIN_IDENTICAL_WORLDS,
+from conr_common.verification.compare import diff, pixel_agreement
+from conr_common.verification.draws import DRAWS, SEEDED, WeightDraw
+from conr_common.data.pipeline import load_udp_pose, paste_back, to_uint8, udp_arrays
+from conr_common.verification.compare import psnr_db
+from conr_common.verification.tolerances import (BF16_MIN_PSNR_DB, MIN_RENDER_STD, PIXEL_MAX_LEVELS, PIXEL_MIN_IDENTICAL_WORLDS,
                                     WORLD_RATIO_MEDIAN, WORLD_RATIO_WORST)
 from parity_tests.harness import models_for_draw, release_models, sheet_input
 
@@ -87,8 +87,8 @@ def _run_world(world: World, size: int, models: tuple, samples, folder: Path, ca
     asked. Returns the outputs and the graph folders the predictors used."""
     from conr_torch_ref.model import float64_twin
 
-    from conr_common.cpu import bf16_support
-    from conr_paddle.predictor import PredictorRunner
+    from conr_common.platform.cpu import bf16_support
+    from conr_engines.inference.predictor import PredictorRunner
 
     np.savez(folder / "0.npz", i=_udp_frame(world.pose, world.frame_hw, samples))
     pose = load_udp_pose(folder / "0.npz", size)
@@ -202,7 +202,7 @@ def test_world_written_frames_agree_with_torch_at_256px(results_256, world):
 
 def _assert_bf16_holds(r: dict, label: str) -> None:
     if "bf16" not in r:
-        from conr_common.cpu import bf16_support
+        from conr_common.platform.cpu import bf16_support
 
         pytest.skip(f"no bf16 predictor: {bf16_support()[1]}")
     db = psnr_db(r["t64"], r["bf16"])

@@ -81,7 +81,7 @@ def measure(name: str) -> tuple[str, ...]:
 
 
 def cpu_name() -> str:
-    from conr_common.cpu import cpu_model, simd_flags, usable_cores
+    from conr_common.platform.cpu import cpu_model, simd_flags, usable_cores
 
     import torch
 
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if START not in text or END not in text:
         raise SystemExit(f"{README}: markers {START} / {END} not found")
     head, rest = text.split(START, 1)
-    from conr_common.atomic import atomic_write_bytes
+    from conr_common.platform.atomic import atomic_write_bytes
 
     table = render(rows, cpu_name())
     atomic_write_bytes(README, (head + START + "\n" + table + "\n" + END + rest.split(END, 1)[1]).encode())

@@ -10,8 +10,8 @@ other package of this project (CoNR's `convert verify` is a client of it, not th
 """
 from __future__ import annotations
 
-from .engine import Comparison, compare
-from .errors import PortInputError
-from .pytest_helper import assert_ports_match
+from portcheck.engine import Comparison, compare
+from portcheck.errors import PortInputError
+from portcheck.pytest_helper import assert_ports_match
 
 __all__ = ["compare", "Comparison", "assert_ports_match", "PortInputError"]

@@ -21,14 +21,14 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .grad_runs import GradRun, default_call, paddle_grad_run, torch_grad_run
-from .pairing import pair_calls, pair_modules
-from .kinks import classify_kinks
-from .params import parameter_pairs
-from .record import output_keys
-from .verdicts import GRADIENT_MEDIAN_RATIO_LIMIT
-from .verdicts import STRUCTURE_SCALED_FP64_GRADIENTS as BOUND
-from .verdicts import judge_outputs, verdict_of, within_structure
+from portcheck.grad_runs import GradRun, default_call, paddle_grad_run, torch_grad_run
+from portcheck.pairing import pair_calls, pair_modules
+from portcheck.kinks import classify_kinks
+from portcheck.params import parameter_pairs
+from portcheck.record import output_keys
+from portcheck.verdicts import GRADIENT_MEDIAN_RATIO_LIMIT
+from portcheck.verdicts import STRUCTURE_SCALED_FP64_GRADIENTS as BOUND
+from portcheck.verdicts import judge_outputs, verdict_of, within_structure
 
 __all__ = ["PROJECTION_SEED", "compare_backward", "gradient_summary", "gradient_failure_line", "kink_lines",
            "LOSS_NOTE"]

@@ -20,9 +20,9 @@ from typing import TextIO
 
 import numpy as np
 
-from .declared import check_unpaired_ok
-from .errors import ForwardError, PortInputError
-from .pairing import PAIRINGS, check_rename
+from portcheck.declared import check_unpaired_ok
+from portcheck.errors import ForwardError, PortInputError
+from portcheck.pairing import PAIRINGS, check_rename
 
 __all__ = ["add_verify_pair_parser", "run_verify_pair", "parse_shapes", "read_rename", "load_torch_weights"]
 
@@ -84,7 +84,7 @@ def _models(args: argparse.Namespace, say):
     import paddle
     import torch
 
-    from .spec import build, parse_spec
+    from portcheck.spec import build, parse_spec
 
     tspec, pspec = parse_spec(args.torch_spec, "TORCH_SPEC"), parse_spec(args.paddle_spec, "PADDLE_SPEC")
     torch.manual_seed(args.seed)
@@ -98,7 +98,7 @@ def _models(args: argparse.Namespace, say):
         load_torch_weights(tm, args.torch_weights)
         note = f"torch weights from {args.torch_weights}"
     else:
-        from .exercise import exercise_norms
+        from portcheck.exercise import exercise_norms
 
         exercise_norms(tm, args.seed)
         note = (f"no --torch-weights: the torch model's own seeded initialisation (seed {args.seed}) with BatchNorm "
@@ -108,7 +108,7 @@ def _models(args: argparse.Namespace, say):
 
 
 def _move(tm, pm, rename: dict, say) -> str:
-    from .transfer import TransferError, transfer_weights
+    from portcheck.transfer import TransferError, transfer_weights
 
     try:
         report = transfer_weights(tm, pm, rename=rename or None)
@@ -155,8 +155,8 @@ def _forward_failed(exc: ForwardError, args: argparse.Namespace) -> int:
 
 def run_verify_pair(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     """The subcommand: 0 pass, 1 fail; bad input raises PortInputError (the host prints one line, exit 2)."""
-    from .engine import compare
-    from .report import report_document, write_junit, write_report
+    from portcheck.engine import compare
+    from portcheck.report import report_document, write_junit, write_report
 
     out = stdout or sys.stdout
 

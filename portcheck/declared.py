@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .errors import PortInputError
+from portcheck.errors import PortInputError
 
 __all__ = ["DECLARED_REASON", "check_unpaired_ok", "split_declared"]
 

@@ -15,16 +15,16 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .backward import LOSS_NOTE, PROJECTION_SEED, compare_backward
-from .declared import check_unpaired_ok, split_declared
-from .errors import ForwardError, PortInputError
-from .pairing import PAIRINGS, check_rename, pair_calls, pair_modules
-from .params import compare_parameters
-from .record import output_keys
-from .result import Comparison
-from .train import batchnorm_notes, running_stat_rows
-from .runs import Run, dropout_names, paddle_batchnorms, paddle_run, torch_batchnorms, torch_run
-from .verdicts import (FP32_SCALED_NO_TRUTH, STRUCTURE_SCALED_FP64, TRUTH_FLOOR_SCALED, TRUTH_RATIO_LIMIT,
+from portcheck.backward import LOSS_NOTE, PROJECTION_SEED, compare_backward
+from portcheck.declared import check_unpaired_ok, split_declared
+from portcheck.errors import ForwardError, PortInputError
+from portcheck.pairing import PAIRINGS, check_rename, pair_calls, pair_modules
+from portcheck.params import compare_parameters
+from portcheck.record import output_keys
+from portcheck.result import Comparison
+from portcheck.train import batchnorm_notes, running_stat_rows
+from portcheck.runs import Run, dropout_names, paddle_batchnorms, paddle_run, torch_batchnorms, torch_run
+from portcheck.verdicts import (FP32_SCALED_NO_TRUTH, STRUCTURE_SCALED_FP64, TRUTH_FLOOR_SCALED, TRUTH_RATIO_LIMIT,
                        judge_outputs, verdict_of)
 
 __all__ = ["TRUTHS", "compare", "Comparison"]

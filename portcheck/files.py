@@ -1,5 +1,5 @@
 """Atomic writes for portcheck's reports (portcheck imports no other package of the project, so it has its own
-two helpers; the project's full version, with stale-temporary sweeping, is conr_common.atomic): bytes go to a
+two helpers; the project's full version, with stale-temporary sweeping, is conr_common.platform.atomic): bytes go to a
 temporary file in the destination folder and are renamed into place; a report folder is built as a temporary
 sibling and its files renamed in only once all of them are complete."""
 from __future__ import annotations

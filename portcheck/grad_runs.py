@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .record import flatten_tensors
-from .runs import _as_tuple, _cast, first_calls, paddle_batchnorms, torch_batchnorms
+from portcheck.record import flatten_tensors
+from portcheck.runs import _as_tuple, _cast, first_calls, paddle_batchnorms, torch_batchnorms
 
 __all__ = ["GradRun", "projection", "torch_grad_run", "paddle_grad_run", "default_call"]
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .grad_runs import KINK_TYPES
+from portcheck.grad_runs import KINK_TYPES
 
 __all__ = ["classify_kinks", "KINK_NOTE"]
 

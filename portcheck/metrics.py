@@ -1,6 +1,6 @@
 """Element-wise comparison of two arrays (never means): max abs, max rel, mean abs, and the scaled error (max abs /
 max |reference|, comparable across layers of any scale); and the distances of two float32 results to a float64
-truth. Pure numpy; `conr_common.compare` re-exports `Diff` and `diff`."""
+truth. Pure numpy; `conr_common.verification.compare` re-exports `Diff` and `diff`."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from .errors import PortInputError
+from portcheck.errors import PortInputError
 
 __all__ = ["KINDS", "OptimizerSpec", "torch_optimizer", "paddle_optimizer", "paddle_effective", "fp32_allowance", "torch_settings",
            "paddle_settings", "settings_rows", "mapping_rows"]

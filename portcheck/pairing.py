@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .errors import PortInputError
+from portcheck.errors import PortInputError
 
 __all__ = ["PAIRINGS", "ModulePair", "CallPair", "check_rename", "apply_rename", "pair_modules", "pair_calls",
            "parent_of"]

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .layout import is_paddle_linear, is_torch_linear, linear_transposed
-from .pairing import ModulePair
+from portcheck.layout import is_paddle_linear, is_torch_linear, linear_transposed
+from portcheck.pairing import ModulePair
 
 __all__ = ["FRAMEWORK_RENAMES", "compare_parameters", "parameter_pairs"]
 

@@ -8,7 +8,7 @@ __all__ = ["assert_ports_match"]
 def assert_ports_match(torch_module, paddle_layer, inputs, **kw):
     """Compare (keywords as `portcheck.compare`) and raise AssertionError naming what fails; return the
     Comparison when the port matches."""
-    from .engine import compare
+    from portcheck.engine import compare
 
     result = compare(torch_module, paddle_layer, inputs, **kw)
     if not result.passed:

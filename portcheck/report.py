@@ -9,8 +9,8 @@ import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from .files import write_atomic, write_folder_atomic
-from .result import Comparison
+from portcheck.files import write_atomic, write_folder_atomic
+from portcheck.result import Comparison
 
 __all__ = ["REPORT_FILES", "report_document", "render_markdown", "plot_png", "junit_xml", "write_report",
            "write_junit", "json_safe"]
@@ -98,7 +98,7 @@ def _summary_lines(doc: dict) -> list[str]:
 
 def gradient_lines(g: dict, truth: bool) -> list[str]:
     """The backward section: the loss, the verdicts, the failing or worst gradient rows."""
-    from .backward import gradient_summary, kink_lines
+    from portcheck.backward import gradient_summary, kink_lines
 
     s = gradient_summary(g)
     lines = ["", "## Backward: gradients of every layer output, parameter and input", "", f"- {g['loss']}",

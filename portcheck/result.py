@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .backward import gradient_failure_line, gradient_summary
+from portcheck.backward import gradient_failure_line, gradient_summary
 
 __all__ = ["Comparison"]
 

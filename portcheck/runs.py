@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .record import PaddleRecorder, TorchRecorder
+from portcheck.record import PaddleRecorder, TorchRecorder
 
 __all__ = ["Run", "torch_run", "paddle_run", "dropout_names", "torch_batchnorms", "paddle_batchnorms"]
 

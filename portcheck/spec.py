@@ -11,7 +11,7 @@ import ast
 import importlib
 from dataclasses import dataclass, field
 
-from .errors import PortInputError
+from portcheck.errors import PortInputError
 
 __all__ = ["Spec", "parse_spec", "build"]
 
@@ -59,7 +59,7 @@ def parse_spec(text: str, what: str = "SPEC") -> Spec:
 def build(spec: Spec, what: str = "SPEC"):
     """Import the spec's module and call it; import errors and failing constructors are bad input (one line)."""
     if spec.module == "torchvision" or spec.module.startswith("torchvision."):
-        from .torchvision_compat import prepare_torchvision
+        from portcheck.torchvision_compat import prepare_torchvision
 
         prepare_torchvision()
     try:

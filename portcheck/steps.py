@@ -27,10 +27,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .metrics import scaled_error
-from .optim import OptimizerSpec, fp32_allowance, paddle_effective, paddle_optimizer, settings_rows, torch_optimizer
-from .transfer import transfer_weights
-from .verdicts import TRUTH_FLOOR_SCALED, TRUTH_RATIO_LIMIT, within_structure, within_truth
+from portcheck.metrics import scaled_error
+from portcheck.optim import OptimizerSpec, fp32_allowance, paddle_effective, paddle_optimizer, settings_rows, torch_optimizer
+from portcheck.transfer import transfer_weights
+from portcheck.verdicts import TRUTH_FLOOR_SCALED, TRUTH_RATIO_LIMIT, within_structure, within_truth
 
 __all__ = ["STEP_STRUCTURE_FP64", "projection", "compare_steps"]
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import ratio, scaled_error
-from .verdicts import STRUCTURE_SCALED_FP64, judge_outputs, verdict_of, within_truth
+from portcheck.metrics import ratio, scaled_error
+from portcheck.verdicts import STRUCTURE_SCALED_FP64, judge_outputs, verdict_of, within_truth
 
 __all__ = ["running_stat_rows", "batchnorm_notes", "same_update", "explain_running_stat", "CONVENTION"]
 

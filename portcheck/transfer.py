@@ -22,8 +22,8 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .layout import is_paddle_linear, is_torch_linear, linear_transposed
-from .pairing import apply_rename, check_rename
+from portcheck.layout import is_paddle_linear, is_torch_linear, linear_transposed
+from portcheck.pairing import apply_rename, check_rename
 
 # The frameworks' own spellings of one tensor (torch local name -> Paddle local names): BatchNorm's statistics and
 # PReLU's slope. Tried after the identical name, never instead of it.

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from .metrics import diff, scaled_error, truth_distances
+from portcheck.metrics import diff, scaled_error, truth_distances
 
 __all__ = ["TRUTH_RATIO_LIMIT", "TRUTH_FLOOR_SCALED", "STRUCTURE_SCALED_FP64", "STRUCTURE_SCALED_FP64_GRADIENTS", "GRADIENT_MEDIAN_RATIO_LIMIT",
            "FP32_SCALED_NO_TRUTH",

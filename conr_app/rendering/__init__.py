@@ -1,0 +1,1 @@
+"""Rendering: plan -> decode -> run -> write (`render`), frames, videos, resume, distributed runs, the demo."""

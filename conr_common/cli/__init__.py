@@ -1,0 +1,1 @@
+"""Command-line helpers (`args`) and the render options checked once (`options`)."""

@@ -1,0 +1,1 @@
+"""Weight files: safe checkpoint readers and writers, weight folders and their checks."""

@@ -1,0 +1,124 @@
+"""Export of the CoNR step as static graphs for Paddle Inference: the graph wrappers, their input specs, and the
+export itself into the cache (`conr_engines.export.cache.cached_folder`), once per identity, under a lock shared by
+processes.
+
+Two graphs, traced with `paddle.jit.to_static` + `paddle.jit.save` (PIR format) at fixed shapes:
+- `step`: xyz (B, 3, S, S), alpha (B, 1, S, S), the five sheet features (M, C, h, w) and the reference
+  (M, 4, S, S) -> premultiplied RGBA (B, 4, S, S);
+- `pose`: pose image (B, 3, S, S) -> UDP (B, 4, S, S).
+They are traced from `CoNR.with_ops(export_ops(...))`: the same parameters, computed with the export operators
+(`conr_paddle.ops`). Why each choice was made, with measurements: docs/predictor.md.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import paddle
+import paddle.nn as nn
+
+from conr_common.contract.config import OFFICIAL
+from conr_common.platform.quiet import output_to
+
+from conr_engines.inference import bf16_marks
+from conr_engines.export.cache import cached_folder
+from conr_engines.inference.ext import WarpOp
+from conr_paddle.model import CoNR, Sheet
+from conr_engines.onnx.graphs import PoseGraph
+from conr_paddle.ops import export_ops
+from conr_engines.export.to_static_files import removing_to_static_files
+
+__all__ = ["cached_export", "export_graphs", "BF16_FP32_LEVELS", "FEATURE_COUNT"]
+
+# the files of an export that meta.json records the sha256 of (PIR .json or legacy .pdmodel, and the weights)
+GRAPH_SUFFIXES = (".json", ".pdiparams", ".pdmodel")
+# bf16 exports keep the decoder blocks of the last shader levels in float32 (`_bf16_fp32_regions`)
+BF16_FP32_LEVELS = 3
+# the step graph's sheet inputs feat0..feat4: the official parser's encoder features, one per skip level
+FEATURE_COUNT = len(OFFICIAL.parser.skip_channels)
+
+
+class _StepGraph(nn.Layer):
+    """Target pose encoder + shader + RGBA decoder (`CoNR.encode_target`, `CoNR.shade`), the sheet inputs broadcast
+    to the B frames inside the graph exactly as `CoNR.shade` does."""
+
+    def __init__(self, model: CoNR) -> None:
+        super().__init__()
+        self.target_pose_encoder = model.target_pose_encoder
+        self.shader = model.shader
+        self.rgbadecodernet = model.rgbadecodernet
+
+    def forward(self, xyz, alpha, feat0, feat1, feat2, feat3, feat4, reference):
+        target = CoNR.encode_target(self, xyz, alpha)
+        return CoNR.shade(self, Sheet(features=[feat0, feat1, feat2, feat3, feat4], reference=reference), target)
+
+
+def _feature_shapes(model: CoNR, views: int, size: int) -> list[list[int]]:
+    """Shapes of the parser encoder features for `views` sheet images of `size` (from the architecture config)."""
+    cfg = model.udpparsernet.cfg
+    if len(cfg.skip_channels) != FEATURE_COUNT:
+        raise ValueError(f"expected {FEATURE_COUNT} parser feature levels, config has {cfg.skip_channels}")
+    return cfg.feature_shapes(views, size)
+
+
+def _specs(model: CoNR, size: int, views: int, batch: int) -> dict[str, list]:
+    spec = paddle.static.InputSpec
+    feats = [spec(shape, "float32", f"feat{i}") for i, shape in enumerate(_feature_shapes(model, views, size))]
+    return {
+        "pose": [spec([batch, 3, size, size], "float32", "rgb")],
+        "step": [spec([batch, 3, size, size], "float32", "xyz"), spec([batch, 1, size, size], "float32", "alpha")]
+        + feats
+        + [spec([views, 4, size, size], "float32", "reference")],
+    }
+
+
+def _bf16_fp32_regions(model: CoNR) -> list[nn.Layer]:
+    """Sub-networks a bf16 export keeps in float32 (`bf16_marks.fp32_regions`): the decoder blocks of the last
+    BF16_FP32_LEVELS shader levels, the ones `export_ops(..., fp32_levels=BF16_FP32_LEVELS)` builds for it. The pose
+    graph contains none of these layers and stays fully bf16. Measurements: docs/bf16_bisect.md."""
+    blocks = list(model.shader.decoder_blocks)
+    return blocks[len(blocks) - BF16_FP32_LEVELS:]
+
+
+def _trace(model: CoNR, tmp: Path, size: int, views: int, batch: int, bf16: bool) -> None:
+    """Trace and save the pose and step graphs of `model` (built with the export ops) into `tmp`."""
+    layers = {"pose": PoseGraph(model), "step": _StepGraph(model)}
+    specs = _specs(model, size, views, batch)
+    guard = getattr(paddle.pir_utils, "IrGuard", None)
+    keep = _bf16_fp32_regions(model) if bf16 else []
+    # tracing chatter (glog lines from the custom ops' static-graph API, PIR UserWarnings) goes to a log kept in the
+    # export folder, not to the user's terminal; errors still raise
+    with removing_to_static_files(), output_to(tmp / "export.log"), bf16_marks.fp32_regions(keep):
+        for name, layer in layers.items():
+            layer.eval()
+            static = paddle.jit.to_static(layer, input_spec=specs[name], full_graph=True)
+            if guard is not None:
+                with guard():
+                    paddle.jit.save(static, str(tmp / name))
+            else:
+                paddle.jit.save(static, str(tmp / name))
+            if keep and (tmp / (name + ".json")).is_file():
+                bf16_marks.apply_marks(tmp / (name + ".json"))  # the tags -> use_quantizer (stays fp32)
+
+
+def export_graphs(model: CoNR, folder: Path, size: int, views: int, batch: int, warp_op: WarpOp | None,
+                  precision: str) -> None:
+    """Write the pose and step graphs of `model` (eager; traced through `model.with_ops(export_ops(...))`) into the
+    empty folder `folder`."""
+    bf16 = precision == "bf16"
+    ops = export_ops(warp_op, bf16=bf16, fp32_levels=BF16_FP32_LEVELS if bf16 else 0)
+    _trace(model.with_ops(ops), folder, size, views, batch, bf16)
+
+
+def cached_export(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: dict,
+                  warp_op: WarpOp | None, precision: str) -> tuple[dict, bool]:
+    """(meta.json, exported): the verified export in `folder`, exported first when there is none (exported True),
+    by `conr_engines.export.cache.cached_folder` (under the lock `<folder>.lock`, every graph file's sha256 in meta.json).
+    meta: what meta.json records besides the export time and the checksums."""
+
+    def fill(tmp: Path) -> dict:
+        started = time.perf_counter()
+        export_graphs(model, tmp, size, views, batch, warp_op, precision)
+        return dict(meta, export_seconds=round(time.perf_counter() - started, 2))
+
+    return cached_folder(folder, fill, GRAPH_SUFFIXES)

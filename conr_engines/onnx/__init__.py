@@ -1,0 +1,1 @@
+"""ONNX: the contract of the files, the Paddle export, the onnxruntime runner."""
