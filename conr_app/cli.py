@@ -1,5 +1,5 @@
 """Command line: `python -m conr_app render ...` (a sequence in Paddle), `python -m conr_app demo` and
-`python -m conr_app serve` (the local web app, package conr_app.web: also `python -m conr_app.web`).
+`python -m conr_app serve` (the local web app, package conr_app.web).
 
 Bad input: one line `error: ...` on stderr, exit status 2, nothing written. Ctrl-C: exit status 130, every
 finished frame kept, no partial file; rerun with --resume. Nothing happens at import time; Paddle is imported
@@ -87,8 +87,7 @@ def _add_demo_parser(subparsers) -> None:
 
 
 def _add_serve_parser(subparsers) -> None:
-    # The web app is its own package (conr_app.web, which builds on conr_paddle); this front door is the one place in
-    # conr_paddle that reaches up to it, lazily, so that `python -m conr_app serve` keeps working.
+    # Lazily: the web app (conr_app.web, drawn below this command line) imports gradio, which `render` never needs.
     from conr_app.web.serve import SERVE_DESCRIPTION, SERVE_HELP, add_serve_arguments
 
     p = subparsers.add_parser("serve", help=SERVE_HELP, description=SERVE_DESCRIPTION)

@@ -448,3 +448,185 @@ def test_the_tree_checks_see_the_packages(package):
     assert len(modules) >= 3, package
     for path, _ in modules:
         ast.parse(path.read_text())
+
+
+# ---------------------------------------------------------------------------------- layers: the README's diagram
+# Issue 24: the README draws the packages as rows, top to bottom; a module may import (at import time, lazily inside
+# a function, under TYPE_CHECKING or through importlib, all read by `imported_modules`) only its own package and the
+# packages drawn on rows below its own. Rows are read from the README's fenced block that follows LAYERS_MARKER: a
+# row is a line "<package> [<package> ...]  │ <what it holds>"; a line with nothing left of "│" continues the row
+# above, and lines without "│" (the header, arrows, rules) are drawing only.
+LAYERS_MARKER = "<!-- layers: read by parity_tests/test_architecture.py -->"
+# The suite sits above everything (it may import any package) and is not drawn as a row.
+TESTS_PACKAGE = "parity_tests"
+
+
+def diagram_rows(readme: str) -> list[list[str]]:
+    """The rows of packages of the README's layer diagram, top row first."""
+    start = readme.index(LAYERS_MARKER)
+    block = readme[readme.index("```", start):]
+    block = block[3: block.index("```", 3)]
+    rows = []
+    for line in block.splitlines()[1:]:
+        if "│" not in line:
+            continue
+        names = line.split("│", 1)[0].split()
+        if not names:
+            continue
+        bad = [n for n in names if not all(part.isidentifier() for part in n.split("."))]
+        if bad:
+            raise ValueError(f"layer diagram row {line.strip()!r}: expected package names left of │")
+        rows.append(names)
+    return rows
+
+
+def unit_of(module: str, units: set[str]) -> str | None:
+    """The drawn package a dotted module name belongs to: the longest drawn name that is it or contains it."""
+    parts = module.split(".")
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in units:
+            return ".".join(parts[:n])
+    return None
+
+
+def _known_module(name: str, modules: set[str]) -> str | None:
+    """`name` or its longest prefix that is a module of the project (`from a.b import c` reads a.b.c: c may be a
+    function of module a.b)."""
+    parts = name.split(".")
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in modules:
+            return ".".join(parts[:n])
+    return None
+
+
+def module_graph(packages: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """module -> {imported project module: first line}, every import spelling included."""
+    modules = dict((name, path) for path, name in package_modules(packages))
+    graph: dict[str, dict[str, int]] = {}
+    for name, path in modules.items():
+        edges: dict[str, int] = {}
+        tree = ast.parse(path.read_text())
+        for line, imported in imported_modules(tree, name, path.name == "__init__.py"):
+            target = _known_module(imported, set(modules))
+            if target is not None and target != name:
+                edges.setdefault(target, line)
+        graph[name] = edges
+    return graph
+
+
+def layer_offences(graph: dict[str, dict[str, int]], rows: list[list[str]]) -> list[str]:
+    """Every import of a package on the same row (another package) or on a row above, and every module of no drawn
+    package. Parent packages' __init__ modules (`conr_common`, `conr_engines`) belong to no row and may be imported
+    by nothing."""
+    level = {unit: len(rows) - i for i, row in enumerate(rows) for unit in row}  # bottom row = 1
+    found = []
+    for module, edges in sorted(graph.items()):
+        own = unit_of(module, set(level))
+        if own is None:
+            if module.split(".")[0] != TESTS_PACKAGE and (edges or any(module in e for e in graph.values())):
+                found.append(f"{module}: in no package of the diagram")
+            continue
+        for target, line in sorted(edges.items()):
+            other = unit_of(target, set(level))
+            if other == own:
+                continue
+            if other is None or level[other] >= level[own]:
+                where = "not drawn" if other is None else f"row {len(rows) - level[other] + 1}"
+                found.append(f"{module}:{line}: imports {target} ({where}; {own} is on row {len(rows) - level[own] + 1})")
+    return found
+
+
+def module_circles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """Every strongly connected group of two or more modules (a circle of imports, lazy ones included), by Tarjan's
+    algorithm, each group sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, {}):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                circles.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(circles)
+
+
+def _readme_rows() -> list[list[str]]:
+    return diagram_rows((ROOT / "README.md").read_text())
+
+
+def test_diagram_rows_read_from_planted_readme():
+    readme = ("intro\n" + LAYERS_MARKER + "\n```text\n top\n a.web   │ web\n         │ more of a.web\n   ▲\n"
+              " b  c    │ two\n"
+              " ─────\n d       │ bottom\n```\nafter │ not read\n")
+    assert diagram_rows(readme) == [["a.web"], ["b", "c"], ["d"]]
+    with pytest.raises(ValueError, match="package names"):
+        diagram_rows(LAYERS_MARKER + "\n```text\nhead\n not-a-name │ x\n```\n")
+
+
+def test_layer_offences_on_planted_graph():
+    rows = [["app"], ["app.web"], ["eng", "ref"], ["base"]]
+    graph = {
+        "app.cli": {"app.web.serve": 3, "base.x": 4},           # down: fine
+        "app.web.serve": {"app.cli": 7},                         # up (a lazy import is an import): offence
+        "eng.run": {"ref.model": 9, "eng.ops": 10},              # same row, other package: offence; own: fine
+        "eng.ops": {},
+        "ref.model": {"base.x": 2},
+        "base.x": {"stray.y": 5},                                # a package not drawn: offence
+        "stray.y": {},
+        "parity_tests.test_a": {"app.cli": 1},                   # the tests may import anything
+    }
+    found = layer_offences(graph, rows)
+    assert [f.split(":")[0] for f in found] == ["app.web.serve", "base.x", "eng.run", "stray.y"], found
+
+
+def test_module_circles_on_planted_graph():
+    graph = {"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {"a": 1}, "e": {"e": 1}, "f": {"g": 1}, "g": {}}
+    assert module_circles(graph) == [["a", "b", "c"]]
+
+
+def test_the_diagram_draws_every_package_and_only_existing_ones():
+    rows = _readme_rows()
+    drawn = [unit for row in rows for unit in row]
+    assert len(drawn) == len(set(drawn)), f"a package drawn twice: {drawn}"
+    missing = [u for u in drawn if not (ROOT / Path(*u.split("."))).is_dir()]
+    assert not missing, f"the README draws packages that do not exist: {missing}"
+    packages = {".".join(p.parent.relative_to(ROOT).parts) for top in PACKAGES for p in (ROOT / top).rglob("__init__.py")}
+    # a package is drawn, or it is a parent that holds nothing but its docstring (its subpackages are drawn)
+    undrawn = sorted(p for p in packages if p not in drawn and not all(
+        unit_of(m, set(drawn)) for _, m in package_modules((p,)) if m != p))
+    assert not undrawn, f"packages of the project missing from the README's layer diagram: {undrawn}"
+
+
+def test_every_import_goes_down_the_readme_diagram():
+    """Issue 24, Done when: the README's diagram matches what this test enforces; no package imports one drawn above
+    it (or beside it), lazy imports included."""
+    found = layer_offences(module_graph(PACKAGES + (TESTS_PACKAGE,)), _readme_rows())
+    assert not found, f"{len(found)} import(s) against the README's layer diagram:\n  " + "\n  ".join(found)
+
+
+def test_no_module_circle():
+    """Issue 24, Done when: no module circle, inside a package or across packages, lazy imports included."""
+    circles = module_circles(module_graph(PACKAGES))
+    assert not circles, "module circles:\n  " + "\n  ".join(" -> ".join(c) for c in circles)

@@ -1,4 +1,4 @@
-"""The web app (package conr_app.web: `python -m conr_app.web` = `python -m conr_app serve`, issue 16): its render function end to end, bad uploads, one job at a
+"""The web app (package conr_app.web, started by `python -m conr_app serve`, issue 16): its render function end to end, bad uploads, one job at a
 time, cancel, the parity tab, the server on a free local port, and a real browser (Debian's headless chromium
 through Selenium) uploading the sample and playing the rendered video.
 
@@ -306,17 +306,16 @@ def test_page_says_when_weights_are_seeded(ctx, monkeypatch):
 # --------------------------------------------------------------------------------------------------- server
 
 
-def test_both_front_doors_take_the_same_flags():
-    """`python -m conr_app.web` and `python -m conr_app serve` are one command: same flags in their help."""
-    helps = []
-    for args in (["-m", "conr_app.web", "--help"], ["-m", "conr_app", "serve", "--help"]):
-        proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120,
-                              cwd=Path(__file__).resolve().parent.parent)
-        assert proc.returncode == 0, proc.stderr
-        helps.append(proc.stdout)
+def test_the_serve_command_takes_its_flags():
+    """`python -m conr_app serve` (= `conr-paddle serve`, `make serve`) is the web app's one front door (issue 24
+    removed `python -m conr_web`, whose front door imported the command line drawn above it): its help lists every
+    flag, and the web package has no second entry point."""
+    proc = subprocess.run([sys.executable, "-m", "conr_app", "serve", "--help"], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0, proc.stderr
     for flag in ("--weights", "--torch-weights", "--host", "--port", "--cache-dir"):
-        assert all(flag in text for text in helps), flag
-    assert helps[0] == helps[1]
+        assert flag in proc.stdout, flag
+    assert not (Path(__file__).resolve().parent.parent / "conr_app" / "web" / "__main__.py").exists()
 
 
 def _free_port() -> int:

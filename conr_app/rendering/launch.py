@@ -1,7 +1,7 @@
 """`python -m conr_app render ... --workers N`: the same render started through `paddle.distributed.launch`
 with N ranks on this machine, for users who do not want to type the launch line.
 
-The launcher runs `<this python> -m conr_paddle render <the same arguments without --workers>` in each rank
+The launcher runs `<this python> -m conr_app render <the same arguments without --workers>` in each rank
 (PATH plays no part), with its per-rank logs in a temporary folder. Rank 0's output is what the launcher echoes;
 its own `LAUNCH` lines are dropped. If a rank fails, the one line it printed (`error: ...` or `interrupted: ...`)
 is repeated on stderr and the launcher's exit status is returned. The log folder is removed whatever the outcome

@@ -1,4 +1,4 @@
-"""The local web app of the CoNR Paddle port (`python -m conr_app.web`, also `python -m conr_app serve`).
+"""The local web app of the CoNR Paddle port (`python -m conr_app serve`).
 
 - `conr_app.web.serve`: the command (arguments, the server's private folder, start and stop);
 - `conr_app.web.app`: the Gradio page (Gradio is imported there and nowhere else);
@@ -6,6 +6,6 @@
   the one-job lock, `Limits`), `conr_app.web.uploads` (staging and checking uploads, thumbnails), `conr_app.web.jobs`
   (the thread-based `Job` runner and the render job) and `conr_app.web.parity` (the parity job).
 
-It builds on `conr_paddle` (the renderer) and, for the parity tab, `convert.verify`; neither imports it (except
-conr_paddle's command line front door, which dispatches `serve` here).
+It builds on `conr_app.rendering` (the renderer and the demo's seeded weights) and, for the parity tab,
+`convert.verify`; neither imports it. The command line above it (`conr_app.cli`) dispatches `serve` here.
 """
