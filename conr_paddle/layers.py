@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 # spread (measured on (2, 64, 64, 64) inputs with std 1, max abs error against float64 at means 0 / 10 / 100:
 # native 1.0e-6 / 4.1e-6 / 3.4e-5, torch's float32 kernel 5.7e-7 / 1.3e-6 / 6.9e-6, float64 statistics
 # 2.3e-7 / 2.4e-7 / 2.4e-7, which is the float32 rounding of the output). CoNR's deep ResNet-50 parser and the
-# shader's warps amplify that error: 4.1e-3 on the final RGBA against torch's own 1.3e-4 (shared/CONR_FACTS.md,
+# shader's warps amplify that error: 4.1e-3 on the final RGBA against torch's own 1.3e-4 (docs/facts.md,
 # "Float32 accuracy"). A two-pass float32 version made of Paddle ops is worse (its float32 `mean` is the
 # inaccurate part). Float64 inputs always take Paddle's kernel unchanged.
 NORM_STATISTICS = ("float64", "native")

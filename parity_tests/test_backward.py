@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A child that imports Paddle and runs one small backward takes ~5 s; 120 s only catches a hang.
 CHILD_TIMEOUT_S = 120
 
-# The crashing case (../shared/CONR_FACTS.md): the sampled input does not require grad, the grid does.
+# The crashing case (docs/facts.md, "GridSampleGrad crash"): the sampled input does not require grad, the grid does.
 _CHILD = textwrap.dedent("""
     import paddle
     import paddle.nn.functional as F

@@ -1,4 +1,4 @@
-"""The reference and the port have exactly the official checkpoint layout (shared/conr_official_state_dicts.json)."""
+"""The reference and the port have exactly the official checkpoint layout (conr_common/contract/official_manifest.json)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,5 @@
 """The model zoo that proves portcheck: torchvision.models against paddle.vision.models, two ports of the same
-classic networks written by different teams (../shared/CONR_FACTS.md, "Verifying other ports").
+classic networks written by different teams (docs/facts.md, "Verifying other ports").
 
 A pair is built the way a user of `verify-pair` without weight files gets it: the torchvision model constructed
 under `torch.manual_seed(seed)`, its normalisation layers redrawn by `portcheck.exercise.exercise_norms(seed)`

@@ -1,7 +1,7 @@
 """Architecture numbers of the four official CoNR networks, as frozen dataclasses shared by both frameworks.
 
 Values are read off the official code (megvii-research/CoNR @ 660c4f7: conr.py, model/backbone.py,
-model/shader.py, model/decoder_small.py); the test against shared/conr_official_state_dicts.json proves them.
+model/shader.py, model/decoder_small.py); the test against conr_common/contract/official_manifest.json proves them.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The contract real checkpoints must meet, and the pure functions that check and convert state dicts against it.
 
-`official_manifest()`: every tensor (key, shape, dtype) of the four official files. `official_manifest.json` is a
-copy of shared/conr_official_state_dicts.json (state_dict() of the networks built by the official inference code,
-megvii-research/CoNR @ 660c4f7).
+`official_manifest()`: every tensor (key, shape, dtype) of the four official files, read from `official_manifest.json`
+beside this module (state_dict() of the networks built by the official inference code, megvii-research/CoNR @ 660c4f7;
+docs/facts.md, "Checkpoints").
 
 The rest works over `dict[str, numpy.ndarray]` (unwrap, identify, check, convert); no framework object is used here
 (`conr_common.weights.checkpoints` turns files into dicts of arrays and back, `conr_common.contract.rename` holds the rename table).

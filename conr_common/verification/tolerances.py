@@ -66,8 +66,8 @@ FEATURE_SCALED_FP64 = 1e-8
 OP_SCALED_FP64 = 1e-12
 # Final RGBA in float64: what float64 reaches depends on how much the network amplifies rounding. The flat
 # default-init weights gave 1.1e-15; the He-normal seeded draw gives 4.3e-12 at 128 px / 2 views, and a harder
-# draw at 256 px / 3 views 6.8e-11 (shared/CONR_FACTS.md). 1e-9 is above all of them and still 3 orders below
-# the smallest float32 rounding difference of the final RGBA (1e-6), let alone a port error.
+# draw at 256 px / 3 views 6.8e-11 (docs/facts.md, "Float32 accuracy"). 1e-9 is above all of them and still
+# 3 orders below the smallest float32 rounding difference of the final RGBA (1e-6), let alone a port error.
 RGBA_ATOL_FP64 = 1e-9
 
 # Paddle Inference predictor (fp32) vs the eager Paddle model, final RGBA in [0, 1]: the bound. oneDNN

@@ -4,7 +4,8 @@
 // of the channel group g that c belongs to (groups = flow channels / 2; one group is the plain warp). Sampling is
 // grid_sample's bilinear / padding "border" / align_corners=True, with the grid built the way conr_paddle/warp.py
 // builds it: linspace(-1, 1) + flow / ((size - 1) / 2), unnormalised by (g + 1) / 2 * (size - 1), clamped to
-// [0, size - 1]. Only used inside exported graphs (conr_paddle/fast.py); the eager model keeps F.grid_sample.
+// [0, size - 1]. Only used inside exported graphs (`export_ops` in conr_paddle/ops.py); the eager model keeps
+// F.grid_sample.
 //
 // Why: Paddle 3.3.1's CPU grid_sample was a third of the exported step at 256 px. Here the sampling positions and
 // weights are computed once per pixel and group, then every channel of the group is gathered from one plane.
@@ -198,7 +199,8 @@ PD_BUILD_OP(conr_warp)
 // conr_resize: bilinear resize with half-pixel centres (interpolate(mode="bilinear", align_corners=False,
 // align_mode=0)), the index arithmetic of Paddle's bilinear_interp CPU kernel: ratio = in / out, source
 // max(ratio * (i + 0.5) - 0.5, 0), lower neighbour floor(source), upper clamped to the last pixel. Exported in
-// place of bilinear_interp, which Paddle 3.3.1 cannot run under oneDNN placement (conr_paddle/fast.py).
+// place of bilinear_interp, which Paddle 3.3.1 cannot run under oneDNN placement (docs/predictor.md;
+// `interpolate_for_export` in conr_paddle/ops.py).
 
 namespace {
 
