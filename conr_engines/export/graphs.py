@@ -99,8 +99,8 @@ def graph_layers(model: Any, base: type, twin: ModuleType, messages: bool, step_
     """The sheet, step and pose graph layers over `model`'s sub-networks, in eval mode. step_model: the model the
     step graph is built from instead (the same parameters computed with other `Ops`: `CoNR.with_ops`)."""
     classes = graph_classes(base, twin)
-    layers = {"sheet": classes.sheet(model), "step": classes.step(model if step_model is None else step_model, messages),
-              "pose": classes.pose(model)}
+    step = classes.step(model if step_model is None else step_model, messages)
+    layers = {"sheet": classes.sheet(model), "step": step, "pose": classes.pose(model)}
     for layer in layers.values():
         layer.eval()
     return layers

@@ -66,7 +66,8 @@ class _Tagger:
 def fp32_regions(keep: Iterable[nn.Layer], skip: Iterable[nn.Layer] = ()) -> Iterator[None]:
     """While tracing: every op created inside a layer of `keep` (and not inside a nested layer of `skip`) is tagged
     to stay float32 (see `apply_marks`). The kept layers must be built with the float32-region ops
-    (`conr_engines.inference.ops.export_ops`: no add, no fused conv+bias). No effect in eager mode; hooks are removed on exit."""
+    (`conr_engines.inference.ops.export_ops`: no add, no fused conv+bias). No effect in eager mode; hooks are removed
+    on exit."""
     keep, skip = list(keep), list(skip)
     tagger = _Tagger(keep, skip)
     handles = []

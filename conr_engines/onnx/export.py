@@ -1,5 +1,5 @@
-"""Export the Paddle port's graphs (`conr_engines.onnx.graphs.paddle_onnx_graphs`) as checked ONNX files: what the onnxruntime engine
-(`conr_engines.onnx.runner`) caches and `python -m convert export-onnx --paddle` writes.
+"""Export the Paddle port's graphs (`conr_engines.onnx.graphs.paddle_onnx_graphs`) as checked ONNX files: what the
+onnxruntime engine (`conr_engines.onnx.runner`) caches and `python -m convert export-onnx --paddle` writes.
 
 `paddle.jit.to_static` + `paddle.jit.save` (PIR `.json`) in a temporary folder, then paddle2onnx's converter called
 directly (its C++ entry point): paddle2onnx's Python `export` logs conversion errors instead of raising, and its
