@@ -8,7 +8,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 if TYPE_CHECKING:
-    from conr_paddle.ops import Ops
+    from conr_paddle.ops import PReLUFn
 
 # How a float32 instance norm computes its per-channel statistics:
 # - "float64": the input is cast to float64, normalised by Paddle's float64 kernel, and cast back (default);
@@ -89,21 +89,18 @@ SMALL_OUTPUT_PIXELS = 256
 
 
 class AccurateConv2D(nn.Conv2D):
-    """`nn.Conv2D` (same parameters) computed in float64 when its float32 output map is small (SMALL_OUTPUT_PIXELS).
-
-    bias_apart: add the bias as its own op (`conv_bias_apart`), for the float32 regions of bf16 exports."""
-
-    def __init__(self, *args, bias_apart: bool = False, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.bias_apart = bias_apart
+    """`nn.Conv2D` (same parameters) computed in float64 when its float32 output map is small (SMALL_OUTPUT_PIXELS)."""
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        # eager only: exported graphs run oneDNN's convolutions, which do not have this loss (and PIR's conv+bias
-        # fusion has no float64 kernel)
-        if (x.dtype == paddle.float32 and paddle.in_dynamic_mode()
-                and self.small_output(int(x.shape[-2]), int(x.shape[-1]))):
+        if self.computes_in_float64(x):
             return self.float64_forward(x)
-        return conv_bias_apart(self, x) if self.bias_apart else super().forward(x)
+        return super().forward(x)
+
+    def computes_in_float64(self, x: paddle.Tensor) -> bool:
+        """Whether `forward(x)` runs in float64: eager float32 with a small output only. Exported graphs run
+        oneDNN's convolutions, which do not have this loss (and PIR's conv+bias fusion has no float64 kernel)."""
+        return (x.dtype == paddle.float32 and paddle.in_dynamic_mode()
+                and self.small_output(int(x.shape[-2]), int(x.shape[-1])))
 
     def float64_forward(self, x: paddle.Tensor) -> paddle.Tensor:
         y = F.conv2d(
@@ -126,37 +123,15 @@ class AccurateConv2D(nn.Conv2D):
         return oh * ow < SMALL_OUTPUT_PIXELS
 
 
-class BiasApartConv2DTranspose(nn.Conv2DTranspose):
-    """`nn.Conv2DTranspose` (same parameters) whose bias is added as its own op (`conv_bias_apart`)."""
-
-    def forward(self, x: paddle.Tensor, output_size=None) -> paddle.Tensor:
-        return conv_bias_apart(self, x) if output_size is None else super().forward(x, output_size)
-
-
-def conv_bias_apart(layer: nn.Conv2D | nn.Conv2DTranspose, x: paddle.Tensor) -> paddle.Tensor:
-    """The layer's convolution without bias, then its bias subtracted as its negative: the same numbers (a - (-b)
-    is a + b exactly) as two ops, so that no fused conv+bias op appears in a traced graph (`bf16_marks`)."""
-    if isinstance(layer, nn.Conv2DTranspose):
-        out = F.conv2d_transpose(x, layer.weight, None, padding=layer._padding, output_padding=layer.output_padding,
-                                 stride=layer._stride, dilation=layer._dilation, groups=layer._groups,
-                                 data_format=layer._data_format)
-    else:
-        out = F.conv2d(x, layer.weight, None, stride=layer._stride, padding=layer._padding, dilation=layer._dilation,
-                       groups=layer._groups, data_format=layer._data_format)
-    if layer.bias is None:
-        return out
-    return out - (-layer.bias.unsqueeze([0, 2, 3]))  # unsqueeze: no bf16 kernel (reshape has one)
-
-
 class PReLU(nn.PReLU):
-    """`nn.PReLU` (same parameter `_weight`) computed by `ops.prelu`."""
+    """`nn.PReLU` (same parameter `_weight`) computed by `prelu` (`BlockOps.prelu`)."""
 
-    def __init__(self, channels: int, ops: Ops) -> None:
+    def __init__(self, channels: int, prelu: PReLUFn) -> None:
         super().__init__(channels)
-        self.ops = ops
+        self.prelu = prelu
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return self.ops.prelu(x, self._weight)
+        return self.prelu(x, self._weight)
 
 
 def prelu(x: paddle.Tensor, weight: paddle.Tensor) -> paddle.Tensor:
@@ -164,15 +139,11 @@ def prelu(x: paddle.Tensor, weight: paddle.Tensor) -> paddle.Tensor:
     return F.prelu(x, weight, data_format="NCHW")
 
 
-def conv(cin: int, cout: int, k: int, stride: int = 1, padding: int = 0, bias: bool = True,
-         bias_apart: bool = False) -> nn.Conv2D:
-    return AccurateConv2D(cin, cout, kernel_size=k, stride=stride, padding=padding, bias_attr=None if bias else False,
-                          bias_apart=bias_apart)
+def conv(cin: int, cout: int, k: int, stride: int = 1, padding: int = 0, bias: bool = True) -> nn.Conv2D:
+    return AccurateConv2D(cin, cout, kernel_size=k, stride=stride, padding=padding, bias_attr=None if bias else False)
 
 
-def deconv(cin: int, cout: int, k: int = 4, stride: int = 2, padding: int = 1, bias: bool = True,
-           bias_apart: bool = False) -> nn.Conv2DTranspose:
-    kind = BiasApartConv2DTranspose if bias_apart else nn.Conv2DTranspose
-    return kind(
+def deconv(cin: int, cout: int, k: int = 4, stride: int = 2, padding: int = 1, bias: bool = True) -> nn.Conv2DTranspose:
+    return nn.Conv2DTranspose(
         cin, cout, kernel_size=k, stride=stride, padding=padding, output_padding=0, bias_attr=None if bias else False
     )

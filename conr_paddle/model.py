@@ -2,35 +2,64 @@
 (official conr.py @ 660c4f7, class CoNR, model_step)."""
 from __future__ import annotations
 
+import operator
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
-from conr_common.weights.checkpoints import network_path, read_network
-from conr_common.data.checks import check_pose_shape, check_sheet_shapes
+from conr_common.weights.checkpoints import check_state_fits, network_path, read_network
+from conr_common.data.checks import check_pose_shape, check_sheet_shapes, check_weight_values
 from conr_common.contract.config import INPUT_MEAN, INPUT_STD, NETWORK_NAMES, OFFICIAL, CoNRConfig
 from conr_paddle.backbone import ResEncUnet
 from conr_paddle.decoder import RGBADecoderNet
-from conr_paddle.layers import AccurateInstanceNorm2D
-from conr_paddle.ops import EAGER_OPS, Ops
-from conr_paddle.shader import CINN
-from conr_paddle.strict import strict_load
+from conr_paddle.layers import AccurateInstanceNorm2D, conv, deconv, prelu
+from conr_paddle.ops import BlockOps, Ops
+from conr_paddle.shader import CINN, fuse_views, repeat_views
+from conr_paddle.warp import warp, warp_grouped
+
+# The eager model's operators: the parity reference (`conr_paddle.ops` says who else builds an `Ops`).
+EAGER_OPS = Ops(warp=warp, warp_grouped=warp_grouped, interpolate=F.interpolate, fuse_views=fuse_views,
+                repeat_views=repeat_views, blocks=BlockOps(prelu=prelu, add=operator.add, conv=conv, deconv=deconv))
+
+
+def build_network(name: str, config: CoNRConfig = OFFICIAL, ops: Ops = EAGER_OPS) -> nn.Layer:
+    """One official network by its checkpoint name (udpparsernet, target_pose_encoder, shader, rgbadecodernet),
+    in eval mode; the shader computes with `ops`."""
+    builders = {
+        "udpparsernet": lambda: ResEncUnet(config.parser),
+        "target_pose_encoder": lambda: ResEncUnet(config.pose_encoder),
+        "shader": lambda: CINN(config.shader, ops),
+        "rgbadecodernet": lambda: RGBADecoderNet(config.decoder),
+    }
+    net = builders[name]()
+    net.eval()
+    return net
 
 
 def build_networks(config: CoNRConfig = OFFICIAL, ops: Ops = EAGER_OPS) -> dict[str, nn.Layer]:
     """The four official networks, keyed by their checkpoint names, in eval mode; the shader computes with `ops`."""
-    nets = {
-        "udpparsernet": ResEncUnet(config.parser),
-        "target_pose_encoder": ResEncUnet(config.pose_encoder),
-        "shader": CINN(config.shader, ops),
-        "rgbadecodernet": RGBADecoderNet(config.decoder),
-    }
-    for net in nets.values():
-        net.eval()
-    return nets
+    return {name: build_network(name, config, ops) for name in NETWORK_NAMES}
+
+
+def strict_load(layer: nn.Layer, state: Mapping[str, object], what: str = "state dict") -> None:
+    """Load `state` (numpy arrays or paddle tensors, Paddle names) into `layer`; raise ConrInputError naming every
+    missing key, unexpected key and shape or dtype mismatch before anything is assigned (Paddle's `set_state_dict`
+    only warns on a mismatch)."""
+    own = layer.state_dict()
+    check_state_fits({k: tuple(v.shape) for k, v in own.items()}, state, what, type(layer).__name__)
+    arrays = {k: (v.numpy() if isinstance(v, paddle.Tensor) else np.asarray(v)) for k, v in state.items()}
+    check_weight_values(arrays, what)  # NaN/Inf or integer tensors: refused before anything is assigned
+    for k, p in own.items():
+        p.set_value(arrays[k].astype(_np_dtype(p), copy=False))  # a float16 file loads into a float32 model
+
+
+def _np_dtype(p: paddle.Tensor) -> np.dtype:
+    return np.dtype(str(p.dtype).replace("paddle.", ""))
 
 
 def normalize(x: paddle.Tensor) -> paddle.Tensor:
@@ -70,16 +99,22 @@ def encode_sheet(parser: ResEncUnet, rgb: paddle.Tensor) -> list[paddle.Tensor]:
     return [f.astype(rgb.dtype) for f in features]
 
 
-def sheet_graph_inputs(parser: ResEncUnet, sheet: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """A float32 sheet (M, 4, S, S) as the exported step graphs take it: the encoder features of the eager parser
-    run in float64 and rounded to float32 once (`CoNR.parse_sheet`'s default, deepest first) and the premultiplied
-    reference (M, 4, S, S). Shared by the predictor and the onnxruntime engine."""
-    sheet = np.ascontiguousarray(sheet, dtype=np.float32)
-    rgb, alpha = sheet[:, :3], sheet[:, 3:4]
-    with paddle.no_grad():
-        features = [f.numpy() for f in encode_sheet(sheet_parser(parser, "float64", paddle.float32),
-                                                    paddle.to_tensor(rgb))]
-    return features, np.concatenate([alpha * rgb, alpha], axis=1)
+def sheet_reference(rgb: paddle.Tensor, alpha: paddle.Tensor) -> paddle.Tensor:
+    """The shader's reference (M, 4, S, S): the official input premultiplies the (already premultiplied) sheet RGB
+    once more."""
+    return paddle.concat([alpha * rgb, alpha], axis=1)
+
+
+def parse_pose(parser: ResEncUnet, image: paddle.Tensor) -> paddle.Tensor:
+    """RGBA-derived pose image (B, 3, S, S) -> predicted UDP (B, 4, S, S) clipped to [0, 1]."""
+    logits, _ = parser(normalize(image))
+    return paddle.clip(logits, 0.0, 1.0)
+
+
+def encode_target(encoder: ResEncUnet, xyz: paddle.Tensor, alpha: paddle.Tensor) -> list[paddle.Tensor]:
+    """Target pose features from UDP xyz (B, 3, S, S) and alpha (B, 1, S, S)."""
+    _, features = encoder(normalize(paddle.concat([xyz * alpha, alpha], axis=1)), decode=False)
+    return features
 
 
 @dataclass(frozen=True)
@@ -102,8 +137,14 @@ def premultiply(rgba: paddle.Tensor) -> paddle.Tensor:
     return paddle.concat([rgba[:, 0:3] * rgba[:, 3:4], rgba[:, 3:4]], axis=1)
 
 
+def shade(shader: CINN, decoder: RGBADecoderNet, sheet: Sheet, target_features: list[paddle.Tensor]) -> paddle.Tensor:
+    """Premultiplied RGBA (B, 4, S, S) for B target poses of one character."""
+    reference, feats = broadcast_sheet(sheet, target_features[0].shape[0])
+    return premultiply(decoder(shader(target_features, reference, feats)))
+
+
 class CoNR(nn.Layer):
-    """The four networks; `ops` says which operators the shader calls (`conr_paddle.ops`, eager by default)."""
+    """The four networks; `ops` says which operators the shader calls (`conr_paddle.ops`, `EAGER_OPS` by default)."""
 
     def __init__(self, config: CoNRConfig = OFFICIAL, ops: Ops = EAGER_OPS) -> None:
         super().__init__()
@@ -144,22 +185,19 @@ class CoNR(nn.Layer):
         check_sheet_shapes([tuple(sheet.shape)])
         parser = parser if parser is not None else sheet_parser(self.udpparsernet, precision, sheet.dtype)
         rgb, alpha = sheet[:, :3], sheet[:, 3:4]
-        features = encode_sheet(parser, rgb)
-        return Sheet(features=features, reference=paddle.concat([alpha * rgb, alpha], axis=1))
+        return Sheet(features=encode_sheet(parser, rgb), reference=sheet_reference(rgb, alpha))
 
     def parse_pose(self, image: paddle.Tensor) -> paddle.Tensor:
         """RGBA-derived pose image (B, 3, S, S) -> predicted UDP (B, 4, S, S) clipped to [0, 1]."""
-        logits, _ = self.udpparsernet(normalize(image))
-        return paddle.clip(logits, 0.0, 1.0)
+        return parse_pose(self.udpparsernet, image)
 
     def encode_target(self, xyz: paddle.Tensor, alpha: paddle.Tensor) -> list[paddle.Tensor]:
-        _, features = self.target_pose_encoder(normalize(paddle.concat([xyz * alpha, alpha], axis=1)), decode=False)
-        return features
+        """Target pose features from UDP xyz (B, 3, S, S) and alpha (B, 1, S, S)."""
+        return encode_target(self.target_pose_encoder, xyz, alpha)
 
     def shade(self, sheet: Sheet, target_features: list[paddle.Tensor]) -> paddle.Tensor:
         """Premultiplied RGBA (B, 4, S, S) for B target poses of one character."""
-        reference, feats = broadcast_sheet(sheet, target_features[0].shape[0])
-        return premultiply(self.rgbadecodernet(self.shader(target_features, reference, feats)))
+        return shade(self.shader, self.rgbadecodernet, sheet, target_features)
 
     @paddle.no_grad()
     def render(self, sheet: Sheet, xyz: paddle.Tensor, alpha: paddle.Tensor) -> paddle.Tensor:

@@ -2,6 +2,40 @@
 
 Per-level flow decoders run on all sheet views as one batch (B*M), fused across views at every level with
 softmax(mask over the view axis) * mask; see the torch side for the data flow.
+
+Official names (megvii-research/CoNR @ 660c4f7, model/shader.py) -> ours (file:line):
+- `DecoderBlock` -> `DecoderBlock` (conr_paddle/shader.py:56): one pyramid level's flow decoder
+- `DecoderBlock.forward` -> `DecoderBlock.forward` (conr_paddle/shader.py:73)
+  (the residual conv blocks, input concatenated by the caller)
+- `flow, mask, message, message_flow, local_message, ...` -> `_split_outputs` (conr_paddle/shader.py:110)
+  (the block's output channels, in the official order)
+- `CINN` -> `CINN` (conr_paddle/shader.py:123)
+- `CINN.forward` -> `CINN.run_levels` (conr_paddle/shader.py:149)
+  (every level; `CINN.forward` keeps the last fused message)
+- `self.decoder_blocks` -> `decoder_blocks` (conr_paddle/shader.py:138): checkpoint keys unchanged
+- `in_planes + each_*_chn` -> `ShaderConfig.in_channels` (conr_common/contract/config.py:91)
+  (a block's input channels)
+- `pyrlevel, ifblock` -> `level` (conr_paddle/shader.py:161): with `block`
+- `for view_id in range(x_reference.shape[1])` -> `ref` (conr_paddle/shader.py:152): views run as one batch of B*M
+- `x_reference_features[pyrlevel][:, view_id]` -> `feats` (conr_paddle/shader.py:153)
+  (every view's sheet features, (B*M, C, h, w))
+- `scaled_x_target` -> `repeat_views` (conr_paddle/shader.py:85): target features repeated for each view
+- `residual_flow` -> `residual` (conr_paddle/shader.py:176)
+  (with `message`, `message_flow`, `local`, `local_flow`, `mask`)
+- `accumulated_flow` -> `flow` (conr_paddle/shader.py:177)
+- `CINN.apply_flow` -> `size` (conr_paddle/shader.py:180): from here to `feat`: resize and warp to the next level
+- `CINN.flow_rescale` -> `rescale_flow` (conr_paddle/warp.py:83)
+- `F.interpolate(..., size=f_size, mode="bilinear")` -> `resize` (conr_paddle/warp.py:73)
+- `warp_features` -> `warp_grouped` (conr_paddle/warp.py:63): message and local message warps
+- `feat_ev` -> `nxt` (conr_paddle/shader.py:179): the next level's sheet features
+- `warp_x_reference` -> `wref` (conr_paddle/shader.py:186)
+- `warp_x_reference_features` -> `feat` (conr_paddle/shader.py:187)
+- `stacked_contrib` -> `fusion_weights` (conr_paddle/shader.py:91): softmax over the views, times the mask
+- `weighted_flow, weighted_wref, weighted_mesg` -> `fuse_views` (conr_paddle/shader.py:97)
+  (the torch.sum over the views)
+- `y_weighted_flow[-1], y_weighted_x_reference[-1]` -> `fused_flow` (conr_paddle/shader.py:191): with `fused_wref`
+- `y_weighted_message[-1]` -> `fused_msg` (conr_paddle/shader.py:193)
+- `"y_last_remote_features"` -> `out` (conr_paddle/shader.py:154): per level: fused flow, reference and message
 """
 from __future__ import annotations
 
@@ -12,30 +46,29 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from conr_common.contract.config import ShaderConfig
-from conr_paddle.layers import PReLU, conv, deconv
+from conr_paddle.layers import PReLU
 from conr_paddle.warp import FlowRescale, GroupedWarp, Resize, Warp
 
 if TYPE_CHECKING:
-    from conr_paddle.ops import Ops
+    from conr_paddle.ops import BlockOps, Ops
 
 
 class DecoderBlock(nn.Layer):
-    """ops: its PReLU, its residual sum and whether its convolutions add their bias apart (`Ops`)."""
+    """ops: its PReLU, its residual sum and the factories of its convolution layers (`BlockOps`)."""
 
-    def __init__(self, cin: int, c: int, block_nums: int, out_channels: int, ops: Ops) -> None:
+    def __init__(self, cin: int, c: int, block_nums: int, out_channels: int, ops: BlockOps) -> None:
         super().__init__()
         self.ops = ops
-        apart = ops.conv_bias_apart
 
         def conv_prelu(cin_: int, stride: int) -> list[nn.Layer]:
-            return [conv(cin_, c, 3, stride, 1, bias_apart=apart), PReLU(c, ops)]
+            return [ops.conv(cin_, c, 3, stride, 1), PReLU(c, ops.prelu)]
 
         self.conv0 = nn.Sequential(*conv_prelu(cin, 2), *conv_prelu(c, 2))
         self.convblocks = nn.LayerList(
             [nn.Sequential(*[m for _ in range(6) for m in conv_prelu(c, 1)]) for _ in range(block_nums)]
         )
-        self.conv_last = nn.Sequential(deconv(c, c, 4, 2, 1, bias_apart=apart), PReLU(c, ops),
-                                       deconv(c, out_channels, 4, 2, 1, bias_apart=apart))
+        self.conv_last = nn.Sequential(ops.deconv(c, c, 4, 2, 1), PReLU(c, ops.prelu),
+                                       ops.deconv(c, out_channels, 4, 2, 1))
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         feat = self.conv0(x)
@@ -105,7 +138,7 @@ class CINN(nn.Layer):
         self.decoder_blocks = nn.LayerList(
             [
                 DecoderBlock(cfg.in_channels(lv), cfg.block_width[lv], cfg.block_nums[lv], self.splits[lv].total,
-                             ops.for_level(lv, cfg.levels))
+                             ops.block_ops(lv, cfg.levels))
                 for lv in range(cfg.levels)
             ]
         )

@@ -2,6 +2,21 @@
 
 Every resampling argument is spelled out: Paddle's grid_sample defaults to align_corners=True and its
 interpolate needs align_mode=0 to match torch's align_corners=False bilinear.
+
+`flow2rgb` (a flow preview for humans) has no counterpart: nothing renders flows here.
+Official names (megvii-research/CoNR @ 660c4f7, model/warplayer.py) -> ours (file:line):
+- `warp` -> `warp` (conr_paddle/warp.py:53)
+- `backwarp_tenGrid` -> `base_grid` (conr_paddle/warp.py:33)
+  (built per call in the flow's dtype; no cache keyed by device and size)
+- `tenHorizontal` -> `xs` (conr_paddle/warp.py:35)
+- `tenVertical` -> `ys` (conr_paddle/warp.py:36)
+- `tenFlow (normalised to [-1, 1])` -> `scaled` (conr_paddle/warp.py:57)
+- `g` -> `grid` (conr_paddle/warp.py:58)
+- `warp_features` -> `warp_grouped` (conr_paddle/warp.py:63)
+- `groups, chns_per_group` -> `groups` (conr_paddle/warp.py:66)
+- `F.interpolate(..., size=f_size, mode="bilinear") (model/shader.py)` -> `resize` (conr_paddle/warp.py:73)
+- `CINN.flow_rescale (model/shader.py)` -> `rescale_flow` (conr_paddle/warp.py:83)
+- `up_scale_factor` -> `factor` (conr_paddle/warp.py:88)
 """
 from __future__ import annotations
 
@@ -35,14 +50,14 @@ def sampled_for_backward(x: paddle.Tensor, grid: paddle.Tensor) -> paddle.Tensor
     return leaf
 
 
-def warp(x: paddle.Tensor, flow: paddle.Tensor, align_corners: bool = True) -> paddle.Tensor:
-    """Sample `x` (N, C, H, W) at pixel + `flow` (N, 2, H, W). align_corners: the grid geometry CoNR is trained
-    with (True); parity tests plant the other one as a port fault. Safe to differentiate: `sampled_for_backward`."""
+def warp(x: paddle.Tensor, flow: paddle.Tensor) -> paddle.Tensor:
+    """Sample `x` (N, C, H, W) at pixel + `flow` (N, 2, H, W), with the grid geometry CoNR is trained with
+    (align_corners=True, border padding). Safe to differentiate: `sampled_for_backward`."""
     n, _, h, w = x.shape
     scaled = paddle.concat([flow[:, 0:1] / ((w - 1.0) / 2.0), flow[:, 1:2] / ((h - 1.0) / 2.0)], axis=1)
     grid = (base_grid(n, h, w, flow) + scaled).transpose([0, 2, 3, 1]).astype(x.dtype)  # (N, H, W, 2)
     return F.grid_sample(sampled_for_backward(x, grid), grid, mode="bilinear", padding_mode="border",
-                         align_corners=align_corners)
+                         align_corners=True)
 
 
 def warp_grouped(x: paddle.Tensor, flow: paddle.Tensor) -> paddle.Tensor:

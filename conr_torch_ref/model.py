@@ -51,12 +51,36 @@ class Sheet:
     reference: torch.Tensor
 
 
-def float64_twin(model: nn.Module) -> nn.Module:
+def float64_copy(model: nn.Module) -> nn.Module:
     """A float64 copy of a torch network or of the whole reference, in eval mode: the float64 truth every float32
     difference is judged against (float32 -> float64 is exact; the float32 model is left as it is)."""
     import copy
 
     return copy.deepcopy(model).double().eval()
+
+
+def encode_sheet(parser: ResEncUnet, rgb: torch.Tensor) -> list[torch.Tensor]:
+    """Encoder features of sheet RGB (M, 3, S, S), deepest first."""
+    _, features = parser(normalize(rgb), decode=False)
+    return features
+
+
+def sheet_reference(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """The shader's reference (M, 4, S, S): the official input premultiplies the (already premultiplied) sheet RGB
+    once more."""
+    return torch.cat([alpha * rgb, alpha], dim=1)
+
+
+def parse_pose(parser: ResEncUnet, image: torch.Tensor) -> torch.Tensor:
+    """RGBA-derived pose image (B, 3, S, S) -> predicted UDP (B, 4, S, S) clipped to [0, 1]."""
+    logits, _ = parser(normalize(image))
+    return torch.clamp(logits, 0.0, 1.0)
+
+
+def encode_target(encoder: ResEncUnet, xyz: torch.Tensor, alpha: torch.Tensor) -> list[torch.Tensor]:
+    """Target pose features from UDP xyz (B, 3, S, S) and alpha (B, 1, S, S)."""
+    _, features = encoder(normalize(torch.cat([xyz * alpha, alpha], dim=1)), decode=False)
+    return features
 
 
 def broadcast_sheet(sheet: Sheet, b: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -69,6 +93,12 @@ def broadcast_sheet(sheet: Sheet, b: int) -> tuple[torch.Tensor, list[torch.Tens
 def premultiply(rgba: torch.Tensor) -> torch.Tensor:
     """The decoder's straight RGBA (B, 4, S, S) as premultiplied RGBA, the renderer's output."""
     return torch.cat([rgba[:, 0:3] * rgba[:, 3:4], rgba[:, 3:4]], dim=1)
+
+
+def shade(shader: CINN, decoder: RGBADecoderNet, sheet: Sheet, target_features: list[torch.Tensor]) -> torch.Tensor:
+    """Premultiplied RGBA (B, 4, S, S) for B target poses of one character."""
+    reference, feats = broadcast_sheet(sheet, target_features[0].shape[0])
+    return premultiply(decoder(shader(target_features, reference, feats)))
 
 
 class CoNR(nn.Module):
@@ -85,24 +115,19 @@ class CoNR(nn.Module):
             sheet = torch.stack(list(sheet))
         check_sheet_shapes([tuple(sheet.shape)])
         rgb, alpha = sheet[:, :3], sheet[:, 3:4]
-        _, features = self.udpparsernet(normalize(rgb), decode=False)
-        # the official shader input premultiplies the (already premultiplied) RGB once more
-        return Sheet(features=features, reference=torch.cat([alpha * rgb, alpha], dim=1))
+        return Sheet(features=encode_sheet(self.udpparsernet, rgb), reference=sheet_reference(rgb, alpha))
 
     def parse_pose(self, image: torch.Tensor) -> torch.Tensor:
         """RGBA-derived pose image (B, 3, S, S) -> predicted UDP (B, 4, S, S) clipped to [0, 1]."""
-        logits, _ = self.udpparsernet(normalize(image))
-        return torch.clamp(logits, 0.0, 1.0)
+        return parse_pose(self.udpparsernet, image)
 
     def encode_target(self, xyz: torch.Tensor, alpha: torch.Tensor) -> list[torch.Tensor]:
         """Target pose features from UDP xyz (B, 3, S, S) and alpha (B, 1, S, S)."""
-        _, features = self.target_pose_encoder(normalize(torch.cat([xyz * alpha, alpha], dim=1)), decode=False)
-        return features
+        return encode_target(self.target_pose_encoder, xyz, alpha)
 
     def shade(self, sheet: Sheet, target_features: list[torch.Tensor]) -> torch.Tensor:
         """Premultiplied RGBA (B, 4, S, S) for B target poses of one character."""
-        reference, feats = broadcast_sheet(sheet, target_features[0].shape[0])
-        return premultiply(self.rgbadecodernet(self.shader(target_features, reference, feats)))
+        return shade(self.shader, self.rgbadecodernet, sheet, target_features)
 
     @torch.no_grad()
     def render(self, sheet: Sheet, xyz: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,42 @@ softmax(mask over views) * mask weights.
 
 Views are batched: the official code loops over views with batch N; here they run as one batch of N*M, which
 gives the same numbers (every op is per-sample).
+
+Official names (megvii-research/CoNR @ 660c4f7, model/shader.py) -> ours (file:line):
+- `DecoderBlock` -> `DecoderBlock` (conr_torch_ref/shader.py:58): one pyramid level's flow decoder
+- `DecoderBlock.forward` -> `DecoderBlock.forward` (conr_torch_ref/shader.py:68)
+  (the residual conv blocks, input concatenated by the caller)
+- `flow, mask, message, message_flow, local_message, ...` -> `_split_outputs` (conr_torch_ref/shader.py:103)
+  (the block's output channels, in the official order)
+- `CINN` -> `CINN` (conr_torch_ref/shader.py:116)
+- `CINN.forward` -> `CINN.run_levels` (conr_torch_ref/shader.py:136)
+  (every level; `CINN.forward` keeps the last fused message)
+- `self.decoder_blocks` -> `decoder_blocks` (conr_torch_ref/shader.py:128): checkpoint keys unchanged
+- `in_planes + each_*_chn` -> `ShaderConfig.in_channels` (conr_common/contract/config.py:91)
+  (a block's input channels)
+- `pyrlevel, ifblock` -> `level` (conr_torch_ref/shader.py:152): with `block`
+- `for view_id in range(x_reference.shape[1])` -> `ref` (conr_torch_ref/shader.py:142)
+  (views run as one batch of B*M)
+- `x_reference_features[pyrlevel][:, view_id]` -> `feats` (conr_torch_ref/shader.py:143)
+  (every view's sheet features, (B*M, C, h, w))
+- `scaled_x_target` -> `repeat_views` (conr_torch_ref/shader.py:81): target features repeated for each view
+- `residual_flow` -> `residual` (conr_torch_ref/shader.py:167)
+  (with `message`, `message_flow`, `local`, `local_flow`, `mask`)
+- `accumulated_flow` -> `flow` (conr_torch_ref/shader.py:168)
+- `CINN.apply_flow` -> `size` (conr_torch_ref/shader.py:172): from here to `feat`: resize and warp to the next level
+- `CINN.flow_rescale` -> `rescale_flow` (conr_torch_ref/warp.py:60)
+- `F.interpolate(..., size=f_size, mode="bilinear")` -> `resize` (conr_torch_ref/warp.py:55)
+- `warp_features` -> `warp_grouped` (conr_torch_ref/warp.py:45): message and local message warps
+- `feat_ev` -> `nxt` (conr_torch_ref/shader.py:171): the next level's sheet features
+- `warp_x_reference` -> `wref` (conr_torch_ref/shader.py:178)
+- `warp_x_reference_features` -> `feat` (conr_torch_ref/shader.py:179)
+- `stacked_contrib` -> `fusion_weights` (conr_torch_ref/shader.py:86): softmax over the views, times the mask
+- `weighted_flow, weighted_wref, weighted_mesg` -> `fuse_views` (conr_torch_ref/shader.py:92)
+  (the torch.sum over the views)
+- `y_weighted_flow[-1], y_weighted_x_reference[-1]` -> `fused_flow` (conr_torch_ref/shader.py:183)
+  (with `fused_wref`)
+- `y_weighted_message[-1]` -> `fused_msg` (conr_torch_ref/shader.py:185)
+- `"y_last_remote_features"` -> `out` (conr_torch_ref/shader.py:144): per level: fused flow, reference and message
 """
 from __future__ import annotations
 

@@ -4,6 +4,21 @@ A flow holds pixel offsets; it is added to a [-1, 1] sampling grid (align_corner
 sampled bilinearly with border padding. `warp_grouped` splits the channels into `flow.shape[1] // 2` groups, each
 warped by its own 2-channel flow (CoNR's message passing uses 16 groups).
 The grid is built per call in the flow's dtype and device: no module-level device, no cache keyed by size.
+
+`flow2rgb` (a flow preview for humans) has no counterpart: nothing renders flows here.
+Official names (megvii-research/CoNR @ 660c4f7, model/warplayer.py) -> ours (file:line):
+- `warp` -> `warp` (conr_torch_ref/warp.py:37)
+- `backwarp_tenGrid` -> `base_grid` (conr_torch_ref/warp.py:30)
+  (built per call in the flow's dtype; no cache keyed by device and size)
+- `tenHorizontal` -> `xs` (conr_torch_ref/warp.py:32)
+- `tenVertical` -> `ys` (conr_torch_ref/warp.py:33)
+- `tenFlow (normalised to [-1, 1])` -> `scaled` (conr_torch_ref/warp.py:40)
+- `g` -> `grid` (conr_torch_ref/warp.py:41)
+- `warp_features` -> `warp_grouped` (conr_torch_ref/warp.py:45)
+- `groups, chns_per_group` -> `groups` (conr_torch_ref/warp.py:48)
+- `F.interpolate(..., size=f_size, mode="bilinear") (model/shader.py)` -> `resize` (conr_torch_ref/warp.py:55)
+- `CINN.flow_rescale (model/shader.py)` -> `rescale_flow` (conr_torch_ref/warp.py:60)
+- `up_scale_factor` -> `factor` (conr_torch_ref/warp.py:64)
 """
 from __future__ import annotations
 

@@ -4,7 +4,8 @@
                                   [--graphs sheet,step,pose] [--no-measure] [--force]
     python -m convert export-onnx --torch WEIGHTS -o DIR ...
 
-Graphs, names and shapes: `conr_engines.onnx.graphs` (fixed shapes; one file per graph, DIR/<graph>.onnx); the
+Graphs: `conr_engines.export.graphs`, written once for both frameworks; names and shapes:
+`conr_engines.onnx.graphs` (fixed shapes; one file per graph, DIR/<graph>.onnx); the
 format and opset numbers, the checks and the atomic folder: `conr_engines.onnx.contract`.
 Paddle path (`conr_engines.onnx.export`): `paddle.jit.to_static` + `paddle.jit.save` (PIR `.json`) in a temporary folder, then paddle2onnx's
 converter called directly (its C++ entry point): paddle2onnx's Python `export` logs conversion errors instead of
@@ -68,6 +69,19 @@ def _torch_files(folder: Path) -> list[Path]:
 # --------------------------------------------------------------------------------------------------- torch side
 
 
+def torch_onnx_graphs(model) -> dict:
+    """The sheet, step (with message0..message5) and pose graph layers of the torch reference `model`, as it
+    computes (torch's Softmax over the views axis and its scale-factor resizes are kept: it is the referee, not the
+    fast path), with the same names, inputs and outputs as the Paddle ones, so the two ONNX files of one checkpoint
+    compare op for op on one runtime."""
+    import torch
+
+    import conr_torch_ref.model as torch_model
+    from conr_engines.export.graphs import graph_layers
+
+    return graph_layers(model, torch.nn.Module, torch_model, messages=True)
+
+
 def export_torch_graphs(model, folder: Path, size: int, views: int, batch: int, opset: int,
                         graphs: list[str], log: Path) -> dict[str, int]:
     """The PyTorch reference's graphs with the TorchScript exporter, same names and shapes as the Paddle ones."""
@@ -76,10 +90,9 @@ def export_torch_graphs(model, folder: Path, size: int, views: int, batch: int, 
 
     from conr_common.platform.quiet import output_to
     from conr_engines.onnx.export import io_contract
-    from conr_torch_ref.onnx_graphs import PoseGraph, SheetGraph, StepGraph
 
     contract = io_contract(size, views, batch)
-    layers = {"sheet": SheetGraph, "step": StepGraph, "pose": PoseGraph}
+    layers = torch_onnx_graphs(model)
     sizes = {}
     for graph in graphs:
         io = contract[graph]
@@ -87,7 +100,7 @@ def export_torch_graphs(model, folder: Path, size: int, views: int, batch: int, 
         path = folder / f"{graph}.onnx"
         try:
             with output_to(log), torch.no_grad():
-                torch.onnx.export(layers[graph](model).eval(), args, str(path), opset_version=opset,
+                torch.onnx.export(layers[graph], args, str(path), opset_version=opset,
                                   input_names=list(io["inputs"]), output_names=list(io["outputs"]),
                                   dynamo=False, do_constant_folding=True, export_params=True)
         except Exception as e:
@@ -123,14 +136,15 @@ def _named(contract: dict, graph: str, tensors) -> dict[str, np.ndarray]:
 def _paddle_outputs(pm, x: dict[str, np.ndarray], sheet_features: list[np.ndarray], contract: dict) -> dict[str, dict]:
     import paddle
 
-    from conr_engines.onnx.graphs import PoseGraph, SheetGraph, StepGraph
+    from conr_engines.onnx.graphs import paddle_onnx_graphs
 
     T = paddle.to_tensor
+    graphs = paddle_onnx_graphs(pm)
     with paddle.no_grad():
         sheet = pm.parse_sheet(T(x["sheet"]))  # the project's eager parse (float64 features)
-        step = StepGraph(pm)(T(x["xyz"]), T(x["alpha"]), *[T(f) for f in sheet_features], T(x["reference"]))
-        pose = PoseGraph(pm)(T(x["rgb"]))
-        sheet32 = SheetGraph(pm)(T(x["sheet"]))  # float32 parse, as the ONNX graph
+        step = graphs["step"](T(x["xyz"]), T(x["alpha"]), *[T(f) for f in sheet_features], T(x["reference"]))
+        pose = graphs["pose"](T(x["rgb"]))
+        sheet32 = graphs["sheet"](T(x["sheet"]))  # float32 parse, as the ONNX graph
     return {
         "sheet": _named(contract, "sheet", [*sheet.features, sheet.reference]),
         "sheet_float32": _named(contract, "sheet", sheet32),
@@ -142,13 +156,12 @@ def _paddle_outputs(pm, x: dict[str, np.ndarray], sheet_features: list[np.ndarra
 def _torch_outputs(tm, x: dict[str, np.ndarray], sheet_features: list[np.ndarray], contract: dict) -> dict[str, dict]:
     import torch
 
-    from conr_torch_ref.onnx_graphs import PoseGraph, SheetGraph, StepGraph
-
     T = torch.from_numpy
+    graphs = torch_onnx_graphs(tm)
     with torch.no_grad():
-        sheet = SheetGraph(tm)(T(x["sheet"]))
-        step = StepGraph(tm)(T(x["xyz"]), T(x["alpha"]), *[T(f) for f in sheet_features], T(x["reference"]))
-        pose = PoseGraph(tm)(T(x["rgb"]))
+        sheet = graphs["sheet"](T(x["sheet"]))
+        step = graphs["step"](T(x["xyz"]), T(x["alpha"]), *[T(f) for f in sheet_features], T(x["reference"]))
+        pose = graphs["pose"](T(x["rgb"]))
     return {
         "sheet": _named(contract, "sheet", sheet),
         "step": _named(contract, "step", step),

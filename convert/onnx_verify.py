@@ -45,25 +45,27 @@ def read_onnx_dir(folder: Path, size: int, views: int) -> dict:
 def _torch_side(tm, sheet, xyz, alpha, dtype) -> list[np.ndarray]:
     import torch
 
-    from conr_torch_ref.onnx_graphs import SheetGraph, StepGraph
+    from convert.onnx_export import torch_onnx_graphs
 
     T = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=dtype))  # noqa: E731
+    graphs = torch_onnx_graphs(tm)
     with torch.no_grad():
-        sheet_out = SheetGraph(tm)(T(sheet))
-        step_out = StepGraph(tm)(T(xyz), T(alpha), *sheet_out)
+        sheet_out = graphs["sheet"](T(sheet))
+        step_out = graphs["step"](T(xyz), T(alpha), *sheet_out)
     return [t.numpy() for t in (*sheet_out, *step_out)]
 
 
 def _paddle_side(pm, sheet, xyz, alpha) -> list[np.ndarray]:
     import paddle
 
-    from conr_engines.onnx.graphs import StepGraph
+    from conr_engines.onnx.graphs import paddle_onnx_graphs
 
     T = lambda a: paddle.to_tensor(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
+    step = paddle_onnx_graphs(pm)["step"]
     with paddle.no_grad():
         parsed = pm.parse_sheet(T(sheet))  # the project's eager parse: float64 features
         sheet_out = [*parsed.features, parsed.reference]
-        step_out = StepGraph(pm)(T(xyz), T(alpha), *sheet_out)
+        step_out = step(T(xyz), T(alpha), *sheet_out)
     return [t.numpy() for t in (*sheet_out, *step_out)]
 
 
@@ -93,7 +95,7 @@ def _output_names(size: int, views: int) -> list[str]:
 def onnx_column(folder: Path, meta: dict, tm, pm, sheet, xyz, alpha, use_truth: bool) -> dict:
     """Per output: max abs and scaled error of onnxruntime against torch fp32, eager Paddle and (use_truth) the
     float64 truth, with torch fp32's and eager Paddle's own errors against the truth beside them."""
-    from conr_torch_ref.model import float64_twin
+    from conr_torch_ref.model import float64_copy
 
     if sheet.shape[0] != meta["views"]:
         raise ConrInputError(f"--onnx {folder}: exported for {meta['views']} views, the sheet has {sheet.shape[0]}")
@@ -104,7 +106,7 @@ def onnx_column(folder: Path, meta: dict, tm, pm, sheet, xyz, alpha, use_truth: 
     paddle32 = dict(zip(names, _paddle_side(pm, sheet, xyz, alpha), strict=True))
     truth = None
     if use_truth:
-        tm64 = float64_twin(tm)
+        tm64 = float64_copy(tm)
         truth = dict(zip(names, _torch_side(tm64, sheet, xyz, alpha, np.float64), strict=True))
         del tm64
     rows = []

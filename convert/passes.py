@@ -62,11 +62,11 @@ def torch_pass(torch, tm, sheet, xyz, alpha, device: str, *, keep_inputs: bool):
 
 def truth_pass(torch, tm, sheet, xyz, alpha, device: str, say, timings: dict):
     """The referee: the torch reference run in float64 on the same (widened) inputs; its layer calls and RGBA."""
-    from conr_torch_ref.model import float64_twin
+    from conr_torch_ref.model import float64_copy
 
     say("float64 truth pass (torch reference in float64, the referee)")
     t0 = time.perf_counter()
-    tm64 = float64_twin(tm)
+    tm64 = float64_copy(tm)
     out = torch_pass(torch, tm64, *(a.astype("float64") for a in (sheet, xyz, alpha)), device, keep_inputs=False)
     del tm64
     timings["truth_pass_s"] = time.perf_counter() - t0

@@ -27,7 +27,7 @@ from conr_common.verification.draws import SEEDED
 from conr_common.platform.errors import ConrInputError
 from conr_common.platform.integrity import sha256_file
 from conr_common.verification.tolerances import DECODER_SCALED_FP32
-from conr_paddle.strict import strict_load
+from conr_paddle.model import strict_load
 from conr_common.contract.manifest import (
     check_against_manifest,
     expected_specs,

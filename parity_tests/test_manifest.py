@@ -73,7 +73,7 @@ def test_paddle_loads_seeded_weights_strictly(paddle_model, paddle_states):
 
 
 def test_strict_loader_names_every_problem(paddle_nets, paddle_states):
-    from conr_paddle.strict import strict_load
+    from conr_paddle.model import strict_load
 
     state = dict(paddle_states["rgbadecodernet"])
     state.pop("conv_rgba.0.bias")

@@ -120,7 +120,7 @@ def test_bf16_psnr_vs_float64_truth(graph_cache, weights_label, torch_model, pad
     ok, why = bf16_support()
     if not ok:
         pytest.skip(f"bf16 unavailable: {why}")
-    from conr_torch_ref.model import float64_twin
+    from conr_torch_ref.model import float64_copy
 
     import torch
 
@@ -129,7 +129,7 @@ def test_bf16_psnr_vs_float64_truth(graph_cache, weights_label, torch_model, pad
 
     sheet = sheet_input(samples, 128, 2)
     xyz, alpha, _ = pose_input(samples, 128, 1)
-    truth_model = float64_twin(torch_model)
+    truth_model = float64_copy(torch_model)
     f64 = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))  # noqa: E731
     with torch.no_grad():
         truth = truth_model.render(truth_model.parse_sheet(f64(sheet)), f64(xyz), f64(alpha)).numpy()

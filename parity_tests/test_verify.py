@@ -3,7 +3,7 @@
 128 px, 2 sheet views, seeded official-format weights (session fixture) converted once for this module. Each report
 runs in-process through `convert.cli.main`, so a fault can be planted with monkeypatch:
 - clean pair: exit 0, the three report files exist and parse;
-- the Paddle warp with align_corners flipped: exit 1, the first failing layer is a `shader.warp#k` call (and, run
+- the Paddle warp with align_corners flipped (planted through `CoNR.with_ops`): exit 1, the first failing layer is a `shader.warp#k` call (and, run
   alone on the reference's input, that leaf layer is the first local failure too);
 - one converted tensor perturbed by 1e-2 in one element: exit 1, the parameter check names exactly that tensor and
   the first failing layer is inside `shader.decoder_blocks.2`;
@@ -104,15 +104,29 @@ def test_clean_pair_passes_and_writes_readable_report(weights_dir, pdparams_dir,
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
-def _plant_warp_align_corners_false(pm) -> None:
-    """The one planted bug, built from the real code: the shader's Warp layer computes with an `Ops` whose warp is
-    `conr_paddle.warp.warp(..., align_corners=False)` (the grouped warps keep the right one)."""
+def _warp_align_corners_false(x, flow):
+    """The planted port fault: `conr_paddle.warp.warp` with the other grid geometry (align_corners=False)."""
+    import paddle
+    import paddle.nn.functional as F
+
+    from conr_paddle.warp import base_grid
+
+    n, _, h, w = x.shape
+    scaled = paddle.concat([flow[:, 0:1] / ((w - 1.0) / 2.0), flow[:, 1:2] / ((h - 1.0) / 2.0)], axis=1)
+    grid = (base_grid(n, h, w, flow) + scaled).transpose([0, 2, 3, 1]).astype(x.dtype)  # (N, H, W, 2)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _plant_warp_align_corners_false(pm):
+    """The one planted bug, through the injection the engines use: the same parameters computing with an `Ops`
+    whose warp is `_warp_align_corners_false` (`CoNR.with_ops`; the grouped warps keep the right one)."""
     from dataclasses import replace
-    from functools import partial
 
-    from conr_paddle.warp import Warp, warp
-
-    pm.shader.warp = Warp(replace(pm.shader.ops, warp=partial(warp, align_corners=False)))
+    planted = pm.with_ops(replace(pm.ops, warp=_warp_align_corners_false))
+    assert planted.shader.warp.ops.warp is _warp_align_corners_false
+    assert planted.shader.warp_grouped.ops.warp_grouped is pm.ops.warp_grouped
+    assert planted.shader.decoder_blocks[0].conv0[0].weight is pm.shader.decoder_blocks[0].conv0[0].weight
+    return planted
 
 
 @pytest.mark.slow  # a full layer-by-layer verify run
@@ -196,15 +210,15 @@ def test_help_runs_as_a_module():
 
 
 def _plant_in_paddle_model(monkeypatch, plant):
-    """Wrap verify's model builder so that `plant(paddle_model)` changes the Paddle side only."""
+    """Wrap verify's model builder so that `plant(paddle_model)` changes the Paddle side only: it returns the
+    Paddle model verify then uses (a planted twin, or the same model changed in place)."""
     import convert.verify as verify_module
 
     original = verify_module.build_models
 
     def build(*args, **kwargs):
         tm, pm = original(*args, **kwargs)
-        plant(pm)
-        return tm, pm
+        return tm, plant(pm)
 
     monkeypatch.setattr(verify_module, "build_models", build)
 
@@ -217,6 +231,7 @@ def test_instance_norm_epsilon_1e_3_is_found(weights_dir, pdparams_dir, tmp_path
         for layer in pm.sublayers():
             if isinstance(layer, AccurateInstanceNorm2D):
                 layer._epsilon = 1e-3
+        return pm
 
     _plant_in_paddle_model(monkeypatch, plant)
     rc = _verify(weights_dir, pdparams_dir, tmp_path / "report")
@@ -232,7 +247,11 @@ def test_native_float32_instance_norm_is_found(weights_dir, pdparams_dir, tmp_pa
     run in float32 (the sheet parser runs in float64 anyway) and the referee sees Paddle drift from the truth."""
     from conr_paddle.layers import set_norm_statistics
 
-    _plant_in_paddle_model(monkeypatch, lambda pm: set_norm_statistics(pm, "native"))
+    def plant(pm):
+        set_norm_statistics(pm, "native")
+        return pm
+
+    _plant_in_paddle_model(monkeypatch, plant)
     rc = _verify(weights_dir, pdparams_dir, tmp_path / "report")
     assert rc == 1, capsys.readouterr().out
     report = _report(tmp_path / "report")

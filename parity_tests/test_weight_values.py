@@ -98,7 +98,7 @@ def test_render_refuses_nan_weights_in_one_line(nan_pdparams, samples, tmp_path)
 
 def test_paddle_loader_refuses_integer_weights():
     from conr_paddle.model import CoNR
-    from conr_paddle.strict import strict_load
+    from conr_paddle.model import strict_load
 
     net = CoNR().rgbadecodernet
     state = {k: v.numpy() for k, v in net.state_dict().items()}

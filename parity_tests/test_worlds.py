@@ -85,7 +85,7 @@ def _run_world(world: World, size: int, models: tuple, samples, folder: Path, ca
     """One world at one size on `models` (its draw's torch reference and Paddle port): torch fp32, Paddle eager fp32,
     the fp32 predictor; the float64 truth (torch in float64) and the bf16 predictor (on a CPU with bfloat16) when
     asked. Returns the outputs and the graph folders the predictors used."""
-    from conr_torch_ref.model import float64_twin
+    from conr_torch_ref.model import float64_copy
 
     from conr_common.platform.cpu import bf16_support
     from conr_engines.inference.predictor import PredictorRunner
@@ -102,7 +102,7 @@ def _run_world(world: World, size: int, models: tuple, samples, folder: Path, ca
         out["t32"] = tm.render(t_sheet, T(xyz), T(alpha)).numpy()
         out["sheet_t"] = t_sheet.features[0].numpy()
         if truth:
-            tm64 = float64_twin(tm)
+            tm64 = float64_copy(tm)
             s64 = tm64.parse_sheet(T(sheet.astype(np.float64)))
             out["t64"] = tm64.render(s64, T(xyz.astype(np.float64)), T(alpha.astype(np.float64))).numpy()
             out["sheet_truth"] = s64.features[0].numpy()

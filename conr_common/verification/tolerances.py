@@ -71,7 +71,7 @@ OP_SCALED_FP64 = 1e-12
 RGBA_ATOL_FP64 = 1e-9
 
 # Paddle Inference predictor (fp32) vs the eager Paddle model, final RGBA in [0, 1]: the issue's bound. oneDNN
-# convolutions sum in another order and the exported graph resizes with matmuls (conr_paddle.ops): measured
+# convolutions sum in another order and the exported graph resizes with matmuls (conr_engines.inference.ops): measured
 # 8.9e-8 on the RGBA; 1e-4 leaves room for other CPUs' kernels and still catches wrong wiring (1e-2 and up).
 PREDICTOR_RGBA_ATOL = 1e-4
 

@@ -4,7 +4,7 @@ Paddle's bf16 placement pass (cpu_bfloat16_placement_pass) turns every op with a
 ignores `Config.set_bfloat16_op`; it skips an op whose `use_quantizer` attribute is true. A trace-time
 `use_quantizer` is not serialized, but `struct_name` is, so:
 
-1. the kept layers are built with the float32-region ops of `conr_paddle.ops.export_ops`: their `x + y` is
+1. the kept layers are built with the float32-region ops of `conr_engines.inference.ops.export_ops`: their `x + y` is
    `x - (-y)` (subtract is not on the bf16 list; bit-identical) and a conv with bias is a bias-free conv plus a
    subtracted bias (conv_bias_fuse_pass would otherwise build an unmarked fused conv);
 2. while tracing (`fp32_regions`), forward hooks on the kept layers record which ops each layer created and tag
@@ -66,7 +66,8 @@ class _Tagger:
 def fp32_regions(keep: Iterable[nn.Layer], skip: Iterable[nn.Layer] = ()) -> Iterator[None]:
     """While tracing: every op created inside a layer of `keep` (and not inside a nested layer of `skip`) is tagged
     to stay float32 (see `apply_marks`). The kept layers must be built with the float32-region ops
-    (`conr_paddle.ops.export_ops`: no add, no fused conv+bias). No effect in eager mode; hooks are removed on exit."""
+    (`conr_engines.inference.ops.export_ops`: no add, no fused conv+bias). No effect in eager mode; hooks are removed
+    on exit."""
     keep, skip = list(keep), list(skip)
     tagger = _Tagger(keep, skip)
     handles = []

@@ -6,8 +6,9 @@ Two graphs, traced with `paddle.jit.to_static` + `paddle.jit.save` (PIR format) 
 - `step`: xyz (B, 3, S, S), alpha (B, 1, S, S), the five sheet features (M, C, h, w) and the reference
   (M, 4, S, S) -> premultiplied RGBA (B, 4, S, S);
 - `pose`: pose image (B, 3, S, S) -> UDP (B, 4, S, S).
-They are traced from `CoNR.with_ops(export_ops(...))`: the same parameters, computed with the export operators
-(`conr_paddle.ops`). Why each choice was made, with measurements: docs/predictor.md.
+Both are the graphs of `conr_engines.export.graphs` (the step without its per-level messages), traced from
+`CoNR.with_ops(export_ops(...))`: the same parameters, computed with the export operators
+(`conr_engines.inference.ops`). Why each choice was made, with measurements: docs/predictor.md.
 """
 from __future__ import annotations
 
@@ -20,13 +21,14 @@ import paddle.nn as nn
 from conr_common.contract.config import OFFICIAL
 from conr_common.platform.quiet import output_to
 
-from conr_engines.inference import bf16_marks
+import conr_paddle.model as paddle_model
 from conr_engines.export.cache import cached_folder
-from conr_engines.inference.ext import WarpOp
-from conr_paddle.model import CoNR, Sheet
-from conr_engines.onnx.graphs import PoseGraph
-from conr_paddle.ops import export_ops
+from conr_engines.export.graphs import graph_layers
 from conr_engines.export.to_static_files import removing_to_static_files
+from conr_engines.inference import bf16_marks
+from conr_engines.inference.ext import WarpOp
+from conr_engines.inference.ops import export_ops
+from conr_paddle.model import CoNR
 
 __all__ = ["cached_export", "export_graphs", "BF16_FP32_LEVELS", "FEATURE_COUNT"]
 
@@ -36,21 +38,6 @@ GRAPH_SUFFIXES = (".json", ".pdiparams", ".pdmodel")
 BF16_FP32_LEVELS = 3
 # the step graph's sheet inputs feat0..feat4: the official parser's encoder features, one per skip level
 FEATURE_COUNT = len(OFFICIAL.parser.skip_channels)
-
-
-class _StepGraph(nn.Layer):
-    """Target pose encoder + shader + RGBA decoder (`CoNR.encode_target`, `CoNR.shade`), the sheet inputs broadcast
-    to the B frames inside the graph exactly as `CoNR.shade` does."""
-
-    def __init__(self, model: CoNR) -> None:
-        super().__init__()
-        self.target_pose_encoder = model.target_pose_encoder
-        self.shader = model.shader
-        self.rgbadecodernet = model.rgbadecodernet
-
-    def forward(self, xyz, alpha, feat0, feat1, feat2, feat3, feat4, reference):
-        target = CoNR.encode_target(self, xyz, alpha)
-        return CoNR.shade(self, Sheet(features=[feat0, feat1, feat2, feat3, feat4], reference=reference), target)
 
 
 def _feature_shapes(model: CoNR, views: int, size: int) -> list[list[int]]:
@@ -82,7 +69,8 @@ def _bf16_fp32_regions(model: CoNR) -> list[nn.Layer]:
 
 def _trace(model: CoNR, tmp: Path, size: int, views: int, batch: int, bf16: bool) -> None:
     """Trace and save the pose and step graphs of `model` (built with the export ops) into `tmp`."""
-    layers = {"pose": PoseGraph(model), "step": _StepGraph(model)}
+    graphs = graph_layers(model, nn.Layer, paddle_model, messages=False)
+    layers = {"pose": graphs["pose"], "step": graphs["step"]}
     specs = _specs(model, size, views, batch)
     guard = getattr(paddle.pir_utils, "IrGuard", None)
     keep = _bf16_fp32_regions(model) if bf16 else []
@@ -90,7 +78,6 @@ def _trace(model: CoNR, tmp: Path, size: int, views: int, batch: int, bf16: bool
     # export folder, not to the user's terminal; errors still raise
     with removing_to_static_files(), output_to(tmp / "export.log"), bf16_marks.fp32_regions(keep):
         for name, layer in layers.items():
-            layer.eval()
             static = paddle.jit.to_static(layer, input_spec=specs[name], full_graph=True)
             if guard is not None:
                 with guard():

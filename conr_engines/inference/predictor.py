@@ -27,7 +27,8 @@ from conr_engines.inference.export import cached_export
 from conr_engines.inference.ext import load_warp_op
 from conr_engines.inference.inference_config import inference_config
 from conr_paddle.layers import norm_statistics
-from conr_paddle.model import CoNR, sheet_graph_inputs
+from conr_engines.export.sheet_inputs import sheet_graph_inputs
+from conr_paddle.model import CoNR
 
 __all__ = ["PredictorRunner", "PredictorSheet"]
 

@@ -1,5 +1,5 @@
-"""Export the Paddle port's graphs (`conr_engines.onnx.graphs`) as checked ONNX files: what the onnxruntime engine
-(`conr_engines.onnx.runner`) caches and `python -m convert export-onnx --paddle` writes.
+"""Export the Paddle port's graphs (`conr_engines.onnx.graphs.paddle_onnx_graphs`) as checked ONNX files: what the
+onnxruntime engine (`conr_engines.onnx.runner`) caches and `python -m convert export-onnx --paddle` writes.
 
 `paddle.jit.to_static` + `paddle.jit.save` (PIR `.json`) in a temporary folder, then paddle2onnx's converter called
 directly (its C++ entry point): paddle2onnx's Python `export` logs conversion errors instead of raising, and its
@@ -91,20 +91,18 @@ def export_paddle_graphs(model, folder: Path, size: int, views: int, batch: int,
     import paddle
 
     from conr_common.platform.quiet import output_to
-    from conr_engines.onnx.graphs import PoseGraph, SheetGraph, StepGraph
     from conr_engines.export.to_static_files import removing_to_static_files
+    from conr_engines.onnx.graphs import paddle_onnx_graphs
 
     contract = io_contract(size, views, batch)
-    layers = {"sheet": SheetGraph, "step": StepGraph, "pose": PoseGraph}
     spec = paddle.static.InputSpec
     sizes = {}
-    twin = _native_norm_twin(model)
+    layers = paddle_onnx_graphs(_native_norm_twin(model))
     with tempfile.TemporaryDirectory(prefix="conr-onnx-pir-") as work, removing_to_static_files():
         for graph in graphs:
             io = contract[graph]
             specs = [spec(shape, "float32", name) for name, shape in io["inputs"].items()]
-            layer = layers[graph](twin)
-            layer.eval()
+            layer = layers[graph]
             base = Path(work) / graph
             with output_to(log):
                 static = paddle.jit.to_static(layer, input_spec=specs, full_graph=True)

@@ -131,7 +131,7 @@ class OnnxRunner:
         check_frames(sheet, 4, self.size, "sheet", self.views)
         sheet = np.ascontiguousarray(sheet, dtype=np.float32)
         if self._parser is not None:
-            from conr_paddle.model import sheet_graph_inputs
+            from conr_engines.export.sheet_inputs import sheet_graph_inputs
 
             features, reference = sheet_graph_inputs(self._parser, sheet)
             arrays = {**{f"feat{i}": f for i, f in enumerate(features)}, "reference": reference}
