@@ -69,19 +69,6 @@ def _torch_files(folder: Path) -> list[Path]:
 # --------------------------------------------------------------------------------------------------- torch side
 
 
-def torch_onnx_graphs(model) -> dict:
-    """The sheet, step (with message0..message5) and pose graph layers of the torch reference `model`, as it
-    computes (torch's Softmax over the views axis and its scale-factor resizes are kept: it is the referee, not the
-    fast path), with the same names, inputs and outputs as the Paddle ones, so the two ONNX files of one checkpoint
-    compare op for op on one runtime."""
-    import torch
-
-    import conr_torch_ref.model as torch_model
-    from conr_engines.export.graphs import graph_layers
-
-    return graph_layers(model, torch.nn.Module, torch_model, messages=True)
-
-
 def export_torch_graphs(model, folder: Path, size: int, views: int, batch: int, opset: int,
                         graphs: list[str], log: Path) -> dict[str, int]:
     """The PyTorch reference's graphs with the TorchScript exporter, same names and shapes as the Paddle ones."""
@@ -92,6 +79,8 @@ def export_torch_graphs(model, folder: Path, size: int, views: int, batch: int, 
     from conr_engines.onnx.export import io_contract
 
     contract = io_contract(size, views, batch)
+    from convert.onnx_verify import torch_onnx_graphs
+
     layers = torch_onnx_graphs(model)
     sizes = {}
     for graph in graphs:
@@ -157,6 +146,8 @@ def _torch_outputs(tm, x: dict[str, np.ndarray], sheet_features: list[np.ndarray
     import torch
 
     T = torch.from_numpy
+    from convert.onnx_verify import torch_onnx_graphs
+
     graphs = torch_onnx_graphs(tm)
     with torch.no_grad():
         sheet = graphs["sheet"](T(x["sheet"]))

@@ -45,8 +45,6 @@ def read_onnx_dir(folder: Path, size: int, views: int) -> dict:
 def _torch_side(tm, sheet, xyz, alpha, dtype) -> list[np.ndarray]:
     import torch
 
-    from convert.onnx_export import torch_onnx_graphs
-
     T = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=dtype))  # noqa: E731
     graphs = torch_onnx_graphs(tm)
     with torch.no_grad():
@@ -135,3 +133,16 @@ def onnx_verdict_line(column: dict) -> str:
                  f"{sheet_worst['name']} {sheet_worst['vs_truth']['scaled']:.2e} scaled (torch fp32 "
                  f"{sheet_worst['torch_vs_truth']['scaled']:.2e}, Paddle {sheet_worst['paddle_vs_truth']['scaled']:.2e})")
     return line
+
+
+def torch_onnx_graphs(model) -> dict:
+    """The sheet, step (with message0..message5) and pose graph layers of the torch reference `model`, as it
+    computes (torch's Softmax over the views axis and its scale-factor resizes are kept: it is the referee, not the
+    fast path), with the same names, inputs and outputs as the Paddle ones, so the two ONNX files of one checkpoint
+    compare op for op on one runtime."""
+    import torch
+
+    import conr_torch_ref.model as torch_model
+    from conr_engines.export.graphs import graph_layers
+
+    return graph_layers(model, torch.nn.Module, torch_model, messages=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from parity_tests.test_architecture import imported_modules, package_modules
 
 ROOT = Path(__file__).resolve().parent.parent
-# defined in conr_engines (inference/ops.py, onnx/ops.py, export/sheet_inputs.py) and nowhere in the port
+# defined in conr_engines (conr_engines.inference.ops, .onnx.ops, .export.sheet_inputs) and nowhere in the port
 ENGINE_ONLY = ("export_ops", "interpolate_for_export", "bilinear_matrix", "add_as_subtract", "prelu_without_prelu_op",
                "repeat_views_one_frame", "flat_fusion_weights", "fuse_views_by", "interpolate_by_size", "ONNX_OPS",
                "sheet_graph_inputs", "conv_bias_apart", "BiasApartConv2D", "BiasApartConv2DTranspose")
@@ -70,7 +70,7 @@ def test_engine_only_code_left_the_port():
 def test_graphs_written_once_import_no_framework():
     names = _imports(ROOT / "conr_engines/export/graphs.py", "conr_engines.export.graphs")
     assert not {n for n in names if n.split(".")[0] in ("torch", "paddle")}, names
-    assert not (ROOT / "conr_torch_ref/onnx_graphs.py").exists()
+    assert not (ROOT / "conr_torch_ref" / "onnx_graphs.py").exists()
 
 
 def test_warp_has_no_fault_planting_parameter():
