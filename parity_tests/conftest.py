@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import tempfile
 import time
 from pathlib import Path
 
@@ -143,9 +144,10 @@ def custom_ops(graph_cache):
 
 
 # ------------------------------------------------------------------------------------------ the suite's own cost
-# Printed at the end of every run (`make test`): wall time, peak RSS of this process and of its largest child, what
-# was written, and the temporary folder's size (its peak, sampled as each test ends, and at the end before pytest
-# removes it). Figures, never assertions: a shared machine's load changes them.
+# Printed at the end of every run (`make test`), four figures (issue 24's bounds): wall time, peak resident memory of
+# the pytest process (and of its largest child), bytes written by pytest and its children, and what is left in the
+# temporary folders after pytest's own clean-up (its base folder, and entries new in the system temporary folder).
+# Figures, never assertions: a shared machine's load changes them.
 
 _COST = pytest.StashKey[dict]()
 
@@ -169,8 +171,16 @@ def _io_counters() -> dict[str, int]:
         return {}
 
 
+def _system_temp_entries() -> set[str]:
+    try:
+        return set(os.listdir(tempfile.gettempdir()))
+    except OSError:
+        return set()
+
+
 def pytest_sessionstart(session) -> None:
-    session.config.stash[_COST] = {"start": time.monotonic(), "temp_peak": 0, "temp_end": None, "basetemp": None}
+    session.config.stash[_COST] = {"start": time.monotonic(), "temp_peak": 0, "basetemp": None,
+                                   "system_temp": _system_temp_entries()}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -223,28 +233,51 @@ def pytest_runtest_teardown(item):
 def pytest_sessionfinish(session) -> None:
     cost = session.config.stash.get(_COST, None)
     if cost is not None and cost["basetemp"] is not None and cost["basetemp"].is_dir():
-        cost["temp_end"] = _folder_bytes(cost["basetemp"])  # before tmpdir's own clean-up runs
-        cost["temp_peak"] = max(cost["temp_peak"], cost["temp_end"])
+        cost["temp_peak"] = max(cost["temp_peak"], _folder_bytes(cost["basetemp"]))  # before tmpdir's clean-up
+
+
+def _left_behind(cost: dict) -> tuple[int, int]:
+    """Bytes still in pytest's base folder (after its clean-up: the terminal summary comes after it) and in entries
+    of the system temporary folder that were not there when the session started."""
+    base = cost["basetemp"]
+    in_base = _folder_bytes(base) if base is not None and base.is_dir() else 0
+    root = Path(tempfile.gettempdir())
+    new = _system_temp_entries() - cost["system_temp"]
+    own = set() if base is None else set(base.parents)  # pytest-of-<user>, when this session made it
+    return in_base, sum(_entry_bytes(root / n) for n in new if root / n not in own)
+
+
+def _entry_bytes(path: Path) -> int:
+    try:
+        return _folder_bytes(path) if path.is_dir() else os.lstat(path).st_size
+    except OSError:  # removed meanwhile
+        return 0
+
+
+def _cost_lines(cost: dict) -> list[str]:
+    gb = 1024 ** 3
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    written, kids_written = _io_counters().get("wchar", 0), children.ru_oublock * 512
+    in_base, in_system = _left_behind(cost)
+    return [
+        f"time: {time.monotonic() - cost['start']:.0f} s wall "
+        f"(CPU: pytest {me.ru_utime + me.ru_stime:.0f} s, child processes {children.ru_utime + children.ru_stime:.0f} s)",
+        f"peak memory: pytest process {me.ru_maxrss / 1024 ** 2:.2f} GB resident "
+        f"(largest child process {children.ru_maxrss / 1024 ** 2:.2f} GB)",
+        f"written: {(written + kids_written) / gb:.2f} GB (pytest {written / gb:.2f} GB, child processes "
+        f"{kids_written / gb:.2f} GB)",
+        f"left in temporary folders: {(in_base + in_system) / gb:.2f} GB (pytest's {cost['basetemp']}: "
+        f"{in_base / gb:.2f} GB, peak {cost['temp_peak'] / gb:.2f} GB during the run; new in "
+        f"{tempfile.gettempdir()}: {in_system / gb:.2f} GB)",
+    ]
 
 
 def pytest_terminal_summary(terminalreporter, config) -> None:
     cost = config.stash.get(_COST, None)
     if cost is None:
         return
-    gb = 1024 ** 3
-    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    io = _io_counters()
-    lines = [
-        f"wall time {time.monotonic() - cost['start']:.0f} s "
-        f"(CPU: this process {me.ru_utime + me.ru_stime:.0f} s, children {children.ru_utime + children.ru_stime:.0f} s)",
-        f"peak RSS: pytest {me.ru_maxrss / 1024 ** 2:.2f} GB, largest child {children.ru_maxrss / 1024 ** 2:.2f} GB",
-        f"written: pytest {io.get('wchar', 0) / gb:.2f} GB through write() ({io.get('write_bytes', 0) / gb:.2f} GB "
-        f"to storage), children {children.ru_oublock * 512 / gb:.2f} GB to storage",
-        f"temporary folder {cost['basetemp']}: peak {cost['temp_peak'] / gb:.2f} GB, at the end "
-        + ("-" if cost["temp_end"] is None else f"{cost['temp_end'] / gb:.2f} GB") + " (before clean-up)",
-    ]
     terminalreporter.write_sep("-", "suite cost")
-    for line in lines:
+    for line in _cost_lines(cost):
         terminalreporter.write_line(line)
 
 
