@@ -105,6 +105,17 @@ def samples(tmp_path_factory):
     return ensure_samples(tmp_path_factory.mktemp("samples"), size=256, frames=4, seed=0)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _memory_returned_after_each_module():
+    """When a module's own fixtures are gone (this autouse fixture is set up first, so torn down last), give their
+    freed memory back to the OS (garbage collection, then malloc_trim): without it the process keeps the peak of
+    every module's models and predictors, and the next heavy module starts from there."""
+    yield
+    from conr_common.platform.memory import return_freed_memory
+
+    return_freed_memory()
+
+
 @pytest.fixture()
 def rng():
     return np.random.default_rng(1234)

@@ -29,3 +29,23 @@ def tiny_paddle_model(seed: int = 0) -> paddle.nn.Layer:
 
     paddle.seed(seed)
     return CoNR(tiny_config())
+
+
+def tiny_pair(seed: int = 0) -> tuple:
+    """(torch reference, Paddle port) of `tiny_config()` holding the same weights: the torch side drawn under
+    `torch.manual_seed(seed)`, moved through the converter's rename rules (`conr_common.contract.rename`, the
+    official names' rules; the manifest's shapes are the official ones, so its strict check is not used here)."""
+    import torch
+
+    from conr_common.contract.config import NETWORK_NAMES
+    from conr_common.contract.rename import to_paddle_tensor, torch_to_paddle_key
+    from conr_paddle.model import CoNR, load_networks
+    from conr_torch_ref.model import CoNR as TorchCoNR
+
+    torch.manual_seed(seed)
+    tm = TorchCoNR(tiny_config()).eval()
+    states = {}
+    for name in NETWORK_NAMES:
+        state = {k: v.detach().numpy() for k, v in getattr(tm, name).state_dict().items()}
+        states[name] = {torch_to_paddle_key(k, v.shape): to_paddle_tensor(k, v) for k, v in state.items()}
+    return tm, load_networks(CoNR(tiny_config()), states)
