@@ -19,7 +19,8 @@ install: $(STAMP)
 test: $(STAMP)
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q -ra parity_tests
 
-# Day-to-day tier: every test not marked `slow` (pyproject.toml's markers), under 3 minutes on 2 cores.
+# Day-to-day tier: every test not marked `slow` (pyproject.toml's markers): 5.5 minutes measured on a shared 2-core
+# machine. Both targets end with the suite's cost (time, pytest's peak memory, bytes written, temporary files left).
 test-fast: $(STAMP)
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q -ra -m "not slow" parity_tests
 

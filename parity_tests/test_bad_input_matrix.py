@@ -43,22 +43,20 @@ def test_readme_table_is_what_the_probes_print(outcomes):
 def test_truncated_image_error_is_one_line_on_the_real_stderr(samples, pdparams_dir, tmp_path):
     """Native libraries write to file descriptor 2 behind Python's back (OpenCV's PNG decoder warned "PNG input
     buffer is incomplete" on its own line): the whole process's stderr must still be one line."""
-    import os
     import shutil
     import subprocess
     import sys
-    from pathlib import Path
+
+    from parity_tests.harness import ROOT, child_env
 
     sheet = tmp_path / "sheet"
     shutil.copytree(samples.character_sheet, sheet)
     data = (sheet / "0_front.png").read_bytes()
     (sheet / "0_front.png").write_bytes(data[: len(data) // 3])
-    root = Path(__file__).resolve().parent.parent
     proc = subprocess.run(
         [sys.executable, "-m", "conr_app", "render", "--weights", str(pdparams_dir), "--character-sheet",
          str(sheet), "--poses", str(samples.poses), "--out", str(tmp_path / "out"), "--size", "128"],
-        capture_output=True, text=True, timeout=300, cwd=root,
-        env=dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")),
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=child_env(),
     )
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "0_front.png" in lines[0], proc.stderr

@@ -46,8 +46,8 @@ from conr_common.contract.rename import (
 )
 from conr_torch_ref.seeded import seeded_network_state
 from convert.cli import main
+from parity_tests.harness import ROOT as REPO, child_env
 
-REPO = Path(__file__).resolve().parent.parent
 SMALL = "rgbadecodernet"
 
 
@@ -407,7 +407,7 @@ def test_inspect_table(tmp_path, capsys):
 
 @pytest.mark.slow  # three child processes importing torch and paddle
 def test_module_entry_point_subprocess(tmp_path, small_file):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = child_env()
     help_run = subprocess.run([sys.executable, "-m", "convert", "--help"], capture_output=True, text=True, env=env, cwd=REPO)
     assert help_run.returncode == 0 and "torch2paddle" in help_run.stdout and "inspect" in help_run.stdout
     run = subprocess.run(

@@ -80,16 +80,18 @@ def _temporaries(*folders: Path) -> list[Path]:
 
 @pytest.mark.slow  # subprocess renders killed and resumed
 def test_sigkill_at_export_frames_and_video_then_resume(pdparams_dir, scene, graph_cache, tmp_path):
-    """The uninterrupted reference run uses the session cache; the killed runs a private one (the export is one
-    of the kill points), holding a copy of the session's compiled operators when they exist, as a user's does."""
+    """The uninterrupted reference run uses the session cache, in this process (the same command line through
+    `conr_app.cli.main`: test_distributed shows in-process and child renders give the same bytes); the killed runs
+    are child processes with a private cache (the export is one of the kill points), holding a copy of the
+    session's compiled operators when they exist, as a user's does."""
     from imageio_ffmpeg import count_frames_and_secs
 
+    from conr_app.cli import main
     from conr_app.rendering.video import ffmpeg_exe
 
     ref_out, ref_video = tmp_path / "ref", tmp_path / "ref_video" / "clip.mp4"
-    done = subprocess.run(_command(pdparams_dir, scene, ref_out, ref_video, graph_cache),
-                          capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=900)
-    assert done.returncode == 0, done.stderr[-2000:]
+    ref_args = _command(pdparams_dir, scene, ref_out, ref_video, graph_cache)
+    assert ref_args[1:3] == ["-m", "conr_app"] and main(ref_args[3:]) == 0
 
     out, video, cache = tmp_path / "out", tmp_path / "video" / "clip.mp4", tmp_path / "cache"
     if (graph_cache / "ops").is_dir():

@@ -78,14 +78,17 @@ def _mtimes(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in sorted(folder.iterdir())}
 
 
-def test_export_cache_reused_and_rebuilt(tmp_path, paddle_model, graph_cache):
+def test_export_cache_reused_and_rebuilt(tmp_path, graph_cache):
     """A private cache (its filling is what is tested), holding a copy of the session's compiled operators when
     they exist (as a user's cache does after the first run: nothing to compile again)."""
     from conr_engines.inference.predictor import PredictorRunner
+    from parity_tests.tiny_conr import tiny_paddle_model
 
     if (graph_cache / "ops").is_dir():
         shutil.copytree(graph_cache / "ops", tmp_path / "ops")
-    model = paddle_model  # the cache logic does not care which weights; the session's model costs nothing to build
+    # the cache logic does not care which weights or how wide the networks are: a small CoNR exports its three
+    # graphs (128 px, 256 px, batch 2) in a fraction of the official one's time and bytes
+    model = tiny_paddle_model(0)
     first = PredictorRunner(model, "test-weights", size=128, views=1, batch=1, cache_dir=tmp_path)
     assert first.exported
     files = _mtimes(first.folder)
@@ -107,6 +110,8 @@ def test_export_cache_reused_and_rebuilt(tmp_path, paddle_model, graph_cache):
     alpha = np.ones((3, 1, 128, 128), np.float32)
     out = runner.render(sheet, xyz, alpha)
     assert out.shape == (3, 4, 128, 128)
+    # the frames differ (the output follows the pose), so the padded-batch comparison below can fail
+    assert float(np.abs(out[2] - out[0]).max()) > 100 * PREDICTOR_RGBA_ATOL
     np.testing.assert_allclose(runner.render(sheet, xyz[2:], alpha[2:])[0], out[2], atol=PREDICTOR_RGBA_ATOL)
 
 

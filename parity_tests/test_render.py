@@ -20,6 +20,7 @@ from conr_common.contract.config import NETWORK_NAMES
 from conr_common.platform.errors import ConrInputError
 from conr_common.verification.tolerances import PIXEL_MAX_LEVELS, PIXEL_MIN_IDENTICAL
 from conr_app.cli import main
+from parity_tests.harness import child_env
 
 SIZE = 128
 # The sequence: natural order puts 10 after 2; 2 is empty (transparent output, no model call); 10 has another size.
@@ -104,7 +105,7 @@ def _render_args(pdparams_dir, inputs, out, *extra) -> list[str]:
 
 
 def test_help_subprocess():
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = child_env()
     proc = subprocess.run([sys.executable, "-m", "conr_app", "--help"], capture_output=True, text=True,
                           env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
