@@ -10,7 +10,8 @@ runs in-process through `convert.cli.main`, so a fault can be planted with monke
 - instance-norm epsilon 1e-3 in the sheet parser and Paddle's native float32 norm in the pose encoder, in one
   report: each found at its own network's first norm;
 - a badly conditioned world at 256 px: the fixed per-stage bounds fail on a correct port and the float64 referee,
-  called in by `--truth auto`, passes it.
+  called in by `--truth auto`, passes it (the one report run as the command in a child process: nothing is planted,
+  and its 256 px model pairs stay out of the pytest process).
 """
 from __future__ import annotations
 
