@@ -3,6 +3,7 @@ the same numpy arrays, stage by stage ("each network alone") and end to end."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +105,24 @@ def release_models() -> None:
     from conr_common.platform.memory import return_freed_memory
 
     return_freed_memory()
+
+
+def linked_folder(src: Path, dst: Path, pattern: str) -> Path:
+    """`dst`, a new folder holding hard links to the files of `src` matching `pattern` (a session's weight files:
+    0 bytes written instead of 0.7 GB) and real copies of its other files (a report a test may edit in place).
+
+    Read-only sharing: the toolkit replaces a weight file by renaming a finished temporary over it
+    (`conr_common.platform.atomic`), which leaves the linked original untouched; a test must never write into a
+    linked file in place. Falls back to a copy where `src` and `dst` are on different file systems."""
+    dst.mkdir()
+    for f in sorted(Path(src).iterdir()):
+        if not f.is_file():
+            continue
+        if f.match(pattern):
+            try:
+                os.link(f, dst / f.name)
+                continue
+            except OSError:  # another file system: a copy, as before
+                pass
+        shutil.copy2(f, dst / f.name)
+    return dst

@@ -183,11 +183,19 @@ def test_demo_refuses_a_folder_of_other_files(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------------- converters
 @pytest.fixture()
-def converted(weights_dir, tmp_path) -> Path:
-    """The seeded official set converted by the command into a folder of its own."""
-    out = tmp_path / "converted"
-    assert _convert_main(["torch2paddle", str(weights_dir), "-o", str(out)]) == 0
-    return out
+def converted(pdparams_dir, tmp_path) -> Path:
+    """The seeded official set converted by the converter (the session's `pdparams_dir`), in a folder of its own:
+    its weight files hard-linked (0.7 GB not written again; the converter replaces them by rename, never in place)
+    and its report copied (a test edits it). Afterwards the session folder's files are checked untouched (a write
+    through a link changes the shared file's size or modification time)."""
+    from parity_tests.harness import linked_folder
+
+    def stats() -> dict[str, tuple[int, int, int]]:
+        return {f.name: (f.stat().st_ino, f.stat().st_size, f.stat().st_mtime_ns) for f in pdparams_dir.iterdir()}
+
+    before = stats()
+    yield linked_folder(pdparams_dir, tmp_path / "converted", "*.pdparams")
+    assert stats() == before, "a test wrote into the session's pdparams_dir through a link"
 
 
 @pytest.mark.slow

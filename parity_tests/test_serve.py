@@ -8,6 +8,7 @@ once for this module; in-process renders reuse the session's Paddle model instea
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -27,7 +28,6 @@ import pytest
 from conr_app.cli import main as cli_main
 from conr_app.web.context import AppContext
 from conr_app.web.jobs import POSE_SOURCES, SHEET_SOURCES, Job, JobEvent, RenderRequest, RenderResult
-from conr_app.web.parity import run_parity
 from conr_app.web.uploads import Upload, check_sheet_view, stage_uploads
 
 pytestmark = pytest.mark.slow  # the web app: renders, a server process and a browser
@@ -281,10 +281,36 @@ def test_cancel_stops_after_the_frame_in_flight(ctx):
 # --------------------------------------------------------------------------------------------------- parity
 
 
+# The parity tab's function run in a child process on the same folders (printing what it returns as JSON): its
+# verify run builds a float32 and a float64 model pair (~4.5 GB) that would otherwise sit on top of the session's
+# models in the pytest process.
+_PARITY_CHILD = """
+import json, sys
+from pathlib import Path
+from conr_app.web.context import AppContext
+from conr_app.web.parity import run_parity
+weights, work, uploads, torch_dir, folder = map(Path, sys.argv[1:])
+report, picture, verdict = run_parity(AppContext(weights, work, uploads, torch_dir=torch_dir), folder, views=1)
+print(json.dumps({"passed": report["passed"], "picture": str(picture), "verdict": verdict}))
+"""
+
+
+def _run_parity_in_child(ctx: AppContext, folder: Path) -> tuple[dict, Path, str]:
+    """`run_parity(ctx, folder, views=1)` in a child Python: (the report's `passed` field, picture, verdict)."""
+    from parity_tests.harness import ROOT, child_env
+
+    args = [str(p) for p in (ctx.weights_dir, ctx.work_root, ctx.upload_root, ctx.torch_dir, folder)]
+    proc = subprocess.run([sys.executable, "-c", _PARITY_CHILD, *args], cwd=ROOT, env=child_env(),
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"passed": out["passed"]}, Path(out["picture"]), out["verdict"]
+
+
 def test_parity_tab_function(ctx):
     """`convert verify` on the loaded weights at 128 px (one view here to keep the suite short): PASS, a picture."""
     folder = ctx.new_job_folder()
-    report, picture, verdict = run_parity(ctx, folder, views=1)
+    report, picture, verdict = _run_parity_in_child(ctx, folder)
     assert report["passed"] and verdict.startswith("PASS: ")
     assert "against the float64 truth" in verdict
     image = cv2.imread(str(picture))

@@ -10,7 +10,8 @@ runs in-process through `convert.cli.main`, so a fault can be planted with monke
 - instance-norm epsilon 1e-3 in the sheet parser and Paddle's native float32 norm in the pose encoder, in one
   report: each found at its own network's first norm;
 - a badly conditioned world at 256 px: the fixed per-stage bounds fail on a correct port and the float64 referee,
-  called in by `--truth auto`, passes it.
+  called in by `--truth auto`, passes it (the one report run as the command in a child process: nothing is planted,
+  and its 256 px model pairs stay out of the pytest process).
 """
 from __future__ import annotations
 
@@ -263,10 +264,13 @@ def test_norm_faults_are_found_each_in_its_own_network(weights_dir, pdparams_dir
 
 
 @pytest.mark.slow
-def test_badly_conditioned_world_calls_in_the_referee_above_128px(tmp_path_factory, capsys):
+def test_badly_conditioned_world_calls_in_the_referee_above_128px(tmp_path_factory):
     """256 px (no referee by default), the "wide" weight draw, 1 view: torch fp32 itself is far from its float64 run
     there, so the fixed per-stage bounds fail on a correct port (shader.warp_grouped, RGBA 1.8e-3 against torch);
-    `--truth auto` then calls in the float64 referee, which finds Paddle closer to the truth than torch and passes."""
+    `--truth auto` then calls in the float64 referee, which finds Paddle closer to the truth than torch and passes.
+
+    The verify run is the command in a child process (nothing is planted here): its float32 and float64 model pairs
+    and 256 px layer records (~6 GB) are never part of the pytest process, which holds the session's models."""
     from conr_common.verification.draws import DRAWS
     from conr_torch_ref.seeded import write_seeded_weights
     from convert.conversion import convert_checkpoints
@@ -275,11 +279,12 @@ def test_badly_conditioned_world_calls_in_the_referee_above_128px(tmp_path_facto
     paddle_dir = tmp_path_factory.mktemp("wide_paddle")
     convert_checkpoints("torch2paddle", torch_dir, paddle_dir, fmt="pdparams", force=True)
     out = tmp_path_factory.mktemp("wide_report")
-    rc = main(["verify", "--torch", str(torch_dir), "--paddle", str(paddle_dir), "--size", "256", "--views", "1",
-               "--report", str(out)])
-    stdout = capsys.readouterr().out
+    proc = subprocess.run([sys.executable, "-m", "convert", "verify", "--torch", str(torch_dir), "--paddle",
+                           str(paddle_dir), "--size", "256", "--views", "1", "--report", str(out)],
+                          cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=1200)
+    rc, stdout = proc.returncode, proc.stdout
     report = _report(out)
-    assert rc == 0, stdout
+    assert rc == 0, stdout + proc.stderr[-2000:]
     assert report["settings"]["truth_escalated"] is True and report["settings"]["truth"] == "fp64"
     assert "referee was called in" in stdout
     assert report["render"]["max_abs"] > report["tolerances"]["rgba"]  # the fixed bound alone would have failed

@@ -18,14 +18,16 @@ NAN_TENSOR = "decoder_blocks.2.conv0.0.weight"  # shader, same name on both side
 
 
 def _copy_with(weights_dir: Path, out: Path, mutate) -> Path:
-    """The official folder with shader.pth rewritten by `mutate(state)` (the other files linked)."""
+    """The official folder with shader.pth rewritten by `mutate(state)` (the other files linked). Written as float16,
+    a dtype the converter and both loaders accept and keep (`conr_common.contract.manifest.ALLOWED_DTYPES`): these
+    tests check refusals of non-finite values, which float16 holds alike, and the file is 190 MB instead of 385."""
     out.mkdir()
     for f in weights_dir.glob("*.pth"):
         if f.name != "shader.pth":
             os.symlink(f, out / f.name)
     state = torch.load(weights_dir / "shader.pth", map_location="cpu", weights_only=True)
     mutate(state)
-    torch.save(state, out / "shader.pth")
+    torch.save({k: v.half() for k, v in state.items()}, out / "shader.pth")
     return out
 
 
@@ -38,13 +40,17 @@ def nan_official(weights_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def nan_pdparams(nan_official, tmp_path_factory):
-    """nan_official converted with allow_nonfinite (the converter's library call), once for this module's two
-    readers of it (the Paddle loader and `render`): a full-size conversion, 0.7 GB, removed when the module ends."""
+def nan_pdparams(nan_official, pdparams_dir, tmp_path_factory):
+    """nan_official's shader converted with allow_nonfinite (the converter's library call), once for this module's
+    two readers of it (the Paddle loader and `render`); the three clean networks are hard links to the session's
+    conversion of the same files (`pdparams_dir`), which the readers only read. Removed when the module ends."""
     from convert.conversion import convert_checkpoints
 
     out = tmp_path_factory.mktemp("nan") / "paddle"
-    convert_checkpoints("torch2paddle", nan_official, out, allow_nonfinite=True)
+    convert_checkpoints("torch2paddle", nan_official / "shader.pth", out, allow_nonfinite=True)
+    for f in pdparams_dir.glob("*.pdparams"):
+        if f.name != "shader.pdparams":
+            os.link(f, out / f.name)
     yield out
     shutil.rmtree(out)
 
@@ -61,7 +67,7 @@ def test_converter_refuses_nan_weights_naming_file_and_tensor(nan_official, tmp_
     assert not out.exists() or not any(out.iterdir())  # nothing written
 
 
-@pytest.mark.slow  # a full-size conversion and two 180 M models
+@pytest.mark.slow  # a shader conversion and two 180 M models
 def test_converter_allow_nonfinite_converts_and_loaders_still_refuse(nan_official, nan_pdparams):
     from conr_paddle.model import CoNR, load_pdparams
     from conr_torch_ref.model import CoNR as TorchCoNR
@@ -75,7 +81,7 @@ def test_converter_allow_nonfinite_converts_and_loaders_still_refuse(nan_officia
         load_official(TorchCoNR(), nan_official)
 
 
-@pytest.mark.slow  # a full-size conversion and a subprocess render
+@pytest.mark.slow  # a shader conversion and a subprocess render
 def test_render_refuses_nan_weights_in_one_line(nan_pdparams, samples, tmp_path):
     import subprocess
     import sys
