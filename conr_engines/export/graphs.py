@@ -18,22 +18,12 @@ Graphs (fixed shapes):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-__all__ = ["GraphClasses", "graph_classes", "graph_layers", "GRAPHS"]
+__all__ = ["graph_layers", "GRAPHS"]
 
 GRAPHS = ("sheet", "step", "pose")
-
-
-@dataclass(frozen=True)
-class GraphClasses:
-    """The three graph layer classes of one framework: `sheet(model)`, `step(model, messages)`, `pose(model)`."""
-
-    sheet: type
-    step: type
-    pose: type
 
 
 def _sheet_class(base: type, twin: ModuleType) -> type:
@@ -89,18 +79,11 @@ def _pose_class(base: type, twin: ModuleType) -> type:
     return PoseGraph
 
 
-def graph_classes(base: type, twin: ModuleType) -> GraphClasses:
-    """The graph classes over `base` (the framework's layer class) calling the functions of `twin` (the model
-    module of the same framework)."""
-    return GraphClasses(sheet=_sheet_class(base, twin), step=_step_class(base, twin), pose=_pose_class(base, twin))
-
-
 def graph_layers(model: Any, base: type, twin: ModuleType, messages: bool, step_model: Any = None) -> dict[str, Any]:
     """The sheet, step and pose graph layers over `model`'s sub-networks, in eval mode. step_model: the model the
     step graph is built from instead (the same parameters computed with other `Ops`: `CoNR.with_ops`)."""
-    classes = graph_classes(base, twin)
-    step = classes.step(model if step_model is None else step_model, messages)
-    layers = {"sheet": classes.sheet(model), "step": step, "pose": classes.pose(model)}
+    step = _step_class(base, twin)(model if step_model is None else step_model, messages)
+    layers = {"sheet": _sheet_class(base, twin)(model), "step": step, "pose": _pose_class(base, twin)(model)}
     for layer in layers.values():
         layer.eval()
     return layers
