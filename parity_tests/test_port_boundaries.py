@@ -12,7 +12,7 @@ import ast
 import inspect
 from pathlib import Path
 
-from parity_tests.test_architecture import imported_modules, package_modules
+from parity_tests.test_architecture import imported_modules, module_circles, module_graph, package_modules
 
 ROOT = Path(__file__).resolve().parent.parent
 # defined in conr_engines (conr_engines.inference.ops, .onnx.ops, .export.sheet_inputs) and nowhere in the port
@@ -41,22 +41,7 @@ def test_ops_is_a_leaf_of_the_port():
 
 
 def test_no_module_circle_inside_the_port():
-    graph = {module: {n for n in _imports(path, module) if n.startswith("conr_paddle.")}
-             for path, module in package_modules(("conr_paddle",))}
-    graph = {m: {n for n in deps if n in graph and n != m} for m, deps in graph.items()}
-
-    def circle_from(start: str) -> list[str] | None:
-        stack = [(start, [start])]
-        while stack:
-            node, path = stack.pop()
-            for nxt in graph[node]:
-                if nxt == start:
-                    return path + [start]
-                if nxt not in path:
-                    stack.append((nxt, path + [nxt]))
-        return None
-
-    circles = [c for c in (circle_from(m) for m in graph) if c]
+    circles = module_circles(module_graph(("conr_paddle",)))
     assert not circles, " ; ".join(" -> ".join(c) for c in circles)
 
 
