@@ -31,6 +31,7 @@ from pathlib import Path
 
 from conr_common.contract.config import NETWORK_NAMES
 from conr_common.contract.manifest import official_manifest
+from parity_tests.harness import ROOT, child_env
 
 MODES = ("idle", "baseline", "convert")
 
@@ -65,10 +66,8 @@ def _run_child(mode: str, src: Path, out: Path) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         result = Path(f.name)
     cmd = [sys.executable, "-m", "parity_tests.bench_convert", "--child", mode, str(src), str(out), str(result)]
-    repo = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": str(repo) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     os.sync()  # start every run with no dirty pages of earlier runs being written back (steadier times)
-    proc = subprocess.Popen(cmd, cwd=repo, env=env)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=child_env())
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
