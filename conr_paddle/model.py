@@ -207,6 +207,15 @@ class CoNR(nn.Layer):
         return self.shade(sheet, self.encode_target(xyz, alpha))
 
 
+def unloaded(config: CoNRConfig = OFFICIAL, ops: Ops = EAGER_OPS) -> CoNR:
+    """A CoNR whose parameters are declared but not drawn (built under `paddle.LazyGuard`), for `load_pdparams` or
+    `load_networks` to fill right away: their strict load sets every parameter, so no random draw is wasted (0.1 s
+    instead of 4.8 s for the official 180 M parameters, measured on a 2-core AMD EPYC). Not for computing before a
+    load: its parameters hold no values until then."""
+    with paddle.LazyGuard():
+        return CoNR(config, ops)
+
+
 def load_networks(model: CoNR, states: dict[str, dict]) -> CoNR:
     """Strictly load Paddle-named state dicts (network name -> state) into the model."""
     for name in NETWORK_NAMES:

@@ -126,10 +126,10 @@ def paddle_leg(states: dict, paddle_states: dict, data: dict, spec: OptimizerSpe
     import paddle
 
     from conr_common.contract.rename import torch_to_paddle_key
-    from conr_paddle.model import CoNR, load_networks
+    from conr_paddle.model import load_networks, unloaded
 
     t0 = time.perf_counter()
-    model = load_networks(CoNR(), paddle_states)
+    model = load_networks(unloaded(), paddle_states)
     if dtype == "float64":
         model.to(dtype="float64")
     model.eval()

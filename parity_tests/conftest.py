@@ -72,9 +72,9 @@ def paddle_model(pdparams_dir):
     """The Paddle port, built once per session and loaded by the production loader (strict, restricted unpickler)
     from the converter's output: every parity test runs on weights that went through the converter. Shared like
     `torch_model`, with the same end-of-session check (mode, norm statistics, parameters)."""
-    from conr_paddle.model import CoNR, load_pdparams
+    from conr_paddle.model import load_pdparams, unloaded
 
-    model = load_pdparams(CoNR(), pdparams_dir)
+    model = load_pdparams(unloaded(), pdparams_dir)
     before = _paddle_fingerprint(model)
     yield model
     assert _paddle_fingerprint(model) == before, "a test changed the session's paddle_model"

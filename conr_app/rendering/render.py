@@ -190,10 +190,10 @@ class Renderer:
 
     def _load_model(self):
         if self._model is None:
-            from conr_paddle.model import CoNR, load_pdparams
+            from conr_paddle.model import load_pdparams, unloaded
 
             # restricted unpickler, strict: ConrInputError naming the file, every missing/unexpected key, shape
-            self._model = load_pdparams(CoNR(), self.weights_dir)
+            self._model = load_pdparams(unloaded(), self.weights_dir)
         return self._model
 
     def _weights_hash(self) -> str:
