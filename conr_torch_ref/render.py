@@ -24,14 +24,14 @@ from conr_common.data.pipeline import (
     to_uint8,
     udp_arrays,
 )
-from conr_torch_ref.model import CoNR, load_official
+from conr_torch_ref.model import CoNR, load_official, unloaded
 
 __all__ = ["load_reference_model", "render_reference_frames"]
 
 
 def load_reference_model(weights_dir: str | os.PathLike) -> CoNR:
     """The torch model with the four official `.pth` files of `weights_dir` (strict, weights_only)."""
-    return load_official(CoNR(), weights_dir).eval()
+    return load_official(unloaded(), weights_dir).eval()
 
 
 @torch.no_grad()

@@ -206,18 +206,18 @@ def _load_models(framework: str, weights: Path):
     """(Paddle model, torch model) of one checkpoint: the other side is built through the converter's table."""
     from conr_common.contract.manifest import paddle_to_torch, torch_to_paddle
     from conr_paddle.model import load_networks, load_pdparams, unloaded
-    from conr_torch_ref.model import CoNR as TorchCoNR
     from conr_torch_ref.model import load_networks as load_torch_networks
     from conr_torch_ref.model import load_official
+    from conr_torch_ref.model import unloaded as torch_unloaded
 
     if framework == "paddle":
         pm = load_pdparams(unloaded(), weights)
-        tm = load_torch_networks(TorchCoNR(), {
+        tm = load_torch_networks(torch_unloaded(), {
             name: paddle_to_torch(name, {k: v.numpy() for k, v in getattr(pm, name).state_dict().items()},
                                   source=str(weights))
             for name in NETWORK_NAMES})
     else:
-        tm = load_official(TorchCoNR(), weights)
+        tm = load_official(torch_unloaded(), weights)
         pm = load_networks(unloaded(), {
             name: torch_to_paddle(name, {k: v.numpy() for k, v in getattr(tm, name).state_dict().items()},
                                   source=str(weights))

@@ -20,10 +20,10 @@ __all__ = ["build_models", "paddle_place", "torch_pass", "truth_pass", "paddle_p
 
 def build_models(torch, paddle, torch_states, paddle_states, dtype: str, device: str):
     from conr_paddle.model import load_networks, unloaded
-    from conr_torch_ref.model import CoNR as TorchCoNR
     from conr_torch_ref.model import load_networks as load_torch_networks
+    from conr_torch_ref.model import unloaded as torch_unloaded
 
-    tm = load_torch_networks(TorchCoNR(), torch_states)
+    tm = load_torch_networks(torch_unloaded(), torch_states)
     pm = load_networks(unloaded(), paddle_states)
     if dtype == "float64":
         tm = tm.double()

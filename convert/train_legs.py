@@ -92,10 +92,10 @@ def torch_leg(states: dict, data: dict, spec: OptimizerSpec, steps: int, dtype: 
     run the same arithmetic (portcheck.optim). `perturb`: the weights times (1 +- perturb) first (`perturb_`)."""
     import torch
 
-    from conr_torch_ref.model import CoNR, load_networks
+    from conr_torch_ref.model import load_networks, unloaded
 
     t0 = time.perf_counter()
-    model = load_networks(CoNR(), states).to(getattr(torch, dtype)).eval()
+    model = load_networks(unloaded(), states).to(getattr(torch, dtype)).eval()
     if perturb:
         perturb_(model, perturb, seed=1)
     T = lambda a: torch.from_numpy(np.ascontiguousarray(a.astype(dtype)))  # noqa: E731

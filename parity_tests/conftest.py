@@ -59,9 +59,9 @@ def torch_model(weights_dir):
     """The torch reference, built once per session and loaded by the production loader (strict, weights_only).
     Shared by every test that needs the seeded reference (`harness.models_for_draw` too): a test that changed it
     (mode, dtype, a parameter) fails at the end of the session."""
-    from conr_torch_ref.model import CoNR, load_official
+    from conr_torch_ref.model import load_official, unloaded
 
-    model = load_official(CoNR(), weights_dir).eval()
+    model = load_official(unloaded(), weights_dir).eval()
     before = _torch_fingerprint(model)
     yield model
     assert _torch_fingerprint(model) == before, "a test changed the session's torch_model"
