@@ -13,6 +13,7 @@ import pytest
 from conr_common.verification.tolerances import PREDICTOR_RGBA_ATOL
 from parity_tests.harness import pose_input, sheet_input
 
+pytestmark = pytest.mark.slow  # two official-size predictor exports (one with the compiled operators)
 SIZE, VIEWS, FRAMES = 128, 2, 2
 
 
