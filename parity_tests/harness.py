@@ -82,10 +82,9 @@ def models_for_draw(draw: WeightDraw, official_states: dict, seeded_models: tupl
     session's official_states (numpy, torch names) instead of drawing 180 M parameters again. Other draws are new
     pairs: drop every reference to them after use and call `release_models()`."""
     from conr_common.contract.manifest import torch_to_paddle
-    from conr_paddle.model import CoNR as PCoNR
-    from conr_paddle.model import load_networks
-    from conr_torch_ref.model import CoNR as TCoNR
+    from conr_paddle.model import load_networks, unloaded
     from conr_torch_ref.model import load_networks as load_torch_networks
+    from conr_torch_ref.model import unloaded as torch_unloaded
     from conr_torch_ref.seeded import seeded_state_dicts
 
     if draw == SEEDED and seeded_models is not None:
@@ -94,8 +93,8 @@ def models_for_draw(draw: WeightDraw, official_states: dict, seeded_models: tupl
         states = official_states
     else:
         states = {n: {k: v.numpy() for k, v in s.items()} for n, s in seeded_state_dicts(draw).items()}
-    tm = load_torch_networks(TCoNR(), states)
-    pm = load_networks(PCoNR(), {n: torch_to_paddle(n, s) for n, s in states.items()})
+    tm = load_torch_networks(torch_unloaded(), states)  # declared, then filled: no random draw is wasted
+    pm = load_networks(unloaded(), {n: torch_to_paddle(n, s) for n, s in states.items()})
     return tm.eval(), pm
 
 
