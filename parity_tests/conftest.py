@@ -25,16 +25,18 @@ def weights_dir(tmp_path_factory):
     return write_seeded_weights(tmp_path_factory.mktemp("official_weights"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def official_states(weights_dir):
     """The seeded official checkpoints as numpy dicts (torch names), read back by the production reader
-    (`conr_common.weights.checkpoints`: torch.load with weights_only=True)."""
+    (`conr_common.weights.checkpoints`: torch.load with weights_only=True). Read once per module that asks (about
+    1 s from the page cache) and dropped after it: held for the whole session, its 0.7 GB sat under every later
+    module's peak."""
     from conr_common.weights.checkpoints import load_folder
 
     return load_folder(weights_dir, "torch")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def paddle_states(official_states):
     """The same tensors under Paddle names, through the converter's strict mapping (`conr_common.contract.manifest`)."""
     from conr_common.contract.manifest import torch_to_paddle
