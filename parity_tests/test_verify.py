@@ -1,7 +1,11 @@
 """`python -m convert verify`: the parity report finds planted port errors at the right place.
 
-128 px, 2 sheet views, seeded official-format weights (session fixture) converted once for this module. Each report
-runs in-process through `convert.cli.main`, so a fault can be planted with monkeypatch:
+128 px, 2 sheet views, seeded official-format weights (session fixture) converted once for the session. Each report
+runs in-process through `convert.cli.main`, so a fault can be planted with monkeypatch. The clean run loads its model
+pair through the production path; the planted runs still read and compare both weight folders (the parameter check),
+but compute with the session's `torch_model` and a Paddle twin of the session's `paddle_model` (`CoNR.with_ops`: the
+same parameter tensors, new layer objects) carrying the fault, so a planted run adds only its layer records and the
+referee's float64 copy, and the session's models are never changed:
 - clean pair: exit 0, the three report files exist and parse;
 - the Paddle warp with align_corners flipped (planted through `CoNR.with_ops`): exit 1, the first failing layer is a `shader.warp#k` call (and, run
   alone on the reference's input, that leaf layer is the first local failure too);
@@ -36,8 +40,8 @@ PERTURBED_INDEX = (0, 2, 1, 1)  # output channel 0, input channel 2 (first targe
 
 @pytest.fixture(autouse=True)
 def _models_released():
-    """Each verify run builds its own model pair (1.5 GB, float64 copies on top): give the memory back when the test
-    is done (the full suite's RSS grew ~1.5 GB per run without this)."""
+    """A verify run holds layer records and float64 copies (and the clean run its own model pair, 1.5 GB): give the
+    memory back when the test is done (the full suite's RSS grew ~1.5 GB per run without this)."""
     yield
     release_models()
 
@@ -128,7 +132,7 @@ def _warp_align_corners_false(x, flow):
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def _plant_warp_align_corners_false(pm):
+def _plant_warp_align_corners_false(pm, paddle_states=None):
     """The one planted bug, through the injection the engines use: the same parameters computing with an `Ops`
     whose warp is `_warp_align_corners_false` (`CoNR.with_ops`; the grouped warps keep the right one)."""
     from dataclasses import replace
@@ -141,8 +145,9 @@ def _plant_warp_align_corners_false(pm):
 
 
 @pytest.mark.slow  # a full layer-by-layer verify run
-def test_flipped_align_corners_in_warp_is_found_at_the_warp(weights_dir, pdparams_dir, tmp_path, capsys, monkeypatch):
-    _plant_in_paddle_model(monkeypatch, _plant_warp_align_corners_false)
+def test_flipped_align_corners_in_warp_is_found_at_the_warp(weights_dir, pdparams_dir, tmp_path, capsys, monkeypatch,
+                                                           torch_model, paddle_model):
+    _plant_in_session_models(monkeypatch, torch_model, paddle_model, _plant_warp_align_corners_false)
     out = tmp_path / "report"
     rc = _verify(weights_dir, pdparams_dir, out, "--single-step")
     stdout = capsys.readouterr().out
@@ -163,8 +168,23 @@ def test_flipped_align_corners_in_warp_is_found_at_the_warp(weights_dir, pdparam
     assert md.startswith("# CoNR parity report: FAIL") and f"`{s['first_failing_layer']}`" in md
 
 
+def _take_perturbed_tensor(pm, paddle_states):
+    """The twin's `shader.<PERTURBED_TENSOR>` replaced by a new parameter holding what verify read from the perturbed
+    folder (the session's parameter stays as it is): the twin computes with exactly the perturbed file's weights."""
+    import paddle
+
+    conv = pm.shader.decoder_blocks[2].conv0[0]
+    value = np.asarray(paddle_states["shader"][PERTURBED_TENSOR])
+    conv.add_parameter("weight", paddle.create_parameter(
+        list(value.shape), "float32", default_initializer=paddle.nn.initializer.Assign(value)))
+    assert np.array_equal(conv.weight.numpy(), value)
+    return pm
+
+
 @pytest.mark.slow  # a full layer-by-layer verify run
-def test_perturbed_tensor_is_named_and_found_in_its_layer(weights_dir, perturbed_dir, tmp_path, capsys):
+def test_perturbed_tensor_is_named_and_found_in_its_layer(weights_dir, perturbed_dir, tmp_path, capsys, monkeypatch,
+                                                          torch_model, paddle_model):
+    _plant_in_session_models(monkeypatch, torch_model, paddle_model, _take_perturbed_tensor)
     out = tmp_path / "report"
     rc = _verify(weights_dir, perturbed_dir, out)
     stdout = capsys.readouterr().out
@@ -219,22 +239,23 @@ def test_help_runs_as_a_module():
         assert flag in proc.stdout
 
 
-def _plant_in_paddle_model(monkeypatch, plant):
-    """Wrap verify's model builder so that `plant(paddle_model)` changes the Paddle side only: it returns the
-    Paddle model verify then uses (a planted twin, or the same model changed in place)."""
+def _plant_in_session_models(monkeypatch, torch_model, paddle_model, plant):
+    """Replace verify's model builder: verify computes with the session's `torch_model` and
+    `plant(twin, paddle_states)`, where `twin` is a new Paddle CoNR holding the session model's parameter tensors
+    (`CoNR.with_ops`) and `paddle_states` what verify read from `--paddle`; `plant` changes the twin only (its layers
+    are its own, so a changed epsilon, norm kernel or replaced parameter never reaches the session's model)."""
     import convert.verify as verify_module
 
-    original = verify_module.build_models
-
-    def build(*args, **kwargs):
-        tm, pm = original(*args, **kwargs)
-        return tm, plant(pm)
+    def build(torch, paddle, torch_states, paddle_states, dtype, device):
+        assert (dtype, device) == ("float32", "cpu")  # what the session's models are
+        return torch_model, plant(paddle_model.with_ops(paddle_model.ops), paddle_states)
 
     monkeypatch.setattr(verify_module, "build_models", build)
 
 
 @pytest.mark.slow  # one full layer-by-layer verify run for two planted norm faults in independent networks
-def test_norm_faults_are_found_each_in_its_own_network(weights_dir, pdparams_dir, tmp_path, capsys, monkeypatch):
+def test_norm_faults_are_found_each_in_its_own_network(weights_dir, pdparams_dir, tmp_path, capsys, monkeypatch,
+                                                      torch_model, paddle_model):
     """Two faults, one report (the sheet parser and the pose encoder never see each other's outputs, so each
     network's first failing row is its own fault's; the clean run above shows every row passes without them):
     - instance-norm epsilon 1e-3 in the sheet parser: the first failing layer of the report is the parser's first
@@ -243,14 +264,14 @@ def test_norm_faults_are_found_each_in_its_own_network(weights_dir, pdparams_dir
       referee sees Paddle drift from the truth at the encoder's first norm, its first failing row."""
     from conr_paddle.layers import AccurateInstanceNorm2D, set_norm_statistics
 
-    def plant(pm):
+    def plant(pm, paddle_states):
         for layer in pm.udpparsernet.sublayers():
             if isinstance(layer, AccurateInstanceNorm2D):
                 layer._epsilon = 1e-3
         assert set_norm_statistics(pm.target_pose_encoder, "native") > 0
         return pm
 
-    _plant_in_paddle_model(monkeypatch, plant)
+    _plant_in_session_models(monkeypatch, torch_model, paddle_model, plant)
     rc = _verify(weights_dir, pdparams_dir, tmp_path / "report")
     assert rc == 1, capsys.readouterr().out
     report = _report(tmp_path / "report")
