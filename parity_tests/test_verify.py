@@ -1,21 +1,25 @@
 """`python -m convert verify`: the parity report finds planted port errors at the right place.
 
-128 px, 2 sheet views, seeded official-format weights (session fixture) converted once for the session. Each report
-runs in-process through `convert.cli.main`, so a fault can be planted with monkeypatch. The clean run loads its model
-pair through the production path; the planted runs still read and compare both weight folders (the parameter check),
-but compute with the session's `torch_model` and a Paddle twin of the session's `paddle_model` (`CoNR.with_ops`: the
-same parameter tensors, new layer objects) carrying the fault, so a planted run adds only its layer records and the
-referee's float64 copy, and the session's models are never changed:
-- clean pair: exit 0, the three report files exist and parse;
-- the Paddle warp with align_corners flipped (planted through `CoNR.with_ops`): exit 1, the first failing layer is a `shader.warp#k` call (and, run
-  alone on the reference's input, that leaf layer is the first local failure too);
+128 px, 2 sheet views, seeded official-format weights (session fixtures). The two reports where nothing is planted
+run as the command in a child process (`python -m convert verify`), so their model pairs, float64 copies and layer
+records are never part of the pytest process, which holds the session's models. The planted reports run
+in-process through `convert.cli.main`, so a fault can be planted with monkeypatch: they still read and compare
+both weight folders (the parameter check), but compute with the session's `torch_model` and a Paddle twin of the
+session's `paddle_model` (`CoNR.with_ops`: the same parameter tensors, new layer objects) carrying the fault, so a
+planted run adds only its layer records (and the referee's float64 copy where it runs), and the session's models
+are never changed:
+- clean pair (child process; its models loaded by verify's production path): exit 0, the three report files exist
+  and parse, every row passes against the float64 referee;
+- the Paddle warp with align_corners flipped (planted through `CoNR.with_ops`): exit 1, the first failing layer is
+  a `shader.warp#k` call (and, run alone on the reference's input, that leaf layer is the first local failure too);
 - one converted tensor perturbed by 1e-2 in one element: exit 1, the parameter check names exactly that tensor and
   the first failing layer is inside `shader.decoder_blocks.2`;
+  (these two with `--truth none`: the fixed per-stage bounds locate them, and the referee's float64 pass, which
+  their assertions do not read, is left to the clean run and the norm faults)
 - instance-norm epsilon 1e-3 in the sheet parser and Paddle's native float32 norm in the pose encoder, in one
-  report: each found at its own network's first norm;
-- a badly conditioned world at 256 px: the fixed per-stage bounds fail on a correct port and the float64 referee,
-  called in by `--truth auto`, passes it (the one report run as the command in a child process: nothing is planted,
-  and its 256 px model pairs stay out of the pytest process).
+  report: each found at its own network's first norm (the encoder's against the referee);
+- a badly conditioned world at 256 px (child process): the fixed per-stage bounds fail on a correct port and the
+  float64 referee, called in by `--truth auto`, passes it.
 """
 from __future__ import annotations
 
@@ -66,16 +70,24 @@ def _verify(weights_dir, paddle_dir, out: Path, *extra: str) -> int:
                  "--views", str(VIEWS), "--report", str(out), *extra])
 
 
+def _verify_command(torch_dir, paddle_dir, out: Path, *extra: str) -> tuple[int, str, str]:
+    """`python -m convert verify` in a child process: (exit status, stdout, stderr). Its model pair, float64 copies
+    and layer records are never part of the pytest process, which holds the session's models."""
+    proc = subprocess.run([sys.executable, "-m", "convert", "verify", "--torch", str(torch_dir), "--paddle",
+                           str(paddle_dir), "--report", str(out), *extra],
+                          cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=1200)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
 def _report(out: Path) -> dict:
     return json.loads((out / "report.json").read_text())
 
 
 @pytest.mark.slow  # a full layer-by-layer verify run
-def test_clean_pair_passes_and_writes_readable_report(weights_dir, pdparams_dir, tmp_path, capsys):
+def test_clean_pair_passes_and_writes_readable_report(weights_dir, pdparams_dir, tmp_path):
     out = tmp_path / "report"
-    rc = _verify(weights_dir, pdparams_dir, out)
-    stdout = capsys.readouterr().out
-    assert rc == 0, stdout
+    rc, stdout, stderr = _verify_command(weights_dir, pdparams_dir, out, "--size", str(SIZE), "--views", str(VIEWS))
+    assert rc == 0, stdout + stderr[-2000:]
     assert "PASS" in stdout
 
     report = _report(out)
@@ -149,7 +161,7 @@ def test_flipped_align_corners_in_warp_is_found_at_the_warp(weights_dir, pdparam
                                                            torch_model, paddle_model):
     _plant_in_session_models(monkeypatch, torch_model, paddle_model, _plant_warp_align_corners_false)
     out = tmp_path / "report"
-    rc = _verify(weights_dir, pdparams_dir, out, "--single-step")
+    rc = _verify(weights_dir, pdparams_dir, out, "--single-step", "--truth", "none")
     stdout = capsys.readouterr().out
     assert rc == 1, stdout
     report = _report(out)
@@ -186,7 +198,7 @@ def test_perturbed_tensor_is_named_and_found_in_its_layer(weights_dir, perturbed
                                                           torch_model, paddle_model):
     _plant_in_session_models(monkeypatch, torch_model, paddle_model, _take_perturbed_tensor)
     out = tmp_path / "report"
-    rc = _verify(weights_dir, perturbed_dir, out)
+    rc = _verify(weights_dir, perturbed_dir, out, "--truth", "none")
     stdout = capsys.readouterr().out
     assert rc == 1, stdout
     report = _report(out)
@@ -300,12 +312,9 @@ def test_badly_conditioned_world_calls_in_the_referee_above_128px(tmp_path_facto
     paddle_dir = tmp_path_factory.mktemp("wide_paddle")
     convert_checkpoints("torch2paddle", torch_dir, paddle_dir, fmt="pdparams", force=True)
     out = tmp_path_factory.mktemp("wide_report")
-    proc = subprocess.run([sys.executable, "-m", "convert", "verify", "--torch", str(torch_dir), "--paddle",
-                           str(paddle_dir), "--size", "256", "--views", "1", "--report", str(out)],
-                          cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=1200)
-    rc, stdout = proc.returncode, proc.stdout
+    rc, stdout, stderr = _verify_command(torch_dir, paddle_dir, out, "--size", "256", "--views", "1")
     report = _report(out)
-    assert rc == 0, stdout + proc.stderr[-2000:]
+    assert rc == 0, stdout + stderr[-2000:]
     assert report["settings"]["truth_escalated"] is True and report["settings"]["truth"] == "fp64"
     assert "referee was called in" in stdout
     assert report["render"]["max_abs"] > report["tolerances"]["rgba"]  # the fixed bound alone would have failed
