@@ -149,15 +149,16 @@ def _rendered_before(scene: Scene, size: int = 128, weights: Path | None = None)
     return out
 
 
-def _official_with(scene: Scene, mutate: Callable[[dict], dict]) -> Path:
+def _official_with(scene: Scene, network: str, mutate: Callable[[dict], dict]) -> Path:
+    """The scene's official folder with `network`.pth rewritten by `mutate` (the other files linked)."""
     import torch
 
     official = _folder(scene, "bad_official")
     for f in scene.official.glob("*.pth"):
-        if f.name != "shader.pth":
+        if f.stem != network:
             os.symlink(f, official / f.name)
-    state = torch.load(scene.official / "shader.pth", map_location="cpu", weights_only=True)
-    torch.save(_half(mutate(state)), official / "shader.pth")
+    state = torch.load(scene.official / f"{network}.pth", map_location="cpu", weights_only=True)
+    torch.save(_half(mutate(state)), official / f"{network}.pth")
     return official
 
 
@@ -166,11 +167,23 @@ def _set(state: dict, key: str, value) -> dict:
     return state
 
 
-def _nan_first(state: dict) -> dict:
-    key = "decoder_blocks.2.conv0.0.weight"
-    state[key] = state[key].clone() if hasattr(state[key], "clone") else np.array(state[key])
-    state[key][0, 0, 0, 0] = float("nan")
-    return state
+def _nan_in(key: str) -> Callable[[dict], dict]:
+    """A mutation putting one NaN into the first element of tensor `key` (a copy: the loaded state is not shared)."""
+    def mutate(state: dict) -> dict:
+        state[key] = state[key].clone() if hasattr(state[key], "clone") else np.array(state[key])
+        state[key].reshape(-1)[0] = float("nan")
+        return state
+
+    return mutate
+
+
+# The probes' damaged weight files are the smallest that show each refusal (they check the refusal, not the
+# network): rgbadecodernet (0.3 MB) where the file is refused before anything is written, udpparsernet for the
+# converter's NaN check, which runs while converting, network by network in NETWORK_NAMES order, so the first
+# network fails before any other is converted (the converter's clean-up after a later network's NaN is
+# test_weight_values' test_converter_refuses_nan_weights_naming_file_and_tensor).
+SMALL_NETWORK, SMALL_TENSOR = "rgbadecodernet", "conv_rgba.0.weight"
+FIRST_NETWORK, FIRST_TENSOR = "udpparsernet", "backbone.0.weight"
 
 
 def _opaque() -> np.ndarray:
@@ -275,7 +288,8 @@ PROBES: list[Probe] = [
     Probe("weights folder holding the official .pth", lambda s: s.render(weights=s.official), "torch2paddle"),
     Probe("weights file that is a code-carrying pickle", lambda s: s.render(weights=_weights_with(
         s, "rgbadecodernet", data=pickle.dumps({"w": _RunsCode(s.root / "pwned")}, protocol=4))), "refused"),
-    Probe("weights with a NaN", lambda s: s.render(weights=_weights_with(s, "shader", _nan_first)), "NaN"),
+    Probe("weights with a NaN", lambda s: s.render(weights=_weights_with(s, SMALL_NETWORK, _nan_in(SMALL_TENSOR))),
+          "NaN"),
     Probe("weights with an int64 tensor", lambda s: s.render(weights=_weights_with(
         s, "rgbadecodernet", lambda st: _set(st, "conv_rgba.0.bias", np.zeros(4, np.int64)))), "floating"),
     # resume group (issue 23, findings 15 and 16): a weights name that is not a regular file is never "missing"
@@ -331,14 +345,14 @@ PROBES: list[Probe] = [
                                                         str(s.official)], "source folder"),
     Probe("convert: -o containing the source", lambda s: ["convert", "paddle2torch", str(s.weights), "-o",
                                                           str(s.root), "--force"], "contains the source"),
-    Probe("convert: NaN in a checkpoint", lambda s: ["convert", "torch2paddle", str(_official_with(s, _nan_first)),
-                                                     "-o", str(s.root / "conv")], "NaN"),
+    Probe("convert: NaN in a checkpoint", lambda s: ["convert", "torch2paddle", str(_official_with(
+        s, FIRST_NETWORK, _nan_in(FIRST_TENSOR))), "-o", str(s.root / "conv")], "NaN"),
     Probe("convert: a tensor of the wrong shape", lambda s: ["convert", "torch2paddle", str(_official_with(
-        s, lambda st: _set(st, "decoder_blocks.2.conv0.0.weight", st["decoder_blocks.2.conv0.0.weight"][:1]))),
-        "-o", str(s.root / "conv")], "shape"),
+        s, SMALL_NETWORK, lambda st: _set(st, SMALL_TENSOR, st[SMALL_TENSOR][:1]))), "-o", str(s.root / "conv")],
+          "shape"),
     Probe("convert: an unexpected key", lambda s: ["convert", "torch2paddle", str(_official_with(
-        s, lambda st: _set(st, "extra.weight", st["decoder_blocks.2.conv0.0.weight"][:1]))), "-o",
-        str(s.root / "conv")], "unexpected"),
+        s, SMALL_NETWORK, lambda st: _set(st, "extra.weight", st[SMALL_TENSOR][:1]))), "-o", str(s.root / "conv")],
+          "unexpected"),
     # ---- guard group (issue 23): -o, --report and --force
     Probe("convert: one network into a folder holding a whole set", lambda s: [
         "convert", "torch2paddle", str(s.official / "udpparsernet.pth"), "-o", str(s.weights), "--force"],

@@ -254,11 +254,12 @@ def test_bfloat16_is_widened_exactly_with_a_note(tmp_path, capsys):
 
 
 def test_container_and_module_prefix_are_unwrapped_with_a_note(tmp_path, capsys):
-    state = random_official_state("target_pose_encoder", seed=4)
+    """A training checkpoint's wrapping (the smallest network: the unwrapping does not depend on which)."""
+    state = random_official_state(SMALL, seed=4)
     wrapped = {"state_dict": {f"module.{k}": torch.from_numpy(v) for k, v in state.items()}, "epoch": 7}
     torch.save(wrapped, tmp_path / "ckpt.pt")
     assert main(["torch2paddle", str(tmp_path / "ckpt.pt"), "-o", str(tmp_path / "out")]) == 0
-    notes = json.loads((tmp_path / "out" / "conversion_report.json").read_text())["networks"]["target_pose_encoder"]["notes"]
+    notes = json.loads((tmp_path / "out" / "conversion_report.json").read_text())["networks"][SMALL]["notes"]
     assert any("'state_dict' container" in n for n in notes) and any("'module.' prefix" in n for n in notes)
     assert "note: " in capsys.readouterr().out
 

@@ -220,23 +220,24 @@ def test_one_network_never_joins_another_set(weights_dir, converted, tmp_path, c
 @pytest.mark.slow
 def test_inspect_fails_a_folder_its_report_does_not_describe(weights_dir, converted, tmp_path, capsys):
     """Finding 13: `inspect` passed the mixed folder. The old converter's leftover is rebuilt here: a whole set
-    whose conversion_report.json describes one file only (the last single-file conversion's)."""
+    whose conversion_report.json describes one file only (the last single-file conversion's: rgbadecodernet, the
+    smallest network, 0.3 MB written instead of udpparsernet's 0.2 GB)."""
     from convert.run import inspect_paths
 
     assert inspect_paths(converted, stdout=io.StringIO()) == 0
     single = tmp_path / "single"
-    assert _convert_main(["torch2paddle", str(weights_dir / "udpparsernet.pth"), "-o", str(single)]) == 0
+    assert _convert_main(["torch2paddle", str(weights_dir / "rgbadecodernet.pth"), "-o", str(single)]) == 0
     shutil.copy(single / "conversion_report.json", converted / "conversion_report.json")
     table = io.StringIO()
     assert inspect_paths(converted, stdout=table) == 1
     assert "shader.pdparams: not described by conversion_report.json" in table.getvalue(), table.getvalue()
     # a file changed after its conversion is caught by its sha256
     report = json.loads((single / "conversion_report.json").read_text())
-    report["networks"]["udpparsernet"]["output"]["sha256"] = "0" * 64
+    report["networks"]["rgbadecodernet"]["output"]["sha256"] = "0" * 64
     (single / "conversion_report.json").write_text(json.dumps(report))
     table = io.StringIO()
     assert inspect_paths(single, stdout=table) == 1
-    assert "udpparsernet.pdparams: sha256 differs" in table.getvalue(), table.getvalue()
+    assert "rgbadecodernet.pdparams: sha256 differs" in table.getvalue(), table.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------------- verify

@@ -1,17 +1,25 @@
 """`python -m convert verify`: the parity report finds planted port errors at the right place.
 
-128 px, 2 sheet views, seeded official-format weights (session fixture) converted once for this module. Each report
-runs in-process through `convert.cli.main`, so a fault can be planted with monkeypatch:
-- clean pair: exit 0, the three report files exist and parse;
-- the Paddle warp with align_corners flipped (planted through `CoNR.with_ops`): exit 1, the first failing layer is a `shader.warp#k` call (and, run
-  alone on the reference's input, that leaf layer is the first local failure too);
+128 px, 2 sheet views, seeded official-format weights (session fixtures). The two reports where nothing is planted
+run as the command in a child process (`python -m convert verify`), so their model pairs, float64 copies and layer
+records are never part of the pytest process, which holds the session's models. The planted reports run
+in-process through `convert.cli.main`, so a fault can be planted with monkeypatch: they still read and compare
+both weight folders (the parameter check), but compute with the session's `torch_model` and a Paddle twin of the
+session's `paddle_model` (`CoNR.with_ops`: the same parameter tensors, new layer objects) carrying the fault, so a
+planted run adds only its layer records (and the referee's float64 copy where it runs), and the session's models
+are never changed:
+- clean pair (child process; its models loaded by verify's production path): exit 0, the three report files exist
+  and parse, every row passes against the float64 referee;
+- the Paddle warp with align_corners flipped (planted through `CoNR.with_ops`): exit 1, the first failing layer is
+  a `shader.warp#k` call (and, run alone on the reference's input, that leaf layer is the first local failure too);
 - one converted tensor perturbed by 1e-2 in one element: exit 1, the parameter check names exactly that tensor and
   the first failing layer is inside `shader.decoder_blocks.2`;
+  (these two with `--truth none`: the fixed per-stage bounds locate them, and the referee's float64 pass, which
+  their assertions do not read, is left to the clean run and the norm faults)
 - instance-norm epsilon 1e-3 in the sheet parser and Paddle's native float32 norm in the pose encoder, in one
-  report: each found at its own network's first norm;
-- a badly conditioned world at 256 px: the fixed per-stage bounds fail on a correct port and the float64 referee,
-  called in by `--truth auto`, passes it (the one report run as the command in a child process: nothing is planted,
-  and its 256 px model pairs stay out of the pytest process).
+  report: each found at its own network's first norm (the encoder's against the referee);
+- a badly conditioned world at 256 px (child process; the "wide" draw written as float16): the fixed per-stage
+  bounds fail on a correct port and the float64 referee, called in by `--truth auto`, passes it.
 """
 from __future__ import annotations
 
@@ -36,8 +44,8 @@ PERTURBED_INDEX = (0, 2, 1, 1)  # output channel 0, input channel 2 (first targe
 
 @pytest.fixture(autouse=True)
 def _models_released():
-    """Each verify run builds its own model pair (1.5 GB, float64 copies on top): give the memory back when the test
-    is done (the full suite's RSS grew ~1.5 GB per run without this)."""
+    """A verify run holds layer records and float64 copies (and the clean run its own model pair, 1.5 GB): give the
+    memory back when the test is done (the full suite's RSS grew ~1.5 GB per run without this)."""
     yield
     release_models()
 
@@ -62,16 +70,24 @@ def _verify(weights_dir, paddle_dir, out: Path, *extra: str) -> int:
                  "--views", str(VIEWS), "--report", str(out), *extra])
 
 
+def _verify_command(torch_dir, paddle_dir, out: Path, *extra: str) -> tuple[int, str, str]:
+    """`python -m convert verify` in a child process: (exit status, stdout, stderr). Its model pair, float64 copies
+    and layer records are never part of the pytest process, which holds the session's models."""
+    proc = subprocess.run([sys.executable, "-m", "convert", "verify", "--torch", str(torch_dir), "--paddle",
+                           str(paddle_dir), "--report", str(out), *extra],
+                          cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=1200)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
 def _report(out: Path) -> dict:
     return json.loads((out / "report.json").read_text())
 
 
 @pytest.mark.slow  # a full layer-by-layer verify run
-def test_clean_pair_passes_and_writes_readable_report(weights_dir, pdparams_dir, tmp_path, capsys):
+def test_clean_pair_passes_and_writes_readable_report(weights_dir, pdparams_dir, tmp_path):
     out = tmp_path / "report"
-    rc = _verify(weights_dir, pdparams_dir, out)
-    stdout = capsys.readouterr().out
-    assert rc == 0, stdout
+    rc, stdout, stderr = _verify_command(weights_dir, pdparams_dir, out, "--size", str(SIZE), "--views", str(VIEWS))
+    assert rc == 0, stdout + stderr[-2000:]
     assert "PASS" in stdout
 
     report = _report(out)
@@ -128,7 +144,7 @@ def _warp_align_corners_false(x, flow):
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def _plant_warp_align_corners_false(pm):
+def _plant_warp_align_corners_false(pm, paddle_states=None):
     """The one planted bug, through the injection the engines use: the same parameters computing with an `Ops`
     whose warp is `_warp_align_corners_false` (`CoNR.with_ops`; the grouped warps keep the right one)."""
     from dataclasses import replace
@@ -141,10 +157,11 @@ def _plant_warp_align_corners_false(pm):
 
 
 @pytest.mark.slow  # a full layer-by-layer verify run
-def test_flipped_align_corners_in_warp_is_found_at_the_warp(weights_dir, pdparams_dir, tmp_path, capsys, monkeypatch):
-    _plant_in_paddle_model(monkeypatch, _plant_warp_align_corners_false)
+def test_flipped_align_corners_in_warp_is_found_at_the_warp(weights_dir, pdparams_dir, tmp_path, capsys, monkeypatch,
+                                                           torch_model, paddle_model):
+    _plant_in_session_models(monkeypatch, torch_model, paddle_model, _plant_warp_align_corners_false)
     out = tmp_path / "report"
-    rc = _verify(weights_dir, pdparams_dir, out, "--single-step")
+    rc = _verify(weights_dir, pdparams_dir, out, "--single-step", "--truth", "none")
     stdout = capsys.readouterr().out
     assert rc == 1, stdout
     report = _report(out)
@@ -163,10 +180,25 @@ def test_flipped_align_corners_in_warp_is_found_at_the_warp(weights_dir, pdparam
     assert md.startswith("# CoNR parity report: FAIL") and f"`{s['first_failing_layer']}`" in md
 
 
+def _take_perturbed_tensor(pm, paddle_states):
+    """The twin's `shader.<PERTURBED_TENSOR>` replaced by a new parameter holding what verify read from the perturbed
+    folder (the session's parameter stays as it is): the twin computes with exactly the perturbed file's weights."""
+    import paddle
+
+    conv = pm.shader.decoder_blocks[2].conv0[0]
+    value = np.asarray(paddle_states["shader"][PERTURBED_TENSOR])
+    conv.add_parameter("weight", paddle.create_parameter(
+        list(value.shape), "float32", default_initializer=paddle.nn.initializer.Assign(value)))
+    assert np.array_equal(conv.weight.numpy(), value)
+    return pm
+
+
 @pytest.mark.slow  # a full layer-by-layer verify run
-def test_perturbed_tensor_is_named_and_found_in_its_layer(weights_dir, perturbed_dir, tmp_path, capsys):
+def test_perturbed_tensor_is_named_and_found_in_its_layer(weights_dir, perturbed_dir, tmp_path, capsys, monkeypatch,
+                                                          torch_model, paddle_model):
+    _plant_in_session_models(monkeypatch, torch_model, paddle_model, _take_perturbed_tensor)
     out = tmp_path / "report"
-    rc = _verify(weights_dir, perturbed_dir, out)
+    rc = _verify(weights_dir, perturbed_dir, out, "--truth", "none")
     stdout = capsys.readouterr().out
     assert rc == 1, stdout
     report = _report(out)
@@ -219,22 +251,23 @@ def test_help_runs_as_a_module():
         assert flag in proc.stdout
 
 
-def _plant_in_paddle_model(monkeypatch, plant):
-    """Wrap verify's model builder so that `plant(paddle_model)` changes the Paddle side only: it returns the
-    Paddle model verify then uses (a planted twin, or the same model changed in place)."""
+def _plant_in_session_models(monkeypatch, torch_model, paddle_model, plant):
+    """Replace verify's model builder: verify computes with the session's `torch_model` and
+    `plant(twin, paddle_states)`, where `twin` is a new Paddle CoNR holding the session model's parameter tensors
+    (`CoNR.with_ops`) and `paddle_states` what verify read from `--paddle`; `plant` changes the twin only (its layers
+    are its own, so a changed epsilon, norm kernel or replaced parameter never reaches the session's model)."""
     import convert.verify as verify_module
 
-    original = verify_module.build_models
-
-    def build(*args, **kwargs):
-        tm, pm = original(*args, **kwargs)
-        return tm, plant(pm)
+    def build(torch, paddle, torch_states, paddle_states, dtype, device):
+        assert (dtype, device) == ("float32", "cpu")  # what the session's models are
+        return torch_model, plant(paddle_model.with_ops(paddle_model.ops), paddle_states)
 
     monkeypatch.setattr(verify_module, "build_models", build)
 
 
 @pytest.mark.slow  # one full layer-by-layer verify run for two planted norm faults in independent networks
-def test_norm_faults_are_found_each_in_its_own_network(weights_dir, pdparams_dir, tmp_path, capsys, monkeypatch):
+def test_norm_faults_are_found_each_in_its_own_network(weights_dir, pdparams_dir, tmp_path, capsys, monkeypatch,
+                                                      torch_model, paddle_model):
     """Two faults, one report (the sheet parser and the pose encoder never see each other's outputs, so each
     network's first failing row is its own fault's; the clean run above shows every row passes without them):
     - instance-norm epsilon 1e-3 in the sheet parser: the first failing layer of the report is the parser's first
@@ -243,14 +276,14 @@ def test_norm_faults_are_found_each_in_its_own_network(weights_dir, pdparams_dir
       referee sees Paddle drift from the truth at the encoder's first norm, its first failing row."""
     from conr_paddle.layers import AccurateInstanceNorm2D, set_norm_statistics
 
-    def plant(pm):
+    def plant(pm, paddle_states):
         for layer in pm.udpparsernet.sublayers():
             if isinstance(layer, AccurateInstanceNorm2D):
                 layer._epsilon = 1e-3
         assert set_norm_statistics(pm.target_pose_encoder, "native") > 0
         return pm
 
-    _plant_in_paddle_model(monkeypatch, plant)
+    _plant_in_session_models(monkeypatch, torch_model, paddle_model, plant)
     rc = _verify(weights_dir, pdparams_dir, tmp_path / "report")
     assert rc == 1, capsys.readouterr().out
     report = _report(tmp_path / "report")
@@ -263,28 +296,42 @@ def test_norm_faults_are_found_each_in_its_own_network(weights_dir, pdparams_dir
     assert encoder and encoder[0].startswith("target_pose_encoder.backbone.1.norm"), encoder[:3]
 
 
+def _write_float16_draw(folder: Path, draw) -> Path:
+    """The four official-format `.pth` files of `draw` with every float tensor rounded to float16, a dtype the
+    converter and both loaders accept (`conr_common.contract.manifest.ALLOWED_DTYPES`; the models compute in
+    float32): the same world to 3 significant digits, half the bytes. What this test checks is the world's
+    conditioning (how far torch float32 is from float64), which rests on the draw's scales, not on the last digits."""
+    import torch
+
+    from conr_common.contract.manifest import official_manifest
+    from conr_torch_ref.seeded import seeded_state_dicts
+
+    for name, state in seeded_state_dicts(draw).items():
+        half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        torch.save(half, folder / official_manifest()[name].file)
+    return folder
+
+
 @pytest.mark.slow
 def test_badly_conditioned_world_calls_in_the_referee_above_128px(tmp_path_factory):
     """256 px (no referee by default), the "wide" weight draw, 1 view: torch fp32 itself is far from its float64 run
-    there, so the fixed per-stage bounds fail on a correct port (shader.warp_grouped, RGBA 1.8e-3 against torch);
-    `--truth auto` then calls in the float64 referee, which finds Paddle closer to the truth than torch and passes.
+    there, so the fixed per-stage bounds fail on a correct port (RGBA 2.9e-3 against torch, bound 1e-4; from the
+    truth, Paddle 3.4e-4 and torch 2.8e-3; measured with the float16-rounded draw); `--truth auto` then calls in
+    the float64 referee, which finds Paddle closer to the truth than torch and passes.
 
     The verify run is the command in a child process (nothing is planted here): its float32 and float64 model pairs
-    and 256 px layer records (~6 GB) are never part of the pytest process, which holds the session's models."""
+    and 256 px layer records (~6 GB) are never part of the pytest process, which holds the session's models. The
+    draw is written as float16 (`_write_float16_draw`: 0.68 GB written instead of 1.35 GB with its conversion)."""
     from conr_common.verification.draws import DRAWS
-    from conr_torch_ref.seeded import write_seeded_weights
     from convert.conversion import convert_checkpoints
 
-    torch_dir = write_seeded_weights(tmp_path_factory.mktemp("wide_official"), draw=DRAWS["wide"])
+    torch_dir = _write_float16_draw(tmp_path_factory.mktemp("wide_official"), DRAWS["wide"])
     paddle_dir = tmp_path_factory.mktemp("wide_paddle")
     convert_checkpoints("torch2paddle", torch_dir, paddle_dir, fmt="pdparams", force=True)
     out = tmp_path_factory.mktemp("wide_report")
-    proc = subprocess.run([sys.executable, "-m", "convert", "verify", "--torch", str(torch_dir), "--paddle",
-                           str(paddle_dir), "--size", "256", "--views", "1", "--report", str(out)],
-                          cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=1200)
-    rc, stdout = proc.returncode, proc.stdout
+    rc, stdout, stderr = _verify_command(torch_dir, paddle_dir, out, "--size", "256", "--views", "1")
     report = _report(out)
-    assert rc == 0, stdout + proc.stderr[-2000:]
+    assert rc == 0, stdout + stderr[-2000:]
     assert report["settings"]["truth_escalated"] is True and report["settings"]["truth"] == "fp64"
     assert "referee was called in" in stdout
     assert report["render"]["max_abs"] > report["tolerances"]["rgba"]  # the fixed bound alone would have failed
