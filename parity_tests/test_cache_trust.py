@@ -115,10 +115,14 @@ def _run_export(cache: Path) -> tuple[dict, str]:
 
 
 def _damage_graph(folder: Path) -> None:
+    """One byte in the middle of the step graph's weights flipped in place (one byte written, not the file)."""
     params = folder / "step.pdiparams"
-    data = bytearray(params.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    params.write_bytes(bytes(data))
+    middle = params.stat().st_size // 2
+    with params.open("r+b") as f:
+        f.seek(middle)
+        byte = f.read(1)[0]
+        f.seek(middle)
+        f.write(bytes([byte ^ 0xFF]))
 
 
 def _damage_meta(folder: Path) -> None:

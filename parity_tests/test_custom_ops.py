@@ -134,22 +134,25 @@ def test_find_cxx_compiler_follows_cxx(monkeypatch):
 
 
 @pytest.mark.slow  # predictor exports
-def test_predictor_without_compiler_renders_with_grid_sample(tmp_path, monkeypatch, paddle_model):
+def test_predictor_without_compiler_renders_with_grid_sample(monkeypatch, paddle_model, graph_cache, weights_label):
     """The documented fallback: where the operators cannot be built, PredictorRunner (custom_warp left on) exports
     with grid_sample, its warp label and meta.json say so, the reason is kept, and its frame is the eager model's.
-    A private cache: the session's has the operators built."""
+    The session cache, not a private one: the simulated build has its own key (`_simulate_no_compiler`), so the
+    session's built operators are not found, and the graph key holds the warp, so the fallback's graphs are the
+    grid_sample ones test_predictor_with_and_without_custom_ops_agree compares (exported once, by whichever runs
+    first: the same 128 px / 2 view graph, not a third official-size export into a private folder)."""
     from conr_engines.inference.ext import find_cxx_compiler
     from conr_engines.inference.predictor import PredictorRunner
 
     _simulate_no_compiler(monkeypatch)
     assert find_cxx_compiler() is None
     model = paddle_model  # the session's (nothing to build); the fallback does not depend on the weights
-    runner = PredictorRunner(model, "no-compiler-test", size=128, views=1, batch=1, cache_dir=tmp_path)
+    runner = PredictorRunner(model, weights_label, size=128, views=2, batch=1, cache_dir=graph_cache)
     assert runner.warp_op is not None and not runner.warp_op.available
     assert "no C++ compiler" in runner.warp_op.reason
     assert runner.warp == runner.warp_kind == "grid_sample" and runner.meta["warp"] == "grid_sample"
     rs = np.random.RandomState(1)
-    sheet = rs.rand(1, 4, 128, 128).astype(np.float32)
+    sheet = rs.rand(2, 4, 128, 128).astype(np.float32)
     xyz = rs.rand(1, 3, 128, 128).astype(np.float32)
     alpha = (rs.rand(1, 1, 128, 128) > 0.3).astype(np.float32)
     out = runner.render(runner.parse_sheet(sheet), xyz, alpha)
@@ -163,7 +166,8 @@ def test_predictor_without_compiler_renders_with_grid_sample(tmp_path, monkeypat
 @pytest.mark.slow  # predictor exports
 def test_predictor_with_and_without_custom_ops_agree(custom_ops, graph_cache, paddle_model, weights_label):
     """The step graph exported with conr_warp/conr_resize and with grid_sample/matmul resizes, side by side (the
-    session's seeded model and cache: the graphs test_predictor_parity.py renders, exported once)."""
+    session's seeded model and cache: the graphs test_predictor_parity.py renders and the grid_sample one the
+    no-compiler fallback above uses, exported once)."""
     from conr_engines.inference.predictor import PredictorRunner
 
     model = paddle_model
