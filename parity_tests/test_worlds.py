@@ -8,11 +8,14 @@ agree with the torch reference's, and the bf16 predictor holds its PSNR bar agai
 world's written frames are checked again, and the case the issue was filed on (256 px, 3 views, a 300x200 frame)
 is judged against its own float64 truth, bf16 included.
 
-Exported graphs: a predictor graph set is named by its weights, size and view count (and precision), so the worlds
-are chosen to need few of them: the two seeded worlds both use 4 views (the blob world's point is its pose, not its
-view count; 1 and 3 views stay covered by the narrow and wide draws, and 3 seeded views by the issue's case), and the
-seeded draw is exported under the session's weights label into the session cache (`graph_cache`), where any graph
-another test already exported is found instead of exported again.
+Exported graphs: a predictor graph set is named by its weights, size and view count (and precision), and each one
+costs ~0.7 GB written and tens of seconds, so the worlds are chosen to need few of them. The two seeded worlds use 2
+views, the view count the predictor tests render at 128 px (test_predictor_parity, test_custom_ops,
+test_predictor): the seeded draw is exported under the session's weights label into the session cache
+(`graph_cache`), so its 128 px fp32 and bf16 graphs are found there instead of exported again, and both seeded
+worlds share one 256 px graph set. The blob world's point is its pose, not its view count; 1 and 3 views stay
+covered by the narrow and wide draws, 3 seeded views by the issue's case, and 4 views end to end by
+test_end_to_end (128 and 256 px). A graph set is created once and renders every world that uses it.
 """
 from __future__ import annotations
 
@@ -51,10 +54,10 @@ class World:
 
 
 WORLDS = [
-    World(SEEDED, 4, "sample", (256, 256)),
+    World(SEEDED, 2, "sample", (256, 256)),  # 2 views: the session's 128 px graphs (module docstring)
     World(DRAWS["narrow"], 1, "blob", (300, 200)),
     World(DRAWS["wide"], 3, "thin", (200, 300)),
-    World(SEEDED, 4, "blob", (333, 211)),  # 4 views: the sample world's graphs (module docstring)
+    World(SEEDED, 2, "blob", (333, 211)),
 ]
 
 
@@ -94,46 +97,98 @@ class Graphs:
     label: str
 
 
-def _run_world(world: World, size: int, models: tuple, samples, folder: Path, graphs: Graphs, *,
-               truth: bool, bf16: bool) -> tuple[dict, set[Path]]:
-    """One world at one size on `models` (its draw's torch reference and Paddle port): torch fp32, Paddle eager fp32,
-    the fp32 predictor; the float64 truth (torch in float64) and the bf16 predictor (on a CPU with bfloat16) when
-    asked. Returns the outputs and the graph folders the predictors exported (not those found in the cache)."""
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One world at one size: torch fp32, Paddle eager and the fp32 predictor always; the float64 truth and the bf16
+    predictor when asked."""
+
+    world: World
+    size: int
+    truth: bool
+    bf16: bool
+
+    @property
+    def graph_sets(self) -> list[tuple[int, int, str]]:
+        """The predictor graph sets this job renders with: (size, views, precision)."""
+        from conr_common.platform.cpu import bf16_support
+
+        bf16 = self.bf16 and bf16_support()[0]
+        return [(self.size, self.world.views, p) for p in ["fp32"] + (["bf16"] if bf16 else [])]
+
+
+JOBS = [Job(w, SIZE, True, True) for w in WORLDS]
+JOBS += [Job(w, SIZE_LARGE, w == HARD_CASE, w == HARD_CASE) for w in WORLDS + [HARD_CASE]]
+PREDICTOR_KEYS = {"fp32": "pred", "bf16": "bf16"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """A job's inputs: the cropped pose (for the paste-back), the sheet, xyz and alpha (float32)."""
+
+    pose: object
+    sheet: np.ndarray
+    xyz: np.ndarray
+    alpha: np.ndarray
+
+
+def _inputs(job: Job, samples, folder: Path) -> Inputs:
+    np.savez(folder / "0.npz", i=_udp_frame(job.world.pose, job.world.frame_hw, samples))
+    pose = load_udp_pose(folder / "0.npz", job.size)
+    xyz, alpha = udp_arrays([pose])
+    return Inputs(pose, sheet_input(samples, job.size, job.world.views), xyz, alpha)
+
+
+def _render(model, framework, x: Inputs, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """(RGBA, deepest sheet feature) of one eager model on `x` cast to `dtype` (torch or paddle as `framework`)."""
+    t = torch.from_numpy if framework is torch else paddle.to_tensor
+    with torch.no_grad(), paddle.no_grad():
+        sheet = model.parse_sheet(t(x.sheet.astype(dtype)))
+        rgba = model.render(sheet, t(x.xyz.astype(dtype)), t(x.alpha.astype(dtype)))
+        return rgba.numpy(), sheet.features[0].numpy()
+
+
+def _truth_model(tm, owned: bool):
+    """The float64 referee of `tm`: `tm` itself converted in place when this module owns it (a draw it built: no
+    second copy in memory), else a float64 copy (the session's model is shared and must stay float32)."""
     from conr_torch_ref.model import float64_copy
 
-    from conr_common.platform.cpu import bf16_support
+    return tm.double().eval() if owned else float64_copy(tm)
+
+
+def _eager_and_truth(jobs: list[Job], inputs: dict, models: tuple, owned: bool, out: dict) -> None:
+    """Torch fp32 and Paddle eager for every job, then the float64 truth of the jobs that ask for it, on one float64
+    model for the whole draw (built after every fp32 torch run, so an owned model can be converted in place)."""
+    tm, pm = models
+    for job in jobs:
+        r = out[job.size][job.world.id] = {"pose": inputs[job].pose}
+        r["t32"], r["sheet_t"] = _render(tm, torch, inputs[job])
+        r["p32"], r["sheet_p"] = _render(pm, paddle, inputs[job])
+    truth_jobs = [job for job in jobs if job.truth]
+    if truth_jobs:
+        tm64 = _truth_model(tm, owned)
+        for job in truth_jobs:
+            r = out[job.size][job.world.id]
+            r["t64"], r["sheet_truth"] = _render(tm64, torch, inputs[job], np.float64)
+        del tm64
+
+
+def _predictors(jobs: list[Job], inputs: dict, pm, graphs: Graphs, out: dict) -> None:
+    """Every predictor graph set the jobs need, one at a time: created once, rendering every job that uses it, then
+    dropped; a set this module exported is removed at once (no later test uses it), one it found is left."""
     from conr_engines.inference.predictor import PredictorRunner
 
-    np.savez(folder / "0.npz", i=_udp_frame(world.pose, world.frame_hw, samples))
-    pose = load_udp_pose(folder / "0.npz", size)
-    sheet = sheet_input(samples, size, world.views)
-    xyz, alpha = udp_arrays([pose])
-    tm, pm = models
-    T, P = torch.from_numpy, paddle.to_tensor
-    out: dict = {"pose": pose}
-    with torch.no_grad(), paddle.no_grad():
-        t_sheet = tm.parse_sheet(T(sheet))
-        out["t32"] = tm.render(t_sheet, T(xyz), T(alpha)).numpy()
-        out["sheet_t"] = t_sheet.features[0].numpy()
-        if truth:
-            tm64 = float64_copy(tm)
-            s64 = tm64.parse_sheet(T(sheet.astype(np.float64)))
-            out["t64"] = tm64.render(s64, T(xyz.astype(np.float64)), T(alpha.astype(np.float64))).numpy()
-            out["sheet_truth"] = s64.features[0].numpy()
-            del tm64, s64
-        p_sheet = pm.parse_sheet(P(sheet))
-        out["p32"] = pm.render(p_sheet, P(xyz), P(alpha)).numpy()
-        out["sheet_p"] = p_sheet.features[0].numpy()
-    precisions = ["fp32"] + (["bf16"] if bf16 and bf16_support()[0] else [])
-    folders = set()
-    for precision in precisions:
-        runner = PredictorRunner(pm, graphs.label, size=size, views=world.views, precision=precision,
+    for size, views, precision in dict.fromkeys(key for job in jobs for key in job.graph_sets):
+        runner = PredictorRunner(pm, graphs.label, size=size, views=views, precision=precision,
                                  cache_dir=graphs.cache)
-        out["pred" if precision == "fp32" else "bf16"] = runner.render(runner.parse_sheet(sheet), xyz, alpha)
-        if runner.exported:
-            folders.add(runner.folder)
+        for job in (j for j in jobs if (size, views, precision) in j.graph_sets):
+            x = inputs[job]
+            out[job.size][job.world.id][PREDICTOR_KEYS[precision]] = runner.render(runner.parse_sheet(x.sheet),
+                                                                                 x.xyz, x.alpha)
+        exported, folder = runner.exported, runner.folder
         del runner
-    return out, folders
+        release_models()
+        if exported:
+            shutil.rmtree(folder)
 
 
 @pytest.fixture(scope="module")
@@ -142,27 +197,24 @@ def world_results(official_states, torch_model, paddle_model, weights_label, sam
     fp32 and the bf16 predictor. At 256 px every world and the issue's case: torch fp32, Paddle eager and the fp32
     predictor; the issue's case also with the float64 truth and the bf16 predictor.
 
-    One weight draw at a time: its models are built once for both sizes (the seeded draw is the session's pair,
-    built by nobody here) and released before the next. Its graphs go to the session cache (its compiled operators),
-    the seeded draw's under the session's weights label (`weights_label`: graphs other tests exported are reused),
-    the other draws' under labels of their own; the graph sets this module exported are removed once their draw is
-    done (no later test uses them), those it found are left for the tests that exported them."""
-    jobs = [(w, SIZE, True, True) for w in WORLDS]
-    jobs += [(w, SIZE_LARGE, w == HARD_CASE, w == HARD_CASE) for w in WORLDS + [HARD_CASE]]
+    One weight draw at a time, its models built once for both sizes (the seeded draw is the session's pair, built
+    by nobody here) and released before the next: first every eager run of the draw (torch fp32, Paddle, then the
+    float64 truth on one float64 model per draw), then its torch model is dropped and its predictor graph sets run
+    one at a time (`_predictors`). Graphs go to the session cache (its compiled operators), the seeded draw's under
+    the session's weights label (`weights_label`: graphs other tests exported are reused), the other draws' under
+    labels of their own."""
     out: dict[int, dict] = {SIZE: {}, SIZE_LARGE: {}}
-    for draw in dict.fromkeys(w.draw for w, _, _, _ in jobs):
-        models = models_for_draw(draw, official_states, seeded_models=(torch_model, paddle_model))
-        graphs = Graphs(graph_cache, weights_label if draw == SEEDED else f"world-{draw!r}")
-        folders: set[Path] = set()
-        for world, size, truth, bf16 in (job for job in jobs if job[0].draw == draw):
-            folder = tmp_path_factory.mktemp(f"{world.id}-{size}")
-            out[size][world.id], used = _run_world(world, size, models, samples, folder, graphs, truth=truth,
-                                                   bf16=bf16)
-            folders |= used
-        del models
+    for draw in dict.fromkeys(job.world.draw for job in JOBS):
+        jobs = [job for job in JOBS if job.world.draw == draw]
+        inputs = {job: _inputs(job, samples, tmp_path_factory.mktemp(f"{job.world.id}-{job.size}")) for job in jobs}
+        tm, pm = models_for_draw(draw, official_states, seeded_models=(torch_model, paddle_model))
+        _eager_and_truth(jobs, inputs, (tm, pm), tm is not torch_model, out)
+        del tm
         release_models()
-        for folder in folders:
-            shutil.rmtree(folder)
+        graphs = Graphs(graph_cache, weights_label if draw == SEEDED else f"world-{draw!r}")
+        _predictors(jobs, inputs, pm, graphs, out)
+        del pm
+        release_models()
     return out
 
 
