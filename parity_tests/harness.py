@@ -76,11 +76,11 @@ def end_to_end(tm, pm, sheet, xyz, alpha) -> tuple[np.ndarray, np.ndarray]:
     return _np(ref), _np(out)
 
 
-def models_for_draw(draw: WeightDraw, official_states: dict, seeded_models: tuple | None = None):
+def models_for_draw(draw: WeightDraw, official_states: dict | None = None, seeded_models: tuple | None = None):
     """(torch reference in eval mode, Paddle port) loaded with one weight draw. The seeded draw is the session's
-    `seeded_models` (conftest's torch_model, paddle_model: nothing is built) when given, else a pair built from the
-    session's official_states (numpy, torch names) instead of drawing 180 M parameters again. Other draws are new
-    pairs: drop every reference to them after use and call `release_models()`."""
+    `seeded_models` (conftest's torch_model, paddle_model: nothing is built) when given, else a pair built from
+    `official_states` (numpy, torch names) instead of drawing 180 M parameters again; one of the two is needed for
+    it. Other draws are new pairs: drop every reference to them after use and call `release_models()`."""
     from conr_common.contract.manifest import torch_to_paddle
     from conr_paddle.model import load_networks, unloaded
     from conr_torch_ref.model import load_networks as load_torch_networks
@@ -90,6 +90,8 @@ def models_for_draw(draw: WeightDraw, official_states: dict, seeded_models: tupl
     if draw == SEEDED and seeded_models is not None:
         return seeded_models
     if draw == SEEDED:
+        if official_states is None:
+            raise ValueError("the seeded draw needs seeded_models or official_states")
         states = official_states
     else:
         states = {n: {k: v.numpy() for k, v in s.items()} for n, s in seeded_state_dicts(draw).items()}

@@ -36,17 +36,24 @@ def _built_in_float64():
 
 
 @pytest.fixture(scope="module")
-def models64(official_states, paddle_states):
-    from conr_paddle.model import CoNR as PCoNR
-    from conr_paddle.model import load_networks
-    from conr_torch_ref.model import CoNR as TCoNR
+def models64(weights_dir):
+    """The float64 pair, built in float64 (`_built_in_float64`, declared by `unloaded` and filled by the strict
+    loaders) from the session's official-format files. The numpy states are read here and dropped once loaded: the
+    module holds the two float64 models (2.9 GB) and nothing else besides the session's pair."""
+    from conr_common.contract.manifest import torch_to_paddle
+    from conr_common.weights.checkpoints import load_folder
+    from conr_paddle.model import load_networks, unloaded
     from conr_torch_ref.model import load_networks as load_torch_networks
+    from conr_torch_ref.model import unloaded as torch_unloaded
 
     with _built_in_float64():
-        tm, pm = TCoNR(), PCoNR()
-    tm = load_torch_networks(tm.double(), official_states)  # both no-ops on float64 parameters: kept as the
+        tm, pm = torch_unloaded(), unloaded()
+    states = load_folder(weights_dir, "torch")
+    tm = load_torch_networks(tm.double(), states)  # both no-ops on float64 parameters: kept as the
     pm.to(dtype="float64")  # statement of what every parameter and buffer must be
-    load_networks(pm, paddle_states)
+    load_networks(pm, {n: torch_to_paddle(n, s) for n, s in states.items()})
+    del states
+    release_models()  # the float32 states' 0.7 GB back to the OS before the float64 passes
     assert {str(t.dtype) for t in tm.state_dict().values()} == {"torch.float64"}
     assert {str(t.dtype) for t in pm.state_dict().values()} == {"paddle.float64"}
     yield tm.eval(), pm

@@ -13,7 +13,7 @@ from conr_common.verification.tolerances import stage_tolerance
 
 @pytest.fixture(scope="module", params=["seeded", pytest.param("narrow", marks=pytest.mark.slow),
                                         pytest.param("wide", marks=pytest.mark.slow)])  # two more 180 M models each
-def stages(request, official_states, torch_model, paddle_model, samples):
+def stages(request, torch_model, paddle_model, samples):
     """Every stage on three weight draws (conr_common.verification.draws): the project's seeded weights (session models) and two
     draws with other init scales, so each stage's bound holds on more than one world."""
     size, views = 128, 4
@@ -21,7 +21,7 @@ def stages(request, official_states, torch_model, paddle_model, samples):
     xyz, alpha, _ = pose_input(samples, size, frames=1)
     from conr_common.verification.draws import draw_named
 
-    tm, pm = models_for_draw(draw_named(request.param), official_states, seeded_models=(torch_model, paddle_model))
+    tm, pm = models_for_draw(draw_named(request.param), seeded_models=(torch_model, paddle_model))
     out = network_stages(tm, pm, sheet, xyz, alpha, pose_image_input(samples, size))
     del tm, pm  # another draw's pair (1.5 GB) is given back before the next draw is built
     release_models()
