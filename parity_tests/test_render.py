@@ -197,6 +197,7 @@ def test_fast_engines_get_the_threads_option(engine, monkeypatch):
 # --------------------------------------------------------------------------------------------------- resume
 
 
+@pytest.mark.slow  # renders frames again (eager, 128 px), like test_resume_manifest's re-render cases
 def test_interrupt_then_resume(pdparams_dir, inputs, full_run, shared_model, tmp_path, monkeypatch, capsys):
     import conr_app.rendering.frames as frames_module
 
@@ -231,6 +232,7 @@ def test_interrupt_then_resume(pdparams_dir, inputs, full_run, shared_model, tmp
     _assert_close(expected, got)
 
 
+@pytest.mark.slow  # renders frames again (eager, 128 px), like test_resume_manifest's re-render cases
 def test_resume_rerenders_damaged_frame(pdparams_dir, inputs, full_run, shared_model, tmp_path, capsys):
     out = tmp_path / "out"
     shutil.copytree(full_run, out)
@@ -241,6 +243,7 @@ def test_resume_rerenders_damaged_frame(pdparams_dir, inputs, full_run, shared_m
     _assert_close(_frames(full_run), _frames(out))
 
 
+@pytest.mark.slow  # renders frames again (eager, 128 px), like test_resume_manifest's re-render cases
 def test_resume_rerenders_foreign_frames(pdparams_dir, inputs, full_run, shared_model, tmp_path, capsys):
     """A PNG that decodes but is not a frame of this render (5x5, or RGB without alpha) is rendered again by
     --resume instead of surviving until the video encoder refuses the sequence."""
