@@ -66,17 +66,22 @@ def seeded_network_state(name: str, draw: WeightDraw = SEEDED, config: CoNRConfi
     return {key: value.numpy() for key, value in net.state_dict().items()}
 
 
-def write_seeded_weights(folder: str | Path, draw: WeightDraw = SEEDED, config: CoNRConfig = OFFICIAL) -> Path:
-    """Write the four official-format `.pth` files into `folder` (skipped when already complete for this draw)."""
+def write_seeded_weights(folder: str | Path, draw: WeightDraw = SEEDED, config: CoNRConfig = OFFICIAL,
+                         float_dtype: torch.dtype = torch.float32) -> Path:
+    """Write the four official-format `.pth` files into `folder` (skipped when already complete for this draw and
+    dtype). float_dtype: the dtype the floating-point tensors are saved in (torch.float16 halves the bytes; both
+    loaders and the converter accept it, `conr_common.contract.manifest.ALLOWED_DTYPES`)."""
     folder = Path(folder)
     marker = folder / COMPLETE_MARKER
-    if marker.is_file() and marker.read_text().strip() == repr(draw):
+    stamp = repr(draw) if float_dtype == torch.float32 else f"{draw!r} {float_dtype}"
+    if marker.is_file() and marker.read_text().strip() == stamp:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     for name, state in seeded_state_dicts(draw, config).items():
+        state = {k: v.to(float_dtype) if v.is_floating_point() else v for k, v in state.items()}
         with atomic_path(folder / official_manifest()[name].file) as tmp:
             torch.save(state, tmp)
-    marker.write_text(f"{draw!r}\n")
+    marker.write_text(f"{stamp}\n")
     return folder
 
 

@@ -296,22 +296,6 @@ def test_norm_faults_are_found_each_in_its_own_network(weights_dir, pdparams_dir
     assert encoder and encoder[0].startswith("target_pose_encoder.backbone.1.norm"), encoder[:3]
 
 
-def _write_float16_draw(folder: Path, draw) -> Path:
-    """The four official-format `.pth` files of `draw` with every float tensor rounded to float16, a dtype the
-    converter and both loaders accept (`conr_common.contract.manifest.ALLOWED_DTYPES`; the models compute in
-    float32): the same world to 3 significant digits, half the bytes. What this test checks is the world's
-    conditioning (how far torch float32 is from float64), which rests on the draw's scales, not on the last digits."""
-    import torch
-
-    from conr_common.contract.manifest import official_manifest
-    from conr_torch_ref.seeded import seeded_state_dicts
-
-    for name, state in seeded_state_dicts(draw).items():
-        half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-        torch.save(half, folder / official_manifest()[name].file)
-    return folder
-
-
 @pytest.mark.slow
 def test_badly_conditioned_world_calls_in_the_referee_above_128px(tmp_path_factory):
     """256 px (no referee by default), the "wide" weight draw, 1 view: torch fp32 itself is far from its float64 run
@@ -321,11 +305,16 @@ def test_badly_conditioned_world_calls_in_the_referee_above_128px(tmp_path_facto
 
     The verify run is the command in a child process (nothing is planted here): its float32 and float64 model pairs
     and 256 px layer records (~6 GB) are never part of the pytest process, which holds the session's models. The
-    draw is written as float16 (`_write_float16_draw`: 0.68 GB written instead of 1.35 GB with its conversion)."""
+    draw is written as float16 (`write_seeded_weights(float_dtype=torch.float16)`: the same world to 3 significant
+    digits, which is what its conditioning rests on; 0.68 GB written instead of 1.35 GB with its conversion)."""
+    import torch
+
     from conr_common.verification.draws import DRAWS
+    from conr_torch_ref.seeded import write_seeded_weights
     from convert.conversion import convert_checkpoints
 
-    torch_dir = _write_float16_draw(tmp_path_factory.mktemp("wide_official"), DRAWS["wide"])
+    torch_dir = write_seeded_weights(tmp_path_factory.mktemp("wide_official"), DRAWS["wide"],
+                                     float_dtype=torch.float16)
     paddle_dir = tmp_path_factory.mktemp("wide_paddle")
     convert_checkpoints("torch2paddle", torch_dir, paddle_dir, fmt="pdparams", force=True)
     out = tmp_path_factory.mktemp("wide_report")
