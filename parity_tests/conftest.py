@@ -220,7 +220,7 @@ def pytest_runtest_protocol(item, nextitem):
     """After each test (its fixtures torn down), memory it left freed goes back to the OS when the process grew by
     more than RSS_GROWTH_TRIM_BYTES; with CONR_COST_LOG=<file>, one json line per test (`_cost_row`)."""
     rss0, start, io0 = _rss_now(), time.monotonic(), _io_counters()
-    kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    kids0, me0 = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
     yield
     if _rss_now() - rss0 > RSS_GROWTH_TRIM_BYTES:
         from conr_common.platform.memory import return_freed_memory
@@ -229,19 +229,22 @@ def pytest_runtest_protocol(item, nextitem):
     log = os.environ.get("CONR_COST_LOG")
     if log:
         with open(log, "a") as f:
-            f.write(json.dumps(_cost_row(item, start, io0, kids0)) + "\n")
+            f.write(json.dumps(_cost_row(item, start, io0, (kids0, me0))) + "\n")
 
 
-def _cost_row(item, start: float, io0: dict, kids0) -> dict:
-    """Seconds, this process's RSS after the test and the peak so far, bytes written by this process and its
-    children during it, and the temporary folder after it (what finding the expensive tests starts from)."""
-    io1, kids1 = _io_counters(), resource.getrusage(resource.RUSAGE_CHILDREN)
+def _cost_row(item, start: float, io0: dict, usage0: tuple) -> dict:
+    """Seconds, this process's RSS after the test and the peak so far, bytes written and CPU seconds used by this
+    process and its children during it (usage0: both rusages before it), and the temporary folder after it (what
+    finding the expensive tests starts from)."""
+    (kids0, me0), io1 = usage0, _io_counters()
+    kids1, me1 = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
     cost = item.config.stash.get(_COST, None)
     return {"test": item.nodeid, "seconds": round(time.monotonic() - start, 2),
             "rss_gb": round(_rss_now() / 1024 ** 3, 2),
             "peak_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, 2),
             "written_gb": round((io1.get("wchar", 0) - io0.get("wchar", 0)) / 1024 ** 3, 3),
             "children_written_gb": round((kids1.ru_oublock - kids0.ru_oublock) * 512 / 1024 ** 3, 3),
+            "cpu_s": round(me1.ru_utime + me1.ru_stime - me0.ru_utime - me0.ru_stime, 1),
             "children_cpu_s": round(kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime, 1),
             "temp_gb": round(_folder_bytes(cost["basetemp"]) / 1024 ** 3, 2) if cost and cost["basetemp"] else None}
 

@@ -18,6 +18,7 @@ Graphs (fixed shapes):
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -26,7 +27,17 @@ __all__ = ["graph_layers", "GRAPHS"]
 GRAPHS = ("sheet", "step", "pose")
 
 
-def _sheet_class(base: type, twin: ModuleType) -> type:
+def _unchanged(function: Callable) -> Callable:
+    """The default `as_is`: no mark."""
+    return function
+
+
+def _sheet_class(base: type, twin: ModuleType, as_is: Callable) -> type:
+    @as_is
+    def compute(graph: Any, sheet: Any) -> tuple:
+        rgb, alpha = sheet[:, :3], sheet[:, 3:4]
+        return (*twin.encode_sheet(graph.udpparsernet, rgb), twin.sheet_reference(rgb, alpha))
+
     class SheetGraph(base):
         """sheet (M, 4, S, S) -> (*features, reference): `CoNR.parse_sheet` on the model's own parser."""
 
@@ -35,13 +46,22 @@ def _sheet_class(base: type, twin: ModuleType) -> type:
             self.udpparsernet = model.udpparsernet
 
         def forward(self, sheet):
-            rgb, alpha = sheet[:, :3], sheet[:, 3:4]
-            return (*twin.encode_sheet(self.udpparsernet, rgb), twin.sheet_reference(rgb, alpha))
+            return compute(self, sheet)
 
     return SheetGraph
 
 
-def _step_class(base: type, twin: ModuleType) -> type:
+def _step_class(base: type, twin: ModuleType, as_is: Callable) -> type:
+    @as_is
+    def compute(graph: Any, xyz: Any, alpha: Any, features: list, reference: Any) -> Any:
+        target = twin.encode_target(graph.target_pose_encoder, xyz, alpha)
+        sheet = twin.Sheet(features=features, reference=reference)
+        if not graph.messages:  # the shader called as a layer, as `CoNR.shade` does (the same ops either way)
+            return twin.shade(graph.shader, graph.rgbadecodernet, sheet, target)
+        levels = graph.shader.run_levels(target, *twin.broadcast_sheet(sheet, xyz.shape[0]))
+        rgba = twin.premultiply(graph.rgbadecodernet(levels[-1]["message"]))
+        return (rgba, *[lv["message"] for lv in levels])
+
     class StepGraph(base):
         """Target pose encoder + shader + RGBA decoder (`CoNR.encode_target`, `CoNR.shade`) without the eager
         checks; messages: also return the fused message of every shader level."""
@@ -54,18 +74,16 @@ def _step_class(base: type, twin: ModuleType) -> type:
             self.messages = messages
 
         def forward(self, xyz, alpha, feat0, feat1, feat2, feat3, feat4, reference):
-            target = twin.encode_target(self.target_pose_encoder, xyz, alpha)
-            sheet = twin.Sheet(features=[feat0, feat1, feat2, feat3, feat4], reference=reference)
-            if not self.messages:  # the shader called as a layer, as `CoNR.shade` does (the same ops either way)
-                return twin.shade(self.shader, self.rgbadecodernet, sheet, target)
-            levels = self.shader.run_levels(target, *twin.broadcast_sheet(sheet, xyz.shape[0]))
-            rgba = twin.premultiply(self.rgbadecodernet(levels[-1]["message"]))
-            return (rgba, *[lv["message"] for lv in levels])
+            return compute(self, xyz, alpha, [feat0, feat1, feat2, feat3, feat4], reference)
 
     return StepGraph
 
 
-def _pose_class(base: type, twin: ModuleType) -> type:
+def _pose_class(base: type, twin: ModuleType, as_is: Callable) -> type:
+    @as_is
+    def compute(graph: Any, rgb: Any) -> Any:
+        return twin.parse_pose(graph.udpparsernet, rgb)
+
     class PoseGraph(base):
         """rgb (B, 3, S, S) -> udp (B, 4, S, S): `CoNR.parse_pose` on the model's own parser."""
 
@@ -74,16 +92,26 @@ def _pose_class(base: type, twin: ModuleType) -> type:
             self.udpparsernet = model.udpparsernet
 
         def forward(self, rgb):
-            return twin.parse_pose(self.udpparsernet, rgb)
+            return compute(self, rgb)
 
     return PoseGraph
 
 
-def graph_layers(model: Any, base: type, twin: ModuleType, messages: bool, step_model: Any = None) -> dict[str, Any]:
+def graph_layers(model: Any, base: type, twin: ModuleType, messages: bool, step_model: Any = None,
+                 as_is: Callable[[Callable], Callable] = _unchanged) -> dict[str, Any]:
     """The sheet, step and pose graph layers over `model`'s sub-networks, in eval mode. step_model: the model the
-    step graph is built from instead (the same parameters computed with other `Ops`: `CoNR.with_ops`)."""
-    step = _step_class(base, twin)(model if step_model is None else step_model, messages)
-    layers = {"sheet": _sheet_class(base, twin)(model), "step": step, "pose": _pose_class(base, twin)(model)}
+    step graph is built from instead (the same parameters computed with other `Ops`: `CoNR.with_ops`).
+
+    Each graph's `forward` only names its inputs and calls one function holding the computation, which `as_is`
+    decorates. The Paddle exports pass `paddle.jit.not_to_static`: to_static then translates the forwards alone and
+    runs everything below them as plain Python while it builds the program. With fixed shapes and no control flow
+    that depends on tensor values, the program is the same, byte for byte (test_export_trace), and an official-size
+    export is traced 3.4x (fp32) to 6x (bf16) faster (docs/predictor.md, "Graphs"): without it, to_static rewrote
+    the source of every function and layer the graph calls and checked each call. The torch ONNX export passes
+    nothing (torch.onnx traces by running the module)."""
+    step = _step_class(base, twin, as_is)(model if step_model is None else step_model, messages)
+    layers = {"sheet": _sheet_class(base, twin, as_is)(model), "step": step,
+              "pose": _pose_class(base, twin, as_is)(model)}
     for layer in layers.values():
         layer.eval()
     return layers

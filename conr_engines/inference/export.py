@@ -69,7 +69,7 @@ def _bf16_fp32_regions(model: CoNR) -> list[nn.Layer]:
 
 def _trace(model: CoNR, tmp: Path, size: int, views: int, batch: int, bf16: bool) -> None:
     """Trace and save the pose and step graphs of `model` (built with the export ops) into `tmp`."""
-    graphs = graph_layers(model, nn.Layer, paddle_model, messages=False)
+    graphs = graph_layers(model, nn.Layer, paddle_model, messages=False, as_is=paddle.jit.not_to_static)
     layers = {"pose": graphs["pose"], "step": graphs["step"]}
     specs = _specs(model, size, views, batch)
     guard = getattr(paddle.pir_utils, "IrGuard", None)

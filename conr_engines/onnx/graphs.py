@@ -33,11 +33,13 @@ def graph_io(size: int, views: int, batch: int, feature_shapes: list[list[int]],
 
 def paddle_onnx_graphs(model: Any) -> dict[str, Any]:
     """The sheet, step and pose graph layers of the Paddle `CoNR` `model`, the step computed by
-    `model.with_ops(ONNX_OPS)` (the same parameters)."""
+    `model.with_ops(ONNX_OPS)` (the same parameters), their bodies marked for to_static to run as they are."""
+    import paddle
     import paddle.nn as nn
 
     import conr_paddle.model as paddle_model
     from conr_engines.export.graphs import graph_layers
     from conr_engines.onnx.ops import ONNX_OPS
 
-    return graph_layers(model, nn.Layer, paddle_model, messages=True, step_model=model.with_ops(ONNX_OPS))
+    return graph_layers(model, nn.Layer, paddle_model, messages=True, step_model=model.with_ops(ONNX_OPS),
+                        as_is=paddle.jit.not_to_static)  # traced as plain Python (`graph_layers`)
