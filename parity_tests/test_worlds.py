@@ -19,6 +19,7 @@ test_end_to_end (128 and 256 px). A graph set is created once and renders every 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import statistics
@@ -147,17 +148,23 @@ def _render(model, framework, x: Inputs, dtype=np.float32) -> tuple[np.ndarray, 
         return rgba.numpy(), sheet.features[0].numpy()
 
 
-def _truth_model(tm, owned: bool):
-    """The float64 referee of `tm`: `tm` itself converted in place when this module owns it (a draw it built: no
-    second copy in memory), else a float64 copy (the session's model is shared and must stay float32)."""
-    from conr_torch_ref.model import float64_copy
-
-    return tm.double().eval() if owned else float64_copy(tm)
+@contextlib.contextmanager
+def _float64_referee(tm, owned: bool):
+    """`tm` itself as the float64 referee for the block: converted to float64 in place, no float64 copy beside it
+    (a copy held the session's fp32 model and its float64 twin at once, 0.7 GB more at this module's peak, which in a
+    full run is the suite's). The session's model (not `owned`) is converted back to float32 at the end: exact, every
+    value was a float32 before (its end-of-session fingerprint checks dtype and values)."""
+    tm.double().eval()
+    try:
+        yield tm
+    finally:
+        if not owned:
+            tm.float()
 
 
 def _eager_and_truth(jobs: list[Job], inputs: dict, models: tuple, owned: bool, out: dict) -> None:
     """Torch fp32 and Paddle eager for every job, then the float64 truth of the jobs that ask for it, on one float64
-    model for the whole draw (built after every fp32 torch run, so an owned model can be converted in place)."""
+    model for the whole draw (`tm` itself, converted after every fp32 torch run: `_float64_referee`)."""
     tm, pm = models
     for job in jobs:
         r = out[job.size][job.world.id] = {"pose": inputs[job].pose}
@@ -165,11 +172,11 @@ def _eager_and_truth(jobs: list[Job], inputs: dict, models: tuple, owned: bool, 
         r["p32"], r["sheet_p"] = _render(pm, paddle, inputs[job])
     truth_jobs = [job for job in jobs if job.truth]
     if truth_jobs:
-        tm64 = _truth_model(tm, owned)
-        for job in truth_jobs:
-            r = out[job.size][job.world.id]
-            r["t64"], r["sheet_truth"] = _render(tm64, torch, inputs[job], np.float64)
-        del tm64
+        release_models()  # the fp32 runs' freed activations back to the OS before the float64 ones (the module's peak)
+        with _float64_referee(tm, owned) as tm64:
+            for job in truth_jobs:
+                r = out[job.size][job.world.id]
+                r["t64"], r["sheet_truth"] = _render(tm64, torch, inputs[job], np.float64)
 
 
 def _predictors(jobs: list[Job], inputs: dict, pm, graphs: Graphs, out: dict) -> None:
