@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conr_common.verification.tolerances import BF16_MIN_PSNR_DB, PREDICTOR_RGBA_ATOL, WORLD_RATIO_WORST
+from conr_common.verification.compare import diff
+from conr_common.verification.tolerances import (BF16_MIN_PSNR_DB, PARSER_SCALED_FP32, PREDICTOR_RGBA_ATOL,
+                                                 WORLD_RATIO_WORST)
 from parity_tests.harness import ROOT, child_env
 
 pytestmark = pytest.mark.slow  # predictor exports at 128 and 256 px and the bench in a child process
@@ -81,18 +83,35 @@ def _mtimes(folder: Path) -> dict[str, int]:
 def test_export_cache_reused_and_rebuilt(tmp_path, graph_cache):
     """A private cache (its filling is what is tested), holding a copy of the session's compiled operators when
     they exist (as a user's cache does after the first run: nothing to compile again)."""
+    import paddle
+
     from conr_engines.inference.predictor import PredictorRunner
     from parity_tests.tiny_conr import tiny_paddle_model
 
     if (graph_cache / "ops").is_dir():
         shutil.copytree(graph_cache / "ops", tmp_path / "ops")
     # the cache logic does not care which weights or how wide the networks are: a small CoNR exports its three
-    # graphs (128 px, 256 px, batch 2) in a fraction of the official one's time and bytes
+    # graphs (128 px with 1 and 2 views, 256 px, batch 2) in a fraction of the official one's time and bytes
     model = tiny_paddle_model(0)
     first = PredictorRunner(model, "test-weights", size=128, views=1, batch=1, cache_dir=tmp_path)
     assert first.exported
     files = _mtimes(first.folder)
-    assert {"meta.json", "step.pdiparams", "pose.pdiparams"} <= set(files)  # the sheet is parsed eagerly in float64
+    assert {"meta.json", "step.json", "step.pdiparams"} <= set(files)  # the sheet is parsed eagerly in float64
+    # the pose graph only once pose images are parsed, in a folder of its own (no view count in its key)
+    assert not any(p.name.startswith("pose") for p in first.folder.iterdir()) and not first.pose_folder.exists()
+    rgb = np.random.RandomState(1).rand(1, 3, 128, 128).astype(np.float32)
+    udp = first.parse_pose(rgb)
+    assert first.pose_exported and {"meta.json", "pose.json", "pose.pdiparams"} <= set(_mtimes(first.pose_folder))
+    assert _mtimes(first.folder) == files, "exporting the pose graph touched the step graph's folder"
+    with paddle.no_grad():
+        eager = model.parse_pose(paddle.to_tensor(rgb)).numpy()
+    assert float(eager.std()) > 0.01, "flat UDP: the comparison below could not fail"
+    assert diff(eager, udp).scaled <= PARSER_SCALED_FP32, diff(eager, udp)
+    pose_files = _mtimes(first.pose_folder)
+    two_views = PredictorRunner(model, "test-weights", size=128, views=2, batch=1, cache_dir=tmp_path)
+    assert two_views.exported and two_views.pose_folder == first.pose_folder
+    np.testing.assert_array_equal(two_views.parse_pose(rgb), udp)
+    assert not two_views.pose_exported and _mtimes(first.pose_folder) == pose_files
 
     again = PredictorRunner(model, "test-weights", size=128, views=1, batch=1, cache_dir=tmp_path)
     assert not again.exported and again.folder == first.folder

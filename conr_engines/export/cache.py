@@ -30,7 +30,8 @@ logger = logging.getLogger("conr_paddle")
 __all__ = ["EXPORT_FORMAT", "cache_root", "cache_identity", "cache_key", "cached_folder", "verified_meta"]
 
 # Bump when the exported Paddle graphs change (wrapper code, input names, passes that shape the saved program).
-EXPORT_FORMAT = 8
+# 9: the predictor's step and pose graphs in folders of their own (the pose graph exported on first use).
+EXPORT_FORMAT = 9
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -98,9 +98,12 @@ def _pose_class(base: type, twin: ModuleType, as_is: Callable) -> type:
 
 
 def graph_layers(model: Any, base: type, twin: ModuleType, messages: bool, step_model: Any = None,
-                 as_is: Callable[[Callable], Callable] = _unchanged) -> dict[str, Any]:
-    """The sheet, step and pose graph layers over `model`'s sub-networks, in eval mode. step_model: the model the
-    step graph is built from instead (the same parameters computed with other `Ops`: `CoNR.with_ops`).
+                 as_is: Callable[[Callable], Callable] = _unchanged,
+                 graphs: tuple[str, ...] = GRAPHS) -> dict[str, Any]:
+    """The graph layers named in `graphs` (default: sheet, step and pose) over `model`'s sub-networks, in eval mode.
+    step_model: the model the step graph is built from instead (the same parameters computed with other `Ops`:
+    `CoNR.with_ops`). `model` needs only the sub-networks of the graphs asked for (the sheet and pose graphs read
+    `model.udpparsernet` alone).
 
     Each graph's `forward` only names its inputs and calls one function holding the computation, which `as_is`
     decorates. The Paddle exports pass `paddle.jit.not_to_static`: to_static then translates the forwards alone and
@@ -109,9 +112,14 @@ def graph_layers(model: Any, base: type, twin: ModuleType, messages: bool, step_
     export is traced 3.4x (fp32) to 6x (bf16) faster (docs/predictor.md, "Graphs"): without it, to_static rewrote
     the source of every function and layer the graph calls and checked each call. The torch ONNX export passes
     nothing (torch.onnx traces by running the module)."""
-    step = _step_class(base, twin, as_is)(model if step_model is None else step_model, messages)
-    layers = {"sheet": _sheet_class(base, twin, as_is)(model), "step": step,
-              "pose": _pose_class(base, twin, as_is)(model)}
+    unknown = [g for g in graphs if g not in GRAPHS]
+    if unknown:
+        raise ValueError(f"unknown graphs {unknown}: choose from {GRAPHS}")
+    build = {"sheet": lambda: _sheet_class(base, twin, as_is)(model),
+             "step": lambda: _step_class(base, twin, as_is)(model if step_model is None else step_model, messages),
+             "pose": lambda: _pose_class(base, twin, as_is)(model)}
+    built = {g: build[g]() for g in ("step", "sheet", "pose") if g in graphs}  # the order layers were always built in
+    layers = {g: built[g] for g in GRAPHS if g in built}
     for layer in layers.values():
         layer.eval()
     return layers

@@ -2,10 +2,12 @@
 export itself into the cache (`conr_engines.export.cache.cached_folder`), once per identity, under a lock shared by
 processes.
 
-Two graphs, traced with `paddle.jit.to_static` + `paddle.jit.save` (PIR format) at fixed shapes:
+Two graphs, traced with `paddle.jit.to_static` + `paddle.jit.save` (PIR format) at fixed shapes, each in a cache
+folder of its own:
 - `step`: xyz (B, 3, S, S), alpha (B, 1, S, S), the five sheet features (M, C, h, w) and the reference
-  (M, 4, S, S) -> premultiplied RGBA (B, 4, S, S);
-- `pose`: pose image (B, 3, S, S) -> UDP (B, 4, S, S).
+  (M, 4, S, S) -> premultiplied RGBA (B, 4, S, S); exported when a predictor runner is built;
+- `pose`: pose image (B, 3, S, S) -> UDP (B, 4, S, S); exported the first time pose images are parsed (renders
+  of UDP files, the usual input, never need it: a third of an export's time and bytes saved).
 Both are the graphs of `conr_engines.export.graphs` (the step without its per-level messages), traced from
 `CoNR.with_ops(export_ops(...))`: the same parameters, computed with the export operators
 (`conr_engines.inference.ops`). Why each choice was made, with measurements: docs/predictor.md.
@@ -13,6 +15,7 @@ Both are the graphs of `conr_engines.export.graphs` (the step without its per-le
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import paddle
@@ -30,7 +33,8 @@ from conr_engines.inference.ext import WarpOp
 from conr_engines.inference.ops import export_ops
 from conr_paddle.model import CoNR
 
-__all__ = ["cached_export", "export_graphs", "BF16_FP32_LEVELS", "FEATURE_COUNT"]
+__all__ = ["cached_export", "export_graphs", "export_pose_graph", "pose_parser", "PoseParser", "BF16_FP32_LEVELS",
+           "FEATURE_COUNT"]
 
 # the files of an export that meta.json records the sha256 of (PIR .json or legacy .pdmodel, and the weights)
 GRAPH_SUFFIXES = (".json", ".pdiparams", ".pdmodel")
@@ -52,7 +56,6 @@ def _specs(model: CoNR, size: int, views: int, batch: int) -> dict[str, list]:
     spec = paddle.static.InputSpec
     feats = [spec(shape, "float32", f"feat{i}") for i, shape in enumerate(_feature_shapes(model, views, size))]
     return {
-        "pose": [spec([batch, 3, size, size], "float32", "rgb")],
         "step": [spec([batch, 3, size, size], "float32", "xyz"), spec([batch, 1, size, size], "float32", "alpha")]
         + feats
         + [spec([views, 4, size, size], "float32", "reference")],
@@ -67,13 +70,14 @@ def _bf16_fp32_regions(model: CoNR) -> list[nn.Layer]:
     return blocks[len(blocks) - BF16_FP32_LEVELS:]
 
 
-def _trace(model: CoNR, tmp: Path, size: int, views: int, batch: int, bf16: bool) -> None:
-    """Trace and save the pose and step graphs of `model` (built with the export ops) into `tmp`."""
-    graphs = graph_layers(model, nn.Layer, paddle_model, messages=False, as_is=paddle.jit.not_to_static)
-    layers = {"pose": graphs["pose"], "step": graphs["step"]}
-    specs = _specs(model, size, views, batch)
+def _trace(model: CoNR, tmp: Path, size: int, views: int, batch: int, bf16: bool, graphs: tuple[str, ...]) -> None:
+    """Trace and save `graphs` ("step", "pose") of `model` (built with the export ops) into `tmp`. For the pose
+    graph alone `model` may be anything holding the export parser as `udpparsernet` (`pose_parser`)."""
+    layers = graph_layers(model, nn.Layer, paddle_model, messages=False, as_is=paddle.jit.not_to_static,
+                          graphs=graphs)
+    specs = {**_pose_spec(size, batch), **(_specs(model, size, views, batch) if "step" in graphs else {})}
     guard = getattr(paddle.pir_utils, "IrGuard", None)
-    keep = _bf16_fp32_regions(model) if bf16 else []
+    keep = _bf16_fp32_regions(model) if bf16 and "step" in graphs else []
     # tracing chatter (glog lines from the custom ops' static-graph API, PIR UserWarnings) goes to a log kept in the
     # export folder, not to the user's terminal; errors still raise
     with removing_to_static_files(), output_to(tmp / "export.log"), bf16_marks.fp32_regions(keep):
@@ -88,24 +92,57 @@ def _trace(model: CoNR, tmp: Path, size: int, views: int, batch: int, bf16: bool
                 bf16_marks.apply_marks(tmp / (name + ".json"))  # the tags -> use_quantizer (stays fp32)
 
 
+def _pose_spec(size: int, batch: int) -> dict[str, list]:
+    return {"pose": [paddle.static.InputSpec([batch, 3, size, size], "float32", "rgb")]}
+
+
+def _ops(warp_op: WarpOp | None, precision: str):
+    bf16 = precision == "bf16"
+    return export_ops(warp_op, bf16=bf16, fp32_levels=BF16_FP32_LEVELS if bf16 else 0)
+
+
 def export_graphs(model: CoNR, folder: Path, size: int, views: int, batch: int, warp_op: WarpOp | None,
                   precision: str) -> None:
-    """Write the pose and step graphs of `model` (eager; traced through `model.with_ops(export_ops(...))`) into the
-    empty folder `folder`."""
-    bf16 = precision == "bf16"
-    ops = export_ops(warp_op, bf16=bf16, fp32_levels=BF16_FP32_LEVELS if bf16 else 0)
-    _trace(model.with_ops(ops), folder, size, views, batch, bf16)
+    """Write the step graph of `model` (eager; traced through `model.with_ops(export_ops(...))`) into the empty
+    folder `folder`."""
+    _trace(model.with_ops(_ops(warp_op, precision)), folder, size, views, batch, precision == "bf16", ("step",))
 
 
-def cached_export(model: CoNR, folder: Path, size: int, views: int, batch: int, meta: dict,
-                  warp_op: WarpOp | None, precision: str) -> tuple[dict, bool]:
-    """(meta.json, exported): the verified export in `folder`, exported first when there is none (exported True),
-    by `conr_engines.export.cache.cached_folder` (under the lock `<folder>.lock`, every graph file's sha256 in meta.json).
+@dataclass(frozen=True, eq=False)
+class PoseParser:
+    """What the pose graph is traced from: the parser of `CoNR.with_ops(export_ops(...))`, which shares its
+    parameters with the eager model's parser (nothing of the shader or the decoders is held)."""
+
+    udpparsernet: nn.Layer
+
+
+def pose_parser(model: CoNR, warp_op: WarpOp | None, precision: str) -> PoseParser:
+    """The export parser of `model` for the pose graph, to export it later (`export_pose_graph`): the same ops, and
+    so the same program, as when the pose graph was exported with the step."""
+    return PoseParser(model.with_ops(_ops(warp_op, precision)).udpparsernet)
+
+
+def export_pose_graph(parser: PoseParser, folder: Path, size: int, batch: int, precision: str) -> None:
+    """Write the pose graph (pose images -> UDP) of `parser` into the empty folder `folder`. The pose graph holds
+    none of the layers a bf16 export keeps in float32 (`_bf16_fp32_regions`): it is fully bf16 there."""
+    _trace(parser, folder, size, 1, batch, precision == "bf16", ("pose",))
+
+
+def cached_export(model: CoNR | PoseParser, folder: Path, size: int, views: int, batch: int, meta: dict,
+                  warp_op: WarpOp | None, precision: str, graph: str = "step") -> tuple[dict, bool]:
+    """(meta.json, exported): the verified export of `graph` ("step": from the eager `model`; "pose": from a
+    `PoseParser`) in `folder`, exported first when there is none (exported True), by
+    `conr_engines.export.cache.cached_folder` (under the lock `<folder>.lock`, every graph file's sha256 in meta.json).
     meta: what meta.json records besides the export time and the checksums."""
+    if graph not in ("step", "pose"):
+        raise ValueError(f"graph must be 'step' or 'pose', got {graph!r}")
 
     def fill(tmp: Path) -> dict:
         started = time.perf_counter()
-        export_graphs(model, tmp, size, views, batch, warp_op, precision)
+        if graph == "step":
+            export_graphs(model, tmp, size, views, batch, warp_op, precision)
+        else:
+            export_pose_graph(model, tmp, size, batch, precision)
         return dict(meta, export_seconds=round(time.perf_counter() - started, 2))
 
     return cached_folder(folder, fill, GRAPH_SUFFIXES)

@@ -18,12 +18,12 @@ import paddle
 
 from conr_common.data.checks import check_frames, check_positive_int
 from conr_common.platform.cpu import bf16_support, usable_cores
-from conr_common.platform.errors import ConrInputError
+from conr_common.platform.errors import ConrInputError, ConrInternalError
 from conr_common.platform.memory import return_freed_memory
 from conr_common.cli.options import RenderOptions
 
 from conr_engines.export.cache import EXPORT_FORMAT, cache_identity, cache_key, cache_root
-from conr_engines.inference.export import cached_export
+from conr_engines.inference.export import cached_export, pose_parser
 from conr_engines.inference.ext import load_warp_op
 from conr_engines.inference.inference_config import inference_config
 from conr_paddle.layers import norm_statistics
@@ -118,17 +118,26 @@ class PredictorRunner:
             else "grid_sample"
         )
         self.norm = norm_statistics(model)
-        identity = cache_identity(weights_hash, size, views, batch, EXPORT_FORMAT, warp=self.warp, norm=self.norm,
-                                  precision=precision)
-        key = cache_key(identity)
-        self.folder = cache_root(cache_dir) / key[:24]
-        meta = dict(identity, key=key)
-        # exported: True when this construction wrote the graphs (False: reused from the cache)
+        self._root, self._weights_hash = cache_root(cache_dir), weights_hash
+        self.folder, meta = self._cache_entry("step", views)
+        # exported: True when this construction wrote the step graph (False: reused from the cache)
         self.meta, self.exported = cached_export(model, self.folder, size, views, batch, meta, self.warp_op,
                                                  precision)
         if self.exported:
             return_freed_memory()
+        # the pose graph's folder (no view count in its key: the pose graph has no sheet input); exported on the
+        # first `parse_pose`, from the export twin of the parser (its parameters are the parser's: nothing is copied)
+        self.pose_folder, self._pose_meta = self._cache_entry("pose", None)
+        self._pose_parser = pose_parser(model, self.warp_op, precision)
+        self.pose_exported = False
         self._graphs: dict[str, _Graph] = {}
+
+    def _cache_entry(self, graph: str, views: int | None) -> tuple[Path, dict]:
+        """(folder, meta.json fields) of one graph's cache entry: its identity (`cache_identity`) and key."""
+        identity = cache_identity(self._weights_hash, self.size, views, self.batch, EXPORT_FORMAT, warp=self.warp,
+                                  norm=self.norm, precision=self.precision, graph=graph)
+        key = cache_key(identity)
+        return self._root / key[:24], dict(identity, key=key)
 
     @property
     def warp_kind(self) -> str:
@@ -136,9 +145,19 @@ class PredictorRunner:
         return self.warp.split("-")[0]
 
     def _graph(self, name: str) -> _Graph:
-        # Created on first use: a render-only session never pays for the pose parser predictor.
+        # Created on first use: a render of UDP files never exports or loads the pose graph.
         if name not in self._graphs:
-            self._graphs[name] = _Graph(self.folder, name, self.precision, self.threads, self.batch)
+            folder = self.folder
+            if name == "pose":
+                folder = self.pose_folder
+                try:
+                    _, self.pose_exported = cached_export(self._pose_parser, folder, self.size, None, self.batch,
+                                                          self._pose_meta, self.warp_op, self.precision, graph="pose")
+                except ConrInputError:
+                    raise
+                except Exception as e:  # not the input's fault, as for the step graph (conr_engines.runner)
+                    raise ConrInternalError("exporting the predictor's pose graph", e) from e
+            self._graphs[name] = _Graph(folder, name, self.precision, self.threads, self.batch)
         return self._graphs[name]
 
     def parse_sheet(self, sheet: np.ndarray) -> PredictorSheet:
