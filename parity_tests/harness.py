@@ -10,6 +10,7 @@ import numpy as np
 import paddle
 import torch
 
+from conr_common.contract.config import NETWORK_NAMES
 from conr_common.verification.draws import SEEDED, WeightDraw
 from conr_common.data.pipeline import (PoseFrame, list_pose_files, load_character_sheet, load_pose_image, load_udp_pose,
                                    pose_image_array, sheet_array, udp_arrays)
@@ -45,27 +46,59 @@ def _np(x) -> np.ndarray:
     return x.detach().numpy() if isinstance(x, torch.Tensor) else x.numpy()
 
 
+def reference_stages(tm, sheet, xyz, alpha, pose_rgb) -> tuple[list[tuple[str, np.ndarray]], dict]:
+    """The reference's half of `network_stages`: (stage, output) in order, and what each network of the port is fed
+    (the reference's own upstream outputs), for `port_stages`. Apart, so that a caller can drop one model before it
+    builds the other (test_float64: two float64 models never resident together)."""
+    T = torch.from_numpy
+    with torch.no_grad():
+        ts = tm.parse_sheet(T(sheet))
+        out = [(f"udpparsernet.features[{i}]", _np(a)) for i, a in enumerate(ts.features)]
+        out.append(("udpparsernet.udp", _np(tm.parse_pose(T(pose_rgb)))))
+        tt = tm.encode_target(T(xyz), T(alpha))
+        out += [(f"target_pose_encoder.features[{i}]", _np(a)) for i, a in enumerate(tt)]
+        # the shader and decoder get the reference's own features, so their numbers show only their own error
+        fed = {"features": [_np(f)[None] for f in ts.features], "reference": _np(ts.reference)[None],
+               "target": [_np(f) for f in tt]}
+        levels = tm.shader.run_levels([T(f) for f in fed["target"]], T(fed["reference"]),
+                                      [T(f) for f in fed["features"]])
+        for level, outputs in enumerate(levels):
+            out += [(f"shader.level{level}.{k}", _np(v)) for k, v in outputs.items()]
+        fed["message"] = _np(levels[-1]["message"])
+        out.append(("rgbadecodernet.rgba", _np(tm.rgbadecodernet(T(fed["message"])))))
+    return out, fed
+
+
+def port_stages(pm, sheet, xyz, alpha, pose_rgb, fed: dict) -> list[tuple[str, np.ndarray]]:
+    """The port's half of `network_stages`: the same stages in the same order, each network fed `fed`
+    (`reference_stages`) where the reference's upstream outputs go in."""
+    P = paddle.to_tensor
+    with paddle.no_grad():
+        ps = pm.parse_sheet(P(sheet))
+        out = [(f"udpparsernet.features[{i}]", _np(b)) for i, b in enumerate(ps.features)]
+        out.append(("udpparsernet.udp", _np(pm.parse_pose(P(pose_rgb)))))
+        target = pm.encode_target(P(xyz), P(alpha))
+        out += [(f"target_pose_encoder.features[{i}]", _np(b)) for i, b in enumerate(target)]
+        levels = pm.shader.run_levels([P(f) for f in fed["target"]], P(fed["reference"]),
+                                      [P(f) for f in fed["features"]])
+        for level, outputs in enumerate(levels):
+            out += [(f"shader.level{level}.{k}", _np(v)) for k, v in outputs.items()]
+        out.append(("rgbadecodernet.rgba", _np(pm.rgbadecodernet(P(fed["message"])))))
+    return out
+
+
+def paired_stages(reference: list[tuple[str, np.ndarray]], port: list[tuple[str, np.ndarray]]
+                  ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(stage, reference, paddle) from the two halves; a stage missing on one side is an error, not a skipped row."""
+    if [n for n, _ in reference] != [n for n, _ in port]:
+        raise AssertionError(f"stages differ: {[n for n, _ in reference]} vs {[n for n, _ in port]}")
+    return [(n, a, b) for (n, a), (_, b) in zip(reference, port)]
+
+
 def network_stages(tm, pm, sheet, xyz, alpha, pose_rgb) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Each network alone on identical inputs (the reference's own upstream outputs): (stage, reference, paddle)."""
-    T, P = torch.from_numpy, paddle.to_tensor
-    out: list[tuple[str, np.ndarray, np.ndarray]] = []
-    with torch.no_grad(), paddle.no_grad():
-        ts, ps = tm.parse_sheet(T(sheet)), pm.parse_sheet(P(sheet))
-        out += [(f"udpparsernet.features[{i}]", _np(a), _np(b)) for i, (a, b) in enumerate(zip(ts.features, ps.features))]
-        out.append(("udpparsernet.udp", _np(tm.parse_pose(T(pose_rgb))), _np(pm.parse_pose(P(pose_rgb)))))
-        tt, pt = tm.encode_target(T(xyz), T(alpha)), pm.encode_target(P(xyz), P(alpha))
-        out += [(f"target_pose_encoder.features[{i}]", _np(a), _np(b)) for i, (a, b) in enumerate(zip(tt, pt))]
-        # the shader and decoder get the reference's own features, so their numbers show only their own error
-        feats = [_np(f)[None] for f in ts.features]
-        ref = _np(ts.reference)[None]
-        tgt = [_np(f) for f in tt]
-        tl = tm.shader.run_levels([T(f) for f in tgt], T(ref), [T(f) for f in feats])
-        pl = pm.shader.run_levels([P(f) for f in tgt], P(ref), [P(f) for f in feats])
-        for level, (a, b) in enumerate(zip(tl, pl)):
-            out += [(f"shader.level{level}.{k}", _np(a[k]), _np(b[k])) for k in a]
-        fused = _np(tl[-1]["message"])
-        out.append(("rgbadecodernet.rgba", _np(tm.rgbadecodernet(T(fused))), _np(pm.rgbadecodernet(P(fused)))))
-    return out
+    reference, fed = reference_stages(tm, sheet, xyz, alpha, pose_rgb)
+    return paired_stages(reference, port_stages(pm, sheet, xyz, alpha, pose_rgb, fed))
 
 
 def end_to_end(tm, pm, sheet, xyz, alpha) -> tuple[np.ndarray, np.ndarray]:
@@ -98,6 +131,29 @@ def models_for_draw(draw: WeightDraw, official_states: dict | None = None, seede
     tm = load_torch_networks(torch_unloaded(), states)  # declared, then filled: no random draw is wasted
     pm = load_networks(unloaded(), {n: torch_to_paddle(n, s) for n, s in states.items()})
     return tm.eval(), pm
+
+
+def torch_for_draw(draw: WeightDraw):
+    """The torch reference (eval mode) loaded with a non-seeded draw, alone: `paddle_like` gives its Paddle twin
+    when it is needed, so that the two need not be resident together (`models_for_draw` builds both)."""
+    from conr_torch_ref.model import load_networks, unloaded
+    from conr_torch_ref.seeded import seeded_state_dicts
+
+    if draw == SEEDED:
+        raise ValueError("the seeded draw is the session's pair (conftest's torch_model, paddle_model)")
+    states = {n: {k: v.numpy() for k, v in s.items()} for n, s in seeded_state_dicts(draw).items()}
+    return load_networks(unloaded(), states).eval()
+
+
+def paddle_like(tm):
+    """The Paddle port holding the tensors of the float32 torch model `tm`, through the converter's mapping
+    (`torch_to_paddle`), as `models_for_draw` builds its Paddle side."""
+    from conr_common.contract.manifest import torch_to_paddle
+    from conr_paddle.model import load_networks, unloaded
+
+    return load_networks(unloaded(), {n: torch_to_paddle(n, {k: v.detach().numpy() for k, v in
+                                                             getattr(tm, n).state_dict().items()})
+                                      for n in NETWORK_NAMES})
 
 
 def release_models() -> None:

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 import pytest
 
 from conr_common.verification.compare import diff
-from parity_tests.harness import (end_to_end, network_stages, pose_image_input, pose_input, release_models,
-                                  sheet_input)
+from parity_tests.harness import (paired_stages, port_stages, pose_image_input, pose_input, reference_stages,
+                                  release_models, sheet_input)
 from conr_common.verification.tolerances import FEATURE_SCALED_FP64, RGBA_ATOL_FP64
 
 pytestmark = pytest.mark.slow
@@ -35,39 +35,57 @@ def _built_in_float64():
         paddle.set_default_dtype(before[1])
 
 
+def _check_float64(model, framework: str) -> None:
+    assert {str(t.dtype) for t in model.state_dict().values()} == {f"{framework}.float64"}
+
+
 @pytest.fixture(scope="module")
-def models64(weights_dir):
-    """The float64 pair, built in float64 (`_built_in_float64`, declared by `unloaded` and filled by the strict
-    loaders) from the session's official-format files. The numpy states are read here and dropped once loaded: the
-    module holds the two float64 models (2.9 GB) and nothing else besides the session's pair."""
+def outputs64(weights_dir, samples):
+    """Every stage (`reference_stages` / `port_stages`) and the end-to-end RGBA of each side in float64, one side at
+    a time: the float64 torch reference is built in float64 (`_built_in_float64`, declared by `unloaded` and filled
+    by the strict loader from the session's official-format files), run, and dropped before the float64 Paddle port
+    is built and run on the reference's upstream outputs. One float64 model (1.4 GB) is resident at a time besides
+    the session's pair (the float32 states, 0.7 GB, are read for each load and dropped with it)."""
+    import paddle
+    import torch
+
     from conr_common.contract.manifest import torch_to_paddle
     from conr_common.weights.checkpoints import load_folder
     from conr_paddle.model import load_networks, unloaded
     from conr_torch_ref.model import load_networks as load_torch_networks
     from conr_torch_ref.model import unloaded as torch_unloaded
 
-    with _built_in_float64():
-        tm, pm = torch_unloaded(), unloaded()
-    states = load_folder(weights_dir, "torch")
-    tm = load_torch_networks(tm.double(), states)  # both no-ops on float64 parameters: kept as the
-    pm.to(dtype="float64")  # statement of what every parameter and buffer must be
-    load_networks(pm, {n: torch_to_paddle(n, s) for n, s in states.items()})
-    del states
-    release_models()  # the float32 states' 0.7 GB back to the OS before the float64 passes
-    assert {str(t.dtype) for t in tm.state_dict().values()} == {"torch.float64"}
-    assert {str(t.dtype) for t in pm.state_dict().values()} == {"paddle.float64"}
-    yield tm.eval(), pm
-    del tm, pm
-    release_models()  # 2.9 GB of float64 parameters back to the OS, not kept as the process's peak
-
-
-def test_float64_every_stage_exact(models64, samples):
-    tm, pm = models64
     sheet = sheet_input(samples, SIZE, VIEWS, "float64")
     xyz, alpha, _ = pose_input(samples, SIZE, 1, "float64")
-    stages = network_stages(tm, pm, sheet, xyz, alpha, pose_image_input(samples, SIZE, "float64"))
+    pose_rgb = pose_image_input(samples, SIZE, "float64")
+    with _built_in_float64():
+        tm = torch_unloaded()
+    # .double(): a no-op on float64 parameters, kept as the statement of what every parameter and buffer must be
+    tm = load_torch_networks(tm.double(), load_folder(weights_dir, "torch")).eval()
+    _check_float64(tm, "torch")
+    reference, fed = reference_stages(tm, sheet, xyz, alpha, pose_rgb)
+    with torch.no_grad():
+        ref_rgba = tm.render(tm.parse_sheet(torch.from_numpy(sheet)), torch.from_numpy(xyz),
+                             torch.from_numpy(alpha)).numpy()
+    del tm
+    release_models()
+    with _built_in_float64():
+        pm = unloaded()
+    pm.to(dtype="float64")  # as .double() above
+    load_networks(pm, {n: torch_to_paddle(n, s) for n, s in load_folder(weights_dir, "torch").items()})
+    _check_float64(pm, "paddle")
+    port = port_stages(pm, sheet, xyz, alpha, pose_rgb, fed)
+    with paddle.no_grad():
+        rgba = pm.render(pm.parse_sheet(paddle.to_tensor(sheet)), paddle.to_tensor(xyz),
+                         paddle.to_tensor(alpha)).numpy()
+    del pm
+    release_models()  # 1.4 GB of float64 parameters back to the OS, not kept as the process's peak
+    return {"stages": paired_stages(reference, port), "rgba": (ref_rgba, rgba)}
+
+
+def test_float64_every_stage_exact(outputs64):
     report, failures = [], []
-    for name, ref, out in stages:
+    for name, ref, out in outputs64["stages"]:
         assert ref.dtype.name == out.dtype.name == "float64", name
         d = diff(ref, out)
         report.append(f"{name:40s} {d}")
@@ -77,11 +95,9 @@ def test_float64_every_stage_exact(models64, samples):
     assert not failures, "not exact in float64: " + ", ".join(failures) + "\n" + "\n".join(report)
 
 
-def test_float64_end_to_end_exact(models64, samples):
-    tm, pm = models64
-    sheet = sheet_input(samples, SIZE, VIEWS, "float64")
-    xyz, alpha, _ = pose_input(samples, SIZE, 1, "float64")
-    ref, out = end_to_end(tm, pm, sheet, xyz, alpha)
+def test_float64_end_to_end_exact(outputs64):
+    ref, out = outputs64["rgba"]
+    assert ref.dtype.name == out.dtype.name == "float64"
     d = diff(ref, out)
     print(f"\nfloat64 final RGBA {d}")
     assert d.max_abs <= RGBA_ATOL_FP64, str(d)

@@ -36,7 +36,7 @@ from conr_common.data.pipeline import load_udp_pose, paste_back, to_uint8, udp_a
 from conr_common.verification.compare import psnr_db
 from conr_common.verification.tolerances import (BF16_MIN_PSNR_DB, MIN_RENDER_STD, PIXEL_MAX_LEVELS, PIXEL_MIN_IDENTICAL_WORLDS,
                                     WORLD_RATIO_MEDIAN, WORLD_RATIO_WORST)
-from parity_tests.harness import models_for_draw, release_models, sheet_input
+from parity_tests.harness import paddle_like, release_models, sheet_input, torch_for_draw
 
 pytestmark = pytest.mark.slow
 SIZE = 128
@@ -149,34 +149,38 @@ def _render(model, framework, x: Inputs, dtype=np.float32) -> tuple[np.ndarray, 
 
 
 @contextlib.contextmanager
-def _float64_referee(tm, owned: bool):
+def _float64_referee(tm):
     """`tm` itself as the float64 referee for the block: converted to float64 in place, no float64 copy beside it
-    (a copy held the session's fp32 model and its float64 twin at once, 0.7 GB more at this module's peak, which in a
-    full run is the suite's). The session's model (not `owned`) is converted back to float32 at the end: exact, every
-    value was a float32 before (its end-of-session fingerprint checks dtype and values)."""
+    (a copy held the fp32 model and its float64 twin at once, 0.7 GB more at this module's peak, which in a full run
+    is the suite's), and converted back to float32 at the end: exact, every value was a float32 before (the
+    session's model is checked by its end-of-session fingerprint, dtype and values)."""
     tm.double().eval()
     try:
         yield tm
     finally:
-        if not owned:
-            tm.float()
+        tm.float()
 
 
-def _eager_and_truth(jobs: list[Job], inputs: dict, models: tuple, owned: bool, out: dict) -> None:
-    """Torch fp32 and Paddle eager for every job, then the float64 truth of the jobs that ask for it, on one float64
-    model for the whole draw (`tm` itself, converted after every fp32 torch run: `_float64_referee`)."""
-    tm, pm = models
+def _torch_runs(jobs: list[Job], inputs: dict, tm, out: dict) -> None:
+    """Torch fp32 for every job, then the float64 truth of the jobs that ask for it, on `tm` itself converted to
+    float64 for the whole draw (`_float64_referee`); `tm` is float32 again when this returns."""
     for job in jobs:
         r = out[job.size][job.world.id] = {"pose": inputs[job].pose}
         r["t32"], r["sheet_t"] = _render(tm, torch, inputs[job])
-        r["p32"], r["sheet_p"] = _render(pm, paddle, inputs[job])
     truth_jobs = [job for job in jobs if job.truth]
     if truth_jobs:
         release_models()  # the fp32 runs' freed activations back to the OS before the float64 ones (the module's peak)
-        with _float64_referee(tm, owned) as tm64:
+        with _float64_referee(tm) as tm64:
             for job in truth_jobs:
                 r = out[job.size][job.world.id]
                 r["t64"], r["sheet_truth"] = _render(tm64, torch, inputs[job], np.float64)
+
+
+def _paddle_runs(jobs: list[Job], inputs: dict, pm, out: dict) -> None:
+    """Paddle eager for every job."""
+    for job in jobs:
+        r = out[job.size][job.world.id]
+        r["p32"], r["sheet_p"] = _render(pm, paddle, inputs[job])
 
 
 def _predictors(jobs: list[Job], inputs: dict, pm, graphs: Graphs, out: dict) -> None:
@@ -205,19 +209,25 @@ def world_results(torch_model, paddle_model, weights_label, samples, graph_cache
     predictor; the issue's case also with the float64 truth and the bf16 predictor.
 
     One weight draw at a time, its models built once for both sizes (the seeded draw is the session's pair, built
-    by nobody here) and released before the next: first every eager run of the draw (torch fp32, Paddle, then the
-    float64 truth on one float64 model per draw), then its torch model is dropped and its predictor graph sets run
-    one at a time (`_predictors`). Graphs go to the session cache (its compiled operators), the seeded draw's under
-    the session's weights label (`weights_label`: graphs other tests exported are reused), the other draws' under
-    labels of their own."""
+    by nobody here) and released before the next: first the torch runs of the draw (fp32, then the float64 truth on
+    the same model converted in place), then its Paddle model (another draw's is built from the torch model, which
+    is then dropped) for the eager runs and the predictor graph sets, one at a time (`_predictors`). Graphs go to
+    the session cache (its compiled operators), the seeded draw's under the session's weights label
+    (`weights_label`: graphs other tests exported are reused), the other draws' under labels of their own."""
     out: dict[int, dict] = {SIZE: {}, SIZE_LARGE: {}}
     for draw in dict.fromkeys(job.world.draw for job in JOBS):
         jobs = [job for job in JOBS if job.world.draw == draw]
         inputs = {job: _inputs(job, samples, tmp_path_factory.mktemp(f"{job.world.id}-{job.size}")) for job in jobs}
-        tm, pm = models_for_draw(draw, seeded_models=(torch_model, paddle_model))
-        _eager_and_truth(jobs, inputs, (tm, pm), tm is not torch_model, out)
-        del tm
-        release_models()
+        if draw == SEEDED:
+            _torch_runs(jobs, inputs, torch_model, out)
+            pm = paddle_model
+        else:  # the draw's torch model alone, then its Paddle twin alone: never both with their activations
+            tm = torch_for_draw(draw)
+            _torch_runs(jobs, inputs, tm, out)
+            pm = paddle_like(tm)
+            del tm
+            release_models()
+        _paddle_runs(jobs, inputs, pm, out)
         graphs = Graphs(graph_cache, weights_label if draw == SEEDED else f"world-{draw!r}")
         _predictors(jobs, inputs, pm, graphs, out)
         del pm
