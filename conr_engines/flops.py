@@ -49,10 +49,17 @@ def _conv_flops(layer: nn.Layer, inputs, output) -> int:
 
 @lru_cache(maxsize=None)
 def _base_counts() -> dict[str, int]:
-    """FLOP per network at S = 128, one view, one frame, with the default architecture (random weights)."""
+    """FLOP per network at S = 128, one view, one frame, with the default architecture. Its parameters are zeros
+    (Paddle's global initializer for the construction): the count depends on shapes only, and building the model with
+    180 M random values took 2.7 s, with zeros 0.4 s (2-core AMD EPYC; the same 550.1 GFLOP at 256 px / 4 views)."""
     from conr_paddle.model import CoNR
 
-    model = CoNR()
+    zero = paddle.nn.initializer.Constant(0.0)
+    paddle.nn.initializer.set_global_initializer(zero, zero)
+    try:
+        model = CoNR()
+    finally:
+        paddle.nn.initializer.set_global_initializer(None)
     totals: dict[str, int] = {}
     current = {"name": None}
 

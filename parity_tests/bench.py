@@ -96,13 +96,14 @@ class BenchWeights:
 
 def _paddle_model(weights: BenchWeights):
     from conr_common.contract.manifest import torch_to_paddle
-    from conr_paddle.model import CoNR, load_networks, load_pdparams
+    from conr_paddle.model import load_networks, load_pdparams, unloaded
     from conr_torch_ref.seeded import seeded_state_dicts
 
+    # `unloaded`: declared, then filled by the strict loader (no random draw that the load overwrites: ~3-5 s)
     if weights.paddle_dir is not None:
-        return load_pdparams(CoNR(), weights.paddle_dir)
+        return load_pdparams(unloaded(), weights.paddle_dir)
     states = seeded_state_dicts(weights.draw)
-    model = CoNR()
+    model = unloaded()
     load_networks(model, {n: torch_to_paddle(n, {k: v.numpy() for k, v in s.items()}) for n, s in states.items()})
     del states
     return model
@@ -114,15 +115,15 @@ class _TorchRunner:
     def __init__(self, weights: BenchWeights, float64: bool = False) -> None:
         import torch
 
-        from conr_torch_ref.model import CoNR, load_networks, load_official
+        from conr_torch_ref.model import load_networks, load_official, unloaded
         from conr_torch_ref.seeded import seeded_state_dicts
 
         self.torch = torch
         if weights.torch_dir is not None:
-            self.model = load_official(CoNR(), weights.torch_dir)
+            self.model = load_official(unloaded(), weights.torch_dir)
         else:
             states = {n: {k: v.numpy() for k, v in s.items()} for n, s in seeded_state_dicts(weights.draw).items()}
-            self.model = load_networks(CoNR(), states)
+            self.model = load_networks(unloaded(), states)
             del states
         self.model.eval()
         self.dtype = np.float64 if float64 else np.float32

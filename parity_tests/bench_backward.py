@@ -21,15 +21,14 @@ from pathlib import Path
 def build(draw_name: str):
     from conr_common.verification.draws import draw_named
     from conr_common.contract.manifest import torch_to_paddle
-    from conr_paddle.model import CoNR as PaddleCoNR
-    from conr_paddle.model import load_networks
-    from conr_torch_ref.model import CoNR as TorchCoNR
+    from conr_paddle.model import load_networks, unloaded
     from conr_torch_ref.model import load_networks as load_torch
+    from conr_torch_ref.model import unloaded as torch_unloaded
     from conr_torch_ref.seeded import seeded_state_dicts
 
     states = seeded_state_dicts(draw_named(draw_name))
-    tm = load_torch(TorchCoNR(), states).eval()
-    pm = load_networks(PaddleCoNR(), {n: torch_to_paddle(n, {k: v.numpy() for k, v in s.items()})
+    tm = load_torch(torch_unloaded(), states).eval()  # `unloaded`: declared, filled by the strict load
+    pm = load_networks(unloaded(), {n: torch_to_paddle(n, {k: v.numpy() for k, v in s.items()})
                                       for n, s in states.items()})
     del states
     gc.collect()

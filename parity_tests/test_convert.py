@@ -468,11 +468,10 @@ def test_round_trip_folder_loads_with_load_official_and_computes_identically(rou
     """torch -> Paddle -> torch weights, loaded by the torch reference's production loader (strict), hold the same
     tensors as the session model, and its networks give the same outputs bit for bit: the target pose encoder on a
     128 px sample pose and the RGBA decoder on its features' scale (the full render is the parity tests' job)."""
-    from conr_torch_ref.model import CoNR as TorchCoNR
-    from conr_torch_ref.model import load_official
+    from conr_torch_ref.model import load_official, unloaded
     from parity_tests.harness import pose_input
 
-    again = load_official(TorchCoNR(), round_trip_dir).eval()
+    again = load_official(unloaded(), round_trip_dir).eval()
     for name in NETWORK_NAMES:
         mine, theirs = getattr(again, name).state_dict(), getattr(torch_model, name).state_dict()
         assert list(mine) == list(theirs), name

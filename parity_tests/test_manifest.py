@@ -11,16 +11,24 @@ from conr_common.contract.manifest import official_manifest
 
 @pytest.fixture(scope="module")
 def torch_nets():
+    """The reference's networks declared on torch's meta device: names, shapes and dtypes without 180 M values."""
+    import torch
+
     from conr_torch_ref.model import build_networks
 
-    return build_networks()
+    with torch.device("meta"):
+        return build_networks()
 
 
 @pytest.fixture(scope="module")
 def paddle_nets():
+    """The port's networks declared under `paddle.LazyGuard`: names, shapes and dtypes without 180 M values."""
+    import paddle
+
     from conr_paddle.model import build_networks
 
-    return build_networks()
+    with paddle.LazyGuard():
+        return build_networks()
 
 
 def test_manifest_covers_four_networks():
@@ -72,14 +80,14 @@ def test_paddle_loads_seeded_weights_strictly(paddle_model, paddle_states):
     assert np.array_equal(got, paddle_states["shader"]["decoder_blocks.0.conv0.1._weight"])
 
 
-def test_strict_loader_names_every_problem(paddle_nets, paddle_states):
-    from conr_paddle.model import strict_load
+def test_strict_loader_names_every_problem(paddle_states):
+    from conr_paddle.model import build_network, strict_load
 
     state = dict(paddle_states["rgbadecodernet"])
     state.pop("conv_rgba.0.bias")
     state["bottleneck.r0.extra.weight"] = np.zeros(3, np.float32)
     state["bottleneck.r0.conv1.weight"] = np.zeros((64, 64, 1, 1), np.float32)
-    net = paddle_nets["rgbadecodernet"]
+    net = build_network("rgbadecodernet")  # values to compare after the refused load: built, not declared
     before = net.state_dict()["conv_rgba.0.weight"].numpy().copy()
     with pytest.raises(ConrInputError) as err:
         strict_load(net, state, what="rgbadecodernet.pdparams")

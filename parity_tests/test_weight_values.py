@@ -69,16 +69,17 @@ def test_converter_refuses_nan_weights_naming_file_and_tensor(nan_official, tmp_
 
 @pytest.mark.slow  # a shader conversion and two 180 M models
 def test_converter_allow_nonfinite_converts_and_loaders_still_refuse(nan_official, nan_pdparams):
-    from conr_paddle.model import CoNR, load_pdparams
-    from conr_torch_ref.model import CoNR as TorchCoNR
+    from conr_paddle.model import load_pdparams, unloaded
     from conr_torch_ref.model import load_official
+    from conr_torch_ref.model import unloaded as torch_unloaded
 
     out = nan_pdparams
     assert (out / "shader.pdparams").is_file()
+    # loaded into models built as the render builds them (`unloaded`: declared, filled by the load)
     with pytest.raises(ConrInputError, match=r"shader\.pdparams: tensor decoder_blocks\.2\.conv0\.0\.weight .*NaN"):
-        load_pdparams(CoNR(), out)
+        load_pdparams(unloaded(), out)
     with pytest.raises(ConrInputError, match=r"shader\.pth: tensor decoder_blocks\.2\.conv0\.0\.weight .*NaN"):
-        load_official(TorchCoNR(), nan_official)
+        load_official(torch_unloaded(), nan_official)
 
 
 @pytest.mark.slow  # a shader conversion and a subprocess render
@@ -103,10 +104,9 @@ def test_render_refuses_nan_weights_in_one_line(nan_pdparams, samples, tmp_path)
 
 
 def test_paddle_loader_refuses_integer_weights():
-    from conr_paddle.model import CoNR
-    from conr_paddle.model import strict_load
+    from conr_paddle.model import build_network, strict_load
 
-    net = CoNR().rgbadecodernet
+    net = build_network("rgbadecodernet")  # the network alone, not the 180 M-parameter model around it
     state = {k: v.numpy() for k, v in net.state_dict().items()}
     key = next(iter(state))
     state[key] = state[key].astype(np.int64)
@@ -119,14 +119,14 @@ def test_both_loaders_name_a_missing_or_damaged_file_in_one_line(side, weights_d
     """The torch reference's loader reports a missing or unreadable file as the Paddle loader does: one
     ConrInputError line naming the file (both read through conr_common.weights.checkpoints)."""
     if side == "paddle":
-        from conr_paddle.model import CoNR, load_pdparams as load
+        from conr_paddle.model import load_pdparams as load, unloaded
 
         source, first = pdparams_dir, "udpparsernet.pdparams"
     else:
-        from conr_torch_ref.model import CoNR, load_official as load
+        from conr_torch_ref.model import load_official as load, unloaded
 
         source, first = weights_dir, "udpparsernet.pth"
-    model = CoNR()
+    model = unloaded()  # as the render builds it: declared, filled by the load
     missing = tmp_path / "missing"
     missing.mkdir()
     with pytest.raises(ConrInputError) as exc:
