@@ -39,6 +39,7 @@ def _scaled_weights(pdparams_dir: Path, folder: Path, networks: tuple[str, ...])
     return folder
 
 
+@pytest.mark.slow  # writes a scaled copy of the full weights (0.7 GB) and renders through the command line
 def test_nonfinite_output_is_an_error_naming_the_first_stage(pdparams_dir, samples, tmp_path, capsys):
     """The issue's case: every network scaled by 1e3. The parser and the pose encoder stay finite (their instance
     norms take the scale out), the shader's output overflows first."""
