@@ -9,11 +9,11 @@ world's written frames are checked again, and the case the issue was filed on (2
 is judged against its own float64 truth, bf16 included.
 
 Exported graphs: a predictor graph set is named by its weights, size and view count (and precision), and each one
-costs ~0.7 GB written and tens of seconds, so the worlds are chosen to need few of them. The two seeded worlds use 2
+costs ~0.45 GB written and seconds, so the worlds are chosen to need few of them. The two seeded worlds use 2
 views, the view count the predictor tests render at 128 px (test_predictor_parity, test_custom_ops,
 test_predictor): the seeded draw is exported under the session's weights label into the session cache
-(`graph_cache`), so its 128 px fp32 and bf16 graphs are found there instead of exported again, and both seeded
-worlds share one 256 px graph set. The blob world's point is its pose, not its view count; 1 and 3 views stay
+(`graph_cache`), so its 128 px fp32 and bf16 graphs are shared with those tests (this module runs first, conftest's
+FIRST_MODULES, and leaves them in the cache), and both seeded worlds share one 256 px graph set. The blob world's point is its pose, not its view count; 1 and 3 views stay
 covered by the narrow and wide draws, 3 seeded views by the issue's case, and 4 views end to end by
 test_end_to_end (128 and 256 px). A graph set is created once and renders every world that uses it.
 """
@@ -92,10 +92,17 @@ def _udp_frame(kind: str, hw: tuple[int, int], samples) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class Graphs:
-    """Where a world's predictors find their graphs: the cache folder and the weights label of the cache key."""
+    """Where a world's predictors find their graphs: the cache folder and the weights label of the cache key.
+    session: the label is the session's weights (`weights_label`), whose 128 px / 2-view sets the predictor tests
+    render too (module docstring)."""
 
     cache: Path
     label: str
+    session: bool
+
+    def kept(self, size: int, views: int) -> bool:
+        """Whether a set this module exported stays in the cache: only the ones other tests render."""
+        return self.session and (size, views) == (SIZE, 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +192,8 @@ def _paddle_runs(jobs: list[Job], inputs: dict, pm, out: dict) -> None:
 
 def _predictors(jobs: list[Job], inputs: dict, pm, graphs: Graphs, out: dict) -> None:
     """Every predictor graph set the jobs need, one at a time: created once, rendering every job that uses it, then
-    dropped; a set this module exported is removed at once (no later test uses it), one it found is left."""
+    dropped; a set this module exported is removed at once unless later tests render it too (`Graphs.kept`), one it
+    found is left."""
     from conr_engines.inference.predictor import PredictorRunner
 
     for size, views, precision in dict.fromkeys(key for job in jobs for key in job.graph_sets):
@@ -198,7 +206,7 @@ def _predictors(jobs: list[Job], inputs: dict, pm, graphs: Graphs, out: dict) ->
         exported, folder = runner.exported, runner.folder
         del runner
         release_models()
-        if exported:
+        if exported and not graphs.kept(size, views):
             shutil.rmtree(folder)
 
 
@@ -228,7 +236,7 @@ def world_results(torch_model, paddle_model, weights_label, samples, graph_cache
             del tm
             release_models()
         _paddle_runs(jobs, inputs, pm, out)
-        graphs = Graphs(graph_cache, weights_label if draw == SEEDED else f"world-{draw!r}")
+        graphs = Graphs(graph_cache, weights_label if draw == SEEDED else f"world-{draw!r}", draw == SEEDED)
         _predictors(jobs, inputs, pm, graphs, out)
         del pm
         release_models()
