@@ -210,10 +210,12 @@ def _rss_now() -> int:
 
 
 # The modules whose own growth above the process's resident set is the largest run first, in this order, while the
-# process holds the least (the session's models, no other module's libraries or leftovers): on a fresh clone of
-# a9fdc2a, test_worlds grew 3.5 GB from 3.1 GB and test_verify 3.1 GB from 3.05 GB, the suite's two highest peaks
-# (6.51 and 6.16 GB), while the same modules started from 2.3-2.4 GB when run first. The rest keep pytest's order.
-FIRST_MODULES = ("test_worlds.py", "test_verify.py")
+# process holds the least (the session's models, no other module's libraries or leftovers), since the resident set
+# creeps up by ~0.7 GB over a run (libraries imported, allocator pools). Fresh clones, peak of each module and the
+# resident set it started from: a9fdc2a (alphabetical order) test_worlds 6.51 from 3.1 GB, test_verify 6.16 from
+# 3.05; 35fa34e (those two first) 5.29 from 2.54 and 5.61 from 2.54, and then the Paddle ONNX export 6.03 from 3.01,
+# vgg11_bn in test_zoo 6.17 from 3.16, test_float64 5.73 from 2.9. The rest keep pytest's order.
+FIRST_MODULES = ("test_worlds.py", "test_verify.py", "test_onnx.py", "test_zoo.py", "test_float64.py")
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:
