@@ -46,45 +46,43 @@ def _np(x) -> np.ndarray:
     return x.detach().numpy() if isinstance(x, torch.Tensor) else x.numpy()
 
 
+def _side_stages(model, to_tensor, no_grad, sheet, xyz, alpha, pose_rgb, fed: dict | None
+                 ) -> tuple[list[tuple[str, np.ndarray]], dict]:
+    """One side's stages, (stage, output) in order. fed None: this is the reference, and what it computes is
+    returned as `fed`, what every network of the port is then fed (the shader and decoder get the reference's own
+    features, so their numbers show only their own error); else the networks take `fed` where those go in."""
+    T = to_tensor
+    with no_grad():
+        parsed = model.parse_sheet(T(sheet))
+        out = [(f"udpparsernet.features[{i}]", _np(f)) for i, f in enumerate(parsed.features)]
+        out.append(("udpparsernet.udp", _np(model.parse_pose(T(pose_rgb)))))
+        target = model.encode_target(T(xyz), T(alpha))
+        out += [(f"target_pose_encoder.features[{i}]", _np(f)) for i, f in enumerate(target)]
+        reference = fed is None
+        if reference:
+            fed = {"features": [_np(f)[None] for f in parsed.features], "reference": _np(parsed.reference)[None],
+                   "target": [_np(f) for f in target]}
+        levels = model.shader.run_levels([T(f) for f in fed["target"]], T(fed["reference"]),
+                                         [T(f) for f in fed["features"]])
+        for level, outputs in enumerate(levels):
+            out += [(f"shader.level{level}.{k}", _np(v)) for k, v in outputs.items()]
+        if reference:
+            fed["message"] = _np(levels[-1]["message"])
+        out.append(("rgbadecodernet.rgba", _np(model.rgbadecodernet(T(fed["message"])))))
+    return out, fed
+
+
 def reference_stages(tm, sheet, xyz, alpha, pose_rgb) -> tuple[list[tuple[str, np.ndarray]], dict]:
     """The reference's half of `network_stages`: (stage, output) in order, and what each network of the port is fed
     (the reference's own upstream outputs), for `port_stages`. Apart, so that a caller can drop one model before it
     builds the other (test_float64: two float64 models never resident together)."""
-    T = torch.from_numpy
-    with torch.no_grad():
-        ts = tm.parse_sheet(T(sheet))
-        out = [(f"udpparsernet.features[{i}]", _np(a)) for i, a in enumerate(ts.features)]
-        out.append(("udpparsernet.udp", _np(tm.parse_pose(T(pose_rgb)))))
-        tt = tm.encode_target(T(xyz), T(alpha))
-        out += [(f"target_pose_encoder.features[{i}]", _np(a)) for i, a in enumerate(tt)]
-        # the shader and decoder get the reference's own features, so their numbers show only their own error
-        fed = {"features": [_np(f)[None] for f in ts.features], "reference": _np(ts.reference)[None],
-               "target": [_np(f) for f in tt]}
-        levels = tm.shader.run_levels([T(f) for f in fed["target"]], T(fed["reference"]),
-                                      [T(f) for f in fed["features"]])
-        for level, outputs in enumerate(levels):
-            out += [(f"shader.level{level}.{k}", _np(v)) for k, v in outputs.items()]
-        fed["message"] = _np(levels[-1]["message"])
-        out.append(("rgbadecodernet.rgba", _np(tm.rgbadecodernet(T(fed["message"])))))
-    return out, fed
+    return _side_stages(tm, torch.from_numpy, torch.no_grad, sheet, xyz, alpha, pose_rgb, None)
 
 
 def port_stages(pm, sheet, xyz, alpha, pose_rgb, fed: dict) -> list[tuple[str, np.ndarray]]:
     """The port's half of `network_stages`: the same stages in the same order, each network fed `fed`
     (`reference_stages`) where the reference's upstream outputs go in."""
-    P = paddle.to_tensor
-    with paddle.no_grad():
-        ps = pm.parse_sheet(P(sheet))
-        out = [(f"udpparsernet.features[{i}]", _np(b)) for i, b in enumerate(ps.features)]
-        out.append(("udpparsernet.udp", _np(pm.parse_pose(P(pose_rgb)))))
-        target = pm.encode_target(P(xyz), P(alpha))
-        out += [(f"target_pose_encoder.features[{i}]", _np(b)) for i, b in enumerate(target)]
-        levels = pm.shader.run_levels([P(f) for f in fed["target"]], P(fed["reference"]),
-                                      [P(f) for f in fed["features"]])
-        for level, outputs in enumerate(levels):
-            out += [(f"shader.level{level}.{k}", _np(v)) for k, v in outputs.items()]
-        out.append(("rgbadecodernet.rgba", _np(pm.rgbadecodernet(P(fed["message"])))))
-    return out
+    return _side_stages(pm, paddle.to_tensor, paddle.no_grad, sheet, xyz, alpha, pose_rgb, fed)[0]
 
 
 def paired_stages(reference: list[tuple[str, np.ndarray]], port: list[tuple[str, np.ndarray]]
@@ -113,23 +111,22 @@ def models_for_draw(draw: WeightDraw, official_states: dict | None = None, seede
     """(torch reference in eval mode, Paddle port) loaded with one weight draw. The seeded draw is the session's
     `seeded_models` (conftest's torch_model, paddle_model: nothing is built) when given, else a pair built from
     `official_states` (numpy, torch names) instead of drawing 180 M parameters again; one of the two is needed for
-    it. Other draws are new pairs: drop every reference to them after use and call `release_models()`."""
+    it. Other draws are new pairs (`torch_for_draw`, `paddle_like`): drop every reference to them after use and call
+    `release_models()`."""
     from conr_common.contract.manifest import torch_to_paddle
     from conr_paddle.model import load_networks, unloaded
     from conr_torch_ref.model import load_networks as load_torch_networks
     from conr_torch_ref.model import unloaded as torch_unloaded
-    from conr_torch_ref.seeded import seeded_state_dicts
 
-    if draw == SEEDED and seeded_models is not None:
+    if draw != SEEDED:
+        tm = torch_for_draw(draw)
+        return tm, paddle_like(tm)
+    if seeded_models is not None:
         return seeded_models
-    if draw == SEEDED:
-        if official_states is None:
-            raise ValueError("the seeded draw needs seeded_models or official_states")
-        states = official_states
-    else:
-        states = {n: {k: v.numpy() for k, v in s.items()} for n, s in seeded_state_dicts(draw).items()}
-    tm = load_torch_networks(torch_unloaded(), states)  # declared, then filled: no random draw is wasted
-    pm = load_networks(unloaded(), {n: torch_to_paddle(n, s) for n, s in states.items()})
+    if official_states is None:
+        raise ValueError("the seeded draw needs seeded_models or official_states")
+    tm = load_torch_networks(torch_unloaded(), official_states)  # declared, then filled: no random draw is wasted
+    pm = load_networks(unloaded(), {n: torch_to_paddle(n, s) for n, s in official_states.items()})
     return tm.eval(), pm
 
 
