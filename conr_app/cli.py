@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from conr_common.cli.args import (EXIT_INPUT, MAX_BATCH, OneLineParser, bounded_int, frame_rate, one_line, positive_int,
                              one_line_warnings)
-from conr_common.platform.cpu import usable_cores
+from conr_common.platform.cpu import prepare_math_libraries
 from conr_common.platform.errors import ConrInputError, ConrNonFiniteError, internal_error_line
 
 if TYPE_CHECKING:
@@ -208,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         if info.distributed or args.threads:
             # the launcher hands every rank OMP_NUM_THREADS=1: this rank's share of the cores instead
             os.environ["OMP_NUM_THREADS"] = str(threads_per_rank(info, args.threads))
-    # Paddle's CPU kernels default to fewer threads than cores; must be set before paddle is imported.
-    os.environ.setdefault("OMP_NUM_THREADS", str(usable_cores()))
+    prepare_math_libraries()  # threads and MKL's code path, before paddle is imported
     from conr_common.platform.quiet import import_paddle
 
     import_paddle()  # first, so that its OMP_NUM_THREADS / ccache chatter stays off the user's stderr

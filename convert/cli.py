@@ -13,6 +13,7 @@ import importlib.util
 import sys
 
 from conr_common.cli.args import OneLineParser, one_line, one_line_warnings
+from conr_common.platform.cpu import prepare_math_libraries
 from conr_common.platform.errors import ConrInputError, internal_error_line
 from portcheck.errors import PortInputError
 
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     one_line_warnings()
+    prepare_math_libraries()  # threads and MKL's code path for eager Paddle, before paddle is imported
     try:
         return int(args.func(args))
     except (ConrInputError, PortInputError) as exc:

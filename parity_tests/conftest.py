@@ -16,6 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conr_common.platform.cpu import prepare_math_libraries
+
+# Eager Paddle in this process runs as under the command line (`python -m conr_app`, `python -m convert`): on the
+# usable cores and, on AMD, MKL's AVX2 path. Before any test module imports paddle.
+prepare_math_libraries()
+
 
 @pytest.fixture(scope="session")
 def weights_dir(tmp_path_factory):

@@ -109,6 +109,27 @@ def test_render_options_bound_workers_by_the_usable_cores():
         RenderOptions(workers=usable_cores() + 1)
 
 
+def test_math_libraries_get_the_cores_and_mkl_its_avx2_path_on_amd_only(monkeypatch):
+    """The environment eager Paddle starts with (`prepare_math_libraries`, run by both command lines and this suite):
+    the usable cores (or the asked count) as OMP_NUM_THREADS, MKL_DEBUG_CPU_TYPE=5 only on an AMD CPU with AVX2, and
+    the user's own values kept."""
+    from conr_common.platform import cpu
+
+    assert cpu.math_library_environment(3)["OMP_NUM_THREADS"] == "3"
+    assert cpu.math_library_environment()["OMP_NUM_THREADS"] == str(cpu.usable_cores())
+    for vendor, flags, expected in [("AuthenticAMD", {"avx2", "fma"}, "5"), ("AuthenticAMD", {"sse4_2"}, None),
+                                    ("GenuineIntel", {"avx2", "avx512f"}, None), ("", set(), None)]:
+        monkeypatch.setattr(cpu, "cpu_vendor", lambda v=vendor: v)
+        monkeypatch.setattr(cpu, "cpu_flags", lambda f=flags: frozenset(f))
+        assert cpu.math_library_environment().get("MKL_DEBUG_CPU_TYPE") == expected, (vendor, flags)
+    monkeypatch.setattr(cpu, "cpu_vendor", lambda: "AuthenticAMD")
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.delenv("MKL_DEBUG_CPU_TYPE", raising=False)
+    assert cpu.prepare_math_libraries() == {"OMP_NUM_THREADS": "7", "MKL_DEBUG_CPU_TYPE": "5"}
+    assert os.environ["OMP_NUM_THREADS"] == "7" and os.environ["MKL_DEBUG_CPU_TYPE"] == "5"
+
+
 @pytest.mark.slow  # the launcher and two ranks in child processes
 def test_failed_multiprocess_run_removes_its_log_folder(tmp_path, capsys):
     from conr_app.rendering.launch import run_launcher
