@@ -330,6 +330,9 @@ def table(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from conr_common.platform.cpu import prepare_math_libraries
+
+    prepare_math_libraries()  # eager Paddle as under the command line, in this process and its children
     words = sys.argv[1:] if argv is None else list(argv)
     if "--memory" in words:  # peak memory per engine and size (parity_tests.bench_memory), its own options
         from parity_tests.bench_memory import main as memory_main

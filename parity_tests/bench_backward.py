@@ -36,6 +36,9 @@ def build(draw_name: str):
 
 
 def main(argv=None) -> int:
+    from conr_common.platform.cpu import prepare_math_libraries
+
+    prepare_math_libraries()  # eager Paddle as under the command line
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--draw", default="seeded")
     p.add_argument("--views", type=int, default=1)

@@ -14,6 +14,7 @@ Each pair is built once (module fixture); pytest runs one pair's tests together,
 from __future__ import annotations
 
 import gc
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -135,18 +136,31 @@ def test_every_weight_compares_equal(zoo):
     assert result.parameters_differing == [], [p["torch"] for p in result.parameters_differing]
 
 
+# A rounding figure inside a table cell ("1.7e-12", "3.53x"): what the math library's code path and reduction order
+# move (the worst float64 error 1.7e-12 -> 1.8e-12 and vgg11_bn's classifier.0 ratio 3.53 -> 3.30 when MKL took its
+# AVX2 path instead of its SSE one on the same AMD CPU).
+_ROUNDING_FIGURE = re.compile(r"\d+\.\d+(e[-+]\d+)?")
+
+
+def _verdicts(cell: str) -> str:
+    """A table cell with its rounding figures replaced by "#": its verdict (PASS/FAIL, the layer named) is kept."""
+    return _ROUNDING_FIGURE.sub("#", cell)
+
+
 def test_readme_zoo_table_is_what_the_engine_reports(zoo):
     """Every column but the fp32 ratio and the seconds, recomputed from this module's own comparison (seed 0,
     224 px). The fp32 ratio is a float32 rounding figure: it moved from 2.90 to 2.65 for mobilenet_v2 between two runs
     with 2 threads on the same CPU (reduction order), so the table states it as measured and the test checks the
-    columns that a port bug would change."""
+    columns that a port bug would change; in the structure and precision columns, the verdicts and the layers they
+    name (`_verdicts`), not the rounding figures beside them."""
     text = README.read_text()
     assert readme_columns(text) == COLUMNS
     row = table_row(zoo.name, _main_comparison(zoo, 0), zoo.transfer)
     ratio = COLUMNS.index(next(c for c in COLUMNS if c.startswith("fp32 ratio")))
     keep = [i for i in range(len(COLUMNS) - 1) if i != ratio]
     readme = readme_rows(text).get(zoo.name, ())
-    assert [readme[i] for i in keep] == [row[i] for i in keep], "run `python -m parity_tests.zoo_table`"
+    assert [_verdicts(readme[i]) for i in keep] == [_verdicts(row[i]) for i in keep], \
+        "run `python -m parity_tests.zoo_table`"
 
 
 # ------------------------------------------------------------------------------------------------ planted faults

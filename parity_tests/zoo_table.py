@@ -91,6 +91,9 @@ def cpu_name() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from conr_common.platform.cpu import prepare_math_libraries
+
+    prepare_math_libraries()  # as in the suite (conftest), which checks this table
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     rows = []
     for pair in ZOO:
