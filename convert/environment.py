@@ -17,9 +17,9 @@ from conr_common.platform.versions import dist_version
 __all__ = ["environment", "numerics_pinned"]
 
 # `import paddle` sets OMP_NUM_THREADS=1 when it is unset (paddle/base/__init__.py), which makes eager Paddle run on
-# one thread: keep what the environment said before paddle was imported (the user's, or the usable cores that
-# `python -m convert` sets where the user set nothing: conr_common.platform.cpu.prepare_math_libraries), read when
-# this module is imported, and report both.
+# one thread: keep what the user's environment said, read when this module is imported (the CLI imports it while it
+# builds its parser: before paddle, and before `prepare_math_libraries` fills in the usable cores where the user set
+# nothing), and report both.
 _OMP_BEFORE_PADDLE = (os.environ.get("OMP_NUM_THREADS") if "paddle" not in sys.modules else "unknown (paddle imported first)")
 
 
@@ -96,7 +96,7 @@ def environment(torch, paddle, device: str) -> dict:
         "threads": {
             "torch.get_num_threads": torch.get_num_threads(),
             "torch.get_num_interop_threads": torch.get_num_interop_threads(),
-            "OMP_NUM_THREADS (before import paddle)": _OMP_BEFORE_PADDLE,
+            "OMP_NUM_THREADS (user environment)": _OMP_BEFORE_PADDLE,
             "OMP_NUM_THREADS (after import paddle)": os.environ.get("OMP_NUM_THREADS"),
             "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS"),
             # MKL's code path on AMD CPUs (conr_common.platform.cpu.math_library_environment)

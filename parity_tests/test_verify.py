@@ -117,6 +117,9 @@ def test_clean_pair_passes_and_writes_readable_report(weights_dir, pdparams_dir,
     env = report["environment"]
     assert env["packages"]["torch"] and env["packages"]["paddlepaddle"] and env["packages"]["numpy"]
     assert env["cpu"]["model"] and "torch.get_num_threads" in env["threads"]
+    # what eager Paddle ran with: the threads and MKL's code path in effect (prepare_math_libraries)
+    assert env["threads"]["OMP_NUM_THREADS (after import paddle)"] == os.environ["OMP_NUM_THREADS"]
+    assert env["threads"]["MKL_DEBUG_CPU_TYPE"] == os.environ.get("MKL_DEBUG_CPU_TYPE")
     assert "torch.backends.mkldnn.is_available" in env["onednn"]
     assert env["numerics_pinned"]["torch.backends.cuda.matmul.allow_tf32"] is False
 
