@@ -1,12 +1,13 @@
 """What this machine's CPU is and can do: its model and flags read from /proc/cpuinfo (Linux; elsewhere the answers
-are empty), the cores this process may use, and whether Paddle can run bfloat16 on it."""
+are empty), the cores this process may use, whether Paddle can run bfloat16 on it, and the environment Paddle's CPU
+math libraries should start with on it (`prepare_math_libraries`)."""
 from __future__ import annotations
 
 import os
 import platform
 
-__all__ = ["cpu_model", "cpu_vendor", "cpu_flags", "simd_flags", "usable_cores", "bf16_support", "math_library_environment",
-           "prepare_math_libraries", "SIMD_FLAGS", "BF16_FLAGS"]
+__all__ = ["cpu_model", "cpu_vendor", "cpu_flags", "simd_flags", "usable_cores", "bf16_support",
+           "math_library_environment", "prepare_math_libraries", "SIMD_FLAGS", "BF16_FLAGS"]
 
 # The SIMD features that decide which kernels both frameworks pick (AVX2/AVX-512/AMX/bf16).
 SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
