@@ -93,6 +93,4 @@ def math_library_environment(threads: int | None = None) -> dict[str, str]:
 def prepare_math_libraries(threads: int | None = None) -> dict[str, str]:
     """Set `math_library_environment` in this process's environment where the user has not set those variables
     (theirs win). Must run before paddle is imported: OMP_NUM_THREADS is read then. Returns what is in effect."""
-    for name, value in math_library_environment(threads).items():
-        os.environ.setdefault(name, value)
-    return {name: os.environ[name] for name in math_library_environment(threads)}
+    return {name: os.environ.setdefault(name, value) for name, value in math_library_environment(threads).items()}
