@@ -229,7 +229,8 @@ def _other_side(framework: str, model, weights: Path):
     other = load_networks(unloaded(), {
         name: rename(name, {k: numpy(v) for k, v in getattr(model, name).state_dict().items()}, source=str(weights))
         for name in NETWORK_NAMES})
-    return other.eval() if framework == "paddle" else other  # the torch twin in eval mode; a Paddle CoNR is built so
+    # eval mode: a torch twin is put in it, a Paddle CoNR starts in it
+    return other.eval() if framework == "paddle" else other
 
 
 def parse_graphs(text: str) -> list[str]:

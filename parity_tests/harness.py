@@ -107,27 +107,14 @@ def end_to_end(tm, pm, sheet, xyz, alpha) -> tuple[np.ndarray, np.ndarray]:
     return _np(ref), _np(out)
 
 
-def models_for_draw(draw: WeightDraw, official_states: dict | None = None, seeded_models: tuple | None = None):
-    """(torch reference in eval mode, Paddle port) loaded with one weight draw. The seeded draw is the session's
-    `seeded_models` (conftest's torch_model, paddle_model: nothing is built) when given, else a pair built from
-    `official_states` (numpy, torch names) instead of drawing 180 M parameters again; one of the two is needed for
-    it. Other draws are new pairs (`torch_for_draw`, `paddle_like`): drop every reference to them after use and call
-    `release_models()`."""
-    from conr_common.contract.manifest import torch_to_paddle
-    from conr_paddle.model import load_networks, unloaded
-    from conr_torch_ref.model import load_networks as load_torch_networks
-    from conr_torch_ref.model import unloaded as torch_unloaded
-
-    if draw != SEEDED:
-        tm = torch_for_draw(draw)
-        return tm, paddle_like(tm)
-    if seeded_models is not None:
+def models_for_draw(draw: WeightDraw, seeded_models: tuple):
+    """(torch reference in eval mode, Paddle port) loaded with one weight draw: for the seeded draw the session's
+    `seeded_models` (conftest's torch_model, paddle_model: nothing is built); other draws are new pairs
+    (`torch_for_draw`, `paddle_like`): drop every reference to them after use and call `release_models()`."""
+    if draw == SEEDED:
         return seeded_models
-    if official_states is None:
-        raise ValueError("the seeded draw needs seeded_models or official_states")
-    tm = load_torch_networks(torch_unloaded(), official_states)  # declared, then filled: no random draw is wasted
-    pm = load_networks(unloaded(), {n: torch_to_paddle(n, s) for n, s in official_states.items()})
-    return tm.eval(), pm
+    tm = torch_for_draw(draw)
+    return tm, paddle_like(tm)
 
 
 def torch_for_draw(draw: WeightDraw):
