@@ -14,6 +14,7 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from conr_common.verification.compare import diff
 from conr_common.contract.config import NETWORK_NAMES, OFFICIAL
 from conr_common.verification.draws import SEEDED
 from conr_common.platform.errors import ConrInputError
+from conr_common.platform import integrity
 from conr_common.platform.integrity import sha256_file
 from conr_common.verification.tolerances import DECODER_SCALED_FP32
 from conr_paddle.model import strict_load
@@ -217,6 +219,37 @@ def _real_decoders(torch_state: dict | None):
     if torch_state is not None:
         torch_strict_load(tnet, torch_state, what=SMALL)
     return pnet, tnet
+
+
+def test_file_hash_is_remembered_per_version_and_never_stale(tmp_path, monkeypatch):
+    """`sha256_file_remembered` (the weight set's identity, asked for by every render): a settled file is read once,
+    through any link to it; a rewrite is seen even when it keeps the inode and size and puts the old mtime back
+    (ctime moves); a file changed within UNSETTLED_NS is read on every call."""
+    import hashlib
+
+    reads = []
+    monkeypatch.setattr(integrity, "sha256_file", lambda path: reads.append(path) or sha256_file(path))
+    path, link = tmp_path / "w.bin", tmp_path / "link.bin"
+    path.write_bytes(b"a" * 4096)
+    link.symlink_to(path)
+    first = integrity.sha256_file_remembered(path, unsettled_ns=0)
+    assert first == hashlib.sha256(b"a" * 4096).hexdigest() and len(reads) == 1
+    assert integrity.sha256_file_remembered(path, unsettled_ns=0) == first
+    assert integrity.sha256_file_remembered(link, unsettled_ns=0) == first and len(reads) == 1
+    old = path.stat()
+    time.sleep(0.05)  # past the file system's coarse time stamp tick (what UNSETTLED_NS guards in real use)
+    with open(path, "r+b") as f:  # in place: same inode, same size
+        f.write(b"b")
+    os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))
+    now = path.stat()
+    assert (now.st_ino, now.st_size, now.st_mtime_ns) == (old.st_ino, old.st_size, old.st_mtime_ns)
+    assert now.st_ctime_ns != old.st_ctime_ns
+    second = hashlib.sha256(b"b" + b"a" * 4095).hexdigest()
+    assert integrity.sha256_file_remembered(path, unsettled_ns=0) == second and len(reads) == 2
+    path.write_bytes(b"c" * 4096)  # just changed: read on every call
+    third = hashlib.sha256(b"c" * 4096).hexdigest()
+    assert integrity.sha256_file_remembered(path) == integrity.sha256_file_remembered(path) == third
+    assert len(reads) == 4
 
 
 def test_safetensors_output_and_back(tmp_path, small_file, capsys):

@@ -36,7 +36,7 @@ import numpy as np
 
 from conr_common.contract.config import NETWORK_NAMES
 from conr_common.platform.errors import ConrInputError
-from conr_common.platform.integrity import sha256_file
+from conr_common.platform.integrity import sha256_file_remembered
 from conr_common.contract.manifest import TensorSpec, official_manifest, unwrap
 
 __all__ = [
@@ -496,10 +496,11 @@ def check_weights_dir(folder: str | os.PathLike) -> list[Path]:
 
 def weights_hash(paths: list[Path]) -> str:
     """sha256 over the files' hashes (`<name>:<sha256>` lines, in the given order): the identity of a weight set,
-    the key of compiled-graph caches. Pass `check_weights_dir(folder)` for a Paddle weights folder."""
+    the key of compiled-graph caches. Pass `check_weights_dir(folder)` for a Paddle weights folder. Each file is read
+    once per version in this process (`sha256_file_remembered`)."""
     h = hashlib.sha256()
     for path in paths:
-        h.update(f"{Path(path).name}:{sha256_file(path)}\n".encode())
+        h.update(f"{Path(path).name}:{sha256_file_remembered(path)}\n".encode())
     return h.hexdigest()
 
 
