@@ -3,6 +3,8 @@ nothing and changes no input; the README's table is exactly what the probes prin
 `python -m parity_tests.bad_inputs --write-readme`)."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from parity_tests.bad_inputs import PROBES, README, make_scene, markdown, message, readme_table, run_probe
@@ -10,12 +12,16 @@ from parity_tests.bad_inputs import PROBES, README, make_scene, markdown, messag
 
 @pytest.fixture(scope="module")
 def outcomes(samples, pdparams_dir, weights_dir, tmp_path_factory):
-    out = []
+    """Every probe run in a scene of its own; the scenes (about 1300 files) are removed when this module is done,
+    not at the session's end: every later test's temporary-folder measurement (conftest) walked them."""
+    out, folders = [], []
     for i, probe in enumerate(PROBES):
-        scene = make_scene(tmp_path_factory.mktemp("bad_input") / f"probe{i}", samples.root, pdparams_dir,
-                           weights_dir)
+        folders.append(tmp_path_factory.mktemp("bad_input"))
+        scene = make_scene(folders[-1] / f"probe{i}", samples.root, pdparams_dir, weights_dir)
         out.append((probe, scene, run_probe(probe, scene)))
-    return out
+    yield out
+    for folder in folders:
+        shutil.rmtree(folder)
 
 
 def test_matrix_has_at_least_30_probes():
@@ -43,7 +49,6 @@ def test_readme_table_is_what_the_probes_print(outcomes):
 def test_truncated_image_error_is_one_line_on_the_real_stderr(samples, pdparams_dir, tmp_path):
     """Native libraries write to file descriptor 2 behind Python's back (OpenCV's PNG decoder warned "PNG input
     buffer is incomplete" on its own line): the whole process's stderr must still be one line."""
-    import shutil
     import subprocess
     import sys
 
