@@ -132,10 +132,12 @@ PREDICTOR_KEYS = {"fp32": "pred", "bf16": "bf16"}
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:
-    """A job's inputs: the cropped pose (for the paste-back), the sheet, xyz and alpha (float32)."""
+    """A job's inputs: the cropped pose (for the paste-back), the sheet, xyz and alpha (float32). sheet_key: (size,
+    views), which names the sheet: jobs of one size and view count share it (`sheet_input`)."""
 
     pose: object
     sheet: np.ndarray
+    sheet_key: tuple[int, int]
     xyz: np.ndarray
     alpha: np.ndarray
 
@@ -144,14 +146,23 @@ def _inputs(job: Job, samples, folder: Path) -> Inputs:
     np.savez(folder / "0.npz", i=_udp_frame(job.world.pose, job.world.frame_hw, samples))
     pose = load_udp_pose(folder / "0.npz", job.size)
     xyz, alpha = udp_arrays([pose])
-    return Inputs(pose, sheet_input(samples, job.size, job.world.views), xyz, alpha)
+    return Inputs(pose, sheet_input(samples, job.size, job.world.views), (job.size, job.world.views), xyz, alpha)
 
 
-def _render(model, framework, x: Inputs, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
-    """(RGBA, deepest sheet feature) of one eager model on `x` cast to `dtype` (torch or paddle as `framework`)."""
+def _parsed(parse, x: Inputs, sheets: dict):
+    """`parse(x.sheet)`, once per sheet: `sheets` ({sheet_key: parsed sheet}) belongs to one model and dtype. The
+    two seeded 2-view worlds share their sheet at each size, so each engine parses it once there."""
+    if x.sheet_key not in sheets:
+        sheets[x.sheet_key] = parse(x.sheet)
+    return sheets[x.sheet_key]
+
+
+def _render(model, framework, x: Inputs, sheets: dict, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """(RGBA, deepest sheet feature) of one eager model on `x` cast to `dtype` (torch or paddle as `framework`);
+    `sheets`: the sheets this model parsed in `dtype` (`_parsed`)."""
     t = torch.from_numpy if framework is torch else paddle.to_tensor
     with torch.no_grad(), paddle.no_grad():
-        sheet = model.parse_sheet(t(x.sheet.astype(dtype)))
+        sheet = _parsed(lambda rgba: model.parse_sheet(t(rgba.astype(dtype))), x, sheets)
         rgba = model.render(sheet, t(x.xyz.astype(dtype)), t(x.alpha.astype(dtype)))
         return rgba.numpy(), sheet.features[0].numpy()
 
@@ -172,23 +183,27 @@ def _float64_referee(tm):
 def _torch_runs(jobs: list[Job], inputs: dict, tm, out: dict) -> None:
     """Torch fp32 for every job, then the float64 truth of the jobs that ask for it, on `tm` itself converted to
     float64 for the whole draw (`_float64_referee`); `tm` is float32 again when this returns."""
+    sheets32, sheets64 = {}, {}
     for job in jobs:
         r = out[job.size][job.world.id] = {"pose": inputs[job].pose}
-        r["t32"], r["sheet_t"] = _render(tm, torch, inputs[job])
+        r["t32"], r["sheet_t"] = _render(tm, torch, inputs[job], sheets32)
+    del sheets32
     truth_jobs = [job for job in jobs if job.truth]
     if truth_jobs:
         release_models()  # the fp32 runs' freed activations back to the OS before the float64 ones (the module's peak)
         with _float64_referee(tm) as tm64:
             for job in truth_jobs:
                 r = out[job.size][job.world.id]
-                r["t64"], r["sheet_truth"] = _render(tm64, torch, inputs[job], np.float64)
+                r["t64"], r["sheet_truth"] = _render(tm64, torch, inputs[job], sheets64, np.float64)
+            del sheets64  # float64 tensors of the model about to be float32 again
 
 
 def _paddle_runs(jobs: list[Job], inputs: dict, pm, out: dict) -> None:
     """Paddle eager for every job."""
+    sheets = {}
     for job in jobs:
         r = out[job.size][job.world.id]
-        r["p32"], r["sheet_p"] = _render(pm, paddle, inputs[job])
+        r["p32"], r["sheet_p"] = _render(pm, paddle, inputs[job], sheets)
 
 
 def _predictors(jobs: list[Job], inputs: dict, pm, graphs: Graphs, out: dict) -> None:
@@ -200,12 +215,13 @@ def _predictors(jobs: list[Job], inputs: dict, pm, graphs: Graphs, out: dict) ->
     for size, views, precision in dict.fromkeys(key for job in jobs for key in job.graph_sets):
         runner = PredictorRunner(pm, graphs.label, size=size, views=views, precision=precision,
                                  cache_dir=graphs.cache)
+        sheets = {}
         for job in (j for j in jobs if (size, views, precision) in j.graph_sets):
             x = inputs[job]
-            out[job.size][job.world.id][PREDICTOR_KEYS[precision]] = runner.render(runner.parse_sheet(x.sheet),
-                                                                                 x.xyz, x.alpha)
+            out[job.size][job.world.id][PREDICTOR_KEYS[precision]] = runner.render(
+                _parsed(runner.parse_sheet, x, sheets), x.xyz, x.alpha)
         exported, folder = runner.exported, runner.folder
-        del runner
+        del runner, sheets
         release_models()
         if exported and not graphs.kept(size, views):
             shutil.rmtree(folder)
