@@ -258,7 +258,8 @@ def pytest_collection_finish(session) -> None:
 
 # A test whose process grew by more than this (models, predictors, recorded layers it dropped) is followed by
 # garbage collection and malloc_trim: without it glibc keeps the freed heap, and in the profile of issue 24 the
-# process grew ~1.5 GB per in-process verify run. Below it, nothing is done (a collection costs ~0.1-0.5 s).
+# process grew ~1.5 GB per in-process verify run. Below it, nothing is done (a collection and trim cost ~0.15 s with
+# the session frozen, 0.3-0.8 s before).
 RSS_GROWTH_TRIM_BYTES = 512 * 1024 ** 2
 
 
