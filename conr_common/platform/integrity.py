@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,8 +38,10 @@ def _version(st: os.stat_result) -> tuple[int, ...]:
 
 
 # sha256 by file version (`_version`) for `sha256_file_remembered`: this process's memory of what it read, the
-# REMEMBERED_FILES most recent versions (a weight set is four files).
+# REMEMBERED_FILES most recent versions (a weight set is four files), changed under _DIGESTS_LOCK (the web app
+# renders in worker threads).
 _DIGESTS: dict[tuple[int, ...], str] = {}
+_DIGESTS_LOCK = threading.Lock()
 REMEMBERED_FILES = 64
 
 
@@ -50,14 +53,16 @@ def sha256_file_remembered(path: str | os.PathLike, unsettled_ns: int = UNSETTLE
     while it was read, is never remembered."""
     before = os.stat(path)
     version = _version(before)
-    if version in _DIGESTS:
-        return _DIGESTS[version]
+    remembered = _DIGESTS.get(version)
+    if remembered is not None:
+        return remembered
     digest = sha256_file(path)
     settled = time.time_ns() - max(before.st_mtime_ns, before.st_ctime_ns) >= unsettled_ns
     if settled and _version(os.stat(path)) == version:  # not changed while it was read
-        while len(_DIGESTS) >= REMEMBERED_FILES:
-            _DIGESTS.pop(next(iter(_DIGESTS)))
-        _DIGESTS[version] = digest
+        with _DIGESTS_LOCK:
+            while len(_DIGESTS) >= REMEMBERED_FILES:
+                _DIGESTS.pop(next(iter(_DIGESTS)))
+            _DIGESTS[version] = digest
     return digest
 
 
