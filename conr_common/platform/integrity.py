@@ -18,7 +18,7 @@ __all__ = ["sha256_file", "sha256_file_remembered", "artifact_hashes", "artifact
 
 # A file changed less than this long ago is hashed anew on every call (`sha256_file_remembered`): file systems stamp
 # times from a coarse clock (ext4: one kernel tick, 1-10 ms), so a file rewritten within the tick it was hashed in
-# keeps its stamps. Two seconds covers the coarsest common stamp (FAT's) with room to spare.
+# keeps its stamps. Two seconds is the coarsest common stamp (FAT's mtime).
 UNSETTLED_NS = 2_000_000_000
 
 
