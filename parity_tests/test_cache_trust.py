@@ -104,7 +104,7 @@ EXPORT = """
     # the trust checks hash whatever files the export writes: a small CoNR writes 100 MB where the official 720 MB
     runner = PredictorRunner(tiny_paddle_model(0), "trust-test", size=128, views=1, cache_dir={cache!r},
                              custom_warp=False)
-    print(json.dumps({{"exported": runner.exported, "folder": str(runner.folder)}}))
+    print(json.dumps({{"exported": runner.exported, "folder": str(runner.folder), "params": str(runner.params_file)}}))
 """
 
 
@@ -114,32 +114,56 @@ def _run_export(cache: Path) -> tuple[dict, str]:
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
 
-def _damage_graph(folder: Path) -> None:
-    """One byte in the middle of the step graph's weights flipped in place (one byte written, not the file)."""
-    params = folder / "step.pdiparams"
-    middle = params.stat().st_size // 2
-    with params.open("r+b") as f:
+def _flip_middle_byte(path: Path) -> None:
+    """One byte in the middle of `path` flipped in place (one byte written, not the file)."""
+    middle = path.stat().st_size // 2
+    with path.open("r+b") as f:
         f.seek(middle)
         byte = f.read(1)[0]
         f.seek(middle)
         f.write(bytes([byte ^ 0xFF]))
 
 
-def _damage_meta(folder: Path) -> None:
-    (folder / "meta.json").write_text('{"truncated": ')
+def _damage_graph(info: dict) -> Path:
+    """The step graph's program damaged; the folder that must be written again."""
+    _flip_middle_byte(Path(info["folder"]) / "step.json")
+    return Path(info["folder"])
+
+
+def _damage_params(info: dict) -> Path:
+    """The parameter file the step graph reads damaged (a folder of its own, shared by the weight set's graphs)."""
+    _flip_middle_byte(Path(info["params"]))
+    return Path(info["params"]).parent
+
+
+def _damage_meta(info: dict) -> Path:
+    (Path(info["folder"]) / "meta.json").write_text('{"truncated": ')
+    return Path(info["folder"])
+
+
+def _damage_params_record(info: dict) -> Path:
+    """A meta.json whose checksums hold but whose parameter record does not (it names the parameter file's order)."""
+    meta_file = Path(info["folder"]) / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta["params"]["names"] = meta["params"]["names"][:-1]
+    meta_file.write_text(json.dumps(meta))
+    return Path(info["folder"])
 
 
 def test_damaged_export_is_exported_again(tmp_path):
     cache = tmp_path / "cache"
     info, _ = _run_export(cache)
     assert info["exported"]
-    folder = Path(info["folder"])
-    for damage in (_damage_graph, _damage_meta):
-        damage(folder)
+    for damage in (_damage_graph, _damage_params, _damage_meta, _damage_params_record):
+        rebuilt = damage(info)
         again, stderr = _run_export(cache)
-        assert again["exported"] is True, damage.__name__
+        # the program is exported again only when its own folder was damaged; a damaged parameter file is written
+        # again from the model, the program reused
+        assert again["exported"] is (rebuilt == Path(info["folder"])), damage.__name__
+        assert again["params"] == info["params"], damage.__name__
         lines = [l for l in stderr.splitlines() if "not trusted" in l]
-        assert len(lines) == 1 and "exporting again" in lines[0], (damage.__name__, stderr[-2000:])
-        assert "artifacts" in json.loads((folder / "meta.json").read_text())
+        assert len(lines) == 1 and "exporting again" in lines[0] and str(rebuilt) in lines[0], \
+            (damage.__name__, stderr[-2000:])
+        assert "artifacts" in json.loads((rebuilt / "meta.json").read_text())
     clean, stderr = _run_export(cache)
     assert clean["exported"] is False and "not trusted" not in stderr

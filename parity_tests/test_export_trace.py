@@ -132,3 +132,32 @@ def test_plain_trace_builds_the_program_of_the_full_translation(tmp_path):
         # the mechanism itself: only the forward was translated, where the full translation rewrote every function
         assert len(translated) == 1 and "forward" in translated[0], (key, translated)
         assert len(full[key][2]) > 10, (key, full[key][2])
+
+
+def test_program_only_save_is_what_jit_save_writes(tmp_path):
+    """The predictor saves a graph's program and its parameters apart (`conr_engines.export.program`): the program
+    must be the one `paddle.jit.save` writes (struct names aside, as above) and the parameter file its bytes, also
+    when written from another model of the same weights whose parameters this process named otherwise (a later
+    process filling a shared parameter folder)."""
+    from conr_engines.export.program import save_params, save_program
+
+    model = tiny_paddle_model(3)
+    model.eval()
+    twin = tiny_paddle_model(3)  # the same values, built later: other eager names (conv2d_N counters)
+    assert [p.name for p in twin.parameters()] != [p.name for p in model.parameters()]
+    layers = graph_layers(model, paddle.nn.Layer, pm, messages=False, step_model=model.with_ops(export_ops(None)),
+                          as_is=paddle.jit.not_to_static, graphs=("step", "pose"))
+    specs_of = _specs(_FullSheet(model))
+    for name, layer in layers.items():
+        with removing_to_static_files():
+            static = paddle.jit.to_static(layer, input_spec=specs_of[name], full_graph=True)
+            params = save_program(static, specs_of[name], tmp_path / "apart" / f"{name}.json")
+            with paddle.pir_utils.IrGuard():
+                paddle.jit.save(static, str(tmp_path / "jit" / name))
+        saved = (tmp_path / "jit" / f"{name}.pdiparams").read_bytes()
+        assert len(params.names) > 10 and len(saved) > 1_000_000, (name, len(params.names), len(saved))
+        program = _without_struct_names(json.loads((tmp_path / "apart" / f"{name}.json").read_text()))
+        assert program == _without_struct_names(json.loads((tmp_path / "jit" / f"{name}.json").read_text())), name
+        for source in (model, twin):
+            save_params(source.state_dict(), params, tmp_path / "apart" / f"{name}.pdiparams")
+            assert (tmp_path / "apart" / f"{name}.pdiparams").read_bytes() == saved, (name, source is twin)

@@ -96,12 +96,19 @@ def test_export_cache_reused_and_rebuilt(tmp_path, graph_cache):
     first = PredictorRunner(model, "test-weights", size=128, views=1, batch=1, cache_dir=tmp_path)
     assert first.exported
     files = _mtimes(first.folder)
-    assert {"meta.json", "step.json", "step.pdiparams"} <= set(files)  # the sheet is parsed eagerly in float64
+    # the program only (the sheet is parsed eagerly in float64); its parameters in a folder of their own
+    assert {"meta.json", "step.json"} <= set(files) and not any(name.endswith(".pdiparams") for name in files)
+    params = first.params_file
+    assert params.is_file() and params.parent.parent == tmp_path and params.parent != first.folder
+    params_files = _mtimes(params.parent)
     # the pose graph only once pose images are parsed, in a folder of its own (no view count in its key)
     assert not any(p.name.startswith("pose") for p in first.folder.iterdir()) and not first.pose_folder.exists()
     rgb = np.random.RandomState(1).rand(1, 3, 128, 128).astype(np.float32)
     udp = first.parse_pose(rgb)
-    assert first.pose_exported and {"meta.json", "pose.json", "pose.pdiparams"} <= set(_mtimes(first.pose_folder))
+    assert first.pose_exported and {"meta.json", "pose.json"} <= set(_mtimes(first.pose_folder))
+    # the pose graph reads the parser's parameters: a parameter file of its own, beside the step's
+    pose_params = first._graph("pose").params_file
+    assert pose_params != params and pose_params.parent.parent == tmp_path
     assert _mtimes(first.folder) == files, "exporting the pose graph touched the step graph's folder"
     with paddle.no_grad():
         eager = model.parse_pose(paddle.to_tensor(rgb)).numpy()
@@ -120,6 +127,16 @@ def test_export_cache_reused_and_rebuilt(tmp_path, graph_cache):
     bigger = PredictorRunner(model, "test-weights", size=256, views=1, batch=1, cache_dir=tmp_path)
     assert bigger.exported and bigger.folder != first.folder
     assert bigger.meta["size"] == 256
+    # every step graph of one weight set reads one parameter file, written once: another view count or size wrote
+    # a program only
+    assert two_views.params_file == bigger.params_file == params and _mtimes(params.parent) == params_files
+    assert len([p for p in tmp_path.glob("*/*.pdiparams")]) == 2, "a parameter file per weight set and network set"
+    # a parameter file removed from the cache is written again from the model; the program is reused
+    shutil.rmtree(params.parent)
+    reused = PredictorRunner(model, "test-weights", size=128, views=1, batch=1, cache_dir=tmp_path)
+    assert not reused.exported and reused.params_file == params and params.is_file()
+    assert _mtimes(reused.folder) == files
+    np.testing.assert_array_equal(reused.parse_pose(rgb), udp)
 
     # a short batch is padded and the padding dropped: 3 frames through a batch-2 graph at 128 px
     runner = PredictorRunner(model, "test-weights", size=128, views=1, batch=2, cache_dir=tmp_path)

@@ -9,7 +9,8 @@ world's written frames are checked again, and the case the issue was filed on (2
 is judged against its own float64 truth, bf16 included.
 
 Exported graphs: a predictor graph set is named by its weights, size and view count (and precision), and each one
-costs ~0.45 GB written and seconds, so the worlds are chosen to need few of them. The two seeded worlds use 2
+costs seconds of tracing (its parameters, ~0.4 GB, are written once per weight set and shared by its graph sets:
+`conr_engines.inference.export.cached_params`), so the worlds are chosen to need few of them. The two seeded worlds use 2
 views, the view count the predictor tests render at 128 px (test_predictor_parity, test_custom_ops,
 test_predictor): the seeded draw is exported under the session's weights label into the session cache
 (`graph_cache`), so its 128 px fp32 and bf16 graphs are shared with those tests (this module runs first, conftest's
@@ -212,6 +213,7 @@ def _predictors(jobs: list[Job], inputs: dict, pm, graphs: Graphs, out: dict) ->
     found is left."""
     from conr_engines.inference.predictor import PredictorRunner
 
+    params = set()
     for size, views, precision in dict.fromkeys(key for job in jobs for key in job.graph_sets):
         runner = PredictorRunner(pm, graphs.label, size=size, views=views, precision=precision,
                                  cache_dir=graphs.cache)
@@ -221,9 +223,13 @@ def _predictors(jobs: list[Job], inputs: dict, pm, graphs: Graphs, out: dict) ->
             out[job.size][job.world.id][PREDICTOR_KEYS[precision]] = runner.render(
                 _parsed(runner.parse_sheet, x, sheets), x.xyz, x.alpha)
         exported, folder = runner.exported, runner.folder
+        params.add(runner.params_file.parent)
         del runner, sheets
         release_models()
         if exported and not graphs.kept(size, views):
+            shutil.rmtree(folder)
+    if not graphs.session:  # the draw's parameter folder (read by all its graph sets) is nobody else's
+        for folder in params:
             shutil.rmtree(folder)
 
 

@@ -31,7 +31,8 @@ __all__ = ["EXPORT_FORMAT", "cache_root", "cache_identity", "cache_key", "cached
 
 # Bump when the exported Paddle graphs change (wrapper code, input names, passes that shape the saved program).
 # 9: the predictor's step and pose graphs in folders of their own (the pose graph exported on first use).
-EXPORT_FORMAT = 9
+# 10: a graph folder holds the program only; its parameters are in a folder shared by the graphs of one weight set.
+EXPORT_FORMAT = 10
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -57,9 +58,9 @@ def cache_key(identity: dict) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-def verified_meta(folder: Path) -> dict | None:
-    """The meta.json of a complete export whose graph files match their recorded sha256; None when there is no
-    export. A folder that fails the check (a damaged or replaced graph, a corrupt meta.json) is moved out of the way
+def verified_meta(folder: Path, meta_problem: Callable[[dict], str | None] | None = None) -> dict | None:
+    """The meta.json of a complete export whose graph files match their recorded sha256 (and in which
+    `meta_problem(meta)`, when given, finds no problem); None when there is no export. A folder that fails the check (a damaged or replaced graph, a corrupt meta.json) is moved out of the way
     and removed, saying so in one line, so that the caller exports anew; in a cache it cannot change, that is an
     error naming the folder."""
     meta_file = folder / "meta.json"
@@ -74,6 +75,8 @@ def verified_meta(folder: Path) -> dict | None:
             meta, problem = None, f"meta.json unreadable ({type(e).__name__})"
         else:
             problem = artifact_problem(folder, meta.get("artifacts") if isinstance(meta, dict) else None)
+            if problem is None and meta_problem is not None:
+                problem = meta_problem(meta)
         if problem is None:
             return meta
     if not os.access(folder.parent, os.W_OK | os.X_OK):
@@ -103,21 +106,23 @@ def _fill(folder: Path, fill: Callable[[Path], dict], suffixes: tuple[str, ...])
             raise
 
 
-def cached_folder(folder: Path, fill: Callable[[Path], dict], suffixes: tuple[str, ...]) -> tuple[dict, bool]:
+def cached_folder(folder: Path, fill: Callable[[Path], dict], suffixes: tuple[str, ...],
+                  meta_problem: Callable[[dict], str | None] | None = None) -> tuple[dict, bool]:
     """(meta.json, built): the verified cache folder `folder`, built first when there is none (built True).
 
     fill(tmp) writes the graph files into the empty folder `tmp` and returns the meta to record; the files ending in
     `suffixes` are the artifacts whose sha256 meta.json keeps and `verified_meta` checks before every reuse. A
     complete, verified folder needs no write (read-only caches). Processes sharing the cache (the ranks of a
     distributed render) build under the lock `<folder>.lock`: the first one in builds, the others wait for it and
-    then find a verified folder and load the same graphs."""
-    found = verified_meta(folder)
+    then find a verified folder and load the same graphs. meta_problem: what else a trusted meta.json must hold
+    (`verified_meta`)."""
+    found = verified_meta(folder, meta_problem)
     if found is not None:
         return found, False
     with exclusive_lock(folder.parent / f"{folder.name}.lock"):
         # builds only run under this lock: a temporary folder seen here was left by a killed one
         sweep_stale_folders(folder)
-        found = verified_meta(folder)
+        found = verified_meta(folder, meta_problem)
         if found is not None:
             return found, False
         _fill(folder, fill, suffixes)

@@ -10,11 +10,15 @@ folder of its own:
   of UDP files, the usual input, never need it: a third of an export's time and bytes saved).
 Both are the graphs of `conr_engines.export.graphs` (the step without its per-level messages), traced from
 `CoNR.with_ops(export_ops(...))`: the same parameters, computed with the export operators
-(`conr_engines.inference.ops`). Why each choice was made, with measurements: docs/predictor.md.
+(`conr_engines.inference.ops`). A graph's folder holds its program (`conr_engines.export.program.save_program`); the
+parameters it reads are saved apart, in a cache folder of their own named by the weights and the parameter record
+(`cached_params`), which every graph set of one weight set shares: one 0.4 GB file, not one per size, view count,
+batch, precision or warp. Why each choice was made, with measurements: docs/predictor.md.
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,19 +29,22 @@ from conr_common.contract.config import OFFICIAL
 from conr_common.platform.quiet import output_to
 
 import conr_paddle.model as paddle_model
-from conr_engines.export.cache import cached_folder
+from conr_engines.export.cache import cache_key, cached_folder
 from conr_engines.export.graphs import graph_layers
+from conr_engines.export.program import GraphParams, save_params, save_program
 from conr_engines.export.to_static_files import removing_to_static_files
 from conr_engines.inference import bf16_marks
 from conr_engines.inference.ext import WarpOp
 from conr_engines.inference.ops import export_ops
 from conr_paddle.model import CoNR
 
-__all__ = ["cached_export", "export_graphs", "export_pose_graph", "pose_parser", "PoseParser", "BF16_FP32_LEVELS",
-           "FEATURE_COUNT"]
+__all__ = ["cached_export", "cached_params", "export_graphs", "export_pose_graph", "pose_parser", "PoseParser",
+           "BF16_FP32_LEVELS", "FEATURE_COUNT", "PARAMS_FILE"]
 
-# the files of an export that meta.json records the sha256 of (PIR .json or legacy .pdmodel, and the weights)
-GRAPH_SUFFIXES = (".json", ".pdiparams", ".pdmodel")
+# the files of an export that meta.json records the sha256 of: the program (PIR .json); its parameters are apart
+GRAPH_SUFFIXES = (".json",)
+# the parameter file in a parameter folder (`cached_params`)
+PARAMS_FILE = "params.pdiparams"
 # bf16 exports keep the decoder blocks of the last shader levels in float32 (`_bf16_fp32_regions`)
 BF16_FP32_LEVELS = 3
 # the step graph's sheet inputs feat0..feat4: the official parser's encoder features, one per skip level
@@ -70,26 +77,25 @@ def _bf16_fp32_regions(model: CoNR) -> list[nn.Layer]:
     return blocks[len(blocks) - BF16_FP32_LEVELS:]
 
 
-def _trace(model: CoNR, tmp: Path, size: int, views: int, batch: int, bf16: bool, graphs: tuple[str, ...]) -> None:
-    """Trace and save `graphs` ("step", "pose") of `model` (built with the export ops) into `tmp`. For the pose
-    graph alone `model` may be anything holding the export parser as `udpparsernet` (`pose_parser`)."""
+def _trace(model: CoNR, tmp: Path, size: int, views: int, batch: int, bf16: bool,
+           graphs: tuple[str, ...]) -> dict[str, GraphParams]:
+    """Trace `graphs` ("step", "pose") of `model` (built with the export ops) and save their programs into `tmp`;
+    {graph: the parameters its program reads}. For the pose graph alone `model` may be anything holding the export
+    parser as `udpparsernet` (`pose_parser`)."""
     layers = graph_layers(model, nn.Layer, paddle_model, messages=False, as_is=paddle.jit.not_to_static,
                           graphs=graphs)
     specs = {**_pose_spec(size, batch), **(_specs(model, size, views, batch) if "step" in graphs else {})}
-    guard = getattr(paddle.pir_utils, "IrGuard", None)
     keep = _bf16_fp32_regions(model) if bf16 and "step" in graphs else []
+    params = {}
     # tracing chatter (glog lines from the custom ops' static-graph API, PIR UserWarnings) goes to a log kept in the
     # export folder, not to the user's terminal; errors still raise
     with removing_to_static_files(), output_to(tmp / "export.log"), bf16_marks.fp32_regions(keep):
         for name, layer in layers.items():
             static = paddle.jit.to_static(layer, input_spec=specs[name], full_graph=True)
-            if guard is not None:
-                with guard():
-                    paddle.jit.save(static, str(tmp / name))
-            else:
-                paddle.jit.save(static, str(tmp / name))
-            if keep and (tmp / (name + ".json")).is_file():
+            params[name] = save_program(static, specs[name], tmp / (name + ".json"))
+            if keep:
                 bf16_marks.apply_marks(tmp / (name + ".json"))  # the tags -> use_quantizer (stays fp32)
+    return params
 
 
 def _pose_spec(size: int, batch: int) -> dict[str, list]:
@@ -102,10 +108,11 @@ def _ops(warp_op: WarpOp | None, precision: str):
 
 
 def export_graphs(model: CoNR, folder: Path, size: int, views: int, batch: int, warp_op: WarpOp | None,
-                  precision: str) -> None:
-    """Write the step graph of `model` (eager; traced through `model.with_ops(export_ops(...))`) into the empty
-    folder `folder`."""
-    _trace(model.with_ops(_ops(warp_op, precision)), folder, size, views, batch, precision == "bf16", ("step",))
+                  precision: str) -> GraphParams:
+    """Write the step graph's program of `model` (eager; traced through `model.with_ops(export_ops(...))`) into the
+    empty folder `folder`; the parameters it reads."""
+    return _trace(model.with_ops(_ops(warp_op, precision)), folder, size, views, batch, precision == "bf16",
+                  ("step",))["step"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,27 +129,66 @@ def pose_parser(model: CoNR, warp_op: WarpOp | None, precision: str) -> PosePars
     return PoseParser(model.with_ops(_ops(warp_op, precision)).udpparsernet)
 
 
-def export_pose_graph(parser: PoseParser, folder: Path, size: int, batch: int, precision: str) -> None:
-    """Write the pose graph (pose images -> UDP) of `parser` into the empty folder `folder`. The pose graph holds
-    none of the layers a bf16 export keeps in float32 (`_bf16_fp32_regions`): it is fully bf16 there."""
-    _trace(parser, folder, size, 1, batch, precision == "bf16", ("pose",))
+def export_pose_graph(parser: PoseParser, folder: Path, size: int, batch: int, precision: str) -> GraphParams:
+    """Write the pose graph's program (pose images -> UDP) of `parser` into the empty folder `folder`; the
+    parameters it reads. The pose graph holds none of the layers a bf16 export keeps in float32
+    (`_bf16_fp32_regions`): it is fully bf16 there."""
+    return _trace(parser, folder, size, 1, batch, precision == "bf16", ("pose",))["pose"]
+
+
+def _state(model: CoNR | PoseParser) -> dict:
+    """The parameters of `model` under the keys the graphs' records use (`GraphParams.keys`: the model's own)."""
+    if isinstance(model, PoseParser):
+        return {f"udpparsernet.{key}": value for key, value in model.udpparsernet.state_dict().items()}
+    return model.state_dict()
+
+
+def _params_problem(meta: dict) -> str | None:
+    """Why a graph folder's meta.json has no usable parameter record (`GraphParams`), or None."""
+    try:
+        GraphParams.from_json(meta.get("params"))
+    except ValueError as e:
+        return f"meta.json's parameter record: {e}"
+    return None
+
+
+def cached_params(model: CoNR | PoseParser, root: Path, meta: dict) -> Path:
+    """The verified parameter file of the graph whose meta.json is `meta` (a folder of `cached_export`), in the cache
+    folder `root` / key: the key is the sha256 of the weights hash, the Paddle version, the export format and the
+    parameter record, so every graph of one weight set whose program reads the same parameters under the same names
+    shares it. Written from `model` first when there is none (by `cached_folder`: under its lock, checksum in its
+    meta.json), or when it is damaged."""
+    params = GraphParams.from_json(meta["params"])
+    identity = {"graph": "params", "weights": meta["weights"], "paddle": meta["paddle"], "format": meta["format"],
+                "record": params.digest()}
+    key = cache_key(identity)
+    folder = root / key[:24]
+
+    def fill(tmp: Path) -> dict:
+        save_params(_state(model), params, tmp / PARAMS_FILE)
+        return dict(identity, key=key, count=len(params.names))
+
+    cached_folder(folder, fill, (".pdiparams",))
+    return folder / PARAMS_FILE
 
 
 def cached_export(model: CoNR | PoseParser, folder: Path, size: int, views: int, batch: int, meta: dict,
-                  warp_op: WarpOp | None, precision: str, graph: str = "step") -> tuple[dict, bool]:
-    """(meta.json, exported): the verified export of `graph` ("step": from the eager `model`; "pose": from a
-    `PoseParser`) in `folder`, exported first when there is none (exported True), by
-    `conr_engines.export.cache.cached_folder` (under the lock `<folder>.lock`, every graph file's sha256 in meta.json).
-    meta: what meta.json records besides the export time and the checksums."""
+                  warp_op: WarpOp | None, precision: str, graph: str = "step") -> tuple[dict, bool, Path]:
+    """(meta.json, exported, parameter file): the verified export of `graph` ("step": from the eager `model`;
+    "pose": from a `PoseParser`) in `folder`, exported first when there is none (exported True), by
+    `conr_engines.export.cache.cached_folder` (under the lock `<folder>.lock`, the program's sha256 in meta.json),
+    and the verified parameter file its program reads (`cached_params`, in the same cache). meta: what meta.json
+    records besides the export time, the parameter record and the checksums."""
     if graph not in ("step", "pose"):
         raise ValueError(f"graph must be 'step' or 'pose', got {graph!r}")
+    export: Callable[[Path], GraphParams] = (
+        (lambda tmp: export_graphs(model, tmp, size, views, batch, warp_op, precision)) if graph == "step"
+        else (lambda tmp: export_pose_graph(model, tmp, size, batch, precision)))
 
     def fill(tmp: Path) -> dict:
         started = time.perf_counter()
-        if graph == "step":
-            export_graphs(model, tmp, size, views, batch, warp_op, precision)
-        else:
-            export_pose_graph(model, tmp, size, batch, precision)
-        return dict(meta, export_seconds=round(time.perf_counter() - started, 2))
+        params = export(tmp)
+        return dict(meta, export_seconds=round(time.perf_counter() - started, 2), params=params.to_json())
 
-    return cached_folder(folder, fill, GRAPH_SUFFIXES)
+    found, exported = cached_folder(folder, fill, GRAPH_SUFFIXES, _params_problem)
+    return found, exported, cached_params(model, folder.parent, found)

@@ -33,21 +33,15 @@ from conr_paddle.model import CoNR
 __all__ = ["PredictorRunner", "PredictorSheet"]
 
 
-def _model_files(folder: Path, name: str) -> tuple[str, str]:
-    for ext in (".json", ".pdmodel"):
-        if (folder / (name + ext)).is_file():
-            return str(folder / (name + ext)), str(folder / (name + ".pdiparams"))
-    raise FileNotFoundError(f"{folder}: no exported graph '{name}' (.json or .pdmodel)")
-
-
 class _Graph:
-    """One predictor with its input names in export order."""
+    """One predictor with its input names in export order: the program `model_file` reading `params_file`."""
 
-    def __init__(self, folder: Path, name: str, precision: str, threads: int, batch: int) -> None:
+    def __init__(self, model_file: Path, params_file: Path, precision: str, threads: int, batch: int) -> None:
         from paddle import inference
 
+        self.params_file = params_file
         self.predictor = inference.create_predictor(
-            inference_config(*_model_files(folder, name), precision, threads, batch))
+            inference_config(str(model_file), str(params_file), precision, threads, batch))
         self.inputs = [self.predictor.get_input_handle(n) for n in self.predictor.get_input_names()]
         self.input_names = list(self.predictor.get_input_names())
         self.outputs = [self.predictor.get_output_handle(n) for n in self.predictor.get_output_names()]
@@ -120,9 +114,10 @@ class PredictorRunner:
         self.norm = norm_statistics(model)
         self._root, self._weights_hash = cache_root(cache_dir), weights_hash
         self.folder, meta = self._cache_entry("step", views)
-        # exported: True when this construction wrote the step graph (False: reused from the cache)
-        self.meta, self.exported = cached_export(model, self.folder, size, views, batch, meta, self.warp_op,
-                                                 precision)
+        # exported: True when this construction wrote the step graph's program (False: reused from the cache);
+        # params_file: the parameter file it reads, shared by the weight set's step graphs (written when missing)
+        self.meta, self.exported, self.params_file = cached_export(model, self.folder, size, views, batch, meta,
+                                                               self.warp_op, precision)
         if self.exported:
             return_freed_memory()
         # the pose graph's folder (no view count in its key: the pose graph has no sheet input); exported on the
@@ -147,17 +142,17 @@ class PredictorRunner:
     def _graph(self, name: str) -> _Graph:
         # Created on first use: a render of UDP files never exports or loads the pose graph.
         if name not in self._graphs:
-            folder = self.folder
+            folder, params = self.folder, self.params_file
             if name == "pose":
                 folder = self.pose_folder
                 try:
-                    _, self.pose_exported = cached_export(self._pose_parser, folder, self.size, None, self.batch,
+                    _, self.pose_exported, params = cached_export(self._pose_parser, folder, self.size, None, self.batch,
                                                           self._pose_meta, self.warp_op, self.precision, graph="pose")
                 except ConrInputError:
                     raise
                 except Exception as e:  # not the input's fault, as for the step graph (conr_engines.runner)
                     raise ConrInternalError("exporting the predictor's pose graph", e) from e
-            self._graphs[name] = _Graph(folder, name, self.precision, self.threads, self.batch)
+            self._graphs[name] = _Graph(folder / f"{name}.json", params, self.precision, self.threads, self.batch)
         return self._graphs[name]
 
     def parse_sheet(self, sheet: np.ndarray) -> PredictorSheet:

@@ -1,8 +1,9 @@
 """Export the Paddle port's graphs (`conr_engines.onnx.graphs.paddle_onnx_graphs`) as checked ONNX files: what the
 onnxruntime engine (`conr_engines.onnx.runner`) caches and `python -m convert export-onnx --paddle` writes.
 
-`paddle.jit.to_static` + `paddle.jit.save` (PIR `.json`) in a temporary folder, then paddle2onnx's converter called
-directly (its C++ entry point): paddle2onnx's Python `export` logs conversion errors instead of raising, and its
+`paddle.jit.to_static`, each program saved alone (PIR `.json`, `conr_engines.export.program`) in a temporary folder
+with the parameters it reads (written once for the sheet and the pose graph, which read the same parser), then
+paddle2onnx's converter called directly (its C++ entry point): paddle2onnx's Python `export` logs conversion errors instead of raising, and its
 default optimiser ("polygraphy") sets POLYGRAPHY_AUTOINSTALL_DEPS=1 and pip-installs packages during export. Here
 nothing is installed or downloaded, and any conversion error raises `OnnxExportError`. The graphs are traced from a
 twin of the model (the same parameters) whose instance norms compute float32 statistics natively instead of in
@@ -91,6 +92,7 @@ def export_paddle_graphs(model, folder: Path, size: int, views: int, batch: int,
     import paddle
 
     from conr_common.platform.quiet import output_to
+    from conr_engines.export.program import save_params, save_program
     from conr_engines.export.to_static_files import removing_to_static_files
     from conr_engines.onnx.graphs import paddle_onnx_graphs
 
@@ -106,9 +108,11 @@ def export_paddle_graphs(model, folder: Path, size: int, views: int, batch: int,
             base = Path(work) / graph
             with output_to(log):
                 static = paddle.jit.to_static(layer, input_spec=specs, full_graph=True)
-                with paddle.pir_utils.IrGuard():
-                    paddle.jit.save(static, str(base))
-                data = _paddle_to_onnx_bytes(base.with_suffix(".json"), base.with_suffix(".pdiparams"), opset)
+                params = save_program(static, specs, base.with_suffix(".json"))
+                params_file = Path(work) / f"{params.digest()}.pdiparams"
+                if not params_file.is_file():
+                    save_params(static.state_dict(), params, params_file)
+                data = _paddle_to_onnx_bytes(base.with_suffix(".json"), params_file, opset)
             proto = onnx.load_from_string(data)
             del data
             _rename_outputs(proto, list(io["outputs"]))
