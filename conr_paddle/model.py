@@ -151,7 +151,12 @@ class CoNR(nn.Layer):
         super().__init__()
         self.config = config
         self.ops = ops
-        for name, net in build_networks(config, ops).items():
+        # Every CoNR names its parameters alike (conv2d_0.w_0, ...), whatever the process built before it: an
+        # exported graph's program reads its parameters by these names, and the graphs of one weight set share one
+        # parameter file only if every process names them the same way (`conr_engines.export.program`).
+        with paddle.utils.unique_name.guard():
+            networks = build_networks(config, ops)
+        for name, net in networks.items():
             self.add_sublayer(name, net)
         self.eval()
 

@@ -131,6 +131,13 @@ def test_export_cache_reused_and_rebuilt(tmp_path, graph_cache):
     # a program only
     assert two_views.params_file == bigger.params_file == params and _mtimes(params.parent) == params_files
     assert len([p for p in tmp_path.glob("*/*.pdiparams")]) == 2, "a parameter file per weight set and network set"
+    # a model of the same weights built later in the process (after other layers) names its parameters alike, so
+    # its graphs read the same file: what a second command-line process does
+    paddle.nn.Conv2D(1, 1, 1)
+    later = tiny_paddle_model(0)
+    assert [p.name for p in later.parameters()] == [p.name for p in model.parameters()]
+    shared = PredictorRunner(later, "test-weights", size=128, views=2, batch=2, cache_dir=tmp_path)
+    assert shared.exported and shared.params_file == params and _mtimes(params.parent) == params_files
     # a parameter file removed from the cache is written again from the model; the program is reused
     shutil.rmtree(params.parent)
     reused = PredictorRunner(model, "test-weights", size=128, views=1, batch=1, cache_dir=tmp_path)

@@ -9,9 +9,9 @@ combined parameter file: sorted by the names the program uses (`paddle/static/pi
 of `save_params` are those `paddle.jit.save` writes; the programs differ only in their `struct_name` attributes
 (per-process layer counters), which nothing reads (parity_tests/test_predictor.py compares both).
 
-A program names its parameters by their eager names (`conv2d_53.w_0`), which depend on the order the process built
-layers in; `GraphParams` also records each one's structured name (its `state_dict` key), so that a later process,
-whose model names them otherwise, writes the same file from its own model.
+A program names its parameters by their eager names (`conv2d_53.w_0`), drawn from a per-process counter (`CoNR` builds
+its networks under a name scope of their own, so that every CoNR names them alike); `GraphParams` also records each
+one's structured name (its `state_dict` key), so that a model named otherwise still writes the same file.
 """
 from __future__ import annotations
 
