@@ -50,6 +50,31 @@ def test_a_damaged_artifact_is_built_again(tmp_path, caplog):
     assert any("not trusted" in r.getMessage() and "step.onnx" in r.getMessage() for r in caplog.records)
 
 
+def test_a_byte_flipped_after_a_remembered_check_is_found(tmp_path, caplog):
+    """Checks read each file once per version (`sha256_file_remembered`): a byte flipped in place afterwards, the
+    size and modification time put back, is still a new version (its ctime moved) and is not trusted."""
+    import os
+    import time
+
+    from conr_common.platform import integrity
+
+    folder, fill = tmp_path / "onnx-abc", _Filler(b"graph" * 1000)
+    cached_folder(folder, fill, (".onnx",))
+    time.sleep(integrity.UNSETTLED_NS / 1e9 + 0.1)  # settled: the next check is remembered
+    _, built = cached_folder(folder, fill, (".onnx",))
+    assert not built and fill.calls == 1
+    path = folder / "step.onnx"
+    before = path.stat()
+    with path.open("r+b") as f:
+        f.seek(2500)
+        f.write(b"X")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+    with caplog.at_level(logging.WARNING, logger="conr_paddle"):
+        _, built = cached_folder(folder, fill, (".onnx",))
+    assert built and fill.calls == 2, "a damaged artifact was trusted from memory"
+
+
 def test_a_folder_without_checksums_is_built_again(tmp_path):
     """A folder written before the checksums were recorded (an older ONNX cache) is not trusted."""
     folder, fill = tmp_path / "onnx-abc", _Filler()

@@ -2,8 +2,9 @@
 in the cache (issue #13: a library planted in the cache used to be loaded, and a damaged graph file crashed every
 later run until it was deleted by hand).
 
-The writer records the sha256 of each artifact right after producing it; the reader recomputes them before loading
-and treats any difference (a missing record, a missing file, another hash) as "not ours": rebuild it.
+The writer records the sha256 of each artifact right after producing it; the reader checks them before loading (each
+file read once per version in a process, `sha256_file_remembered`) and treats any difference (a missing record, a
+missing file, another hash) as "not ours": rebuild it.
 """
 from __future__ import annotations
 
@@ -72,7 +73,10 @@ def artifact_hashes(folder: Path, names: Iterable[str]) -> dict[str, str]:
 
 
 def artifact_problem(folder: Path, record: object) -> str | None:
-    """Why the files of `folder` do not match `record` (a dict name -> sha256), or None when every one matches."""
+    """Why the files of `folder` do not match `record` (a dict name -> sha256), or None when every one matches.
+    Each file is read once per version in this process (`sha256_file_remembered`): a predictor's shared parameter
+    file (0.4 GB) is checked by every runner built on it, and any write to the file, a flipped byte included, is a
+    new version."""
     if not isinstance(record, dict) or not record:
         return "no checksum record"
     for name, expected in record.items():
@@ -80,7 +84,7 @@ def artifact_problem(folder: Path, record: object) -> str | None:
         if not path.is_file():
             return f"{name} is missing"
         try:
-            actual = sha256_file(path)
+            actual = sha256_file_remembered(path)
         except OSError as e:
             return f"{name} cannot be read ({e.strerror or e})"
         if actual != expected:
