@@ -4,6 +4,8 @@ Skipped, with the reason, when the [onnx] extra (onnx, onnxruntime, paddle2onnx)
 """
 from __future__ import annotations
 
+import json
+
 import os
 import shutil
 import sys
@@ -161,6 +163,9 @@ def test_render_engine_onnxruntime_matches_predictor(pdparams_dir, samples, grap
     again = OnnxRunner(None, weights_hash(check_weights_dir(pdparams_dir)), size=SIZE, views=VIEWS, cache_dir=graph_cache,
                        sheet_parser="onnx")
     assert not again.exported and (again.folder / "pose.onnx").is_file()
+    # the step's parameters were read from the predictor's parameter file in the same cache, not written again
+    log = (again.folder / "export.log").read_text()
+    assert any(f"step: parameters read from {p}" in log for p in graph_cache.glob("*/params.pdiparams")), log[-2000:]
 
 
 @pytest.mark.slow  # ONNX exports

@@ -10,7 +10,7 @@ is judged against its own float64 truth, bf16 included.
 
 Exported graphs: a predictor graph set is named by its weights, size and view count (and precision), and each one
 costs seconds of tracing (its parameters, ~0.4 GB, are written once per weight set and shared by its graph sets:
-`conr_engines.inference.export.cached_params`), so the worlds are chosen to need few of them. The two seeded worlds use 2
+`conr_engines.export.cache.cached_params`), so the worlds are chosen to need few of them. The two seeded worlds use 2
 views, the view count the predictor tests render at 128 px (test_predictor_parity, test_custom_ops,
 test_predictor): the seeded draw is exported under the session's weights label into the session cache
 (`graph_cache`), so its 128 px fp32 and bf16 graphs are shared with those tests (this module runs first, conftest's

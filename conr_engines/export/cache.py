@@ -24,10 +24,15 @@ from conr_common.platform.atomic import atomic_folder, sweep_stale_folders
 from conr_common.platform.errors import ConrInputError
 from conr_common.platform.filelock import exclusive_lock
 from conr_common.platform.integrity import artifact_hashes, artifact_problem
+from conr_engines.export.program import GraphParams, save_params
 
 logger = logging.getLogger("conr_paddle")
 
-__all__ = ["EXPORT_FORMAT", "cache_root", "cache_identity", "cache_key", "cached_folder", "verified_meta"]
+__all__ = ["EXPORT_FORMAT", "PARAMS_FILE", "cache_root", "cache_identity", "cache_key", "cached_folder", "verified_meta",
+           "params_entry", "cached_params", "found_params"]
+
+# the parameter file in a parameter folder (`params_entry`)
+PARAMS_FILE = "params.pdiparams"
 
 # Bump when the exported Paddle graphs change (wrapper code, input names, passes that shape the saved program).
 # 9: the predictor's step and pose graphs in folders of their own (the pose graph exported on first use).
@@ -127,3 +132,37 @@ def cached_folder(folder: Path, fill: Callable[[Path], dict], suffixes: tuple[st
             return found, False
         _fill(folder, fill, suffixes)
         return json.loads((folder / "meta.json").read_text()), True
+
+
+def params_entry(root: Path, weights_hash: str, params: GraphParams) -> tuple[Path, dict]:
+    """(folder, identity) of the parameter folder of a saved program (`conr_engines.export.program`) in the cache
+    `root`: named by the sha256 of the weights hash, the Paddle version, the export format and the parameter record,
+    so every program of one weight set that reads the same parameters under the same names shares it (the
+    predictor's step graphs at every size, view count, batch, precision and warp; the parser's graphs)."""
+    identity = {"graph": "params", "weights": weights_hash, "paddle": paddle.__version__, "format": EXPORT_FORMAT,
+                "record": params.digest()}
+    key = cache_key(identity)
+    return root / key[:24], dict(identity, key=key)
+
+
+def cached_params(state: Callable[[], dict], root: Path, weights_hash: str, params: GraphParams) -> Path:
+    """The verified parameter file of `params` (`params_entry`), written first from `state()` (a state_dict of the
+    model the program was traced over) when there is none or it is damaged, by `cached_folder` (under its lock, its
+    sha256 in its meta.json)."""
+    folder, identity = params_entry(root, weights_hash, params)
+
+    def fill(tmp: Path) -> dict:
+        save_params(state(), params, tmp / PARAMS_FILE)
+        return dict(identity, count=len(params.names))
+
+    cached_folder(folder, fill, (".pdiparams",))
+    return folder / PARAMS_FILE
+
+
+def found_params(root: Path, weights_hash: str, params: GraphParams) -> Path | None:
+    """The verified parameter file of `params` when the cache `root` holds one (nothing is written), else None."""
+    folder, _ = params_entry(root, weights_hash, params)
+    try:
+        return folder / PARAMS_FILE if verified_meta(folder) is not None else None
+    except ConrInputError:  # damaged in a read-only cache: the caller writes its own
+        return None

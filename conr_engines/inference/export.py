@@ -12,8 +12,8 @@ Both are the graphs of `conr_engines.export.graphs` (the step without its per-le
 `CoNR.with_ops(export_ops(...))`: the same parameters, computed with the export operators
 (`conr_engines.inference.ops`). A graph's folder holds its program (`conr_engines.export.program.save_program`); the
 parameters it reads are saved apart, in a cache folder of their own named by the weights and the parameter record
-(`cached_params`), which every graph set of one weight set shares: one 0.4 GB file, not one per size, view count,
-batch, precision or warp. Why each choice was made, with measurements: docs/predictor.md.
+(`conr_engines.export.cache.cached_params`), which every graph set of one weight set shares: one 0.4 GB file, not
+one per size, view count, batch, precision or warp. Why each choice was made, with measurements: docs/predictor.md.
 """
 from __future__ import annotations
 
@@ -29,22 +29,20 @@ from conr_common.contract.config import OFFICIAL
 from conr_common.platform.quiet import output_to
 
 import conr_paddle.model as paddle_model
-from conr_engines.export.cache import cache_key, cached_folder
+from conr_engines.export.cache import cached_folder, cached_params
 from conr_engines.export.graphs import graph_layers
-from conr_engines.export.program import GraphParams, save_params, save_program
+from conr_engines.export.program import GraphParams, save_program
 from conr_engines.export.to_static_files import removing_to_static_files
 from conr_engines.inference import bf16_marks
 from conr_engines.inference.ext import WarpOp
 from conr_engines.inference.ops import export_ops
 from conr_paddle.model import CoNR
 
-__all__ = ["cached_export", "cached_params", "export_graphs", "export_pose_graph", "pose_parser", "PoseParser",
-           "BF16_FP32_LEVELS", "FEATURE_COUNT", "PARAMS_FILE"]
+__all__ = ["cached_export", "export_graphs", "export_pose_graph", "pose_parser", "PoseParser", "BF16_FP32_LEVELS",
+           "FEATURE_COUNT"]
 
 # the files of an export that meta.json records the sha256 of: the program (PIR .json); its parameters are apart
 GRAPH_SUFFIXES = (".json",)
-# the parameter file in a parameter folder (`cached_params`)
-PARAMS_FILE = "params.pdiparams"
 # bf16 exports keep the decoder blocks of the last shader levels in float32 (`_bf16_fp32_regions`)
 BF16_FP32_LEVELS = 3
 # the step graph's sheet inputs feat0..feat4: the official parser's encoder features, one per skip level
@@ -152,32 +150,13 @@ def _params_problem(meta: dict) -> str | None:
     return None
 
 
-def cached_params(model: CoNR | PoseParser, root: Path, meta: dict) -> Path:
-    """The verified parameter file of the graph whose meta.json is `meta` (a folder of `cached_export`), in the cache
-    folder `root` / key: the key is the sha256 of the weights hash, the Paddle version, the export format and the
-    parameter record, so every graph of one weight set whose program reads the same parameters under the same names
-    shares it. Written from `model` first when there is none (by `cached_folder`: under its lock, checksum in its
-    meta.json), or when it is damaged."""
-    params = GraphParams.from_json(meta["params"])
-    identity = {"graph": "params", "weights": meta["weights"], "paddle": meta["paddle"], "format": meta["format"],
-                "record": params.digest()}
-    key = cache_key(identity)
-    folder = root / key[:24]
-
-    def fill(tmp: Path) -> dict:
-        save_params(_state(model), params, tmp / PARAMS_FILE)
-        return dict(identity, key=key, count=len(params.names))
-
-    cached_folder(folder, fill, (".pdiparams",))
-    return folder / PARAMS_FILE
-
-
 def cached_export(model: CoNR | PoseParser, folder: Path, size: int, views: int, batch: int, meta: dict,
                   warp_op: WarpOp | None, precision: str, graph: str = "step") -> tuple[dict, bool, Path]:
     """(meta.json, exported, parameter file): the verified export of `graph` ("step": from the eager `model`;
     "pose": from a `PoseParser`) in `folder`, exported first when there is none (exported True), by
     `conr_engines.export.cache.cached_folder` (under the lock `<folder>.lock`, the program's sha256 in meta.json),
-    and the verified parameter file its program reads (`cached_params`, in the same cache). meta: what meta.json
+    and the verified parameter file its program reads (`conr_engines.export.cache.cached_params`, in the same
+    cache). meta: what meta.json
     records besides the export time, the parameter record and the checksums."""
     if graph not in ("step", "pose"):
         raise ValueError(f"graph must be 'step' or 'pose', got {graph!r}")
@@ -191,4 +170,5 @@ def cached_export(model: CoNR | PoseParser, folder: Path, size: int, views: int,
         return dict(meta, export_seconds=round(time.perf_counter() - started, 2), params=params.to_json())
 
     found, exported = cached_folder(folder, fill, GRAPH_SUFFIXES, _params_problem)
-    return found, exported, cached_params(model, folder.parent, found)
+    params = GraphParams.from_json(found["params"])
+    return found, exported, cached_params(lambda: _state(model), folder.parent, found["weights"], params)

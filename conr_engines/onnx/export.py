@@ -2,7 +2,8 @@
 onnxruntime engine (`conr_engines.onnx.runner`) caches and `python -m convert export-onnx --paddle` writes.
 
 `paddle.jit.to_static`, each program saved alone (PIR `.json`, `conr_engines.export.program`) in a temporary folder
-with the parameters it reads (written once for the sheet and the pose graph, which read the same parser), then
+with the parameters it reads (written once for the sheet and the pose graph, which read the same parser; not at all
+when the caller finds them in the graph cache, where the predictor's graphs of the same weights keep them), then
 paddle2onnx's converter called directly (its C++ entry point): paddle2onnx's Python `export` logs conversion errors instead of raising, and its
 default optimiser ("polygraphy") sets POLYGRAPHY_AUTOINSTALL_DEPS=1 and pip-installs packages during export. Here
 nothing is installed or downloaded, and any conversion error raises `OnnxExportError`. The graphs are traced from a
@@ -13,9 +14,11 @@ float32 statistics throughout (see `convert.onnx_export` for the measured accura
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from conr_common.cli.args import one_line
+from conr_engines.export.program import GraphParams
 from conr_engines.onnx.contract import OnnxExportError, check_onnx, feature_and_message_shapes
 
 from conr_engines.onnx.graphs import graph_io
@@ -86,8 +89,11 @@ def _paddle_to_onnx_bytes(json_path: Path, params_path: Path, opset: int) -> byt
 
 
 def export_paddle_graphs(model, folder: Path, size: int, views: int, batch: int, opset: int,
-                         graphs: list[str], log: Path) -> dict[str, int]:
-    """Trace, convert and check the Paddle port's graphs into `folder`/<graph>.onnx; returns their byte sizes."""
+                         graphs: list[str], log: Path,
+                         params_from: Callable[[GraphParams], Path | None] | None = None) -> dict[str, int]:
+    """Trace, convert and check the Paddle port's graphs into `folder`/<graph>.onnx; returns their byte sizes.
+    params_from(record): an existing parameter file holding a program's parameters (the graph cache's,
+    `conr_engines.export.cache.found_params`), or None to write them into the temporary folder."""
     import onnx
     import paddle
 
@@ -109,10 +115,16 @@ def export_paddle_graphs(model, folder: Path, size: int, views: int, batch: int,
             with output_to(log):
                 static = paddle.jit.to_static(layer, input_spec=specs, full_graph=True)
                 params = save_program(static, specs, base.with_suffix(".json"))
-                params_file = Path(work) / f"{params.digest()}.pdiparams"
-                if not params_file.is_file():
-                    save_params(static.state_dict(), params, params_file)
+                params_file = params_from(params) if params_from is not None else None
+                reused = params_file is not None
+                if params_file is None:
+                    params_file = Path(work) / f"{params.digest()}.pdiparams"
+                    if not params_file.is_file():
+                        save_params(static.state_dict(), params, params_file)
                 data = _paddle_to_onnx_bytes(base.with_suffix(".json"), params_file, opset)
+            if reused:
+                with open(log, "a") as f:
+                    f.write(f"{graph}: parameters read from {params_file}\n")
             proto = onnx.load_from_string(data)
             del data
             _rename_outputs(proto, list(io["outputs"]))

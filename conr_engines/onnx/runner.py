@@ -98,20 +98,22 @@ class OnnxRunner:
         key = cache_key(identity)
         self.folder = cache_root(cache_dir) / f"onnx-{key[:24]}"
         # exported: True when this construction wrote the graphs (False: reused from the cache)
-        self.meta, self.exported = self._cached(model, dict(identity, key=key), opset)
+        self.meta, self.exported = self._cached(model, dict(identity, key=key), opset, weights_hash)
         if self.exported:
             return_freed_memory()
         self.contract = io_contract(size, views, batch)
         self._sessions: dict = {}
 
-    def _cached(self, model, identity: dict, opset: int) -> tuple[dict, bool]:
-        """(meta.json, exported): the verified ONNX folder, exported from `model` first when there is none."""
-        from conr_engines.export.cache import cached_folder
+    def _cached(self, model, identity: dict, opset: int, weights_hash: str) -> tuple[dict, bool]:
+        """(meta.json, exported): the verified ONNX folder, exported from `model` first when there is none (reading
+        the parameter files the predictor's graphs of these weights keep in the same cache, when there are)."""
+        from conr_engines.export.cache import cached_folder, found_params
         from conr_engines.onnx.export import export_paddle_graphs
 
         def fill(tmp: Path) -> dict:
             sizes = export_paddle_graphs(model, tmp, self.size, self.views, self.batch, opset,
-                                         ["sheet", "step", "pose"], tmp / "export.log")
+                                         ["sheet", "step", "pose"], tmp / "export.log",
+                                         lambda params: found_params(self.folder.parent, weights_hash, params))
             return {**identity, "bytes": sizes, "versions": export_versions()}
 
         return cached_folder(self.folder, fill, ONNX_SUFFIXES)
