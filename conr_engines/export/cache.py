@@ -2,7 +2,8 @@
 is, what names a graph set (its identity and key), and one way to fill and trust a folder of it
 (docs/predictor.md, "Cache").
 
-`$CONR_PADDLE_CACHE` or `~/.cache/conr_paddle`, one folder per sha256 of a `cache_identity`; a folder is complete
+`$CONR_PADDLE_CACHE` or `~/.cache/conr_paddle`, one folder per sha256 of a `cache_identity` (and one per parameter
+file that saved programs read, `params_entry`); a folder is complete
 when its `meta.json` exists (written last), which records the sha256 of every graph file, checked before each load.
 A missing folder is filled (`cached_folder`) under the lock `<folder>.lock`, in a temporary sibling renamed into
 place whole.
@@ -65,8 +66,8 @@ def cache_key(identity: dict) -> str:
 
 def verified_meta(folder: Path, meta_problem: Callable[[dict], str | None] | None = None) -> dict | None:
     """The meta.json of a complete export whose graph files match their recorded sha256 (and in which
-    `meta_problem(meta)`, when given, finds no problem); None when there is no export. A folder that fails the check (a damaged or replaced graph, a corrupt meta.json) is moved out of the way
-    and removed, saying so in one line, so that the caller exports anew; in a cache it cannot change, that is an
+    `meta_problem(meta)`, when given, finds no problem); None when there is no export. A folder that fails the check
+    (a damaged or replaced graph, a corrupt meta.json) is moved out of the way and removed, saying so in one line, so that the caller exports anew; in a cache it cannot change, that is an
     error naming the folder."""
     meta_file = folder / "meta.json"
     if not folder.exists() and not meta_file.is_file():
@@ -160,7 +161,8 @@ def cached_params(state: Callable[[], dict], root: Path, weights_hash: str, para
 
 
 def found_params(root: Path, weights_hash: str, params: GraphParams) -> Path | None:
-    """The verified parameter file of `params` when the cache `root` holds one (nothing is written), else None."""
+    """The verified parameter file of `params` when the cache `root` holds one, else None. Nothing is written; a
+    damaged folder is removed (`verified_meta`), and in a read-only cache passed over."""
     folder, _ = params_entry(root, weights_hash, params)
     try:
         return folder / PARAMS_FILE if verified_meta(folder) is not None else None
