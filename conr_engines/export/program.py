@@ -7,7 +7,7 @@ for it in Paddle 3.3 (`paddle/jit/api.py`, `save`: clone the traced program, `no
 and outputs, `serialize_pir_program`), and the parameters by `save_params`, in the order Paddle Inference reads a
 combined parameter file: sorted by the names the program uses (`paddle/static/pir_io.py`, `save_vars_pir`). The bytes
 of `save_params` are those `paddle.jit.save` writes; the programs differ only in their `struct_name` attributes
-(per-process layer counters), which nothing reads (parity_tests/test_predictor.py compares both).
+(per-process layer counters), which nothing reads (parity_tests/test_export_trace.py compares both).
 
 A program names its parameters by their eager names (`conv2d_53.w_0`), drawn from a per-process counter (`CoNR` builds
 its networks under a name scope of their own, so that every CoNR names them alike); `GraphParams` also records each
