@@ -5,7 +5,6 @@ Skipped, with the reason, when the [onnx] extra (onnx, onnxruntime, paddle2onnx)
 from __future__ import annotations
 
 import json
-
 import os
 import shutil
 import sys

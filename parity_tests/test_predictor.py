@@ -107,7 +107,7 @@ def test_export_cache_reused_and_rebuilt(tmp_path, graph_cache):
     udp = first.parse_pose(rgb)
     assert first.pose_exported and {"meta.json", "pose.json"} <= set(_mtimes(first.pose_folder))
     # the pose graph reads the parser's parameters: a parameter file of its own, beside the step's
-    pose_params = first._graph("pose").params_file
+    pose_params = first.pose_params_file
     assert pose_params != params and pose_params.parent.parent == tmp_path
     assert _mtimes(first.folder) == files, "exporting the pose graph touched the step graph's folder"
     with paddle.no_grad():

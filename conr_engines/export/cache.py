@@ -29,8 +29,8 @@ from conr_engines.export.program import GraphParams, save_params
 
 logger = logging.getLogger("conr_paddle")
 
-__all__ = ["EXPORT_FORMAT", "PARAMS_FILE", "cache_root", "cache_identity", "cache_key", "cached_folder", "verified_meta",
-           "params_entry", "cached_params", "found_params"]
+__all__ = ["EXPORT_FORMAT", "PARAMS_FILE", "cache_root", "cache_identity", "cache_key", "cached_folder",
+           "verified_meta", "params_entry", "cached_params", "found_params"]
 
 # the parameter file in a parameter folder (`params_entry`)
 PARAMS_FILE = "params.pdiparams"
@@ -67,8 +67,8 @@ def cache_key(identity: dict) -> str:
 def verified_meta(folder: Path, meta_problem: Callable[[dict], str | None] | None = None) -> dict | None:
     """The meta.json of a complete export whose graph files match their recorded sha256 (and in which
     `meta_problem(meta)`, when given, finds no problem); None when there is no export. A folder that fails the check
-    (a damaged or replaced graph, a corrupt meta.json) is moved out of the way and removed, saying so in one line, so that the caller exports anew; in a cache it cannot change, that is an
-    error naming the folder."""
+    (a damaged or replaced graph, a corrupt meta.json) is moved out of the way and removed, saying so in one line, so
+    that the caller exports anew; in a cache it cannot change, that is an error naming the folder."""
     meta_file = folder / "meta.json"
     if not folder.exists() and not meta_file.is_file():
         return None

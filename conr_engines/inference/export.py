@@ -156,8 +156,7 @@ def cached_export(model: CoNR | PoseParser, folder: Path, size: int, views: int,
     "pose": from a `PoseParser`) in `folder`, exported first when there is none (exported True), by
     `conr_engines.export.cache.cached_folder` (under the lock `<folder>.lock`, the program's sha256 in meta.json),
     and the verified parameter file its program reads (`conr_engines.export.cache.cached_params`, in the same
-    cache). meta: what meta.json
-    records besides the export time, the parameter record and the checksums."""
+    cache). meta: what meta.json records besides the export time, the parameter record and the checksums."""
     if graph not in ("step", "pose"):
         raise ValueError(f"graph must be 'step' or 'pose', got {graph!r}")
     export: Callable[[Path], GraphParams] = (

@@ -39,7 +39,6 @@ class _Graph:
     def __init__(self, model_file: Path, params_file: Path, precision: str, threads: int, batch: int) -> None:
         from paddle import inference
 
-        self.params_file = params_file
         self.predictor = inference.create_predictor(
             inference_config(str(model_file), str(params_file), precision, threads, batch))
         self.inputs = [self.predictor.get_input_handle(n) for n in self.predictor.get_input_names()]
@@ -125,6 +124,7 @@ class PredictorRunner:
         self.pose_folder, self._pose_meta = self._cache_entry("pose", None)
         self._pose_parser = pose_parser(model, self.warp_op, precision)
         self.pose_exported = False
+        self.pose_params_file: Path | None = None  # the pose graph's parameter file, once it is loaded
         self._graphs: dict[str, _Graph] = {}
 
     def _cache_entry(self, graph: str, views: int | None) -> tuple[Path, dict]:
@@ -146,8 +146,10 @@ class PredictorRunner:
             if name == "pose":
                 folder = self.pose_folder
                 try:
-                    _, self.pose_exported, params = cached_export(self._pose_parser, folder, self.size, None, self.batch,
-                                                          self._pose_meta, self.warp_op, self.precision, graph="pose")
+                    _, self.pose_exported, params = cached_export(
+                        self._pose_parser, folder, self.size, None, self.batch, self._pose_meta, self.warp_op,
+                        self.precision, graph="pose")
+                    self.pose_params_file = params
                 except ConrInputError:
                     raise
                 except Exception as e:  # not the input's fault, as for the step graph (conr_engines.runner)

@@ -4,8 +4,8 @@ onnxruntime engine (`conr_engines.onnx.runner`) caches and `python -m convert ex
 `paddle.jit.to_static`, each program saved alone (PIR `.json`, `conr_engines.export.program`) in a temporary folder
 with the parameters it reads (written once for the sheet and the pose graph, which read the same parser; not at all
 when the caller finds them in the graph cache, where the predictor's graphs of the same weights keep them), then
-paddle2onnx's converter called directly (its C++ entry point): paddle2onnx's Python `export` logs conversion errors instead of raising, and its
-default optimiser ("polygraphy") sets POLYGRAPHY_AUTOINSTALL_DEPS=1 and pip-installs packages during export. Here
+paddle2onnx's converter called directly (its C++ entry point): paddle2onnx's Python `export` logs conversion errors
+instead of raising, and its default optimiser ("polygraphy") sets POLYGRAPHY_AUTOINSTALL_DEPS=1 and pip-installs packages during export. Here
 nothing is installed or downloaded, and any conversion error raises `OnnxExportError`. The graphs are traced from a
 twin of the model (the same parameters) whose instance norms compute float32 statistics natively instead of in
 float64 (`conr_paddle.layers`): onnxruntime has no float64 InstanceNormalization kernel, so the ONNX graphs use
