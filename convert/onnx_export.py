@@ -1,14 +1,16 @@
 """`python -m convert export-onnx`: the CoNR graphs as ONNX files, from the Paddle port or the PyTorch reference.
 
     python -m convert export-onnx --paddle WEIGHTS -o DIR [--size 256] [--views 4] [--batch 1] [--opset 17]
-                                  [--graphs sheet,step,pose] [--no-measure] [--force]
+                                  [--graphs sheet,step,pose] [--no-measure] [--force] [--cache-dir DIR]
     python -m convert export-onnx --torch WEIGHTS -o DIR ...
 
 Graphs: `conr_engines.export.graphs`, written once for both frameworks; names and shapes:
 `conr_engines.onnx.graphs` (fixed shapes; one file per graph, DIR/<graph>.onnx); the
 format and opset numbers, the checks and the atomic folder: `conr_engines.onnx.contract`.
-Paddle path (`conr_engines.onnx.export`): `paddle.jit.to_static` + `paddle.jit.save` (PIR `.json`) in a temporary folder, then paddle2onnx's
-converter called directly (its C++ entry point): paddle2onnx's Python `export` logs conversion errors instead of
+Paddle path (`conr_engines.onnx.export`): `paddle.jit.to_static`, each program saved alone (PIR `.json`,
+`conr_engines.export.program`) in a temporary folder beside its parameters, or with the parameter file the
+predictor's cache already holds for these weights (`--cache-dir`), then paddle2onnx's converter called directly
+(its C++ entry point): paddle2onnx's Python `export` logs conversion errors instead of
 raising, and its default optimiser ("polygraphy") sets POLYGRAPHY_AUTOINSTALL_DEPS=1 and pip-installs packages
 during export. Here nothing is installed or downloaded, and any conversion error raises `OnnxExportError`.
 Paddle's float64 instance-norm statistics (`conr_paddle.layers`) are turned off while tracing: onnxruntime has
@@ -243,10 +245,41 @@ def parse_graphs(text: str) -> list[str]:
     return list(dict.fromkeys(graphs))
 
 
+def _require_onnx_extra(framework: str) -> None:
+    """ConrInputError unless the [onnx] extra's packages that `framework`'s export needs import."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        if framework == "paddle":
+            import paddle2onnx  # noqa: F401
+    except ImportError as e:
+        raise ConrInputError(f"the ONNX extra is not installed ({e}); pip install -e '.[onnx]'") from e
+
+
+def _export_graphs(framework: str, model, folder: Path, shape: tuple[int, int, int, int], graphs: list[str],
+                   cache: tuple[str | Path | None, str]) -> dict[str, int]:
+    """One framework's graphs into `folder` (byte sizes). shape: (size, views, batch, opset); cache: (cache_dir,
+    weights hash). The Paddle side reads a graph's parameters from the file the predictor keeps in that cache for
+    these weights when it holds one (`conr_engines.export.cache.found_params`, checked by its sha256) instead of
+    writing them again (0.4 GB for the step graph). Nothing is written into the cache; a damaged parameter folder
+    is removed from it, as the engines do."""
+    log = folder / "export.log"
+    if framework == "torch":
+        return export_torch_graphs(model, folder, *shape, graphs, log)
+    from conr_engines.export.cache import cache_root, found_params
+    from conr_engines.onnx.export import export_paddle_graphs
+
+    root, label = cache_root(cache[0]), cache[1]
+    return export_paddle_graphs(model, folder, *shape, graphs, log, lambda params: found_params(root, label, params))
+
+
 def export_onnx(framework: str, weights: str | Path, out: str | Path, *, size: int = 256, views: int = 4,
                 batch: int = 1, opset: int = DEFAULT_OPSET, graphs: str | list[str] = "sheet,step,pose",
-                measure_sample: bool = True, force: bool = False, stdout=None) -> dict:
-    """Export one framework's graphs of the checkpoint in `weights` into `out`; returns meta.json's content."""
+                measure_sample: bool = True, force: bool = False, cache_dir: str | Path | None = None,
+                stdout=None) -> dict:
+    """Export one framework's graphs of the checkpoint in `weights` into `out`; returns meta.json's content.
+    cache_dir: the render engines' graph cache (None: $CONR_PADDLE_CACHE or ~/.cache/conr_paddle), whose predictor
+    parameter files the Paddle side reads instead of writing its own (`_export_graphs`)."""
     from conr_common.platform.quiet import import_paddle
 
     import_paddle()  # first (the graphs' modules and paddle2onnx import it): its ccache warning stays off stderr
@@ -260,13 +293,7 @@ def export_onnx(framework: str, weights: str | Path, out: str | Path, *, size: i
     # before any model loads: -o may not be, hold or lie in the weights (--force used to delete them), and its
     # parent must take the temporary folder (a read-only one used to fail naming the temporary path)
     check_output(out, {f"--{framework}": weights}, "-o", kind=SWAP)
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-        if framework == "paddle":
-            import paddle2onnx  # noqa: F401
-    except ImportError as e:
-        raise ConrInputError(f"the ONNX extra is not installed ({e}); pip install -e '.[onnx]'") from e
+    _require_onnx_extra(framework)
 
     def say(msg: str) -> None:
         print(f"export-onnx: {msg}", file=stdout, flush=True)
@@ -277,10 +304,10 @@ def export_onnx(framework: str, weights: str | Path, out: str | Path, *, size: i
         model = _load_model(framework, weights)
         say(f"exporting {', '.join(graphs)} at {size} px, {views} views, batch {batch}, opset {opset}")
         from conr_common.platform.memory import return_freed_memory
-        from conr_engines.onnx.export import export_paddle_graphs, io_contract
+        from conr_engines.onnx.export import io_contract
 
-        exporter = export_paddle_graphs if framework == "paddle" else export_torch_graphs
-        sizes = exporter(model, tmp, size, views, batch, opset, graphs, tmp / "export.log")
+        sizes = _export_graphs(framework, model, tmp, (size, views, batch, opset), graphs,
+                               (cache_dir, weights_hash(files)))
         # the other side's model only now, with the export's memory handed back: the two were never needed together
         # with the tracing and conversion (0.7 GB less at the export's peak)
         return_freed_memory()
@@ -310,7 +337,7 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
     try:
         meta = export_onnx(framework, weights, args.out, size=args.size, views=args.views, batch=args.batch,
                            opset=args.opset, graphs=args.graphs, measure_sample=not args.no_measure,
-                           force=args.force)
+                           force=args.force, cache_dir=args.cache_dir)
     except OnnxExportError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
@@ -346,4 +373,7 @@ def add_export_onnx_parser(subparsers) -> None:
     p.add_argument("--no-measure", action="store_true",
                    help="skip the sample run against eager Paddle and torch (meta.json then has no 'measured')")
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                   help="render engines' graph cache whose parameter files --paddle reads instead of writing its own "
+                   "(default $CONR_PADDLE_CACHE or ~/.cache/conr_paddle; nothing is written there)")
     p.set_defaults(func=_run_export_onnx)

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,17 +25,33 @@ from conr_common.verification.tolerances import (  # noqa: E402
     PIXEL_MAX_LEVELS,
     PIXEL_MIN_IDENTICAL,
 )
+from parity_tests.harness import release_models  # noqa: E402
 
 SIZE, VIEWS = 128, 2
 
 
 @pytest.fixture(scope="module")
-def paddle_onnx(pdparams_dir, tmp_path_factory):
-    """The Paddle side's ONNX export (the files are removed when this module is done: about 0.7 GB per side)."""
+def predictor_params(paddle_model, weights_label, graph_cache) -> Path:
+    """The parameter file the predictor's graphs of the session weights keep in the session cache (exported at
+    SIZE / VIEWS unless an earlier module left them there: test_worlds does in a full run)."""
+    from conr_engines.inference.predictor import PredictorRunner
+
+    runner = PredictorRunner(paddle_model, weights_label, size=SIZE, views=VIEWS, cache_dir=graph_cache)
+    params = runner.params_file
+    del runner
+    release_models()
+    return params
+
+
+@pytest.fixture(scope="module")
+def paddle_onnx(pdparams_dir, graph_cache, predictor_params, tmp_path_factory):
+    """The Paddle side's ONNX export through the session cache, whose predictor parameter files it reads
+    (`export_onnx(cache_dir=...)`; the files are removed when this module is done: about 0.7 GB per side)."""
     from convert.onnx_export import export_onnx
 
     out = tmp_path_factory.mktemp("onnx") / "paddle"
-    meta = export_onnx("paddle", pdparams_dir, out, size=SIZE, views=VIEWS, graphs="sheet,step")
+    meta = export_onnx("paddle", pdparams_dir, out, size=SIZE, views=VIEWS, graphs="sheet,step",
+                       cache_dir=graph_cache)
     yield out, meta
     shutil.rmtree(out)
 
@@ -56,6 +73,11 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert main(["export-onnx", "--paddle", str(tmp_path / "nope"), "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(tmp_path / "nope") in err, err
+    # --cache-dir is an option of its own (parsed; the weights are what is wrong)
+    assert main(["export-onnx", "--paddle", str(tmp_path / "nope"), "-o", str(tmp_path / "o"),
+                 "--cache-dir", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(tmp_path / "nope") in err, err
     assert main(["export-onnx", "--torch", str(tmp_path), "-o", str(tmp_path / "o"), "--opset", "21"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--opset 21" in err or "missing" in err, err
@@ -65,12 +87,15 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
 
 @pytest.mark.slow  # ONNX exports
 @pytest.mark.parametrize("side", ["paddle", "torch"])
-def test_export_checked_named_and_measured(side, paddle_onnx, torch_onnx):
-    """Standard ops only, checker passes, meaningful names, meta.json complete; measured figures within bounds."""
+def test_export_checked_named_and_measured(side, paddle_onnx, torch_onnx, predictor_params):
+    """Standard ops only, checker passes, meaningful names, meta.json complete; measured figures within bounds.
+    The Paddle side read the step's parameters from the predictor's file in the cache instead of writing them."""
     import onnx
 
     folder, meta = paddle_onnx if side == "paddle" else torch_onnx
     assert {"sheet.onnx", "step.onnx", "meta.json", "export.log"} <= {p.name for p in folder.iterdir()}
+    reused = f"step: parameters read from {predictor_params}" in (folder / "export.log").read_text()
+    assert reused == (side == "paddle"), (folder / "export.log").read_text()[-2000:]
     assert meta["opset"] == 17 and meta["framework"] == side and len(meta["weights_sha256"]) == 64
     assert meta["versions"]["onnx"] == "1.17.0" and meta["versions"]["paddle2onnx"]
     for graph in ("sheet", "step"):
