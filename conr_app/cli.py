@@ -1,5 +1,6 @@
-"""Command line: `python -m conr_app render ...` (a sequence in Paddle), `python -m conr_app demo` and
-`python -m conr_app serve` (the local web app, package conr_app.web).
+"""Command line: `python -m conr_app render ...` (a sequence in Paddle), `python -m conr_app demo`,
+`python -m conr_app serve` (the local web app, package conr_app.web) and `python -m conr_app cache` (list and
+prune the exported-graph cache, `conr_engines.cache_entries`).
 
 Bad input: one line `error: ...` on stderr, exit status 2, nothing written. Ctrl-C: exit status 130, every
 finished frame kept, no partial file; rerun with --resume. Nothing happens at import time; Paddle is imported
@@ -95,6 +96,47 @@ def _add_serve_parser(subparsers) -> None:
     p.set_defaults(func=_run_serve)
 
 
+def _add_cache_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "cache",
+        help="list the exported-graph cache, and --prune what this installation never reads again",
+        description="List every folder of the graph cache of the predictor and onnxruntime engines: what it holds, "
+        "its size and, when it is stale, why (another Paddle version or export format, a parameter folder no graph "
+        "reads, an export that never finished, a killed writer's temporary folder). --prune removes the stale "
+        "folders, each under its lock; one whose lock another process holds (an export under way) is passed over. "
+        "Prune while no render uses the cache: a render that is starting may be about to read a parameter folder "
+        "whose graph folder it has not written yet. The compiled operators and the web app's weights stay.",
+    )
+    p.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                   help="the cache (default $CONR_PADDLE_CACHE or ~/.cache/conr_paddle)")
+    p.add_argument("--prune", action="store_true", help="remove the stale folders")
+    p.set_defaults(func=_run_cache)
+
+
+def _run_cache(args: argparse.Namespace) -> int:
+    from conr_engines.cache_entries import cache_entries, prune
+    from conr_engines.export.cache import cache_root
+
+    root = cache_root(args.cache_dir)
+    if root.exists() and not root.is_dir():
+        raise ConrInputError(f"--cache-dir {root}: is a file, not a cache folder")
+    entries = cache_entries(root)
+    gb = 1024 ** 3
+    for entry in entries:
+        state = f"stale: {entry.stale}" if entry.stale else "current"
+        print(f"{entry.path.name}  {entry.kind}  {entry.bytes / 1024 ** 2:.1f} MB  {entry.what}  [{state}]")
+    stale = [e for e in entries if e.stale]
+    print(f"{root}: {len(entries)} folder(s), {sum(e.bytes for e in entries) / gb:.2f} GB; "
+          f"{len(stale)} stale, {sum(e.bytes for e in stale) / gb:.2f} GB")
+    if args.prune:
+        removed, busy = prune(root)
+        print(f"removed {len(removed)} folder(s), {sum(e.bytes for e in removed) / gb:.2f} GB"
+              + (f"; passed over {len(busy)} in use by another process" if busy else ""))
+    elif stale:
+        print("remove them with: python -m conr_app cache --prune" + (f" --cache-dir {root}" if args.cache_dir else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m conr_app",
                             description="CoNR in PaddlePaddle: character sheet + pose sequence -> animation.")
@@ -102,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_render_parser(subparsers)
     _add_demo_parser(subparsers)
     _add_serve_parser(subparsers)
+    _add_cache_parser(subparsers)
     return parser
 
 

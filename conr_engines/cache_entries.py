@@ -1,0 +1,161 @@
+"""What the graph cache holds and which of it this installation can never read again (`python -m conr_app cache`).
+
+The cache (`conr_engines.export.cache`, docs/predictor.md "Cache") grows by one folder per exported graph set and one
+per parameter file. Nothing in it expires: a Paddle upgrade, a new export format or new weights leave the old
+folders behind, and a graph folder removed by hand leaves its parameter folder (0.4 GB at the official size) behind.
+`cache_entries` lists every folder with what it is, its size and, when it is stale, why; `prune` removes the stale
+ones. Stale means one of:
+- an export of another Paddle version or export format (the engines key their folders by both, so they never read
+  it again): predictor graphs, parameter folders and ONNX folders (also another paddle2onnx version);
+- a parameter folder that no graph folder in the cache reads;
+- a folder without a readable meta.json (an export that never finished), and the temporary or set-aside siblings
+  a killed writer left (`conr_common.platform.atomic.atomic_folder`, `conr_engines.export.cache.verified_meta`).
+The compiled operators (`ops/`), the web app's seeded weights and anything else are listed and never removed; so
+are the zero-byte lock files (`conr_common.platform.filelock`: deleting one races with a process waiting on it).
+A folder whose lock another process holds (an export under way) is passed over.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import paddle
+
+from conr_common.platform.filelock import exclusive_lock
+from conr_common.platform.versions import dist_version
+from conr_engines.export.cache import EXPORT_FORMAT
+from conr_engines.export.program import GraphParams
+from conr_engines.onnx.contract import ONNX_FORMAT
+
+__all__ = ["CacheEntry", "cache_entries", "prune"]
+
+# Folders of the cache root that are not exports (listed, never removed): the compiled operators
+# (`conr_engines.inference.ext`) and the web app's seeded weights (`conr_app.web.serve.SEEDED_FOLDER`).
+KEPT_FOLDERS = {"ops": "compiled operators", "serve_seeded_weights": "the web app's seeded weights"}
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One folder of the cache. kind: "graph", "parameters", "onnx", "incomplete", "temporary" or "other"; what: a
+    description
+    (graph, weights, shape, precision, versions); stale: why this installation never reads it again, or None."""
+
+    path: Path
+    kind: str
+    what: str
+    bytes: int
+    stale: str | None
+
+
+def _bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _meta(folder: Path) -> dict | None:
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _version_problem(meta: dict, format_version: int) -> str | None:
+    if meta.get("format") != format_version:
+        return f"export format {meta.get('format')} (this installation writes {format_version})"
+    if meta.get("paddle") != paddle.__version__:
+        return f"Paddle {meta.get('paddle')} (this installation runs {paddle.__version__})"
+    return None
+
+
+def _params_read(metas: dict[Path, dict]) -> set[tuple[str, str]]:
+    """(weights hash, parameter record digest) of every parameter file a current graph folder reads (a stale one's
+    go with it, in the same prune)."""
+    read = set()
+    for folder, meta in metas.items():
+        if folder.name.startswith("onnx-") or _version_problem(meta, EXPORT_FORMAT) is not None:
+            continue
+        if meta.get("graph") not in (None, "params") and "params" in meta:
+            try:
+                read.add((str(meta.get("weights")), GraphParams.from_json(meta["params"]).digest()))
+            except ValueError:
+                continue
+    return read
+
+
+def _judge(folder: Path, meta: dict | None, read: set[tuple[str, str]]) -> CacheEntry:
+    size = _bytes(folder)
+    if meta is None:
+        return CacheEntry(folder, "incomplete", "no readable meta.json", size, "an export that never finished")
+    shape = f"{meta.get('size')} px, {meta.get('views')} view(s), batch {meta.get('batch')}"
+    weights = f"weights {str(meta.get('weights'))[:12]}"
+    if folder.name.startswith("onnx-"):
+        stale = _version_problem(meta, ONNX_FORMAT)
+        converter = dist_version("paddle2onnx")
+        if stale is None and converter is not None and meta.get("paddle2onnx") != converter:
+            stale = f"paddle2onnx {meta.get('paddle2onnx')} (installed: {converter})"
+        return CacheEntry(folder, "onnx", f"ONNX sheet/step/pose, {weights}, {shape}, opset {meta.get('opset')}",
+                          size, stale)
+    if meta.get("graph") == "params":
+        stale = _version_problem(meta, EXPORT_FORMAT)
+        if stale is None and (str(meta.get("weights")), meta.get("record")) not in read:
+            stale = "read by no graph folder in the cache"
+        return CacheEntry(folder, "parameters", f"{meta.get('count')} parameters, {weights}", size, stale)
+    what = (f"{meta.get('graph')} graph, {weights}, {shape}, {meta.get('precision')}, warp {meta.get('warp')}, "
+            f"norm {meta.get('norm')}")
+    return CacheEntry(folder, "graph", what, size, _version_problem(meta, EXPORT_FORMAT))
+
+
+def _base(name: str) -> str:
+    """The folder a name belongs to: itself, or for a writer's leftovers (`<folder>.tmp-XXXX` of `atomic_folder`,
+    `.<folder>.old-PID` of its replace, `<folder>.stale-PID-NS` of `verified_meta`) that folder's name (export
+    folder names hold no dot)."""
+    return name.lstrip(".").split(".")[0]
+
+
+def cache_entries(root: Path) -> list[CacheEntry]:
+    """Every folder of the cache `root` (sorted by name), judged as the module docstring says. An absent root holds
+    nothing."""
+    if not root.is_dir():
+        return []
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
+    metas = {p: _meta(p) for p in folders if p.name not in KEPT_FOLDERS and _base(p.name) == p.name}
+    read = _params_read({p: m for p, m in metas.items() if m is not None})
+    entries = []
+    for folder in folders:
+        if folder.name in KEPT_FOLDERS:
+            entries.append(CacheEntry(folder, "other", KEPT_FOLDERS[folder.name], _bytes(folder), None))
+        elif _base(folder.name) != folder.name:
+            entries.append(CacheEntry(folder, "temporary", "a writer's temporary folder", _bytes(folder),
+                                      "left by a writer that was killed"))
+        else:
+            entries.append(_judge(folder, metas[folder], read))
+    return entries
+
+
+def _lock_of(entry: CacheEntry) -> Path:
+    """The lock its writer holds while filling it (`cached_folder`: `<folder>.lock`; a leftover's is its folder's,
+    `_base`)."""
+    return entry.path.with_name(f"{_base(entry.path.name)}.lock")
+
+
+def prune(root: Path) -> tuple[list[CacheEntry], list[CacheEntry]]:
+    """Remove the stale folders of `root` (`cache_entries`); returns (removed, passed over because another process
+    holds their lock). Each is removed under its lock, taken without waiting."""
+    removed, busy = [], []
+    for entry in cache_entries(root):
+        if entry.stale is None:
+            continue
+        lock = _lock_of(entry)
+        if not lock.exists():  # no writer ever locked it (nothing to wait for; no new lock file left behind)
+            shutil.rmtree(entry.path)
+            removed.append(entry)
+            continue
+        with exclusive_lock(lock, wait=False) as held:
+            if not held:
+                busy.append(entry)
+                continue
+            shutil.rmtree(entry.path)
+            removed.append(entry)
+    return removed, busy
