@@ -21,7 +21,7 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -ra parity_tests
 
-# Day-to-day tier: every test not marked `slow` (pyproject.toml's markers): 104-141 s measured on fresh clones, idle
+# Day-to-day tier: every test not marked `slow` (pyproject.toml's markers): 92-141 s measured on fresh clones, idle
 # 2-core AMD EPYC, Zen 5 (2026-12-07). Both targets end with the suite's cost (time, pytest's peak memory, bytes written, temporary files left).
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra -m "not slow" parity_tests
