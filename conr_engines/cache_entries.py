@@ -10,13 +10,14 @@ ones. Stale means one of:
 - a parameter folder that no graph folder in the cache reads;
 - a folder without a readable meta.json (an export that never finished), and the temporary or set-aside siblings
   a killed writer left (`conr_common.platform.atomic.atomic_folder`, `conr_engines.export.cache.verified_meta`).
-The compiled operators (`ops/`), the web app's seeded weights and anything else are listed and never removed; so
-are the zero-byte lock files (`conr_common.platform.filelock`: deleting one races with a process waiting on it).
+The compiled operators (`ops/`), the web app's seeded weights and any folder not named like an export (or whose
+meta.json has no cache key) are listed and never removed; so are the zero-byte lock files (`conr_common.platform.filelock`: deleting one races with a process waiting on it).
 A folder whose lock another process holds (an export under way) is passed over.
 """
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,8 @@ KEPT_FOLDERS = {"ops": "compiled operators", "serve_seeded_weights": "the web ap
 @dataclass(frozen=True)
 class CacheEntry:
     """One folder of the cache. kind: "graph", "parameters", "onnx", "incomplete", "temporary" or "other"; what: a
-    description
-    (graph, weights, shape, precision, versions); stale: why this installation never reads it again, or None."""
+    description (graph, weights, shape, precision, versions); stale: why this installation never reads it again, or
+    None."""
 
     path: Path
     kind: str
@@ -86,6 +87,8 @@ def _params_read(metas: dict[Path, dict]) -> set[tuple[str, str]]:
 
 def _judge(folder: Path, meta: dict | None, read: set[tuple[str, str]]) -> CacheEntry:
     size = _bytes(folder)
+    if not _ours(folder.name) or (meta is not None and "key" not in meta):
+        return CacheEntry(folder, "other", "not an export of this project", size, None)
     if meta is None:
         return CacheEntry(folder, "incomplete", "no readable meta.json", size, "an export that never finished")
     shape = f"{meta.get('size')} px, {meta.get('views')} view(s), batch {meta.get('batch')}"
@@ -107,6 +110,13 @@ def _judge(folder: Path, meta: dict | None, read: set[tuple[str, str]]) -> Cache
     return CacheEntry(folder, "graph", what, size, _version_problem(meta, EXPORT_FORMAT))
 
 
+def _ours(name: str) -> bool:
+    """Whether `name` is one the engines give their folders: the first 24 hex digits of a cache key (predictor graphs
+    and parameter folders), `onnx-` and those (`conr_engines.export.cache.cache_key`). Anything else in the cache
+    root is someone else's and never removed."""
+    return re.fullmatch(r"(onnx-)?[0-9a-f]{24}", name) is not None
+
+
 def _base(name: str) -> str:
     """The folder a name belongs to: itself, or for a writer's leftovers (`<folder>.tmp-XXXX` of `atomic_folder`,
     `.<folder>.old-PID` of its replace, `<folder>.stale-PID-NS` of `verified_meta`) that folder's name (export
@@ -126,11 +136,11 @@ def cache_entries(root: Path) -> list[CacheEntry]:
     for folder in folders:
         if folder.name in KEPT_FOLDERS:
             entries.append(CacheEntry(folder, "other", KEPT_FOLDERS[folder.name], _bytes(folder), None))
-        elif _base(folder.name) != folder.name:
+        elif _base(folder.name) != folder.name and _ours(_base(folder.name)):
             entries.append(CacheEntry(folder, "temporary", "a writer's temporary folder", _bytes(folder),
                                       "left by a writer that was killed"))
         else:
-            entries.append(_judge(folder, metas[folder], read))
+            entries.append(_judge(folder, metas.get(folder), read))
     return entries
 
 
