@@ -29,7 +29,8 @@ from conr_engines.export.program import GraphParams, save_params
 
 logger = logging.getLogger("conr_paddle")
 
-__all__ = ["EXPORT_FORMAT", "PARAMS_FILE", "cache_root", "cache_identity", "cache_key", "cached_folder",
+__all__ = ["EXPORT_FORMAT", "KEY_CHARS", "PARAMS_FILE", "cache_root", "cache_identity", "cache_key", "cache_entry",
+           "cached_folder",
            "verified_meta", "params_entry", "cached_params", "found_params"]
 
 # the parameter file in a parameter folder (`params_entry`)
@@ -39,6 +40,9 @@ PARAMS_FILE = "params.pdiparams"
 # 9: the predictor's step and pose graphs in folders of their own (the pose graph exported on first use).
 # 10: a graph folder holds the program only; its parameters are in a folder shared by the graphs of one weight set.
 EXPORT_FORMAT = 10
+
+# A cache folder is named by the first KEY_CHARS hex digits of its key (`cache_entry`).
+KEY_CHARS = 24
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -62,6 +66,13 @@ def cache_identity(weights_hash: str, size: int, views: int, batch: int, format_
 def cache_key(identity: dict) -> str:
     """sha256 of an identity (`cache_identity`): the cache folder's name (its first 24 hex digits)."""
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def cache_entry(root: Path, identity: dict, prefix: str = "") -> tuple[Path, dict]:
+    """(folder, identity with its key): where the cache `root` keeps what `identity` names, `prefix` followed by
+    the first KEY_CHARS hex digits of its `cache_key`."""
+    key = cache_key(identity)
+    return root / f"{prefix}{key[:KEY_CHARS]}", dict(identity, key=key)
 
 
 def verified_meta(folder: Path, meta_problem: Callable[[dict], str | None] | None = None) -> dict | None:
@@ -140,10 +151,8 @@ def params_entry(root: Path, weights_hash: str, params: GraphParams) -> tuple[Pa
     `root`: named by the sha256 of the weights hash, the Paddle version, the export format and the parameter record,
     so every program of one weight set that reads the same parameters under the same names shares it (the
     predictor's step graphs at every size, view count, batch, precision and warp; the parser's graphs)."""
-    identity = {"graph": "params", "weights": weights_hash, "paddle": paddle.__version__, "format": EXPORT_FORMAT,
-                "record": params.digest()}
-    key = cache_key(identity)
-    return root / key[:24], dict(identity, key=key)
+    return cache_entry(root, {"graph": "params", "weights": weights_hash, "paddle": paddle.__version__,
+                              "format": EXPORT_FORMAT, "record": params.digest()})
 
 
 def cached_params(state: Callable[[], dict], root: Path, weights_hash: str, params: GraphParams) -> Path:

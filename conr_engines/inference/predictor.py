@@ -22,7 +22,7 @@ from conr_common.platform.errors import ConrInputError, ConrInternalError
 from conr_common.platform.memory import return_freed_memory
 from conr_common.cli.options import RenderOptions
 
-from conr_engines.export.cache import EXPORT_FORMAT, cache_identity, cache_key, cache_root
+from conr_engines.export.cache import EXPORT_FORMAT, cache_entry, cache_identity, cache_root
 from conr_engines.inference.export import cached_export, pose_parser
 from conr_engines.inference.ext import load_warp_op
 from conr_engines.inference.inference_config import inference_config
@@ -129,10 +129,9 @@ class PredictorRunner:
 
     def _cache_entry(self, graph: str, views: int | None) -> tuple[Path, dict]:
         """(folder, meta.json fields) of one graph's cache entry: its identity (`cache_identity`) and key."""
-        identity = cache_identity(self._weights_hash, self.size, views, self.batch, EXPORT_FORMAT, warp=self.warp,
-                                  norm=self.norm, precision=self.precision, graph=graph)
-        key = cache_key(identity)
-        return self._root / key[:24], dict(identity, key=key)
+        return cache_entry(self._root, cache_identity(self._weights_hash, self.size, views, self.batch, EXPORT_FORMAT,
+                                                      warp=self.warp, norm=self.norm, precision=self.precision,
+                                                      graph=graph))
 
     @property
     def warp_kind(self) -> str:

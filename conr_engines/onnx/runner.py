@@ -29,7 +29,8 @@ import numpy as np
 from conr_common.data.checks import check_frames
 from conr_common.platform.cpu import usable_cores
 from conr_common.platform.memory import return_freed_memory
-from conr_engines.onnx.contract import DEFAULT_OPSET, ONNX_FORMAT, check_settings, export_versions
+from conr_engines.onnx.contract import (DEFAULT_OPSET, ONNX_CACHE_PREFIX, ONNX_FORMAT, check_settings,
+                                        export_versions)
 from conr_common.platform.versions import dist_version
 
 __all__ = ["OnnxRunner", "OnnxSheet", "make_session", "onnx_identity", "SHEET_PARSERS"]
@@ -83,7 +84,7 @@ class OnnxRunner:
     def __init__(self, model, weights_hash: str, *, size: int = 256, views: int = 4, batch: int = 1,
                  cache_dir: str | os.PathLike | None = None, threads: int | None = None, opset: int | None = None,
                  sheet_parser: str = "float64") -> None:
-        from conr_engines.export.cache import cache_key, cache_root
+        from conr_engines.export.cache import cache_entry, cache_root
         from conr_engines.onnx.export import io_contract
 
         opset = opset or DEFAULT_OPSET
@@ -95,10 +96,9 @@ class OnnxRunner:
         self.size, self.views, self.batch = size, views, batch
         self.threads = threads or usable_cores()
         identity = onnx_identity(weights_hash, size, views, batch, opset)
-        key = cache_key(identity)
-        self.folder = cache_root(cache_dir) / f"onnx-{key[:24]}"
+        self.folder, identity = cache_entry(cache_root(cache_dir), identity, ONNX_CACHE_PREFIX)
         # exported: True when this construction wrote the graphs (False: reused from the cache)
-        self.meta, self.exported = self._cached(model, dict(identity, key=key), opset, weights_hash)
+        self.meta, self.exported = self._cached(model, identity, opset, weights_hash)
         if self.exported:
             return_freed_memory()
         self.contract = io_contract(size, views, batch)
