@@ -129,7 +129,7 @@ def _run_cache(args: argparse.Namespace) -> int:
     print(f"{root}: {len(entries)} folder(s), {sum(e.bytes for e in entries) / gb:.2f} GB; "
           f"{len(stale)} stale, {sum(e.bytes for e in stale) / gb:.2f} GB")
     if args.prune:
-        removed, busy = prune(root)
+        removed, busy = prune(entries)
         print(f"removed {len(removed)} folder(s), {sum(e.bytes for e in removed) / gb:.2f} GB"
               + (f"; passed over {len(busy)} in use by another process" if busy else ""))
     elif stale:

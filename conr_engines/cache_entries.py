@@ -8,14 +8,17 @@ ones. Stale means one of:
 - an export of another Paddle version or export format (the engines key their folders by both, so they never read
   it again): predictor graphs, parameter folders and ONNX folders (also another paddle2onnx version);
 - a parameter folder that no graph folder in the cache reads;
-- a folder without a readable meta.json (an export that never finished), and the temporary or set-aside siblings
-  a killed writer left (`conr_common.platform.atomic.atomic_folder`, `conr_engines.export.cache.verified_meta`).
-The compiled operators (`ops/`), the web app's seeded weights and any folder not named like an export (or whose
-meta.json has no cache key) are listed and never removed; so are the zero-byte lock files (`conr_common.platform.filelock`: deleting one races with a process waiting on it).
+- an export folder without a readable meta.json (an export that never finished), and the temporary or set-aside
+  siblings a killed writer left (`conr_common.platform.atomic.atomic_folder`,
+  `conr_engines.export.cache.verified_meta`).
+The compiled operators (`ops/`), the web app's seeded weights and any other folder not named like an export (`_ours`),
+or whose meta.json has no cache key, are listed and never removed; so are the zero-byte lock files
+(`conr_common.platform.filelock`: deleting one races with a process waiting on it).
 A folder whose lock another process holds (an export under way) is passed over.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -26,16 +29,11 @@ import paddle
 
 from conr_common.platform.filelock import exclusive_lock
 from conr_common.platform.versions import dist_version
-from conr_engines.export.cache import EXPORT_FORMAT
+from conr_engines.export.cache import EXPORT_FORMAT, KEY_CHARS
 from conr_engines.export.program import GraphParams
-from conr_engines.onnx.contract import ONNX_FORMAT
+from conr_engines.onnx.contract import ONNX_CACHE_PREFIX, ONNX_FORMAT
 
 __all__ = ["CacheEntry", "cache_entries", "prune"]
-
-# Folders of the cache root that are not exports (listed, never removed): the compiled operators
-# (`conr_engines.inference.ext`) and the web app's seeded weights (`conr_app.web.serve.SEEDED_FOLDER`).
-KEPT_FOLDERS = {"ops": "compiled operators", "serve_seeded_weights": "the web app's seeded weights"}
-
 
 @dataclass(frozen=True)
 class CacheEntry:
@@ -75,7 +73,7 @@ def _params_read(metas: dict[Path, dict]) -> set[tuple[str, str]]:
     go with it, in the same prune)."""
     read = set()
     for folder, meta in metas.items():
-        if folder.name.startswith("onnx-") or _version_problem(meta, EXPORT_FORMAT) is not None:
+        if folder.name.startswith(ONNX_CACHE_PREFIX) or _version_problem(meta, EXPORT_FORMAT) is not None:
             continue
         if meta.get("graph") not in (None, "params") and "params" in meta:
             try:
@@ -86,14 +84,15 @@ def _params_read(metas: dict[Path, dict]) -> set[tuple[str, str]]:
 
 
 def _judge(folder: Path, meta: dict | None, read: set[tuple[str, str]]) -> CacheEntry:
+    """The entry of an export folder (named like one, `_ours`)."""
     size = _bytes(folder)
-    if not _ours(folder.name) or (meta is not None and "key" not in meta):
-        return CacheEntry(folder, "other", "not an export of this project", size, None)
+    if meta is not None and "key" not in meta:
+        return CacheEntry(folder, "other", "no cache key in its meta.json: not an export", size, None)
     if meta is None:
         return CacheEntry(folder, "incomplete", "no readable meta.json", size, "an export that never finished")
     shape = f"{meta.get('size')} px, {meta.get('views')} view(s), batch {meta.get('batch')}"
     weights = f"weights {str(meta.get('weights'))[:12]}"
-    if folder.name.startswith("onnx-"):
+    if folder.name.startswith(ONNX_CACHE_PREFIX):
         stale = _version_problem(meta, ONNX_FORMAT)
         converter = dist_version("paddle2onnx")
         if stale is None and converter is not None and meta.get("paddle2onnx") != converter:
@@ -111,10 +110,11 @@ def _judge(folder: Path, meta: dict | None, read: set[tuple[str, str]]) -> Cache
 
 
 def _ours(name: str) -> bool:
-    """Whether `name` is one the engines give their folders: the first 24 hex digits of a cache key (predictor graphs
-    and parameter folders), `onnx-` and those (`conr_engines.export.cache.cache_key`). Anything else in the cache
-    root is someone else's and never removed."""
-    return re.fullmatch(r"(onnx-)?[0-9a-f]{24}", name) is not None
+    """Whether `name` is one the engines give their export folders (`conr_engines.export.cache.cache_entry`): the
+    first KEY_CHARS hex digits of a cache key (predictor graphs and parameter folders), after ONNX_CACHE_PREFIX for
+    the onnxruntime engine's. Anything else in the cache root (the compiled operators, the web app's seeded weights,
+    a folder of the user's) is not an export and never removed."""
+    return re.fullmatch(f"({re.escape(ONNX_CACHE_PREFIX)})?[0-9a-f]{{{KEY_CHARS}}}", name) is not None
 
 
 def _base(name: str) -> str:
@@ -130,17 +130,17 @@ def cache_entries(root: Path) -> list[CacheEntry]:
     if not root.is_dir():
         return []
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
-    metas = {p: _meta(p) for p in folders if p.name not in KEPT_FOLDERS and _base(p.name) == p.name}
+    metas = {p: _meta(p) for p in folders if _ours(p.name)}
     read = _params_read({p: m for p, m in metas.items() if m is not None})
     entries = []
     for folder in folders:
-        if folder.name in KEPT_FOLDERS:
-            entries.append(CacheEntry(folder, "other", KEPT_FOLDERS[folder.name], _bytes(folder), None))
-        elif _base(folder.name) != folder.name and _ours(_base(folder.name)):
+        if folder in metas:
+            entries.append(_judge(folder, metas[folder], read))
+        elif _ours(_base(folder.name)):
             entries.append(CacheEntry(folder, "temporary", "a writer's temporary folder", _bytes(folder),
                                       "left by a writer that was killed"))
         else:
-            entries.append(_judge(folder, metas.get(folder), read))
+            entries.append(CacheEntry(folder, "other", "not an export", _bytes(folder), None))
     return entries
 
 
@@ -150,19 +150,16 @@ def _lock_of(entry: CacheEntry) -> Path:
     return entry.path.with_name(f"{_base(entry.path.name)}.lock")
 
 
-def prune(root: Path) -> tuple[list[CacheEntry], list[CacheEntry]]:
-    """Remove the stale folders of `root` (`cache_entries`); returns (removed, passed over because another process
-    holds their lock). Each is removed under its lock, taken without waiting."""
+def prune(entries: list[CacheEntry]) -> tuple[list[CacheEntry], list[CacheEntry]]:
+    """Remove the stale folders among `entries` (`cache_entries` of one cache); returns (removed, passed over because
+    another process holds their lock). Each is removed under its lock, taken without waiting; one whose lock file
+    does not exist was never locked by a writer and is removed as it is (no new lock file left behind)."""
     removed, busy = [], []
-    for entry in cache_entries(root):
+    for entry in entries:
         if entry.stale is None:
             continue
         lock = _lock_of(entry)
-        if not lock.exists():  # no writer ever locked it (nothing to wait for; no new lock file left behind)
-            shutil.rmtree(entry.path)
-            removed.append(entry)
-            continue
-        with exclusive_lock(lock, wait=False) as held:
+        with exclusive_lock(lock, wait=False) if lock.exists() else contextlib.nullcontext(True) as held:
             if not held:
                 busy.append(entry)
                 continue

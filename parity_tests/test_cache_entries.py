@@ -116,7 +116,7 @@ def test_prune_removes_the_stale_folders_and_passes_over_a_locked_one(cache):
     (cache / f"{NAMES['old_format']}.lock").touch()
     with open(cache / f"{busy_name}.lock", "a") as writer:  # an export under way holds its folder's lock
         fcntl.flock(writer, fcntl.LOCK_EX)
-        removed, busy = prune(cache)
+        removed, busy = prune(cache_entries(cache))
     assert {e.path.name for e in busy} == {busy_name}
     assert {e.path.name for e in removed} == STALE - {busy_name}
     assert {p.name for p in cache.iterdir() if p.is_dir()} == KEPT | {busy_name}
@@ -124,7 +124,7 @@ def test_prune_removes_the_stale_folders_and_passes_over_a_locked_one(cache):
     assert sorted(p.name for p in cache.glob("*.lock")) == sorted(f"{n}.lock" for n in (NAMES["old_format"], busy_name))
     assert (cache / NAMES["params"] / "data.bin").is_file()  # what a current graph reads is untouched
     # the next prune, with no writer, removes the one passed over and nothing else
-    removed, busy = prune(cache)
+    removed, busy = prune(cache_entries(cache))
     assert [e.path.name for e in removed] == [busy_name] and not busy
 
 
