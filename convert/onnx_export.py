@@ -306,8 +306,8 @@ def export_onnx(framework: str, weights: str | Path, out: str | Path, *, size: i
         from conr_common.platform.memory import return_freed_memory
         from conr_engines.onnx.export import io_contract
 
-        sizes = _export_graphs(framework, model, tmp, (size, views, batch, opset), graphs,
-                               (cache_dir, weights_hash(files)))
+        digest = weights_hash(files)
+        sizes = _export_graphs(framework, model, tmp, (size, views, batch, opset), graphs, (cache_dir, digest))
         # the other side's model only now, with the export's memory handed back: the two were never needed together
         # with the tracing and conversion (0.7 GB less at the export's peak)
         return_freed_memory()
@@ -315,7 +315,7 @@ def export_onnx(framework: str, weights: str | Path, out: str | Path, *, size: i
             "format": ONNX_FORMAT,
             "framework": framework,
             "weights": str(weights),
-            "weights_sha256": weights_hash(files),
+            "weights_sha256": digest,
             "size": size, "views": views, "batch": batch, "opset": opset,
             "graphs": {g: {**io_contract(size, views, batch)[g], "bytes": sizes[g]} for g in graphs},
             "norm_statistics": "float32" if framework == "paddle" else "torch",
