@@ -9,8 +9,10 @@ in sequence order, are dealt round-robin (`missing[rank::world]`), so any number
 set evenly. Each rank loads its own model and predictor (the export cache is shared under a file lock, see
 `conr_engines.export.cache.cached_folder`), parses the sheet once and writes its frames atomically. A frame's bytes do not
 depend on the number of ranks: each frame is computed from its own pose and the same sheet features, with the default `--batch 1`
-(measured: 1 and 2 ranks, 1 and 2 threads per rank, byte-identical frames at 128 px; with `--batch N` the frames
-grouped into one call differ with the sharding, and eager Paddle may then differ in the last bit). When rank 0 has finished its own shard it waits, polling the output folder, until every frame of the
+and the same threads per rank (measured at 128 px: 1 and 2 ranks byte-identical; with `--batch N` the frames
+grouped into one call differ with the sharding, and eager Paddle may then differ in the last bit). The thread count
+itself may change the last bit where oneDNN picks its kernels by it: on a 2-core AMD EPYC (Zen 5) 1 and 2 threads
+gave identical frames, on an Intel Xeon with AMX they differ by 1 level on ~0.02% of pixels. When rank 0 has finished its own shard it waits, polling the output folder, until every frame of the
 sequence exists (frames appear by atomic rename, so existing means complete), then writes the video(s) and the
 summary: frames per second over all ranks, from the moment all ranks had loaded their model.
 
