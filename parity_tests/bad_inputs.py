@@ -505,11 +505,15 @@ def run_probe(probe: Probe, scene: Scene) -> Outcome:
 def message(outcome: Outcome, scene: Scene) -> str:
     """The printed line with the scene's folder replaced by `…`, so the table does not depend on where it ran. The
     over-long path probes also print the whole path's length, which contains the scene's folder: that count becomes
-    `…` too (the name's own length, which does not depend on the folder, stays)."""
+    `…` too (the name's own length, which does not depend on the folder, stays); so does the number of cores."""
     line = outcome.line.replace(str(scene.root), "…").replace(sys.executable, "python")
     line = re.sub(r"\(\d+ characters\): the", "(… characters): the", line)
-    line = re.sub(r"([ab])\1+…\(… characters\)", r"\1\1\1…(… characters)", line)  # shown up to 60 characters
-    return re.sub(r"the path needs \d+ characters", "the path needs … characters", line)
+    # shown up to 60 characters, so how many of the name's letters show depends on the folder's length (one under an
+    # xdist worker's longer base folder)
+    line = re.sub(r"([ab])\1*…\(… characters\)", r"\1\1\1…(… characters)", line)
+    line = re.sub(r"the path needs \d+ characters", "the path needs … characters", line)
+    # the cores this process may use: the machine's, or an xdist worker's share of them
+    return re.sub(r"the \d+ core\(s\)(.*) use --workers \d+ or fewer", r"the … core(s)\1 use --workers … or fewer", line)
 
 
 def markdown(rows: list[tuple[str, str, int]]) -> str:
