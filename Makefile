@@ -16,15 +16,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Threads (the usable cores) and, on AMD, MKL's AVX2 path: set by parity_tests/conftest.py, as the command lines
+# TEST_WORKERS pytest-xdist workers, each on its own share of the usable cores, whole test modules each, the
+# memory-heavy modules on one worker, the weights and graph cache built once for all (parity_tests/conftest.py).
+# TEST_WORKERS=0: the whole suite in one process (slower; the machine then holds ~10 GiB at most instead of ~14).
+# Threads (the worker's cores) and, on AMD, MKL's AVX2 path: set by parity_tests/conftest.py, as the command lines
 # set them (conr_common.platform.cpu.prepare_math_libraries); an OMP_NUM_THREADS of your own wins.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q -ra parity_tests
+	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) parity_tests
 
 # Day-to-day tier: every test not marked `slow` (pyproject.toml's markers): 92-141 s measured on fresh clones, idle
 # 2-core AMD EPYC, Zen 5 (2026-12-07). Both targets end with the suite's cost (time, pytest's peak memory, bytes written, temporary files left).
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -ra -m "not slow" parity_tests
+	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) -m "not slow" parity_tests
 
 demo: $(STAMP)
 	$(PY) -m conr_app demo

@@ -3,6 +3,10 @@
 Both frameworks live in one process, both in eval mode, fed the same numpy inputs. Exported graphs and the compiled
 operators live in one session cache (`graph_cache`); a test keeps a private cache only where the cache itself
 (filling, trust, keys) is what it tests. At the end, the suite's cost is printed (`pytest_terminal_summary`).
+
+`make test` runs the suite in two pytest-xdist workers (`-n 2`): each test module runs whole on one worker, the
+memory-heavy modules one after another on one worker (HEAVY_MODULES, `pytest_xdist_make_scheduler`), and the weight files, converted weights and graph cache are built once for both workers in the
+run's base folder (`shared_root`). Without xdist, everything runs in this one process as before.
 """
 from __future__ import annotations
 
@@ -10,8 +14,10 @@ import gc
 import json
 import os
 import resource
+import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +25,62 @@ import pytest
 
 from conr_common.platform.cpu import prepare_math_libraries
 
-# Eager Paddle in this process runs as under the command line (`python -m conr_app`, `python -m convert`): on the
-# usable cores and, on AMD, MKL's AVX2 path. Before any test module imports paddle.
-prepare_math_libraries()
+
+def _take_core_share(worker: str) -> None:
+    """Run this xdist worker `gw<i>` (and every process it starts) on its own share of the usable cores. Unpinned, two
+    workers on two cores each started two math threads, which spin while they wait for each other: measured on a
+    2-core Intel Xeon (AMX), the tests' in-process CPU time went from 794 s (one process) to 1055 s."""
+    if not hasattr(os, "sched_setaffinity"):  # not Linux: the workers share the cores as the OS sees fit
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    share = max(1, len(cores) // workers)
+    start = int(worker.removeprefix("gw")) * share % len(cores)
+    os.sched_setaffinity(0, cores[start:start + share])
+
+
+def pytest_configure(config) -> None:
+    """Eager Paddle in a process that runs tests runs as under the command line (`python -m conr_app`,
+    `python -m convert`): on the usable cores (an xdist worker's share) and, on AMD, MKL's AVX2 path. Before any test
+    module imports paddle. Not in the xdist controller: it runs no test, and what it set would be its workers'."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None and getattr(config.option, "numprocesses", None):
+        return
+    if worker is not None:
+        _take_core_share(worker)
+    prepare_math_libraries()
 
 
 @pytest.fixture(scope="session")
-def weights_dir(tmp_path_factory):
+def shared_root(tmp_path_factory) -> Path:
+    """Where the artifacts every worker may share live: the run's base folder, whose `popen-gw<N>` folders are the
+    xdist workers' own (removed with it when every test passed), or this session's base folder without xdist."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _built_once(root: Path, name: str, build: Callable[[Path], object]) -> Path:
+    """`root/name`, built by `build(folder)` by the first worker that asks, under `root/name.lock`; the others wait
+    for it and find it complete (`name.done`). A build that failed leaves no marker, and the next asker builds
+    again from an empty folder."""
+    from conr_common.platform.filelock import exclusive_lock
+
+    folder, done = root / name, root / f"{name}.done"
+    with exclusive_lock(root / f"{name}.lock"):
+        if not done.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def weights_dir(shared_root):
     """Seeded random weights saved exactly like the official files (torch.save of each state_dict)."""
     from conr_torch_ref.seeded import write_seeded_weights
 
-    return write_seeded_weights(tmp_path_factory.mktemp("official_weights"))
+    return _built_once(shared_root, "official_weights", write_seeded_weights)
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +150,15 @@ def weights_label(pdparams_dir) -> str:
 
 
 @pytest.fixture(scope="session")
-def graph_cache(tmp_path_factory) -> Path:
+def graph_cache(shared_root) -> Path:
     """The session's exported-graph cache (predictor and onnxruntime engines) and compiled-operator cache
     (`<graph_cache>/ops`, filled by `custom_ops`): what a user's `~/.cache/conr_paddle` is after the first run. Its
-    keys hold the weights, size, views, batch, precision, warp and norm, so tests that only need *a* graph share it."""
-    return tmp_path_factory.mktemp("graph_cache")
+    keys hold the weights, size, views, batch, precision, warp and norm, so tests that only need *a* graph share it.
+    Shared by the xdist workers as by a user's processes: every folder is written under its own lock
+    (`conr_engines.export.cache.cached_folder`)."""
+    folder = shared_root / "graph_cache"
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -132,21 +187,36 @@ def _memory_returned_after_each_module():
     gc.freeze()
 
 
+@pytest.fixture(scope="module")
+def every_core():
+    """The module runs on every core of the machine, not on its xdist worker's share (`_take_core_share`): for
+    renders whose ranks each need a core of their own (`--workers` is bounded by the usable cores)."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    share = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, share)
+
+
 @pytest.fixture()
 def rng():
     return np.random.default_rng(1234)
 
 
 @pytest.fixture(scope="session")
-def pdparams_dir(weights_dir, tmp_path_factory):
+def pdparams_dir(weights_dir, shared_root):
     """The seeded weights converted to `<network>.pdparams` by the converter's library function (what
-    `python -m convert torch2paddle` runs). No fallback: a converter failure fails every test that needs these
-    files, loudly."""
+    `python -m convert torch2paddle` runs), once for every worker. No fallback: a converter failure fails every test
+    that needs these files, loudly."""
     from convert import conversion
     from conr_common.contract.config import NETWORK_NAMES
 
-    out = tmp_path_factory.mktemp("pdparams")
-    conversion.convert_checkpoints("torch2paddle", weights_dir, out, force=True)
+    out = _built_once(shared_root, "pdparams",
+                      lambda folder: conversion.convert_checkpoints("torch2paddle", weights_dir, folder, force=True))
     missing = [n for n in NETWORK_NAMES if not (out / f"{n}.pdparams").is_file()]
     assert not missing, f"the converter returned but wrote no .pdparams for {missing}"
     return out
@@ -221,8 +291,8 @@ def pytest_sessionstart(session) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _cost_basetemp(request, tmp_path_factory) -> None:
-    request.config.stash[_COST]["basetemp"] = tmp_path_factory.getbasetemp()
+def _cost_basetemp(request, shared_root) -> None:
+    request.config.stash[_COST]["basetemp"] = shared_root
 
 
 def _rss_now() -> int:
@@ -239,13 +309,30 @@ def _rss_now() -> int:
 # resident set it started from: a9fdc2a (alphabetical order) test_worlds 6.51 from 3.1 GB, test_verify 6.16 from
 # 3.05; 35fa34e (those two first) 5.29 from 2.54 and 5.61 from 2.54, and then the Paddle ONNX export 6.03 from 3.01,
 # vgg11_bn in test_zoo 6.17 from 3.16, test_float64 5.73 from 2.9. The rest keep pytest's order.
-FIRST_MODULES = ("test_worlds.py", "test_verify.py", "test_onnx.py", "test_zoo.py", "test_float64.py")
+# Under xdist they are one group, run one after another on one worker: two of them at once would hold ~12 GB.
+HEAVY_MODULES = ("test_worlds.py", "test_verify.py", "test_onnx.py", "test_zoo.py", "test_float64.py")
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:
-    """Move the tests of FIRST_MODULES to the front (a stable sort: each module's own order is kept)."""
-    rank = {name: i for i, name in enumerate(FIRST_MODULES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST_MODULES)))
+    """Move the tests of HEAVY_MODULES to the front (a stable sort: each module's own order is kept)."""
+    rank = {name: i for i, name in enumerate(HEAVY_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(HEAVY_MODULES)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """xdist controller: hand out whole modules (module-scoped fixtures are built once), HEAVY_MODULES as one unit run
+    on one worker, in collection order (HEAVY_MODULES first), each idle worker taking the next unit. (xdist's own
+    `loadgroup` marks do not work under pytest 9.2: measured, the tests of one group were spread over both workers.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "heavy modules" if Path(module).name in HEAVY_MODULES else module
+
+    config.option.loadscopereorder = False  # keep collection order, not the largest units first
+    return ModuleScheduling(config, log)
 
 
 def pytest_collection_finish(session) -> None:
@@ -287,7 +374,7 @@ def _cost_row(item, start: float, io0: dict, usage0: tuple) -> dict:
     (kids0, me0), io1 = usage0, _io_counters()
     kids1, me1 = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
     cost = item.config.stash.get(_COST, None)
-    return {"test": item.nodeid, "seconds": round(time.monotonic() - start, 2),
+    return {"test": item.nodeid, "worker": os.environ.get("PYTEST_XDIST_WORKER", ""), "seconds": round(time.monotonic() - start, 2),
             "rss_gb": round(_rss_now() / 1024 ** 3, 2),
             "peak_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, 2),
             "written_gb": round((io1.get("wchar", 0) - io0.get("wchar", 0)) / 1024 ** 3, 3),
@@ -305,11 +392,34 @@ def pytest_runtest_teardown(item):
     yield
 
 
+def _process_cost(cost: dict) -> dict:
+    """This pytest process's figures (and its children's), as a worker sends them to the xdist controller."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"cpu": me.ru_utime + me.ru_stime, "children_cpu": children.ru_utime + children.ru_stime,
+            "peak": me.ru_maxrss * 1024, "children_peak": children.ru_maxrss * 1024,
+            "written": _io_counters().get("wchar", 0), "children_written": children.ru_oublock * 512,
+            "temp_peak": cost["temp_peak"], "basetemp": None if cost["basetemp"] is None else str(cost["basetemp"])}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """xdist controller: a worker has finished; keep the figures it sent (`_process_cost`)."""
+    cost = node.config.stash.get(_COST, None)
+    sent = getattr(node, "workeroutput", {}).get("conr_cost")
+    if cost is not None and sent is not None:
+        cost.setdefault("workers", []).append(sent)
+        cost["temp_peak"] = max(cost["temp_peak"], sent["temp_peak"])
+        if sent["basetemp"] is not None:
+            cost["basetemp"] = Path(sent["basetemp"])
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session) -> None:
     cost = session.config.stash.get(_COST, None)
     if cost is not None and cost["basetemp"] is not None and cost["basetemp"].is_dir():
         cost["temp_peak"] = max(cost["temp_peak"], _folder_bytes(cost["basetemp"]))  # before tmpdir's clean-up
+    if cost is not None and hasattr(session.config, "workeroutput"):  # an xdist worker: sent to the controller
+        session.config.workeroutput["conr_cost"] = _process_cost(cost)
 
 
 def _left_behind(cost: dict) -> tuple[int, int]:
@@ -331,17 +441,20 @@ def _entry_bytes(path: Path) -> int:
 
 
 def _cost_lines(cost: dict) -> list[str]:
+    """The four figures; under xdist the workers' figures (`pytest_testnodedown`) summed, their peaks each."""
     gb = 1024 ** 3
-    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    written, kids_written = _io_counters().get("wchar", 0), children.ru_oublock * 512
+    procs = cost.get("workers") or [_process_cost(cost)]
+    total = {k: sum(p[k] for p in procs) for k in ("cpu", "children_cpu", "written", "children_written")}
+    who = "pytest process" if len(procs) == 1 else f"{len(procs)} pytest workers"
+    peaks = ", ".join(f"{p['peak'] / gb:.2f}" for p in procs)
     in_base, in_system = _left_behind(cost)
     return [
         f"time: {time.monotonic() - cost['start']:.0f} s wall "
-        f"(CPU: pytest {me.ru_utime + me.ru_stime:.0f} s, child processes {children.ru_utime + children.ru_stime:.0f} s)",
-        f"peak memory: pytest process {me.ru_maxrss / 1024 ** 2:.2f} GB resident "
-        f"(largest child process {children.ru_maxrss / 1024 ** 2:.2f} GB)",
-        f"written: {(written + kids_written) / gb:.2f} GB (pytest {written / gb:.2f} GB, child processes "
-        f"{kids_written / gb:.2f} GB)",
+        f"(CPU: {who} {total['cpu']:.0f} s, child processes {total['children_cpu']:.0f} s)",
+        f"peak memory: {who} {peaks} GB resident "
+        f"(largest child process {max(p['children_peak'] for p in procs) / gb:.2f} GB)",
+        f"written: {(total['written'] + total['children_written']) / gb:.2f} GB ({who} {total['written'] / gb:.2f} GB, "
+        f"child processes {total['children_written'] / gb:.2f} GB)",
         f"left in temporary folders: {(in_base + in_system) / gb:.2f} GB (pytest's {cost['basetemp']}: "
         f"{in_base / gb:.2f} GB, peak {cost['temp_peak'] / gb:.2f} GB during the run; new in "
         f"{tempfile.gettempdir()}: {in_system / gb:.2f} GB)",

@@ -22,6 +22,8 @@ from conr_app.cli import main
 from conr_app.rendering.resume import RECORD_FILES
 from parity_tests.harness import child_env
 
+# two ranks, each on a core of its own, whatever share of the cores this process was given (conftest's every_core)
+pytestmark = pytest.mark.usefixtures("every_core")
 SIZE = 128
 POSES = ["0", "1", "2", "3", "4", "5"]  # 4 is empty (transparent, no model call); 5 has another frame size
 VENV_BIN = Path(sys.executable).parent

@@ -189,6 +189,7 @@ def _run(code: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow  # child processes: Paddle's warnings are printed by its import and by C++ (fd 2)
+@pytest.mark.usefixtures("every_core")  # --workers 2 needs two usable cores, whatever this xdist worker's share
 @pytest.mark.parametrize("argv", [
     ["conr_app", "render", "--weights", "{tmp}/nope", "--character-sheet", "{tmp}", "--poses", "{tmp}",
      "--out", "{tmp}/out", "--engine", "eager", "--workers", "2"],

@@ -321,6 +321,7 @@ def test_badly_conditioned_world_calls_in_the_referee_above_128px(tmp_path_facto
     paddle_dir = tmp_path_factory.mktemp("wide_paddle")
     convert_checkpoints("torch2paddle", torch_dir, paddle_dir, fmt="pdparams", force=True)
     out = tmp_path_factory.mktemp("wide_report")
+    release_models()  # the draw's tensors, freed, back to the OS before the child's ~6 GB
     rc, stdout, stderr = _verify_command(torch_dir, paddle_dir, out, "--size", "256", "--views", "1")
     report = _report(out)
     assert rc == 0, stdout + stderr[-2000:]

@@ -13,8 +13,9 @@ costs seconds of tracing (its parameters, ~0.4 GB, are written once per weight s
 `conr_engines.export.cache.cached_params`), so the worlds are chosen to need few of them. The two seeded worlds use 2
 views, the view count the predictor tests render at 128 px (test_predictor_parity, test_custom_ops,
 test_predictor): the seeded draw is exported under the session's weights label into the session cache
-(`graph_cache`), so its 128 px fp32 and bf16 graphs are shared with those tests (this module runs first, conftest's
-FIRST_MODULES, and leaves them in the cache), and both seeded worlds share one 256 px graph set. The blob world's
+(`graph_cache`), so its 128 px fp32 and bf16 graphs are shared with those tests (whichever needs a set first exports
+it, under the cache's lock: under xdist the other worker may be first; this module leaves them in the cache), and
+both seeded worlds share one 256 px graph set. The blob world's
 point is its pose, not its view count; 1 and 3 views stay covered by the narrow and wide draws, 3 seeded views by
 the issue's case, and 4 views end to end by test_end_to_end (128 and 256 px). A graph set is created once and
 renders every world that uses it.
