@@ -26,8 +26,9 @@ TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) parity_tests
 
-# Day-to-day tier: every test not marked `slow` (pyproject.toml's markers): 92-141 s measured on fresh clones, idle
-# 2-core AMD EPYC, Zen 5 (2026-12-07). Both targets end with the suite's cost (time, pytest's peak memory, bytes written, temporary files left).
+# Day-to-day tier: every test not marked `slow` (pyproject.toml's markers): 76 s in two workers (111 s in one process),
+# idle 2-core Intel Xeon with AMX (2026-12-08). Both targets end with the suite's cost (time, each worker's peak
+# memory, bytes written, temporary files left).
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) -m "not slow" parity_tests
 
