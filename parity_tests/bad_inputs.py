@@ -513,7 +513,8 @@ def message(outcome: Outcome, scene: Scene) -> str:
     line = re.sub(r"([ab])\1*…\(… characters\)", r"\1\1\1…(… characters)", line)
     line = re.sub(r"the path needs \d+ characters", "the path needs … characters", line)
     # the cores this process may use: the machine's, or an xdist worker's share of them
-    return re.sub(r"the \d+ core\(s\)(.*) use --workers \d+ or fewer", r"the … core(s)\1 use --workers … or fewer", line)
+    return re.sub(r"the \d+ core\(s\)(.*) use --workers \d+ or fewer", r"the … core(s)\1 use --workers … or fewer",
+                  line)
 
 
 def markdown(rows: list[tuple[str, str, int]]) -> str:

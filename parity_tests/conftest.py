@@ -5,8 +5,9 @@ operators live in one session cache (`graph_cache`); a test keeps a private cach
 (filling, trust, keys) is what it tests. At the end, the suite's cost is printed (`pytest_terminal_summary`).
 
 `make test` runs the suite in two pytest-xdist workers (`-n 2`): each test module runs whole on one worker, the
-memory-heavy modules one after another on one worker (HEAVY_MODULES, `pytest_xdist_make_scheduler`), and the weight files, converted weights and graph cache are built once for both workers in the
-run's base folder (`shared_root`). Without xdist, everything runs in this one process as before.
+memory-heavy modules one after another on one worker (HEAVY_MODULES, `pytest_xdist_make_scheduler`), each worker on
+its share of the cores (`_take_core_share`), and the weight files, converted weights and graph cache are built once
+for both workers in the run's base folder (`shared_root`). Without xdist (`-n 0`) everything runs in one process.
 """
 from __future__ import annotations
 
@@ -374,7 +375,8 @@ def _cost_row(item, start: float, io0: dict, usage0: tuple) -> dict:
     (kids0, me0), io1 = usage0, _io_counters()
     kids1, me1 = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
     cost = item.config.stash.get(_COST, None)
-    return {"test": item.nodeid, "worker": os.environ.get("PYTEST_XDIST_WORKER", ""), "seconds": round(time.monotonic() - start, 2),
+    return {"test": item.nodeid, "worker": os.environ.get("PYTEST_XDIST_WORKER", ""),
+            "seconds": round(time.monotonic() - start, 2),
             "rss_gb": round(_rss_now() / 1024 ** 3, 2),
             "peak_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, 2),
             "written_gb": round((io1.get("wchar", 0) - io0.get("wchar", 0)) / 1024 ** 3, 3),

@@ -12,7 +12,8 @@ depend on the number of ranks: each frame is computed from its own pose and the 
 and the same threads per rank (measured at 128 px: 1 and 2 ranks byte-identical; with `--batch N` the frames
 grouped into one call differ with the sharding, and eager Paddle may then differ in the last bit). The thread count
 itself may change the last bit where oneDNN picks its kernels by it: on a 2-core AMD EPYC (Zen 5) 1 and 2 threads
-gave identical frames, on an Intel Xeon with AMX they differ by 1 level on ~0.02% of pixels. When rank 0 has finished its own shard it waits, polling the output folder, until every frame of the
+gave identical frames, on an Intel Xeon with AMX they differ by 1 level on ~0.02% of pixels.
+When rank 0 has finished its own shard it waits, polling the output folder, until every frame of the
 sequence exists (frames appear by atomic rename, so existing means complete), then writes the video(s) and the
 summary: frames per second over all ranks, from the moment all ranks had loaded their model.
 
