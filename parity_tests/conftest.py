@@ -27,17 +27,23 @@ import pytest
 from conr_common.platform.cpu import prepare_math_libraries
 
 
-def _take_core_share(worker: str) -> None:
-    """Run this xdist worker `gw<i>` (and every process it starts) on its own share of the usable cores. Unpinned, two
-    workers on two cores each started two math threads, which spin while they wait for each other: measured on a
-    2-core Intel Xeon (AMX), the tests' in-process CPU time went from 794 s (one process) to 1055 s."""
+# The cores an xdist worker could use before it took its share (`every_core` gives them back to a module).
+_USABLE_CORES = pytest.StashKey[list]()
+
+
+def _take_core_share(worker: str) -> list[int] | None:
+    """Run this xdist worker `gw<i>` (and every process it starts) on its own share of the usable cores; returns the
+    cores it could use before (None where affinity cannot be set). Unpinned, two workers on two cores each started
+    two math threads, which spin while they wait for each other: measured on a 2-core Intel Xeon (AMX), the tests'
+    in-process CPU time went from 794 s (one process) to 1055 s."""
     if not hasattr(os, "sched_setaffinity"):  # not Linux: the workers share the cores as the OS sees fit
-        return
+        return None
     cores = sorted(os.sched_getaffinity(0))
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     share = max(1, len(cores) // workers)
     start = int(worker.removeprefix("gw")) * share % len(cores)
     os.sched_setaffinity(0, cores[start:start + share])
+    return cores
 
 
 def pytest_configure(config) -> None:
@@ -48,7 +54,9 @@ def pytest_configure(config) -> None:
     if worker is None and getattr(config.option, "numprocesses", None):
         return
     if worker is not None:
-        _take_core_share(worker)
+        cores = _take_core_share(worker)
+        if cores is not None:
+            config.stash[_USABLE_CORES] = cores
     prepare_math_libraries()
 
 
@@ -189,14 +197,16 @@ def _memory_returned_after_each_module():
 
 
 @pytest.fixture(scope="module")
-def every_core():
-    """The module runs on every core of the machine, not on its xdist worker's share (`_take_core_share`): for
-    renders whose ranks each need a core of their own (`--workers` is bounded by the usable cores)."""
-    if not hasattr(os, "sched_setaffinity"):
+def every_core(request):
+    """The module runs on every core this run may use, not on its xdist worker's share (`_take_core_share`): for
+    renders whose ranks each need a core of their own (`--workers` is bounded by the usable cores). Nothing to do
+    without xdist."""
+    cores = request.config.stash.get(_USABLE_CORES, None)
+    if cores is None:
         yield
         return
     share = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    os.sched_setaffinity(0, cores)
     try:
         yield
     finally:
