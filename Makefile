@@ -18,7 +18,7 @@ install: $(STAMP)
 
 # TEST_WORKERS pytest-xdist workers, each on its own share of the usable cores, whole test modules each, the
 # memory-heavy modules on one worker, the weights and graph cache built once for all (parity_tests/conftest.py).
-# TEST_WORKERS=0: the whole suite in one process (slower; the machine then holds ~10 GiB at most instead of ~13).
+# TEST_WORKERS=0: the whole suite in one process (slower; the machine then holds ~10 GiB at most instead of ~13.4).
 # Threads (the worker's cores) and, on AMD, MKL's AVX2 path: set by parity_tests/conftest.py, as the command lines
 # set them (conr_common.platform.cpu.prepare_math_libraries); an OMP_NUM_THREADS of your own wins.
 TEST_WORKERS ?= 2
@@ -26,7 +26,7 @@ TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) parity_tests
 
-# Day-to-day tier: every test not marked `slow` (pyproject.toml's markers): 76 s in two workers (111 s in one process),
+# Day-to-day tier: every test not marked `slow` (pyproject.toml's markers): 72-76 s in two workers (111 s in one process),
 # idle 2-core Intel Xeon with AMX (2026-12-08). Both targets end with the suite's cost (time, each worker's peak
 # memory, bytes written, temporary files left).
 test-fast: $(STAMP)
