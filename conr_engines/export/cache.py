@@ -30,8 +30,7 @@ from conr_engines.export.program import GraphParams, save_params
 logger = logging.getLogger("conr_paddle")
 
 __all__ = ["EXPORT_FORMAT", "KEY_CHARS", "PARAMS_FILE", "cache_root", "cache_identity", "cache_key", "cache_entry",
-           "cached_folder",
-           "verified_meta", "params_entry", "cached_params", "found_params"]
+           "cached_folder", "verified_meta", "params_entry", "cached_params", "found_params"]
 
 # the parameter file in a parameter folder (`params_entry`)
 PARAMS_FILE = "params.pdiparams"

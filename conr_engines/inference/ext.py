@@ -180,6 +180,11 @@ def _build_and_register(work_dir: Path, build_dir: Path) -> WarpOp:
     except Exception as exc:  # compiler missing or failing: the caller falls back to grid_sample
         tail = " ".join(log.read_text(errors="replace").split()[-12:]) if log.is_file() else ""
         return WarpOp(None, None, None, build_dir, f"conr_warp could not be built ({type(exc).__name__}: {exc}) {tail}")
+    return _remember(module, build_dir)
+
+
+def _remember(module, build_dir: Path) -> WarpOp:
+    """The operators of a registered library `module`, kept for this process under its build key."""
     _LOADED[build_dir.name] = WarpOp(module.conr_warp, module.conr_resize, module.conr_fuse, build_dir, "built")
     return _LOADED[build_dir.name]
 
@@ -195,11 +200,9 @@ def _registered(work_dir: Path, build_dir: Path) -> WarpOp | None:
 
         with output_to(work_dir / "build.log"):
             module = _import_module_from_library(MODULE_NAME, str(work_dir / MODULE_NAME), False)
-        ops = (module.conr_warp, module.conr_resize, module.conr_fuse)
-    except Exception:  # another Paddle, a library that does not load: cpp_extension.load decides
+        return _remember(module, build_dir)
+    except Exception:  # another Paddle, a library without the ops: cpp_extension.load decides
         return None
-    _LOADED[build_dir.name] = WarpOp(*ops, build_dir, "built")
-    return _LOADED[build_dir.name]
 
 
 def find_cxx_compiler() -> str | None:
