@@ -7,7 +7,10 @@
 Graphs: `conr_engines.export.graphs`, written once for both frameworks; names and shapes:
 `conr_engines.onnx.graphs` (fixed shapes; one file per graph, DIR/<graph>.onnx); the
 format and opset numbers, the checks and the atomic folder: `conr_engines.onnx.contract`.
-Paddle path (`conr_engines.onnx.export`): `paddle.jit.to_static`, each program saved alone (PIR `.json`,
+Paddle path: when the graph cache (`--cache-dir`) holds the onnxruntime engine's export of the same weights and
+settings, its files are hard-linked (`_engine_graphs`, sha256 checked: measured byte-identical to this export's own
+at 128 px / 2 views; a later in-place change of either file fails the cache's check, which then exports anew).
+Otherwise (`conr_engines.onnx.export`): `paddle.jit.to_static`, each program saved alone (PIR `.json`,
 `conr_engines.export.program`) in a temporary folder beside its parameters, or with the parameter file the
 predictor's cache already holds for these weights (`--cache-dir`), then paddle2onnx's converter called directly
 (its C++ entry point): paddle2onnx's Python `export` logs conversion errors instead of
@@ -31,6 +34,9 @@ Exit status: 0 written, 1 an internal conversion error (one line), 2 bad input (
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -259,10 +265,11 @@ def _require_onnx_extra(framework: str) -> None:
 def _export_graphs(framework: str, model, folder: Path, shape: tuple[int, int, int, int], graphs: list[str],
                    cache: tuple[str | Path | None, str]) -> dict[str, int]:
     """One framework's graphs into `folder` (byte sizes). shape: (size, views, batch, opset); cache: (cache_dir,
-    weights hash). The Paddle side reads a graph's parameters from the file the predictor keeps in that cache for
-    these weights when it holds one (`conr_engines.export.cache.found_params`, checked by its sha256) instead of
-    writing them again (0.4 GB for the step graph). Nothing is written into the cache; a damaged parameter folder
-    is removed from it, as the engines do."""
+    weights hash). The Paddle side links the onnxruntime engine's graphs of the same weights and settings when that
+    cache holds them (`_engine_graphs`); otherwise it exports, reading a graph's parameters from the file the
+    predictor keeps in that cache for these weights when it holds one (`conr_engines.export.cache.found_params`,
+    checked by its sha256) instead of writing them again (0.4 GB for the step graph). Nothing is written into the
+    cache; a damaged export or parameter folder is removed from it, as the engines do."""
     log = folder / "export.log"
     if framework == "torch":
         return export_torch_graphs(model, folder, *shape, graphs, log)
@@ -270,7 +277,44 @@ def _export_graphs(framework: str, model, folder: Path, shape: tuple[int, int, i
     from conr_engines.onnx.export import export_paddle_graphs
 
     root, label = cache_root(cache[0]), cache[1]
+    linked = _engine_graphs(root, label, shape, graphs, folder)
+    if linked is not None:
+        return linked
     return export_paddle_graphs(model, folder, *shape, graphs, log, lambda params: found_params(root, label, params))
+
+
+def _engine_graphs(root: Path, label: str, shape: tuple[int, int, int, int], graphs: list[str],
+                   folder: Path) -> dict[str, int] | None:
+    """The graphs `render --engine onnxruntime` exported from the same weights with the same settings, when the cache
+    `root` holds them complete and unchanged (`verified_meta`: every file's sha256): hard-linked into `folder`
+    (copied where the cache is on another file system), their byte sizes returned; nothing is traced, converted or
+    written again (0.5 GB for sheet and step at 128 px). The engine exports them with this export's own function
+    (`export_paddle_graphs`, same identity: weights, shapes, opset, Paddle and paddle2onnx versions), so they are the
+    files this export would write. None when the cache has no such export (or it went away meanwhile)."""
+    from conr_engines.export.cache import verified_meta
+    from conr_engines.onnx.runner import onnx_cache_entry
+
+    source, _ = onnx_cache_entry(root, label, *shape)
+    if verified_meta(source) is None:
+        return None
+    sizes = {}
+    try:
+        for graph in graphs:
+            src, dst = source / f"{graph}.onnx", folder / f"{graph}.onnx"
+            try:
+                os.link(src, dst)
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise
+                shutil.copyfile(src, dst)
+            sizes[graph] = dst.stat().st_size
+    except FileNotFoundError:  # the cache entry was removed since it was checked (`conr cache --clear`)
+        for graph in graphs:
+            (folder / f"{graph}.onnx").unlink(missing_ok=True)
+        return None
+    with open(folder / "export.log", "a") as f:
+        f.write(f"{', '.join(graphs)}: linked from {source} (the onnxruntime engine's export, sha256 checked)\n")
+    return sizes
 
 
 def export_onnx(framework: str, weights: str | Path, out: str | Path, *, size: int = 256, views: int = 4,
@@ -374,6 +418,7 @@ def add_export_onnx_parser(subparsers) -> None:
                    help="skip the sample run against eager Paddle and torch (meta.json then has no 'measured')")
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
-                   help="render engines' graph cache whose parameter files --paddle reads instead of writing its own "
-                   "(default $CONR_PADDLE_CACHE or ~/.cache/conr_paddle; nothing is written there)")
+                   help="render engines' graph cache: --paddle links the onnxruntime engine's graphs of the same "
+                   "weights and settings from it, or reads the predictor's parameter files instead of writing its "
+                   "own (default $CONR_PADDLE_CACHE or ~/.cache/conr_paddle; nothing is written there)")
     p.set_defaults(func=_run_export_onnx)

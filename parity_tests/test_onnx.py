@@ -44,9 +44,24 @@ def predictor_params(paddle_model, weights_label, graph_cache) -> Path:
 
 
 @pytest.fixture(scope="module")
-def paddle_onnx(pdparams_dir, graph_cache, predictor_params, tmp_path_factory):
-    """The Paddle side's ONNX export through the session cache, whose predictor parameter files it reads
-    (`export_onnx(cache_dir=...)`; the files are removed when this module is done: about 0.7 GB per side)."""
+def engine_onnx(paddle_model, weights_label, graph_cache, predictor_params) -> Path:
+    """The onnxruntime engine's export of the session weights at SIZE / VIEWS in the session cache (made here unless
+    an earlier test made it: test_bench_smoke's child does in a full run), which read the step's parameters from
+    the predictor's file (`predictor_params`). The folder, left in the cache for the engine tests."""
+    from conr_engines.onnx.runner import OnnxRunner
+
+    runner = OnnxRunner(paddle_model, weights_label, size=SIZE, views=VIEWS, cache_dir=graph_cache)
+    folder = runner.folder
+    del runner
+    release_models()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def paddle_onnx(pdparams_dir, graph_cache, engine_onnx, tmp_path_factory):
+    """The Paddle side's ONNX export through the session cache (`export_onnx(cache_dir=...)`), whose engine export
+    of the same weights and settings (`engine_onnx`) it links instead of exporting again. Removed when this module
+    is done (the torch side's 0.5 GB too)."""
     from convert.onnx_export import export_onnx
 
     out = tmp_path_factory.mktemp("onnx") / "paddle"
@@ -65,6 +80,42 @@ def torch_onnx(weights_dir, tmp_path_factory):
     meta = export_onnx("torch", weights_dir, out, size=SIZE, views=VIEWS, graphs="sheet,step")
     yield out, meta
     shutil.rmtree(out)
+
+
+def test_export_links_the_engine_graphs_only_when_the_cache_holds_them_unchanged(tmp_path):
+    """`export-onnx --paddle --cache-dir` takes the onnxruntime engine's graphs of the same weights and settings
+    (`_engine_graphs`): hard-linked when their sha256 matches meta.json; None (the export then traces its own)
+    when the cache has no such export, for other settings, or when a file was changed, which also removes the
+    untrusted entry as the engine would. A cache entry written by the cache's own writer, small stand-in files."""
+    from conr_engines.export.cache import cached_folder
+    from conr_engines.onnx.runner import ONNX_SUFFIXES, onnx_cache_entry
+    from convert.onnx_export import _engine_graphs
+
+    root, shape = tmp_path / "cache", (SIZE, VIEWS, 1, 17)
+    root.mkdir()
+    entry, identity = onnx_cache_entry(root, "weights-a", *shape)
+
+    def fill(folder: Path) -> dict:
+        for graph in ("sheet", "step", "pose"):
+            (folder / f"{graph}.onnx").write_bytes(graph.encode() * 1000)
+        return identity
+
+    cached_folder(entry, fill, ONNX_SUFFIXES)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert _engine_graphs(root, "weights-a", shape, ["sheet", "step"], out) == {"sheet": 5000, "step": 4000}
+    assert all(os.path.samefile(out / f"{g}.onnx", entry / f"{g}.onnx") for g in ("sheet", "step"))
+    assert not (out / "pose.onnx").exists()
+    assert f"sheet, step: linked from {entry}" in (out / "export.log").read_text()
+    for label, other in (("weights-b", shape), ("weights-a", (SIZE, 4, 1, 17)), ("weights-a", (SIZE, VIEWS, 1, 18))):
+        none = tmp_path / f"none-{label}-{other[1]}-{other[3]}"
+        none.mkdir()
+        assert _engine_graphs(root, label, other, ["sheet"], none) is None and not any(none.iterdir())
+    (entry / "step.onnx").write_bytes(b"changed")
+    later = tmp_path / "later"
+    later.mkdir()
+    assert _engine_graphs(root, "weights-a", shape, ["sheet", "step"], later) is None
+    assert not any(later.iterdir()) and not entry.exists()
 
 
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
@@ -87,15 +138,20 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
 
 @pytest.mark.slow  # ONNX exports
 @pytest.mark.parametrize("side", ["paddle", "torch"])
-def test_export_checked_named_and_measured(side, paddle_onnx, torch_onnx, predictor_params):
+def test_export_checked_named_and_measured(side, paddle_onnx, torch_onnx, engine_onnx, predictor_params):
     """Standard ops only, checker passes, meaningful names, meta.json complete; measured figures within bounds.
-    The Paddle side read the step's parameters from the predictor's file in the cache instead of writing them."""
+    The Paddle side's files are the engine's export in the cache, linked (the same files on disk), and that export
+    read the step's parameters from the predictor's file instead of writing them."""
     import onnx
 
     folder, meta = paddle_onnx if side == "paddle" else torch_onnx
     assert {"sheet.onnx", "step.onnx", "meta.json", "export.log"} <= {p.name for p in folder.iterdir()}
-    reused = f"step: parameters read from {predictor_params}" in (folder / "export.log").read_text()
-    assert reused == (side == "paddle"), (folder / "export.log").read_text()[-2000:]
+    log = (folder / "export.log").read_text()
+    assert ("linked from" in log) == (side == "paddle"), log[-2000:]
+    if side == "paddle":
+        for graph in ("sheet", "step"):
+            assert os.path.samefile(folder / f"{graph}.onnx", engine_onnx / f"{graph}.onnx"), graph
+        assert f"step: parameters read from {predictor_params}" in (engine_onnx / "export.log").read_text()
     assert meta["opset"] == 17 and meta["framework"] == side and len(meta["weights_sha256"]) == 64
     assert meta["versions"]["onnx"] == "1.17.0" and meta["versions"]["paddle2onnx"]
     for graph in ("sheet", "step"):

@@ -33,7 +33,7 @@ from conr_engines.onnx.contract import (DEFAULT_OPSET, ONNX_CACHE_PREFIX, ONNX_F
                                         export_versions)
 from conr_common.platform.versions import dist_version
 
-__all__ = ["OnnxRunner", "OnnxSheet", "make_session", "onnx_identity", "SHEET_PARSERS"]
+__all__ = ["OnnxRunner", "OnnxSheet", "make_session", "onnx_identity", "onnx_cache_entry", "SHEET_PARSERS"]
 
 SHEET_PARSERS = ("float64", "onnx")
 # the files of an ONNX folder whose sha256 meta.json records
@@ -64,6 +64,15 @@ def onnx_identity(weights_hash: str, size: int, views: int, batch: int, opset: i
                           paddle2onnx=dist_version("paddle2onnx"))
 
 
+def onnx_cache_entry(root: Path, weights_hash: str, size: int, views: int, batch: int,
+                     opset: int) -> tuple[Path, dict]:
+    """(folder, identity with its key): where the cache `root` keeps the engine's ONNX graphs of these weights and
+    settings (`onnx_identity`), whether or not they were exported yet."""
+    from conr_engines.export.cache import cache_entry
+
+    return cache_entry(root, onnx_identity(weights_hash, size, views, batch, opset), ONNX_CACHE_PREFIX)
+
+
 @dataclass(frozen=True, eq=False)
 class OnnxSheet:
     """Sheet features bound once per sequence: OrtValues named like the step graph's inputs, plus the arrays."""
@@ -84,7 +93,7 @@ class OnnxRunner:
     def __init__(self, model, weights_hash: str, *, size: int = 256, views: int = 4, batch: int = 1,
                  cache_dir: str | os.PathLike | None = None, threads: int | None = None, opset: int | None = None,
                  sheet_parser: str = "float64") -> None:
-        from conr_engines.export.cache import cache_entry, cache_root
+        from conr_engines.export.cache import cache_root
         from conr_engines.onnx.export import io_contract
 
         opset = opset or DEFAULT_OPSET
@@ -95,8 +104,7 @@ class OnnxRunner:
         self._parser = model.udpparsernet if sheet_parser == "float64" else None
         self.size, self.views, self.batch = size, views, batch
         self.threads = threads or usable_cores()
-        identity = onnx_identity(weights_hash, size, views, batch, opset)
-        self.folder, identity = cache_entry(cache_root(cache_dir), identity, ONNX_CACHE_PREFIX)
+        self.folder, identity = onnx_cache_entry(cache_root(cache_dir), weights_hash, size, views, batch, opset)
         # exported: True when this construction wrote the graphs (False: reused from the cache)
         self.meta, self.exported = self._cached(model, identity, opset, weights_hash)
         if self.exported:
