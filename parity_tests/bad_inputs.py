@@ -332,7 +332,8 @@ PROBES: list[Probe] = [
         "--resume", out=_rendered_before(s, weights=_weights_with(s, "rgbadecodernet", lambda st: _set(
             st, "conv_rgba.0.bias", np.asarray(st["conv_rgba.0.bias"]) + 1)))), "rendered with other weights"),
     # issue 23, runtime group: --workers is bounded by the cores this process may use
-    Probe("--workers 64", lambda s: s.render("--workers", "64"), "more processes than"),
+    Probe("--workers one more than the usable cores",
+          lambda s: s.render("--workers", str(len(os.sched_getaffinity(0)) + 1)), "more processes than"),
     # ---- demo
     Probe("demo --batch 0", lambda s: ["demo", "--out", str(s.root / "demo"), "--batch", "0"], "--batch"),
     Probe("demo --fps 0", lambda s: ["demo", "--out", str(s.root / "demo"), "--fps", "0"], "--fps"),
@@ -513,8 +514,8 @@ def message(outcome: Outcome, scene: Scene) -> str:
     line = re.sub(r"([ab])\1*…\(… characters\)", r"\1\1\1…(… characters)", line)
     line = re.sub(r"the path needs \d+ characters", "the path needs … characters", line)
     # the cores this process may use: the machine's, or an xdist worker's share of them
-    return re.sub(r"the \d+ core\(s\)(.*) use --workers \d+ or fewer", r"the … core(s)\1 use --workers … or fewer",
-                  line)
+    return re.sub(r"--workers \d+: more processes than the \d+ core\(s\)(.*) use --workers \d+ or fewer",
+                  r"--workers …: more processes than the … core(s)\1 use --workers … or fewer", line)
 
 
 def markdown(rows: list[tuple[str, str, int]]) -> str:

@@ -40,8 +40,17 @@ def test_verbose_shows_the_traceback(pdparams_dir, samples, tmp_path, monkeypatc
 
 
 def test_convert_ctrl_c_is_one_line_and_writes_nothing(weights_dir, tmp_path, capsys, monkeypatch):
+    """Ctrl-C after the first network's output was staged under its temporary name. A folder of the two smallest
+    networks (hard links to the session's files), so the file staged is the pose encoder's 0.1 GB, not the parser's."""
+    import os
+
     from convert import conversion
     from convert.cli import main
+
+    source = tmp_path / "official"
+    source.mkdir()
+    for name in ("target_pose_encoder.pth", "rgbadecodernet.pth"):
+        os.link(weights_dir / name, source / name)
 
     calls = {"n": 0}
     original = conversion.convert_network
@@ -54,7 +63,8 @@ def test_convert_ctrl_c_is_one_line_and_writes_nothing(weights_dir, tmp_path, ca
 
     monkeypatch.setattr(conversion, "convert_network", interrupted)
     out = tmp_path / "paddle"
-    rc = main(["torch2paddle", str(weights_dir), "-o", str(out)])
+    rc = main(["torch2paddle", str(source), "-o", str(out)])
     err = capsys.readouterr().err.strip()
     assert rc == 130 and len(err.splitlines()) == 1 and "Traceback" not in err and "interrupted" in err, err
+    assert calls["n"] == 2, calls
     assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
