@@ -5,6 +5,8 @@ graph export, between frames and during the video encode, then rerun with --resu
 Also the sweep itself: only temporaries of dead processes on this host are removed."""
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import signal
 import subprocess
@@ -78,12 +80,25 @@ def _temporaries(*folders: Path) -> list[Path]:
             if p.name.startswith(".") and ".tmp" in p.name or p.name.endswith(".stale") or ".tmp-" in p.name]
 
 
+def _link_parameter_folders(source: Path, cache: Path, weights_label: str) -> None:
+    """The parameter folders of `weights_label` in the cache `source` (`conr_engines.export.cache.params_entry`,
+    meta.json's "graph" is "params"), hard-linked into `cache`: what a user's cache holds after a render of the same
+    weights at another size. An export then writes its program and reads the parameters (not another 0.4 GB); the
+    kill at the export still lands while the program is traced, before any parameter file would be written."""
+    for meta_file in source.glob("*/meta.json"):
+        if ".tmp" in meta_file.parent.name:
+            continue
+        meta = json.loads(meta_file.read_text())
+        if meta.get("graph") == "params" and meta.get("weights") == weights_label:
+            shutil.copytree(meta_file.parent, cache / meta_file.parent.name, copy_function=os.link)
+
+
 @pytest.mark.slow  # subprocess renders killed and resumed
-def test_sigkill_at_export_frames_and_video_then_resume(pdparams_dir, scene, graph_cache, tmp_path):
+def test_sigkill_at_export_frames_and_video_then_resume(pdparams_dir, scene, graph_cache, weights_label, tmp_path):
     """The uninterrupted reference run uses the session cache, in this process (the same command line through
     `conr_app.cli.main`: test_distributed shows in-process and child renders give the same bytes); the killed runs
     are child processes with a private cache (the export is one of the kill points), holding a copy of the
-    session's compiled operators when they exist, as a user's does."""
+    session's compiled operators when they exist and its parameter files of these weights, as a user's does."""
     from imageio_ffmpeg import count_frames_and_secs
 
     from conr_app.cli import main
@@ -96,6 +111,8 @@ def test_sigkill_at_export_frames_and_video_then_resume(pdparams_dir, scene, gra
     out, video, cache = tmp_path / "out", tmp_path / "video" / "clip.mp4", tmp_path / "cache"
     if (graph_cache / "ops").is_dir():
         shutil.copytree(graph_cache / "ops", cache / "ops")
+    _link_parameter_folders(graph_cache, cache, weights_label)
+    assert any(cache.glob("*/params.pdiparams")), "the reference run left no parameter file in the session cache"
     cmd = _command(pdparams_dir, scene, out, video, cache)
     # 1. during the graph export: its temporary folder exists in the cache
     _kill_when(cmd, lambda: any(cache.glob("*.tmp-*")), child_env())
