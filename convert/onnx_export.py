@@ -34,7 +34,6 @@ Exit status: 0 written, 1 an internal conversion error (one line), 2 bad input (
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import shutil
 import sys
@@ -287,7 +286,7 @@ def _engine_graphs(root: Path, label: str, shape: tuple[int, int, int, int], gra
                    folder: Path) -> dict[str, int] | None:
     """The graphs `render --engine onnxruntime` exported from the same weights with the same settings, when the cache
     `root` holds them complete and unchanged (`verified_meta`: every file's sha256): hard-linked into `folder`
-    (copied where the cache is on another file system), their byte sizes returned; nothing is traced, converted or
+    (copied where the cache is on another file system or links fail), their byte sizes returned; nothing is traced, converted or
     written again (0.5 GB for sheet and step at 128 px). The engine exports them with this export's own function
     (`export_paddle_graphs`, same identity: weights, shapes, opset, Paddle and paddle2onnx versions), so they are the
     files this export would write. None when the cache has no such export (or it went away meanwhile)."""
@@ -295,7 +294,10 @@ def _engine_graphs(root: Path, label: str, shape: tuple[int, int, int, int], gra
     from conr_engines.onnx.runner import onnx_cache_entry
 
     source, _ = onnx_cache_entry(root, label, *shape)
-    if verified_meta(source) is None:
+    try:
+        if verified_meta(source) is None:
+            return None
+    except ConrInputError:  # damaged in a read-only cache: this export writes its own, as with `found_params`
         return None
     sizes = {}
     try:
@@ -303,9 +305,9 @@ def _engine_graphs(root: Path, label: str, shape: tuple[int, int, int, int], gra
             src, dst = source / f"{graph}.onnx", folder / f"{graph}.onnx"
             try:
                 os.link(src, dst)
-            except OSError as e:
-                if e.errno != errno.EXDEV:
-                    raise
+            except FileNotFoundError:
+                raise
+            except OSError:  # another file system, or one without hard links
                 shutil.copyfile(src, dst)
             sizes[graph] = dst.stat().st_size
     except FileNotFoundError:  # the cache entry was removed since it was checked (`conr cache --clear`)
