@@ -7,14 +7,11 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install test test-fast demo serve bench clean
 
-# (Re)create the venv and install the project whenever pyproject.toml changes. --no-compile: pip byte-compiles every
-# module of every package by default (torch's and Paddle's thousands), Python compiles those a run imports on first
-# import instead; measured on a fresh clone (2-core Intel Xeon, 2026-12-08): the install 45 s -> 24 s, the first
-# `import torch, paddle` after it 5.1 s (5.0 s once compiled).
+# (Re)create the venv and install the project whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --no-compile -e ".[test,onnx]"
+	$(PY) -m pip install --quiet -e ".[test,onnx]"
 	touch $(STAMP)
 
 install: $(STAMP)
