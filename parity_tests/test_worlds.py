@@ -211,21 +211,21 @@ def _paddle_runs(jobs: list[Job], inputs: dict, pm, out: dict) -> None:
 def _predictors(jobs: list[Job], inputs: dict, pm, graphs: Graphs, out: dict) -> None:
     """Every predictor graph set the jobs need, one at a time: created once, rendering every job that uses it, then
     dropped; a set this module exported is removed at once unless later tests render it too (`Graphs.kept`), one it
-    found is left."""
+    found is left. A sheet is parsed once for both precisions: the predictor parses it with the eager parser of `pm`
+    in float64 whatever the graphs' precision (`PredictorRunner.parse_sheet`)."""
     from conr_engines.inference.predictor import PredictorRunner
 
-    params = set()
+    params, sheets = set(), {}
     for size, views, precision in dict.fromkeys(key for job in jobs for key in job.graph_sets):
         runner = PredictorRunner(pm, graphs.label, size=size, views=views, precision=precision,
                                  cache_dir=graphs.cache)
-        sheets = {}
         for job in (j for j in jobs if (size, views, precision) in j.graph_sets):
             x = inputs[job]
             out[job.size][job.world.id][PREDICTOR_KEYS[precision]] = runner.render(
                 _parsed(runner.parse_sheet, x, sheets), x.xyz, x.alpha)
         exported, folder = runner.exported, runner.folder
         params.add(runner.params_file.parent)
-        del runner, sheets
+        del runner
         release_models()
         if exported and not graphs.kept(size, views):
             shutil.rmtree(folder)
