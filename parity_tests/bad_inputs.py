@@ -238,6 +238,13 @@ class Probe:
     status: int = 2
 
 
+def _beyond_usable_cores() -> str:
+    """One more process than the cores this process may use (what `render --workers` is bounded by)."""
+    from conr_common.platform.cpu import usable_cores
+
+    return str(usable_cores() + 1)
+
+
 PROBES: list[Probe] = [
     # ---- the character sheet
     Probe("sheet folder missing", lambda s: s.render(sheet=s.root / "nope"), "not found"),
@@ -332,8 +339,8 @@ PROBES: list[Probe] = [
         "--resume", out=_rendered_before(s, weights=_weights_with(s, "rgbadecodernet", lambda st: _set(
             st, "conv_rgba.0.bias", np.asarray(st["conv_rgba.0.bias"]) + 1)))), "rendered with other weights"),
     # issue 23, runtime group: --workers is bounded by the cores this process may use
-    Probe("--workers one more than the usable cores",
-          lambda s: s.render("--workers", str(len(os.sched_getaffinity(0)) + 1)), "more processes than"),
+    Probe("--workers one more than the usable cores", lambda s: s.render("--workers", _beyond_usable_cores()),
+          "more processes than"),
     # ---- demo
     Probe("demo --batch 0", lambda s: ["demo", "--out", str(s.root / "demo"), "--batch", "0"], "--batch"),
     Probe("demo --fps 0", lambda s: ["demo", "--out", str(s.root / "demo"), "--fps", "0"], "--fps"),
