@@ -30,17 +30,23 @@ from parity_tests.harness import release_models  # noqa: E402
 SIZE, VIEWS = 128, 2
 
 
+def _in_session_cache(runner_class, paddle_model, weights_label, graph_cache, kept: str) -> Path:
+    """`runner_class(...).<kept>`: a runner of the session weights at SIZE / VIEWS built on the session cache (which
+    it fills unless an earlier test did), kept only for that path, then dropped with its memory."""
+    runner = runner_class(paddle_model, weights_label, size=SIZE, views=VIEWS, cache_dir=graph_cache)
+    path = getattr(runner, kept)
+    del runner
+    release_models()
+    return path
+
+
 @pytest.fixture(scope="module")
 def predictor_params(paddle_model, weights_label, graph_cache) -> Path:
     """The parameter file the predictor's graphs of the session weights keep in the session cache (exported at
     SIZE / VIEWS unless an earlier module left them there: test_worlds does in a full run)."""
     from conr_engines.inference.predictor import PredictorRunner
 
-    runner = PredictorRunner(paddle_model, weights_label, size=SIZE, views=VIEWS, cache_dir=graph_cache)
-    params = runner.params_file
-    del runner
-    release_models()
-    return params
+    return _in_session_cache(PredictorRunner, paddle_model, weights_label, graph_cache, "params_file")
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +56,7 @@ def engine_onnx(paddle_model, weights_label, graph_cache, predictor_params) -> P
     the predictor's file (`predictor_params`). The folder, left in the cache for the engine tests."""
     from conr_engines.onnx.runner import OnnxRunner
 
-    runner = OnnxRunner(paddle_model, weights_label, size=SIZE, views=VIEWS, cache_dir=graph_cache)
-    folder = runner.folder
-    del runner
-    release_models()
-    return folder
+    return _in_session_cache(OnnxRunner, paddle_model, weights_label, graph_cache, "folder")
 
 
 @pytest.fixture(scope="module")
