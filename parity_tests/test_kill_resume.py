@@ -6,7 +6,6 @@ Also the sweep itself: only temporaries of dead processes on this host are remov
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from parity_tests.harness import ROOT, child_env
+from parity_tests.harness import ROOT, child_env, linked_folder
 
 FRAMES = 10
 
@@ -85,6 +84,8 @@ def _link_parameter_folders(source: Path, cache: Path, weights_label: str) -> No
     meta.json's "graph" is "params"), hard-linked into `cache`: what a user's cache holds after a render of the same
     weights at another size. An export then writes its program and reads the parameters (not another 0.4 GB); the
     kill at the export still lands while the program is traced, before any parameter file would be written."""
+    from conr_engines.export.cache import PARAMS_FILE
+
     for meta_file in source.glob("*/meta.json"):
         if ".tmp" in meta_file.parent.name:
             continue
@@ -93,7 +94,7 @@ def _link_parameter_folders(source: Path, cache: Path, weights_label: str) -> No
         except OSError:  # another worker's test removed its own folder meanwhile (test_worlds drops its draws')
             continue
         if meta.get("graph") == "params" and meta.get("weights") == weights_label:
-            shutil.copytree(meta_file.parent, cache / meta_file.parent.name, copy_function=os.link)
+            linked_folder(meta_file.parent, cache / meta_file.parent.name, PARAMS_FILE)
 
 
 @pytest.mark.slow  # subprocess renders killed and resumed
