@@ -286,8 +286,8 @@ def _engine_graphs(root: Path, label: str, shape: tuple[int, int, int, int], gra
                    folder: Path) -> dict[str, int] | None:
     """The graphs `render --engine onnxruntime` exported from the same weights with the same settings, when the cache
     `root` holds them complete and unchanged (`verified_meta`: every file's sha256): hard-linked into `folder`
-    (copied where the cache is on another file system or links fail), their byte sizes returned; nothing is traced, converted or
-    written again (0.5 GB for sheet and step at 128 px). The engine exports them with this export's own function
+    (copied where the cache is on another file system or links fail), their byte sizes returned; nothing is traced,
+    converted or written again (0.5 GB for sheet and step at 128 px). The engine exports them with this export's own function
     (`export_paddle_graphs`, same identity: weights, shapes, opset, Paddle and paddle2onnx versions), so they are the
     files this export would write. None when the cache has no such export (or it went away meanwhile)."""
     from conr_engines.export.cache import verified_meta

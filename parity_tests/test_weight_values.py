@@ -24,8 +24,9 @@ INF_TENSOR = "backbone.3.weight"
 
 def _copy_with(weights_dir: Path, out: Path, mutate) -> Path:
     """The official folder with NAN_NETWORK's file rewritten by `mutate(state)` (the other files linked). Written as
-    float16, a dtype the converter and both loaders accept and keep (`conr_common.contract.manifest.ALLOWED_DTYPES`): these
-    tests check refusals of non-finite values, which float16 holds alike, and the file is 110 MB instead of 219."""
+    float16, a dtype the converter and both loaders accept and keep (`conr_common.contract.manifest.ALLOWED_DTYPES`):
+    these tests check refusals of non-finite values, which float16 holds alike, and the file is 110 MB instead of
+    219."""
     out.mkdir()
     for f in weights_dir.glob("*.pth"):
         if f.name != f"{NAN_NETWORK}.pth":
@@ -104,7 +105,8 @@ def test_render_refuses_nan_weights_in_one_line(nan_pdparams, samples, tmp_path)
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
-    assert "Traceback" not in proc.stderr and "NaN or Inf" in lines[-1] and f"{NAN_NETWORK}.pdparams" in lines[-1], proc.stderr
+    assert "Traceback" not in proc.stderr and "NaN or Inf" in lines[-1], proc.stderr
+    assert f"{NAN_NETWORK}.pdparams" in lines[-1], proc.stderr
     assert not out.exists() or not any(out.glob("*.png"))
 
 
