@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from parity_tests.harness import SMALLEST_NETWORKS, linked_folder
+
 
 def _render_args(pdparams_dir, samples, out, *extra: str) -> list[str]:
     return ["render", "--weights", str(pdparams_dir), "--character-sheet", str(samples.character_sheet),
@@ -42,15 +44,10 @@ def test_verbose_shows_the_traceback(pdparams_dir, samples, tmp_path, monkeypatc
 def test_convert_ctrl_c_is_one_line_and_writes_nothing(weights_dir, tmp_path, capsys, monkeypatch):
     """Ctrl-C after the first network's output was staged under its temporary name. A folder of the two smallest
     networks (hard links to the session's files), so the file staged is the pose encoder's 0.1 GB, not the parser's."""
-    import os
-
     from convert import conversion
     from convert.cli import main
 
-    source = tmp_path / "official"
-    source.mkdir()
-    for name in ("target_pose_encoder.pth", "rgbadecodernet.pth"):
-        os.link(weights_dir / name, source / name)
+    source = linked_folder(weights_dir, tmp_path / "official", "*.pth", only=SMALLEST_NETWORKS)
 
     calls = {"n": 0}
     original = conversion.convert_network

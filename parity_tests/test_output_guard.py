@@ -19,6 +19,7 @@ import pytest
 from conr_common.contract.config import NETWORK_NAMES
 from conr_common.platform.errors import ConrInputError
 from conr_common.platform.outputs import FILE, SWAP, check_output, check_own_files
+from parity_tests.harness import SMALLEST_NETWORKS, linked_folder
 
 
 def _snapshot(*roots: Path) -> dict[str, str]:
@@ -188,7 +189,6 @@ def converted(pdparams_dir, tmp_path) -> Path:
     its weight files hard-linked (0.7 GB not written again; the converter replaces them by rename, never in place)
     and its report copied (a test edits it). Afterwards the session folder's files are checked untouched (a write
     through a link changes the shared file's size or modification time)."""
-    from parity_tests.harness import linked_folder
 
     def stats() -> dict[str, tuple[int, int, int]]:
         return {f.name: (f.stat().st_ino, f.stat().st_size, f.stat().st_mtime_ns) for f in pdparams_dir.iterdir()}
@@ -198,23 +198,27 @@ def converted(pdparams_dir, tmp_path) -> Path:
     assert stats() == before, "a test wrote into the session's pdparams_dir through a link"
 
 
-@pytest.mark.slow
-def test_one_network_never_joins_another_set(weights_dir, converted, tmp_path, capsys):
+def test_one_network_never_joins_another_set(weights_dir, tmp_path, capsys):
     """Finding 13: `torch2paddle ONE.pth -o D --force` into a converted folder mixed two weight sets, and the report
     then covered only the last file. Now it is refused unless the whole set is written; re-converting the whole
-    set over the toolkit's own output still works."""
+    set over the toolkit's own output still works. The set: the two smallest networks (hard links to the session's
+    files; the rule does not depend on the set's size, and each conversion writes 0.1 GB instead of 0.7)."""
+
+    source = linked_folder(weights_dir, tmp_path / "official", "*.pth", only=SMALLEST_NETWORKS)
+    converted = tmp_path / "converted"
+    assert _convert_main(["torch2paddle", str(source), "-o", str(converted)]) == 0
     capsys.readouterr()
-    before = _snapshot(converted, weights_dir)
-    rc = _convert_main(["torch2paddle", str(weights_dir / "udpparsernet.pth"), "-o", str(converted), "--force"])
+    before = _snapshot(converted, source)
+    rc = _convert_main(["torch2paddle", str(source / SMALLEST_NETWORKS[0]), "-o", str(converted), "--force"])
     _refused(capsys, rc, "earlier weight set", "whole set")
-    assert _snapshot(converted, weights_dir) == before
-    assert _convert_main(["torch2paddle", str(weights_dir), "-o", str(converted), "--force"]) == 0
+    assert _snapshot(converted, source) == before
+    assert _convert_main(["torch2paddle", str(source), "-o", str(converted), "--force"]) == 0
     capsys.readouterr()
     (converted / "notes.txt").write_text("not ours")  # --force replaces only what the report lists
-    before = _snapshot(converted, weights_dir)
-    rc = _convert_main(["torch2paddle", str(weights_dir), "-o", str(converted), "--force"])
+    before = _snapshot(converted, source)
+    rc = _convert_main(["torch2paddle", str(source), "-o", str(converted), "--force"])
     _refused(capsys, rc, "-o", "holds notes.txt", "did not write")
-    assert _snapshot(converted, weights_dir) == before
+    assert _snapshot(converted, source) == before
 
 
 @pytest.mark.slow
