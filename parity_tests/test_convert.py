@@ -431,12 +431,13 @@ def test_inspect_table(tmp_path, capsys):
     assert main(["inspect", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert SMALL in out and "84,484" in out and "ok" in out and sha256_file(tmp_path / "rgbadecodernet.pth") in out
-    bad = random_official_state("target_pose_encoder", seed=8)
-    del bad["final_conv.bias"]
-    _save_pth(bad, tmp_path / "target_pose_encoder.pth")
+    # the same network without one tensor (the smallest network: 0.3 MB written, not the pose encoder's 0.1 GB)
+    bad = random_official_state(SMALL, seed=8)
+    del bad["bottleneck.r0.norm2.bias"]
+    _save_pth(bad, tmp_path / f"{SMALL}.pth")
     assert main(["inspect", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert "DIFFERS" in out and "1 missing (final_conv.bias)" in out
+    assert "DIFFERS" in out and "1 missing (bottleneck.r0.norm2.bias)" in out
 
 
 @pytest.mark.slow  # three child processes importing torch and paddle
