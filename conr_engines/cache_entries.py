@@ -31,7 +31,7 @@ from conr_common.platform.filelock import exclusive_lock
 from conr_common.platform.versions import dist_version
 from conr_engines.export.cache import EXPORT_FORMAT, KEY_CHARS
 from conr_engines.export.program import GraphParams
-from conr_engines.onnx.contract import ONNX_CACHE_PREFIX, ONNX_FORMAT
+from conr_engines.onnx.contract import ONNX_CACHE_LAYOUT, ONNX_CACHE_PREFIX, ONNX_FORMAT
 
 __all__ = ["CacheEntry", "cache_entries", "prune"]
 
@@ -94,11 +94,13 @@ def _judge(folder: Path, meta: dict | None, read: set[tuple[str, str]]) -> Cache
     weights = f"weights {str(meta.get('weights'))[:12]}"
     if folder.name.startswith(ONNX_CACHE_PREFIX):
         stale = _version_problem(meta, ONNX_FORMAT)
+        if stale is None and meta.get("layout") != ONNX_CACHE_LAYOUT:
+            stale = f"cache layout {meta.get('layout', 1)} (sheet, step and pose in one folder)"
         converter = dist_version("paddle2onnx")
         if stale is None and converter is not None and meta.get("paddle2onnx") != converter:
             stale = f"paddle2onnx {meta.get('paddle2onnx')} (installed: {converter})"
-        return CacheEntry(folder, "onnx", f"ONNX sheet/step/pose, {weights}, {shape}, opset {meta.get('opset')}",
-                          size, stale)
+        return CacheEntry(folder, "onnx", f"ONNX {meta.get('graph', 'sheet/step/pose')} graph, {weights}, {shape}, "
+                          f"opset {meta.get('opset')}", size, stale)
     if meta.get("graph") == "params":
         stale = _version_problem(meta, EXPORT_FORMAT)
         if stale is None and (str(meta.get("weights")), meta.get("record")) not in read:

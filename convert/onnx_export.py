@@ -7,15 +7,14 @@
 Graphs: `conr_engines.export.graphs`, written once for both frameworks; names and shapes:
 `conr_engines.onnx.graphs` (fixed shapes; one file per graph, DIR/<graph>.onnx); the
 format and opset numbers, the checks and the atomic folder: `conr_engines.onnx.contract`.
-Paddle path: when the graph cache (`--cache-dir`) holds the onnxruntime engine's export of the same weights and
-settings, its files are hard-linked (`_engine_graphs`, sha256 checked: measured byte-identical to this export's own
-at 128 px / 2 views; a later in-place change of either file fails the cache's check, which then exports anew).
-Otherwise (`conr_engines.onnx.export`): `paddle.jit.to_static`, each program saved alone (PIR `.json`,
+Paddle path: a graph the graph cache (`--cache-dir`) holds from the onnxruntime engine (same weights and settings)
+is hard-linked (`_engine_graphs`, sha256 checked: measured byte-identical to this export's own at 128 px / 2 views;
+a later in-place change of either file fails the cache's check, which then exports anew). The others
+(`conr_engines.onnx.export`): `paddle.jit.to_static`, each program saved alone (PIR `.json`,
 `conr_engines.export.program`) in a temporary folder beside its parameters, or with the parameter file the
 predictor's cache already holds for these weights (`--cache-dir`), then paddle2onnx's converter called directly
-(its C++ entry point): paddle2onnx's Python `export` logs conversion errors instead of
-raising, and its default optimiser ("polygraphy") sets POLYGRAPHY_AUTOINSTALL_DEPS=1 and pip-installs packages
-during export. Here nothing is installed or downloaded, and any conversion error raises `OnnxExportError`.
+(its C++ entry point): paddle2onnx's Python `export` logs conversion errors instead of raising, and its default
+optimiser ("polygraphy") sets POLYGRAPHY_AUTOINSTALL_DEPS=1 and pip-installs packages during export. Here nothing is installed or downloaded, and any conversion error raises `OnnxExportError`.
 Paddle's float64 instance-norm statistics (`conr_paddle.layers`) are turned off while tracing: onnxruntime has
 no float64 InstanceNormalization kernel (session creation fails with NOT_IMPLEMENTED), so the ONNX graphs use
 float32 statistics throughout. That is not what limits the ONNX sheet graph's accuracy: measured at 128 px /
@@ -264,8 +263,8 @@ def _require_onnx_extra(framework: str) -> None:
 def _export_graphs(framework: str, model, folder: Path, shape: tuple[int, int, int, int], graphs: list[str],
                    cache: tuple[str | Path | None, str]) -> dict[str, int]:
     """One framework's graphs into `folder` (byte sizes). shape: (size, views, batch, opset); cache: (cache_dir,
-    weights hash). The Paddle side links the onnxruntime engine's graphs of the same weights and settings when that
-    cache holds them (`_engine_graphs`); otherwise it exports, reading a graph's parameters from the file the
+    weights hash). The Paddle side links the onnxruntime engine's graphs of the same weights and settings that
+    cache holds (`_engine_graphs`) and exports the others, reading a graph's parameters from the file the
     predictor keeps in that cache for these weights when it holds one (`conr_engines.export.cache.found_params`,
     checked by its sha256) instead of writing them again (0.4 GB for the step graph). Nothing is written into the
     cache; a damaged export or parameter folder is removed from it, as the engines do."""
@@ -276,46 +275,47 @@ def _export_graphs(framework: str, model, folder: Path, shape: tuple[int, int, i
     from conr_engines.onnx.export import export_paddle_graphs
 
     root, label = cache_root(cache[0]), cache[1]
-    linked = _engine_graphs(root, label, shape, graphs, folder)
-    if linked is not None:
-        return linked
-    return export_paddle_graphs(model, folder, *shape, graphs, log, lambda params: found_params(root, label, params))
+    sizes = _engine_graphs(root, label, shape, graphs, folder)
+    rest = [graph for graph in graphs if graph not in sizes]
+    if rest:
+        sizes.update(export_paddle_graphs(model, folder, *shape, rest, log,
+                                          lambda params: found_params(root, label, params)))
+    return {graph: sizes[graph] for graph in graphs}
 
 
 def _engine_graphs(root: Path, label: str, shape: tuple[int, int, int, int], graphs: list[str],
-                   folder: Path) -> dict[str, int] | None:
-    """The graphs `render --engine onnxruntime` exported from the same weights with the same settings, when the cache
-    `root` holds them complete and unchanged (`verified_meta`: every file's sha256): hard-linked into `folder`
-    (copied where the cache is on another file system or links fail), their byte sizes returned; nothing is traced,
-    converted or written again (0.5 GB for sheet and step at 128 px). The engine exports them with this export's own function
-    (`export_paddle_graphs`, same identity: weights, shapes, opset, Paddle and paddle2onnx versions), so they are the
-    files this export would write. None when the cache has no such export (or it went away meanwhile)."""
+                   folder: Path) -> dict[str, int]:
+    """{graph: byte size} of the graphs `render --engine onnxruntime` exported from the same weights with the same
+    settings, those the cache `root` holds complete and unchanged (`verified_meta`: the file's sha256), hard-linked
+    into `folder` (copied where the cache is on another file system or links fail); nothing is traced, converted
+    or written again for them (0.4 GB for the step at 128 px). The engine exports each graph with this export's own
+    function (`export_paddle_graphs`, same identity: weights, shapes, opset, Paddle and paddle2onnx versions), so
+    they are the files this export would write. A graph the cache lacks (or that went away meanwhile) is left out."""
     from conr_engines.export.cache import verified_meta
     from conr_engines.onnx.runner import onnx_cache_entry
 
-    source, _ = onnx_cache_entry(root, label, *shape)
-    try:
-        if verified_meta(source) is None:
-            return None
-    except ConrInputError:  # damaged in a read-only cache: this export writes its own, as with `found_params`
-        return None
     sizes = {}
-    try:
-        for graph in graphs:
-            src, dst = source / f"{graph}.onnx", folder / f"{graph}.onnx"
+    for graph in graphs:
+        source, _ = onnx_cache_entry(root, label, *shape, graph)
+        try:
+            if verified_meta(source) is None:
+                continue
+        except ConrInputError:  # damaged in a read-only cache: this export writes its own, as with `found_params`
+            continue
+        src, dst = source / f"{graph}.onnx", folder / f"{graph}.onnx"
+        try:
             try:
                 os.link(src, dst)
             except FileNotFoundError:
                 raise
             except OSError:  # another file system, or one without hard links
                 shutil.copyfile(src, dst)
-            sizes[graph] = dst.stat().st_size
-    except FileNotFoundError:  # the cache entry was removed since it was checked (`conr cache --clear`)
-        for graph in graphs:
-            (folder / f"{graph}.onnx").unlink(missing_ok=True)
-        return None
-    with open(folder / "export.log", "a") as f:
-        f.write(f"{', '.join(graphs)}: linked from {source} (the onnxruntime engine's export, sha256 checked)\n")
+        except FileNotFoundError:  # the cache entry was removed since it was checked (`conr cache --clear`)
+            dst.unlink(missing_ok=True)
+            continue
+        sizes[graph] = dst.stat().st_size
+        with open(folder / "export.log", "a") as f:
+            f.write(f"{graph}: linked from {source} (the onnxruntime engine's export, sha256 checked)\n")
     return sizes
 
 

@@ -17,7 +17,7 @@ from conr_common.platform.versions import dist_version
 from conr_engines.cache_entries import cache_entries, prune
 from conr_engines.export.cache import EXPORT_FORMAT
 from conr_engines.export.program import GraphParams
-from conr_engines.onnx.contract import ONNX_FORMAT
+from conr_engines.onnx.contract import ONNX_CACHE_LAYOUT, ONNX_FORMAT
 
 WEIGHTS = "ab" * 32
 STEP = GraphParams(("conv2d_1.w_0", "conv2d_1.b_0"), ("shader.a.weight", "shader.a.bias"), ((8, 4, 3, 3), (8,)))
@@ -52,7 +52,7 @@ def _key(label: str) -> str:
 # label -> folder name; the labels say what each folder is
 NAMES = {label: _key(label) for label in ("step", "params", "orphan", "old_format", "old_paddle", "unfinished")}
 NAMES.update({"temporary": f"{NAMES['step']}.tmp-x1y2", "onnx": f"onnx-{_key('onnx')}",
-              "onnx_old": f"onnx-{_key('onnx_old')}", "ops": "ops", "seeded": "serve_seeded_weights",
+              "onnx_old": f"onnx-{_key('onnx_old')}", "onnx_layout1": f"onnx-{_key('onnx_layout1')}", "ops": "ops", "seeded": "serve_seeded_weights",
               "foreign": "notes", "foreign_meta": _key("foreign_meta")})
 
 
@@ -68,10 +68,13 @@ def cache(tmp_path) -> Path:
     _folder(root, NAMES["unfinished"], None)
     _folder(root, NAMES["temporary"], None)  # a killed writer's temporary sibling
     onnx = {"weights": WEIGHTS, "size": 128, "views": 2, "batch": 1, "opset": 17, "engine": "onnxruntime",
+            "graph": "step", "layout": ONNX_CACHE_LAYOUT,
             "format": ONNX_FORMAT, "paddle": paddle.__version__, "paddle2onnx": dist_version("paddle2onnx"),
             "key": "k"}
     _folder(root, NAMES["onnx"], onnx)
     _folder(root, NAMES["onnx_old"], dict(onnx, format=ONNX_FORMAT + 1))
+    # the first layout: sheet, step and pose in one folder, no "graph" or "layout" in its meta.json
+    _folder(root, NAMES["onnx_layout1"], {k: v for k, v in onnx.items() if k not in ("graph", "layout")})
     _folder(root, "ops", None)
     _folder(root, "serve_seeded_weights", None)
     _folder(root, "notes", None)  # a folder of the user's: not named like an export
@@ -89,6 +92,7 @@ EXPECTED = {  # label -> (kind, the words of its stale reason, or None when it s
     "temporary": ("temporary", "killed"),
     "onnx": ("onnx", None),
     "onnx_old": ("onnx", f"export format {ONNX_FORMAT + 1}"),
+    "onnx_layout1": ("onnx", "cache layout 1"),
     "ops": ("other", None),
     "seeded": ("other", None),
     "foreign": ("other", None),
@@ -108,6 +112,7 @@ def test_every_folder_is_named_with_its_kind_and_why_it_is_stale(cache):
     params = entries[NAMES["params"]]
     assert params.bytes == 5000 + len((params.path / "meta.json").read_bytes())
     assert "128 px" in entries[NAMES["step"]].what and WEIGHTS[:12] in entries[NAMES["step"]].what
+    assert entries[NAMES["onnx"]].what.startswith("ONNX step graph"), entries[NAMES["onnx"]]
     assert cache_entries(cache / "absent") == []
 
 

@@ -30,10 +30,10 @@ from parity_tests.harness import release_models  # noqa: E402
 SIZE, VIEWS = 128, 2
 
 
-def _in_session_cache(runner_class, paddle_model, weights_label, graph_cache, kept: str) -> Path:
-    """`runner_class(...).<kept>`: a runner of the session weights at SIZE / VIEWS built on the session cache (which
-    it fills unless an earlier test did), kept only for that path, then dropped with its memory."""
-    runner = runner_class(paddle_model, weights_label, size=SIZE, views=VIEWS, cache_dir=graph_cache)
+def _in_session_cache(runner_class, paddle_model, weights_label, graph_cache, kept: str, **options):
+    """`runner_class(..., **options).<kept>`: a runner of the session weights at SIZE / VIEWS built on the session
+    cache (which it fills unless an earlier test did), kept only for that attribute, then dropped with its memory."""
+    runner = runner_class(paddle_model, weights_label, size=SIZE, views=VIEWS, cache_dir=graph_cache, **options)
     path = getattr(runner, kept)
     del runner
     release_models()
@@ -50,13 +50,14 @@ def predictor_params(paddle_model, weights_label, graph_cache) -> Path:
 
 
 @pytest.fixture(scope="module")
-def engine_onnx(paddle_model, weights_label, graph_cache, predictor_params) -> Path:
-    """The onnxruntime engine's export of the session weights at SIZE / VIEWS in the session cache (made here unless
-    an earlier test made it: test_bench_smoke's child does in a full run), which read the step's parameters from
-    the predictor's file (`predictor_params`). The folder, left in the cache for the engine tests."""
+def engine_onnx(paddle_model, weights_label, graph_cache, predictor_params) -> dict[str, Path]:
+    """The onnxruntime engine's sheet and step graphs of the session weights at SIZE / VIEWS in the session cache
+    (made here unless an earlier test made them: test_bench_smoke's child makes the step in a full run), the step
+    reading its parameters from the predictor's file (`predictor_params`). {graph: its cache folder}, left in the
+    cache for the engine tests."""
     from conr_engines.onnx.runner import OnnxRunner
 
-    return _in_session_cache(OnnxRunner, paddle_model, weights_label, graph_cache, "folder")
+    return _in_session_cache(OnnxRunner, paddle_model, weights_label, graph_cache, "folders", sheet_parser="onnx")
 
 
 @pytest.fixture(scope="module")
@@ -85,39 +86,44 @@ def torch_onnx(weights_dir, tmp_path_factory):
 
 
 def test_export_links_the_engine_graphs_only_when_the_cache_holds_them_unchanged(tmp_path):
-    """`export-onnx --paddle --cache-dir` takes the onnxruntime engine's graphs of the same weights and settings
-    (`_engine_graphs`): hard-linked when their sha256 matches meta.json; None (the export then traces its own)
-    when the cache has no such export, for other settings, or when a file was changed, which also removes the
-    untrusted entry as the engine would. A cache entry written by the cache's own writer, small stand-in files."""
+    """`export-onnx --paddle --cache-dir` takes each graph the onnxruntime engine exported from the same weights with
+    the same settings (`_engine_graphs`), hard-linked when its sha256 matches meta.json; a graph the cache lacks, of
+    other settings, or whose file was changed is left out (the export then traces it itself), and the changed
+    entry is removed as the engine would. Cache entries written by the cache's own writer, small stand-in files;
+    the engine exported sheet and step, not pose (it exports each graph when first needed)."""
     from conr_engines.export.cache import cached_folder
     from conr_engines.onnx.runner import ONNX_SUFFIXES, onnx_cache_entry
     from convert.onnx_export import _engine_graphs
 
     root, shape = tmp_path / "cache", (SIZE, VIEWS, 1, 17)
     root.mkdir()
-    entry, identity = onnx_cache_entry(root, "weights-a", *shape)
+    entries = {}
+    for graph in ("sheet", "step"):
+        entry, identity = onnx_cache_entry(root, "weights-a", *shape, graph)
+        entries[graph] = entry
 
-    def fill(folder: Path) -> dict:
-        for graph in ("sheet", "step", "pose"):
+        def fill(folder: Path, graph=graph, identity=identity) -> dict:
             (folder / f"{graph}.onnx").write_bytes(graph.encode() * 1000)
-        return identity
+            return identity
 
-    cached_folder(entry, fill, ONNX_SUFFIXES)
+        cached_folder(entry, fill, ONNX_SUFFIXES)
+    assert entries["sheet"] != entries["step"]
     out = tmp_path / "out"
     out.mkdir()
-    assert _engine_graphs(root, "weights-a", shape, ["sheet", "step"], out) == {"sheet": 5000, "step": 4000}
-    assert all(os.path.samefile(out / f"{g}.onnx", entry / f"{g}.onnx") for g in ("sheet", "step"))
+    assert _engine_graphs(root, "weights-a", shape, ["sheet", "step", "pose"], out) == {"sheet": 5000, "step": 4000}
+    assert all(os.path.samefile(out / f"{g}.onnx", entries[g] / f"{g}.onnx") for g in ("sheet", "step"))
     assert not (out / "pose.onnx").exists()
-    assert f"sheet, step: linked from {entry}" in (out / "export.log").read_text()
+    log = (out / "export.log").read_text()
+    assert f"sheet: linked from {entries['sheet']}" in log and f"step: linked from {entries['step']}" in log, log
     for label, other in (("weights-b", shape), ("weights-a", (SIZE, 4, 1, 17)), ("weights-a", (SIZE, VIEWS, 1, 18))):
         none = tmp_path / f"none-{label}-{other[1]}-{other[3]}"
         none.mkdir()
-        assert _engine_graphs(root, label, other, ["sheet"], none) is None and not any(none.iterdir())
-    (entry / "step.onnx").write_bytes(b"changed")
+        assert _engine_graphs(root, label, other, ["sheet", "step"], none) == {} and not any(none.iterdir())
+    (entries["step"] / "step.onnx").write_bytes(b"changed")
     later = tmp_path / "later"
     later.mkdir()
-    assert _engine_graphs(root, "weights-a", shape, ["sheet", "step"], later) is None
-    assert not any(later.iterdir()) and not entry.exists()
+    assert _engine_graphs(root, "weights-a", shape, ["sheet", "step"], later) == {"sheet": 5000}
+    assert sorted(p.name for p in later.iterdir()) == ["export.log", "sheet.onnx"] and not entries["step"].exists()
 
 
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
@@ -152,8 +158,8 @@ def test_export_checked_named_and_measured(side, paddle_onnx, torch_onnx, engine
     assert ("linked from" in log) == (side == "paddle"), log[-2000:]
     if side == "paddle":
         for graph in ("sheet", "step"):
-            assert os.path.samefile(folder / f"{graph}.onnx", engine_onnx / f"{graph}.onnx"), graph
-        assert f"step: parameters read from {predictor_params}" in (engine_onnx / "export.log").read_text()
+            assert os.path.samefile(folder / f"{graph}.onnx", engine_onnx[graph] / f"{graph}.onnx"), graph
+        assert f"step: parameters read from {predictor_params}" in (engine_onnx["step"] / "export.log").read_text()
     assert meta["opset"] == 17 and meta["framework"] == side and len(meta["weights_sha256"]) == 64
     assert meta["versions"]["onnx"] == "1.17.0" and meta["versions"]["paddle2onnx"]
     for graph in ("sheet", "step"):
@@ -210,16 +216,18 @@ def test_paddle_and_torch_onnx_agree_on_one_runtime(paddle_onnx, torch_onnx, sam
 
 
 @pytest.mark.slow  # ONNX exports
-def test_render_engine_onnxruntime_matches_predictor(pdparams_dir, samples, graph_cache, tmp_path, capsys):
+def test_render_engine_onnxruntime_matches_predictor(pdparams_dir, samples, graph_cache, engine_onnx, tmp_path,
+                                                     capsys):
     """`render --engine onnxruntime` writes frames >= 99.9% identical (max 1 level) to the predictor's; its
-    export is cached (a second construction reuses it). Both engines use the session cache (`--cache-dir`): the
-    predictor's graphs at 128 px / 2 views are test_predictor_parity.py's."""
+    export is cached (a later construction, here with the ONNX sheet graph of `engine_onnx`, reuses it and needs
+    no model), and a render of UDP files exports no pose graph. Both engines use the session cache
+    (`--cache-dir`): the predictor's graphs at 128 px / 2 views are test_predictor_parity.py's."""
     import cv2
 
     from conr_common.verification.compare import pixel_agreement
     from conr_app.cli import main
-    from conr_engines.onnx.runner import OnnxRunner
     from conr_common.weights.checkpoints import check_weights_dir, weights_hash
+    from conr_engines.onnx.runner import OnnxRunner, onnx_cache_entry
 
     sheet = tmp_path / "sheet"
     sheet.mkdir()
@@ -242,12 +250,70 @@ def test_render_engine_onnxruntime_matches_predictor(pdparams_dir, samples, grap
     for name, ref in frames["predictor"].items():
         same, levels = pixel_agreement(ref, frames["onnxruntime"][name])
         assert same >= PIXEL_MIN_IDENTICAL and levels <= PIXEL_MAX_LEVELS, (name, same, levels)
-    again = OnnxRunner(None, weights_hash(check_weights_dir(pdparams_dir)), size=SIZE, views=VIEWS, cache_dir=graph_cache,
-                       sheet_parser="onnx")
-    assert not again.exported and (again.folder / "pose.onnx").is_file()
+    label = weights_hash(check_weights_dir(pdparams_dir))
+    again = OnnxRunner(None, label, size=SIZE, views=VIEWS, cache_dir=graph_cache, sheet_parser="onnx")
+    assert not again.exported and again.folders == engine_onnx
+    pose_folder, _ = onnx_cache_entry(graph_cache, label, SIZE, VIEWS, 1, again.opset, "pose")
+    assert not pose_folder.exists()
     # the step's parameters were read from the predictor's parameter file in the same cache, not written again
     log = (again.folder / "export.log").read_text()
     assert any(f"step: parameters read from {p}" in log for p in graph_cache.glob("*/params.pdiparams")), log[-2000:]
+
+
+def _stand_in(cache: Path, label: str, views: int, graph: str = "step") -> None:
+    """A cache entry of `graph` holding a stand-in file, written by the cache's own writer: a runner built on
+    `cache` then finds that graph and exports nothing at construction (the stand-in is never loaded)."""
+    from conr_engines.export.cache import cached_folder
+    from conr_engines.onnx.runner import ONNX_SUFFIXES, onnx_cache_entry
+
+    entry, identity = onnx_cache_entry(cache, label, SIZE, views, 1, 17, graph)
+
+    def fill(folder: Path) -> dict:
+        (folder / f"{graph}.onnx").write_bytes(b"stand-in")
+        return identity
+
+    cached_folder(entry, fill, ONNX_SUFFIXES)
+
+
+def test_pose_graph_exported_on_the_first_pose_image(samples, tmp_path):
+    """The engine exports its pose graph on the first `parse_pose`, from the parser it kept after the caller
+    dropped the model, into a folder of its own whose key has no view count (a runner of another view count finds
+    it); the UDP it parses agrees with eager Paddle's. On the small CoNR (`tiny_conr`, whose step graph the
+    official-shape contract does not describe: stand-in step entries, `_stand_in`): the mechanism and the
+    float32 parser's numerics do not depend on the official widths (the official pose graph is 0.23 GB)."""
+    import paddle
+
+    from conr_common.platform.errors import ConrInternalError
+    from conr_engines.onnx.runner import OnnxRunner
+    from parity_tests.harness import pose_image_input
+    from parity_tests.tiny_conr import tiny_paddle_model
+
+    model = tiny_paddle_model(5)
+    model.eval()
+    rgb = pose_image_input(samples, SIZE)
+    with paddle.no_grad():
+        eager = model.parse_pose(paddle.to_tensor(rgb)).numpy()
+    for views in (VIEWS, 1):
+        _stand_in(tmp_path, "tiny-5", views)
+    runner = OnnxRunner(model, "tiny-5", size=SIZE, views=VIEWS, cache_dir=tmp_path)
+    del model  # as the renderer does once a fast engine is built
+    assert not runner.exported and set(runner.folders) == {"step"}
+    udp = runner.parse_pose(rgb)
+    assert runner.pose_exported and set(runner.folders) == {"step", "pose"}
+    assert udp.shape == eager.shape and eager.std() > 1e-2  # a parse with contrast
+    # the parser of the sheet graph, float32 on onnxruntime: the sheet graph's bound (tolerances.py)
+    assert diff(eager, udp).scaled <= ONNX_SHEET_SCALED_FP32, diff(eager, udp)
+    assert np.array_equal(runner.parse_pose(rgb), udp)
+    other = OnnxRunner(tiny_paddle_model(5), "tiny-5", size=SIZE, views=1, cache_dir=tmp_path)
+    assert np.array_equal(other.parse_pose(rgb), udp) and not other.pose_exported
+    assert other.folders["pose"] == runner.folders["pose"] and other.folders["step"] != runner.folders["step"]
+    # built without a model (its sheet and step graphs cached) on a cache without the pose graph: the first pose
+    # image is an internal error naming the step, not a crash
+    for graph in ("step", "sheet"):
+        _stand_in(tmp_path, "tiny-6", VIEWS, graph)
+    without = OnnxRunner(None, "tiny-6", size=SIZE, views=VIEWS, cache_dir=tmp_path, sheet_parser="onnx")
+    with pytest.raises(ConrInternalError, match="exporting the ONNX pose graph"):
+        without.parse_pose(rgb)
 
 
 @pytest.mark.slow  # ONNX exports

@@ -16,13 +16,16 @@ from conr_common.platform.errors import ConrInputError
 from conr_common.platform.outputs import check_own_files
 from conr_common.platform.versions import dist_versions
 
-__all__ = ["ONNX_FORMAT", "ONNX_CACHE_PREFIX", "OPSET_RANGE", "DEFAULT_OPSET", "STANDARD_DOMAINS", "OnnxExportError", "export_versions",
-           "feature_and_message_shapes", "check_settings", "check_onnx", "onnx_folder_files", "write_folder"]
+__all__ = ["ONNX_FORMAT", "ONNX_CACHE_PREFIX", "ONNX_CACHE_LAYOUT", "OPSET_RANGE", "DEFAULT_OPSET", "STANDARD_DOMAINS",
+           "OnnxExportError", "export_versions", "feature_and_message_shapes", "check_settings", "check_onnx", "onnx_folder_files", "write_folder"]
 
 # Bump when the exported graphs change (wrapper code, names, op swaps): part of the onnxruntime engine's cache key.
 ONNX_FORMAT = 1
 # the onnxruntime engine's cache folders: this prefix and their key (`conr_engines.export.cache.cache_entry`)
 ONNX_CACHE_PREFIX = "onnx-"
+# Bump when the engine's cache folders change layout (2: one folder per graph, each exported when first needed;
+# before it, one folder held sheet, step and pose and its meta.json had no "layout"). Part of their key.
+ONNX_CACHE_LAYOUT = 2
 # GridSample needs opset 16; at 20 and 21 paddle2onnx writes GridSample mode="bilinear" (the opset-20 name is
 # "linear"), which onnxruntime rejects. 16-19 were measured to load and agree.
 OPSET_RANGE = (16, 19)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from conr_common.cli.args import one_line
 from conr_engines.export.program import GraphParams
@@ -23,7 +25,7 @@ from conr_engines.onnx.contract import OnnxExportError, check_onnx, feature_and_
 
 from conr_engines.onnx.graphs import graph_io
 
-__all__ = ["io_contract", "export_paddle_graphs"]
+__all__ = ["io_contract", "export_paddle_graphs", "NativeParser", "native_parser"]
 
 
 def io_contract(size: int, views: int, batch: int) -> dict:
@@ -66,6 +68,20 @@ def _native_norm_twin(model):
     return twin
 
 
+@dataclass(frozen=True, eq=False)
+class NativeParser:
+    """What the sheet and pose graphs are traced from, without the rest of the model: the parser of `_native_norm_twin`
+    (the model's parameters, not a copy). The onnxruntime engine keeps it to export its pose graph on first use,
+    after the renderer has dropped the eager model (`native_parser`)."""
+
+    udpparsernet: Any
+
+
+def native_parser(model) -> NativeParser:
+    """`NativeParser` of the Paddle `CoNR` `model`."""
+    return NativeParser(_native_norm_twin(model).udpparsernet)
+
+
 def _paddle_to_onnx_bytes(json_path: Path, params_path: Path, opset: int) -> bytes:
     """paddle2onnx's converter without its Python wrapper (which swallows errors and may pip-install)."""
     from paddle2onnx import paddle2onnx_cpp2py_export as p2o
@@ -92,6 +108,7 @@ def export_paddle_graphs(model, folder: Path, size: int, views: int, batch: int,
                          graphs: list[str], log: Path,
                          params_from: Callable[[GraphParams], Path | None] | None = None) -> dict[str, int]:
     """Trace, convert and check the Paddle port's graphs into `folder`/<graph>.onnx; returns their byte sizes.
+    model: the Paddle `CoNR`, or a `NativeParser` for the sheet and pose graphs alone.
     params_from(record): an existing parameter file holding a program's parameters (the graph cache's,
     `conr_engines.export.cache.found_params`), or None to write them into the temporary folder."""
     import onnx
@@ -105,7 +122,9 @@ def export_paddle_graphs(model, folder: Path, size: int, views: int, batch: int,
     contract = io_contract(size, views, batch)
     spec = paddle.static.InputSpec
     sizes = {}
-    layers = paddle_onnx_graphs(_native_norm_twin(model))
+    if isinstance(model, NativeParser) and "step" in graphs:
+        raise ValueError("the step graph needs the whole model, not its parser (NativeParser)")
+    layers = paddle_onnx_graphs(model if isinstance(model, NativeParser) else _native_norm_twin(model), graphs)
     with tempfile.TemporaryDirectory(prefix="conr-onnx-pir-") as work, removing_to_static_files():
         for graph in graphs:
             io = contract[graph]

@@ -31,9 +31,10 @@ def graph_io(size: int, views: int, batch: int, feature_shapes: list[list[int]],
     }
 
 
-def paddle_onnx_graphs(model: Any) -> dict[str, Any]:
-    """The sheet, step and pose graph layers of the Paddle `CoNR` `model`, the step computed by
-    `model.with_ops(ONNX_OPS)` (the same parameters), their bodies marked for to_static to run as they are."""
+def paddle_onnx_graphs(model: Any, graphs: tuple[str, ...] | list[str] = GRAPHS) -> dict[str, Any]:
+    """The graph layers named in `graphs` (default: sheet, step and pose) of the Paddle `CoNR` `model`, the step
+    computed by `model.with_ops(ONNX_OPS)` (the same parameters), their bodies marked for to_static to run as they
+    are. For the sheet and pose graphs alone, `model` needs only its parser (`graph_layers`)."""
     import paddle
     import paddle.nn as nn
 
@@ -41,5 +42,6 @@ def paddle_onnx_graphs(model: Any) -> dict[str, Any]:
     from conr_engines.export.graphs import graph_layers
     from conr_engines.onnx.ops import ONNX_OPS
 
-    return graph_layers(model, nn.Layer, paddle_model, messages=True, step_model=model.with_ops(ONNX_OPS),
-                        as_is=paddle.jit.not_to_static)  # traced as plain Python (`graph_layers`)
+    step_model = model.with_ops(ONNX_OPS) if "step" in graphs else None
+    return graph_layers(model, nn.Layer, paddle_model, messages=True, step_model=step_model,
+                        as_is=paddle.jit.not_to_static, graphs=tuple(graphs))  # traced as plain Python

@@ -1,12 +1,14 @@
 """The `Runner` interface (conr_engines.runner) on onnxruntime: `render --engine onnxruntime`.
 
-The Paddle port's sheet, step and pose graphs are exported to ONNX once per (weights, size, views, batch, opset,
-export format, versions) by `conr_engines.onnx.export` and cached as the predictor's graphs are
-(`conr_engines.export.cache.cached_folder`): under `$CONR_PADDLE_CACHE` or `~/.cache/conr_paddle`, folder `onnx-<key>`,
-built under the lock `onnx-<key>.lock` and renamed into place whole, complete when its meta.json exists, every
-`.onnx` file's sha256 checked before reuse. Sessions run on the CPU provider with `threads` intra-op threads (default
-one per core this process may use), no spinning (threads sleep between calls instead of burning the cores other
-work needs), all graph optimisations.
+The Paddle port's graphs are exported to ONNX by `conr_engines.onnx.export`, each one when it is first needed, and
+cached as the predictor's graphs are (`conr_engines.export.cache.cached_folder`): one folder per graph and (weights,
+size, views, batch, opset, formats, versions; the pose graph has no view count), under `$CONR_PADDLE_CACHE` or
+`~/.cache/conr_paddle`, folder `onnx-<key>`, built under the lock `onnx-<key>.lock` and renamed into place whole,
+complete when its meta.json exists, its `.onnx` file's sha256 checked before reuse. The step graph is exported when
+the runner is built; the sheet graph too with `sheet_parser="onnx"`; the pose graph on the first `parse_pose` (a
+render of UDP files never exports it: at 128 px a 0.23 GB file, and as much of parameters staged for the converter).
+Sessions run on the CPU provider with `threads` intra-op threads (default one per core this process may use), no
+spinning (threads sleep between calls instead of burning the cores other work needs), all graph optimisations.
 
 The sheet is parsed once per sequence and its features bound to the step session once (`OnnxSheet`: OrtValues
 reused by every frame's IOBinding), so a frame copies in only its own pose. Parsed by (`sheet_parser`):
@@ -28,9 +30,10 @@ import numpy as np
 
 from conr_common.data.checks import check_frames
 from conr_common.platform.cpu import usable_cores
+from conr_common.platform.errors import ConrInputError, ConrInternalError
 from conr_common.platform.memory import return_freed_memory
-from conr_engines.onnx.contract import (DEFAULT_OPSET, ONNX_CACHE_PREFIX, ONNX_FORMAT, check_settings,
-                                        export_versions)
+from conr_engines.onnx.contract import (DEFAULT_OPSET, ONNX_CACHE_LAYOUT, ONNX_CACHE_PREFIX, ONNX_FORMAT,
+                                        check_settings, export_versions)
 from conr_common.platform.versions import dist_version
 
 __all__ = ["OnnxRunner", "OnnxSheet", "make_session", "onnx_identity", "onnx_cache_entry", "SHEET_PARSERS"]
@@ -55,22 +58,24 @@ def make_session(path: str | os.PathLike, threads: int | None = None):
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def onnx_identity(weights_hash: str, size: int, views: int, batch: int, opset: int) -> dict:
-    """Everything the exported ONNX graphs depend on (`conr_engines.export.cache.cache_identity`): the predictor's common
-    fields, the engine, the opset and the converter's version."""
+def onnx_identity(weights_hash: str, size: int, views: int | None, batch: int, opset: int, graph: str) -> dict:
+    """Everything one exported ONNX graph depends on (`conr_engines.export.cache.cache_identity`): the predictor's
+    common fields, the engine, the graph, the cache's layout, the opset and the converter's version. views: None for the pose graph
+    (it has no sheet input)."""
     from conr_engines.export.cache import cache_identity
 
-    return cache_identity(weights_hash, size, views, batch, ONNX_FORMAT, engine="onnxruntime", opset=opset,
-                          paddle2onnx=dist_version("paddle2onnx"))
+    return cache_identity(weights_hash, size, views, batch, ONNX_FORMAT, engine="onnxruntime", graph=graph,
+                          layout=ONNX_CACHE_LAYOUT, opset=opset, paddle2onnx=dist_version("paddle2onnx"))
 
 
-def onnx_cache_entry(root: Path, weights_hash: str, size: int, views: int, batch: int,
-                     opset: int) -> tuple[Path, dict]:
-    """(folder, identity with its key): where the cache `root` keeps the engine's ONNX graphs of these weights and
-    settings (`onnx_identity`), whether or not they were exported yet."""
+def onnx_cache_entry(root: Path, weights_hash: str, size: int, views: int, batch: int, opset: int,
+                     graph: str) -> tuple[Path, dict]:
+    """(folder, identity with its key): where the cache `root` keeps the engine's ONNX file of `graph` for these
+    weights and settings (`onnx_identity`; the pose graph's ignores `views`), whether or not it was exported yet."""
     from conr_engines.export.cache import cache_entry
 
-    return cache_entry(root, onnx_identity(weights_hash, size, views, batch, opset), ONNX_CACHE_PREFIX)
+    identity = onnx_identity(weights_hash, size, None if graph == "pose" else views, batch, opset, graph)
+    return cache_entry(root, identity, ONNX_CACHE_PREFIX)
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,51 +92,78 @@ class OnnxRunner:
     model: a loaded eager `CoNR`, used only to export on a cache miss. weights_hash: identifies the weights (part
     of the cache key). size, views, batch: the fixed shapes of the graphs; shorter batches are padded with their
     last frame and the padding dropped. threads: onnxruntime's intra-op threads (default: the cores this process
-    may use, `conr_common.platform.cpu.usable_cores`). sheet_parser: "float64" (the eager parser of `model`, kept) or "onnx"
-    (the sheet graph; `model` may then be None on a cache hit), see the module docstring."""
+    may use, `conr_common.platform.cpu.usable_cores`). sheet_parser: "float64" (the eager parser of `model`, kept) or
+    "onnx" (the sheet graph; `model` may then be None when the cache holds the step and sheet graphs), see the module
+    docstring. The runner keeps the parser of `model` (its parameters, not a copy) while the cache lacks the pose
+    graph, to export it on the first `parse_pose`."""
 
     def __init__(self, model, weights_hash: str, *, size: int = 256, views: int = 4, batch: int = 1,
                  cache_dir: str | os.PathLike | None = None, threads: int | None = None, opset: int | None = None,
                  sheet_parser: str = "float64") -> None:
-        from conr_engines.export.cache import cache_root
-        from conr_engines.onnx.export import io_contract
+        from conr_engines.export.cache import cache_root, verified_meta
+        from conr_engines.onnx.export import io_contract, native_parser
 
-        opset = opset or DEFAULT_OPSET
-        check_settings(size, views, batch, opset)
+        self.opset = opset or DEFAULT_OPSET
+        check_settings(size, views, batch, self.opset)
         if sheet_parser not in SHEET_PARSERS:
             raise ValueError(f"sheet_parser must be one of {SHEET_PARSERS}, got {sheet_parser!r}")
         self.sheet_parser = sheet_parser
         self._parser = model.udpparsernet if sheet_parser == "float64" else None
         self.size, self.views, self.batch = size, views, batch
         self.threads = threads or usable_cores()
-        self.folder, identity = onnx_cache_entry(cache_root(cache_dir), weights_hash, size, views, batch, opset)
-        # exported: True when this construction wrote the graphs (False: reused from the cache)
-        self.meta, self.exported = self._cached(model, identity, opset, weights_hash)
+        self._root, self._weights_hash = cache_root(cache_dir), weights_hash
+        self.folders: dict[str, Path] = {}  # graph -> its cache folder, once exported or found
+        found = {graph: self._cached(model, graph) for graph in (("step", "sheet") if sheet_parser == "onnx"
+                                                                  else ("step",))}
+        # exported: True when this construction wrote a graph (False: all reused from the cache)
+        self.exported = any(exported for _, exported in found.values())
+        # the step graph's folder and meta.json (what `render` reports as the engine's cache)
+        self.folder, self.meta = self.folders["step"], found["step"][0]
+        pose_folder, _ = onnx_cache_entry(self._root, weights_hash, size, views, batch, self.opset, "pose")
+        self._pose_source = None if model is None or verified_meta(pose_folder) else native_parser(model)
+        self.pose_exported = False  # True once `parse_pose` exported the pose graph
         if self.exported:
             return_freed_memory()
         self.contract = io_contract(size, views, batch)
         self._sessions: dict = {}
 
-    def _cached(self, model, identity: dict, opset: int, weights_hash: str) -> tuple[dict, bool]:
-        """(meta.json, exported): the verified ONNX folder, exported from `model` first when there is none (reading
-        the parameter files the predictor's graphs of these weights keep in the same cache, when there are)."""
+    def _cached(self, model, graph: str) -> tuple[dict, bool]:
+        """(meta.json, exported): `graph`'s verified cache folder (recorded in `folders`), exported from `model`
+        first when there is none (reading the parameter files the predictor's graphs of these weights keep in the
+        same cache, when there are)."""
         from conr_engines.export.cache import cached_folder, found_params
         from conr_engines.onnx.export import export_paddle_graphs
 
+        folder, identity = onnx_cache_entry(self._root, self._weights_hash, self.size, self.views, self.batch,
+                                            self.opset, graph)
+
         def fill(tmp: Path) -> dict:
-            sizes = export_paddle_graphs(model, tmp, self.size, self.views, self.batch, opset,
-                                         ["sheet", "step", "pose"], tmp / "export.log",
-                                         lambda params: found_params(self.folder.parent, weights_hash, params))
+            if model is None:
+                raise RuntimeError(f"the cache holds no ONNX {graph} graph of these weights and settings, and no "
+                                   "model was given to export it from")
+            sizes = export_paddle_graphs(model, tmp, self.size, self.views, self.batch, self.opset, [graph],
+                                         tmp / "export.log",
+                                         lambda params: found_params(self._root, self._weights_hash, params))
             return {**identity, "bytes": sizes, "versions": export_versions()}
 
-        return cached_folder(self.folder, fill, ONNX_SUFFIXES)
+        found = cached_folder(folder, fill, ONNX_SUFFIXES)
+        self.folders[graph] = folder
+        return found
 
     warp_kind = "GridSample"
 
     def session(self, graph: str):
-        """The graph's session, created on first use (a render of UDP poses never loads the pose graph)."""
+        """The graph's session, created on first use; the pose graph exported first when the cache lacks it."""
         if graph not in self._sessions:
-            self._sessions[graph] = make_session(self.folder / f"{graph}.onnx", self.threads)
+            if graph not in self.folders:  # the pose graph (module docstring)
+                try:
+                    _, self.pose_exported = self._cached(self._pose_source, graph)
+                except ConrInputError:
+                    raise
+                except Exception as e:  # not the input's fault, as for the step graph (conr_engines.runner)
+                    raise ConrInternalError("exporting the ONNX pose graph", e) from e
+                self._pose_source = None  # exported or found: the parser is no longer needed
+            self._sessions[graph] = make_session(self.folders[graph] / f"{graph}.onnx", self.threads)
         return self._sessions[graph]
 
     def parse_sheet(self, sheet: np.ndarray) -> OnnxSheet:
