@@ -14,7 +14,8 @@ a later in-place change of either file fails the cache's check, which then expor
 `conr_engines.export.program`) in a temporary folder beside its parameters, or with the parameter file the
 predictor's cache already holds for these weights (`--cache-dir`), then paddle2onnx's converter called directly
 (its C++ entry point): paddle2onnx's Python `export` logs conversion errors instead of raising, and its default
-optimiser ("polygraphy") sets POLYGRAPHY_AUTOINSTALL_DEPS=1 and pip-installs packages during export. Here nothing is installed or downloaded, and any conversion error raises `OnnxExportError`.
+optimiser ("polygraphy") sets POLYGRAPHY_AUTOINSTALL_DEPS=1 and pip-installs packages during export. Here nothing
+is installed or downloaded, and any conversion error raises `OnnxExportError`.
 Paddle's float64 instance-norm statistics (`conr_paddle.layers`) are turned off while tracing: onnxruntime has
 no float64 InstanceNormalization kernel (session creation fails with NOT_IMPLEMENTED), so the ONNX graphs use
 float32 statistics throughout. That is not what limits the ONNX sheet graph's accuracy: measured at 128 px /

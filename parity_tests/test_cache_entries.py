@@ -52,7 +52,8 @@ def _key(label: str) -> str:
 # label -> folder name; the labels say what each folder is
 NAMES = {label: _key(label) for label in ("step", "params", "orphan", "old_format", "old_paddle", "unfinished")}
 NAMES.update({"temporary": f"{NAMES['step']}.tmp-x1y2", "onnx": f"onnx-{_key('onnx')}",
-              "onnx_old": f"onnx-{_key('onnx_old')}", "onnx_layout1": f"onnx-{_key('onnx_layout1')}", "ops": "ops", "seeded": "serve_seeded_weights",
+              "onnx_old": f"onnx-{_key('onnx_old')}", "onnx_layout1": f"onnx-{_key('onnx_layout1')}", "ops": "ops",
+              "seeded": "serve_seeded_weights",
               "foreign": "notes", "foreign_meta": _key("foreign_meta")})
 
 

@@ -2,9 +2,9 @@
 `as_is=paddle.jit.not_to_static`, what the Paddle Inference and Paddle ONNX exports pass): to_static translates each
 graph's `forward` and nothing below it. That is 3.4-6x faster for the official networks, and it is only right if the
 program is the one a full source translation builds. This test traces every graph of the small CoNR both ways and
-compares the saved programs and the weights they read. The full translation is traced from layers written here (`_FULL`) whose
-`forward` makes the graphs' calls itself: to_static translates a function it finds among its module's globals, so
-these bodies, and every function and layer below them, are rewritten.
+compares the saved programs and the weights they read. The full translation is traced from layers written here
+(`_FULL`) whose `forward` makes the graphs' calls itself: to_static translates a function it finds among its module's
+globals, so these bodies, and every function and layer below them, are rewritten.
 
 Inputs: the small CoNR (`tiny_conr`: every layer kind and every shader level of the official shape) at 128 px with 2
 views, the step built with the exporters' operators (`export_ops` without the compiled library: grid_sample). Shapes

@@ -17,7 +17,8 @@ from conr_common.platform.outputs import check_own_files
 from conr_common.platform.versions import dist_versions
 
 __all__ = ["ONNX_FORMAT", "ONNX_CACHE_PREFIX", "ONNX_CACHE_LAYOUT", "OPSET_RANGE", "DEFAULT_OPSET", "STANDARD_DOMAINS",
-           "OnnxExportError", "export_versions", "feature_and_message_shapes", "check_settings", "check_onnx", "onnx_folder_files", "write_folder"]
+           "OnnxExportError", "export_versions", "feature_and_message_shapes", "check_settings", "check_onnx",
+           "onnx_folder_files", "write_folder"]
 
 # Bump when the exported graphs change (wrapper code, names, op swaps): part of the onnxruntime engine's cache key.
 ONNX_FORMAT = 1

@@ -60,8 +60,8 @@ def make_session(path: str | os.PathLike, threads: int | None = None):
 
 def onnx_identity(weights_hash: str, size: int, views: int | None, batch: int, opset: int, graph: str) -> dict:
     """Everything one exported ONNX graph depends on (`conr_engines.export.cache.cache_identity`): the predictor's
-    common fields, the engine, the graph, the cache's layout, the opset and the converter's version. views: None for the pose graph
-    (it has no sheet input)."""
+    common fields, the engine, the graph, the cache's layout, the opset and the converter's version. views: None
+    for the pose graph (it has no sheet input)."""
     from conr_engines.export.cache import cache_identity
 
     return cache_identity(weights_hash, size, views, batch, ONNX_FORMAT, engine="onnxruntime", graph=graph,
@@ -94,13 +94,13 @@ class OnnxRunner:
     last frame and the padding dropped. threads: onnxruntime's intra-op threads (default: the cores this process
     may use, `conr_common.platform.cpu.usable_cores`). sheet_parser: "float64" (the eager parser of `model`, kept) or
     "onnx" (the sheet graph; `model` may then be None when the cache holds the step and sheet graphs), see the module
-    docstring. The runner keeps the parser of `model` (its parameters, not a copy) while the cache lacks the pose
-    graph, to export it on the first `parse_pose`."""
+    docstring. The runner keeps the parser of `model` (its parameters, not a copy: the float64 sheet parse keeps
+    them anyway) until the first `parse_pose`, which exports the pose graph from it when the cache lacks it."""
 
     def __init__(self, model, weights_hash: str, *, size: int = 256, views: int = 4, batch: int = 1,
                  cache_dir: str | os.PathLike | None = None, threads: int | None = None, opset: int | None = None,
                  sheet_parser: str = "float64") -> None:
-        from conr_engines.export.cache import cache_root, verified_meta
+        from conr_engines.export.cache import cache_root
         from conr_engines.onnx.export import io_contract, native_parser
 
         self.opset = opset or DEFAULT_OPSET
@@ -119,8 +119,8 @@ class OnnxRunner:
         self.exported = any(exported for _, exported in found.values())
         # the step graph's folder and meta.json (what `render` reports as the engine's cache)
         self.folder, self.meta = self.folders["step"], found["step"][0]
-        pose_folder, _ = onnx_cache_entry(self._root, weights_hash, size, views, batch, self.opset, "pose")
-        self._pose_source = None if model is None or verified_meta(pose_folder) else native_parser(model)
+        # to export the pose graph on the first `parse_pose` if the cache lacks it
+        self._pose_source = None if model is None else native_parser(model)
         self.pose_exported = False  # True once `parse_pose` exported the pose graph
         if self.exported:
             return_freed_memory()
