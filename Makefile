@@ -7,11 +7,15 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install test test-fast demo serve bench clean
 
-# (Re)create the venv and install the project whenever pyproject.toml changes.
+# (Re)create the venv and install the project whenever pyproject.toml changes. The bytecode is compiled after the
+# install on every core, where pip compiles one file at a time (back to back on 2 cores, 2026-12-08: 51-57 s
+# against 56-64 s); files no Python 3.11 compiles (torch's tests of newer syntax) are passed over, as pip does.
+# Without bytecode, and with PYTHONDONTWRITEBYTECODE set, every test process would compile torch and Paddle again.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,onnx]"
+	$(PY) -m pip install --quiet --no-compile -e ".[test,onnx]"
+	$(PY) -c "import compileall, sysconfig; compileall.compile_dir(sysconfig.get_paths()['purelib'], quiet=2, workers=0)"
 	touch $(STAMP)
 
 install: $(STAMP)
