@@ -6,16 +6,17 @@
     python -m parity_tests.bench --memory [--sizes 128,256,512,1024]   (peak RSS per engine: bench_memory.py)
 
 Contenders: the PyTorch reference (eager), the eager Paddle port, Paddle Inference fp32 and bf16
-(`conr_engines.inference.predictor.PredictorRunner`; bf16 is skipped with the reason on a CPU without bfloat16), and the fp32
-predictor with Paddle's native float32 instance norm (`predictor_fp32_native_norm`: what the accurate norm costs,
-`conr_paddle.layers.AccurateInstanceNorm2D`), and onnxruntime on the Paddle port's ONNX graphs
-(`conr_engines.onnx.runner.OnnxRunner`, its own float32 sheet graph; skipped with the reason when the [onnx] extra
-is absent). All use one weight draw (`conr_common.verification.draws`, default the project's
-seeded weights; or, with --weights/--torch-weights, one checkpoint's .pdparams and official .pth folders, whose
-exported graphs are then cached under the same key as `render`'s) and the same procedural sample data (`conr_common.data.samples`: character sheet views and a UDP walk
-cycle). Sheet features are computed once (timed apart); the per-frame step is timed over `--frames` frames after
-one warm-up call. Peak RSS is the child's VmHWM. The machine's ceiling is a torch Conv2d 224->224 3x3 on 4x64x64
-in the same run; GFLOP/s come from `conr_engines.flops` (convs only).
+(`conr_engines.inference.predictor.PredictorRunner`; bf16 is skipped with the reason on a CPU without bfloat16), and
+the fp32 predictor with Paddle's native float32 instance norm (`predictor_fp32_native_norm`: what the accurate norm
+costs, `conr_paddle.layers.AccurateInstanceNorm2D`), and onnxruntime on the Paddle port's ONNX graphs
+(`conr_engines.onnx.runner.OnnxRunner`, the sheet parsed by the eager parser in float64 as `render --engine
+onnxruntime` does; skipped with the reason when the [onnx] extra is absent). All use one weight draw
+(`conr_common.verification.draws`, default the project's seeded weights; or, with --weights/--torch-weights, one
+checkpoint's .pdparams and official .pth folders, whose exported graphs are then cached under the same key as
+`render`'s) and the same procedural sample data (`conr_common.data.samples`: character sheet views and a UDP walk
+cycle). Sheet features are computed once (timed apart); the per-frame step is timed over `--frames` frames after one
+warm-up call. Peak RSS is the child's VmHWM. The machine's ceiling is a torch Conv2d 224->224 3x3 on 4x64x64 in the
+same run; GFLOP/s come from `conr_engines.flops` (convs only).
 Accuracy: every contender's frames against the float64 truth (the torch reference run in float64 on the same
 inputs, its own child; `--no-truth` skips it): max abs and PSNR (range 1); also max abs against the eager Paddle
 output and bf16's PSNR against fp32.
