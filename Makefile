@@ -30,7 +30,7 @@ TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) parity_tests
 
-# Day-to-day tier: every test not marked `slow` (pyproject.toml's markers): 62-76 s in two workers (111 s in one process),
+# Day-to-day tier: every test not marked `slow` (pyproject.toml's markers): 62-86 s in two workers (111 s in one process),
 # idle 2-core Intel Xeon with AMX (2026-12-08). Both targets end with the suite's cost (time, each worker's peak
 # memory, bytes written, temporary files left).
 test-fast: $(STAMP)
