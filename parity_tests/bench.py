@@ -96,13 +96,14 @@ class BenchWeights:
 
 
 def _paddle_model(weights: BenchWeights):
-    from conr_common.contract.manifest import torch_to_paddle
     from conr_paddle.model import load_networks, load_pdparams, unloaded
-    from conr_torch_ref.seeded import seeded_state_dicts
 
     # `unloaded`: declared, then filled by the strict loader (no random draw that the load overwrites: ~3-5 s)
-    if weights.paddle_dir is not None:
+    if weights.paddle_dir is not None:  # torch is not imported (1.6 s of each Paddle contender's child)
         return load_pdparams(unloaded(), weights.paddle_dir)
+    from conr_common.contract.manifest import torch_to_paddle
+    from conr_torch_ref.seeded import seeded_state_dicts
+
     states = seeded_state_dicts(weights.draw)
     model = unloaded()
     load_networks(model, {n: torch_to_paddle(n, {k: v.numpy() for k, v in s.items()}) for n, s in states.items()})
