@@ -85,28 +85,33 @@ def torch_onnx(weights_dir, tmp_path_factory):
     shutil.rmtree(out)
 
 
+def _stand_in(cache: Path, label: str, views: int, graph: str = "step", content: bytes = b"stand-in") -> Path:
+    """A cache entry of the engine's `graph` (128 px, batch 1, opset 17) holding `content` as its file, written by the
+    cache's own writer; its folder. A runner built on `cache` then finds that graph and exports nothing for it."""
+    from conr_engines.export.cache import cached_folder
+    from conr_engines.onnx.runner import ONNX_SUFFIXES, onnx_cache_entry
+
+    entry, identity = onnx_cache_entry(cache, label, SIZE, views, 1, 17, graph)
+
+    def fill(folder: Path) -> dict:
+        (folder / f"{graph}.onnx").write_bytes(content)
+        return identity
+
+    cached_folder(entry, fill, ONNX_SUFFIXES)
+    return entry
+
+
 def test_export_links_the_engine_graphs_only_when_the_cache_holds_them_unchanged(tmp_path):
     """`export-onnx --paddle --cache-dir` takes each graph the onnxruntime engine exported from the same weights with
     the same settings (`_engine_graphs`), hard-linked when its sha256 matches meta.json; a graph the cache lacks, of
     other settings, or whose file was changed is left out (the export then traces it itself), and the changed
     entry is removed as the engine would. Cache entries written by the cache's own writer, small stand-in files;
     the engine exported sheet and step, not pose (it exports each graph when first needed)."""
-    from conr_engines.export.cache import cached_folder
-    from conr_engines.onnx.runner import ONNX_SUFFIXES, onnx_cache_entry
     from convert.onnx_export import _engine_graphs
 
     root, shape = tmp_path / "cache", (SIZE, VIEWS, 1, 17)
     root.mkdir()
-    entries = {}
-    for graph in ("sheet", "step"):
-        entry, identity = onnx_cache_entry(root, "weights-a", *shape, graph)
-        entries[graph] = entry
-
-        def fill(folder: Path, graph=graph, identity=identity) -> dict:
-            (folder / f"{graph}.onnx").write_bytes(graph.encode() * 1000)
-            return identity
-
-        cached_folder(entry, fill, ONNX_SUFFIXES)
+    entries = {graph: _stand_in(root, "weights-a", VIEWS, graph, graph.encode() * 1000) for graph in ("sheet", "step")}
     assert entries["sheet"] != entries["step"]
     out = tmp_path / "out"
     out.mkdir()
@@ -258,21 +263,6 @@ def test_render_engine_onnxruntime_matches_predictor(pdparams_dir, samples, grap
     # the step's parameters were read from the predictor's parameter file in the same cache, not written again
     log = (again.folder / "export.log").read_text()
     assert any(f"step: parameters read from {p}" in log for p in graph_cache.glob("*/params.pdiparams")), log[-2000:]
-
-
-def _stand_in(cache: Path, label: str, views: int, graph: str = "step") -> None:
-    """A cache entry of `graph` holding a stand-in file, written by the cache's own writer: a runner built on
-    `cache` then finds that graph and exports nothing at construction (the stand-in is never loaded)."""
-    from conr_engines.export.cache import cached_folder
-    from conr_engines.onnx.runner import ONNX_SUFFIXES, onnx_cache_entry
-
-    entry, identity = onnx_cache_entry(cache, label, SIZE, views, 1, 17, graph)
-
-    def fill(folder: Path) -> dict:
-        (folder / f"{graph}.onnx").write_bytes(b"stand-in")
-        return identity
-
-    cached_folder(entry, fill, ONNX_SUFFIXES)
 
 
 def test_pose_graph_exported_on_the_first_pose_image(samples, tmp_path):
