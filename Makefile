@@ -22,7 +22,7 @@ install: $(STAMP)
 
 # TEST_WORKERS pytest-xdist workers, each on its own share of the usable cores, whole test modules each, the
 # memory-heavy modules on one worker, the weights and graph cache built once for all (parity_tests/conftest.py).
-# TEST_WORKERS=0: the whole suite in one process (slower; the machine then holds ~10 GiB at most instead of ~13.4).
+# TEST_WORKERS=0: the whole suite in one process (slower; the machine then holds ~10 GiB at most instead of ~15).
 # Threads (the worker's cores) and, on AMD, MKL's AVX2 path: set by parity_tests/conftest.py, as the command lines
 # set them (conr_common.platform.cpu.prepare_math_libraries); an OMP_NUM_THREADS of your own wins.
 TEST_WORKERS ?= 2
