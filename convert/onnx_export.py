@@ -34,8 +34,6 @@ Exit status: 0 written, 1 an internal conversion error (one line), 2 bad input (
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 import tempfile
 import time
@@ -292,6 +290,7 @@ def _engine_graphs(root: Path, label: str, shape: tuple[int, int, int, int], gra
     or written again for them (0.4 GB for the step at 128 px). The engine exports each graph with this export's own
     function (`export_paddle_graphs`, same identity: weights, shapes, opset, Paddle and paddle2onnx versions), so
     they are the files this export would write. A graph the cache lacks (or that went away meanwhile) is left out."""
+    from conr_common.platform.links import link_or_copy
     from conr_engines.export.cache import verified_meta
     from conr_engines.onnx.runner import onnx_cache_entry
 
@@ -303,14 +302,9 @@ def _engine_graphs(root: Path, label: str, shape: tuple[int, int, int, int], gra
                 continue
         except ConrInputError:  # damaged in a read-only cache: this export writes its own, as with `found_params`
             continue
-        src, dst = source / f"{graph}.onnx", folder / f"{graph}.onnx"
+        dst = folder / f"{graph}.onnx"
         try:
-            try:
-                os.link(src, dst)
-            except FileNotFoundError:
-                raise
-            except OSError:  # another file system, or one without hard links
-                shutil.copyfile(src, dst)
+            link_or_copy(source / f"{graph}.onnx", dst)
         except FileNotFoundError:  # the cache entry was removed since it was checked (`conr cache --clear`)
             dst.unlink(missing_ok=True)
             continue

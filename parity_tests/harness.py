@@ -155,18 +155,17 @@ def linked_folder(src: Path, dst: Path, pattern: str, only: tuple[str, ...] | No
 
     Read-only sharing: the toolkit replaces a weight file by renaming a finished temporary over it
     (`conr_common.platform.atomic`), which leaves the linked original untouched; a test must never write into a
-    linked file in place. Falls back to a copy where `src` and `dst` are on different file systems."""
+    linked file in place. Falls back to a copy where `src` and `dst` are on different file systems (`link_or_copy`)."""
+    from conr_common.platform.links import link_or_copy
+
     dst.mkdir()
     for f in sorted(Path(src).iterdir()):
         if not f.is_file() or (only is not None and f.name not in only):
             continue
         if f.match(pattern):
-            try:
-                os.link(f, dst / f.name)
-                continue
-            except OSError:  # another file system: a copy, as before
-                pass
-        shutil.copy2(f, dst / f.name)
+            link_or_copy(f, dst / f.name)
+        else:
+            shutil.copy2(f, dst / f.name)
     return dst
 
 

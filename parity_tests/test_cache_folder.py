@@ -107,3 +107,28 @@ def test_the_key_names_every_field():
                cache_identity("w", 128, 3, 1, 1, opset=17), cache_identity("w", 128, 2, 2, 1, opset=17),
                cache_identity("w", 128, 2, 1, 2, opset=17), cache_identity("w", 128, 2, 1, 1, opset=18)]
     assert len({cache_key(base), *map(cache_key, changed)}) == 1 + len(changed)
+
+
+def test_link_or_copy_links_copies_across_file_systems_and_names_a_missing_file(tmp_path):
+    """`link_or_copy` (how export-onnx takes the engine's graphs and the tests share the session's weights): a hard
+    link on one file system; a copy with the same bytes where a link cannot be made (a tmpfs, when the machine has
+    one on another device); FileNotFoundError for a source that is gone, nothing left at the destination."""
+    import os
+    import tempfile
+
+    from conr_common.platform.links import link_or_copy
+
+    src = tmp_path / "graph.onnx"
+    src.write_bytes(b"graph" * 100)
+    link_or_copy(src, tmp_path / "linked.onnx")
+    assert os.path.samefile(src, tmp_path / "linked.onnx")
+    with pytest.raises(FileNotFoundError):
+        link_or_copy(tmp_path / "gone.onnx", tmp_path / "never.onnx")
+    assert not (tmp_path / "never.onnx").exists()
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second file system here to copy across")
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        link_or_copy(src, Path(other) / "copied.onnx")
+        copied = Path(other) / "copied.onnx"
+        assert copied.read_bytes() == src.read_bytes() and not os.path.samefile(src, copied)

@@ -50,13 +50,14 @@ def nan_pdparams(nan_official, pdparams_dir, tmp_path_factory):
     """nan_official's NAN_NETWORK converted with allow_nonfinite (the converter's library call), once for this module's
     two readers of it (the Paddle loader and `render`); the three clean networks are hard links to the session's
     conversion of the same files (`pdparams_dir`), which the readers only read. Removed when the module ends."""
+    from conr_common.platform.links import link_or_copy
     from convert.conversion import convert_checkpoints
 
     out = tmp_path_factory.mktemp("nan") / "paddle"
     convert_checkpoints("torch2paddle", nan_official / f"{NAN_NETWORK}.pth", out, allow_nonfinite=True)
     for f in pdparams_dir.glob("*.pdparams"):
         if f.name != f"{NAN_NETWORK}.pdparams":
-            os.link(f, out / f.name)
+            link_or_copy(f, out / f.name)
     yield out
     shutil.rmtree(out)
 
